@@ -1,0 +1,228 @@
+//! Loading a bundle: read the file, make sure it is a component of the `sandflow:plugin`
+//! world, compile it (or load the compiled artifact from the cache), link it, and ask it to
+//! describe its workflow.
+//!
+//! Everything here happens before a run is created, so a bad bundle is refused without
+//! writing anything to the database.
+
+use crate::host::HostState;
+use crate::host::bindings::BundlePre;
+use crate::sandbox::Sandbox;
+use crate::state::Failure;
+use crate::workflow::WorkflowDef;
+use sha2::{Digest, Sha256};
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use wasmtime::component::Component;
+
+/// Why a file is not a bundle sandflow can run. Each message names the file and, where
+/// there is one, the fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    #[error("cannot read bundle {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bundle {} is empty", path.display())]
+    Empty { path: PathBuf },
+    #[error("{} is not a WebAssembly file (it lacks the `\\0asm` header)", path.display())]
+    NotWasm { path: PathBuf },
+    #[error(
+        "{} is a core WebAssembly module, not a component: build the plugin with \
+         `cargo build --target wasm32-wasip2`",
+        path.display()
+    )]
+    CoreModule { path: PathBuf },
+    #[error("{} is not a valid WebAssembly component (truncated or corrupt?): {reason}", path.display())]
+    Invalid { path: PathBuf, reason: String },
+    #[error(
+        "{} is a component, but not a sandflow bundle: {reason}; a bundle implements the \
+         `sandflow:plugin/bundle` world, which the sandflow-sdk crate exports for you",
+        path.display()
+    )]
+    WrongWorld { path: PathBuf, reason: String },
+    #[error("bundle {} could not describe its workflow: {failure}", path.display())]
+    Describe { path: PathBuf, failure: Failure },
+}
+
+/// A loaded bundle: compiled, linked, and described. Cheap to share across tasks.
+pub struct Bundle {
+    path: PathBuf,
+    hash: String,
+    workflow: WorkflowDef,
+    pre: BundlePre<HostState>,
+    from_cache: bool,
+}
+
+impl Bundle {
+    /// Loads the bundle at `path`. With `cache` set, compiled artifacts are kept in that
+    /// directory, keyed by the bundle's hash and the engine configuration, so that the next
+    /// load skips compilation. The directory must be writable only by the operator: its
+    /// files are native code that is loaded without validation.
+    pub async fn load(
+        sandbox: &Sandbox,
+        path: &Path,
+        cache: Option<&Path>,
+    ) -> Result<Self, BundleError> {
+        let bytes = std::fs::read(path).map_err(|source| BundleError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        check_header(path, &bytes)?;
+        let hash = hex(&Sha256::digest(&bytes));
+
+        let (component, from_cache) = match cache {
+            Some(dir) => compile_cached(sandbox, dir, &hash, path, &bytes)?,
+            None => (compile(sandbox, path, &bytes)?, false),
+        };
+        let pre = sandbox
+            .prepare(&component)
+            .map_err(|e| BundleError::WrongWorld {
+                path: path.to_owned(),
+                reason: format!("{e:#}"),
+            })?;
+        let workflow = sandbox
+            .describe(&pre)
+            .await
+            .map_err(|failure| BundleError::Describe {
+                path: path.to_owned(),
+                failure,
+            })?;
+        Ok(Self {
+            path: path.to_owned(),
+            hash,
+            workflow,
+            pre,
+            from_cache,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// SHA-256 of the bundle file, hex-encoded: what a run records to say which code ran.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    pub fn workflow(&self) -> &WorkflowDef {
+        &self.workflow
+    }
+
+    /// Whether the compiled artifact came from the cache rather than a fresh compilation.
+    pub fn loaded_from_cache(&self) -> bool {
+        self.from_cache
+    }
+
+    pub(crate) fn pre(&self) -> &BundlePre<HostState> {
+        &self.pre
+    }
+}
+
+/// Tells the common wrong files apart before wasmtime sees them, for clearer messages.
+fn check_header(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
+    const MAGIC: &[u8] = b"\0asm";
+    const CORE_LAYER: [u8; 2] = [0, 0];
+    let path = path.to_owned();
+    if bytes.is_empty() {
+        return Err(BundleError::Empty { path });
+    }
+    if !bytes.starts_with(&MAGIC[..bytes.len().min(4)]) {
+        return Err(BundleError::NotWasm { path });
+    }
+    if bytes.len() < 8 {
+        return Err(BundleError::Invalid {
+            path,
+            reason: "the file ends inside the header".into(),
+        });
+    }
+    if bytes[6..8] == CORE_LAYER {
+        return Err(BundleError::CoreModule { path });
+    }
+    Ok(())
+}
+
+fn compile(sandbox: &Sandbox, path: &Path, bytes: &[u8]) -> Result<Component, BundleError> {
+    Component::new(sandbox.engine(), bytes).map_err(|e| BundleError::Invalid {
+        path: path.to_owned(),
+        reason: format!("{e:#}"),
+    })
+}
+
+/// Loads the artifact for `hash` from `dir`, or compiles and stores it. A cache that cannot
+/// be read or written costs a compilation and a warning, never the run.
+fn compile_cached(
+    sandbox: &Sandbox,
+    dir: &Path,
+    hash: &str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(Component, bool), BundleError> {
+    let engine = sandbox.engine();
+    let mut config_hash = std::hash::DefaultHasher::new();
+    engine
+        .precompile_compatibility_hash()
+        .hash(&mut config_hash);
+    let artifact = dir.join(format!("{hash}-{:016x}.cwasm", config_hash.finish()));
+
+    if artifact.is_file() {
+        // SAFETY: the artifact was written by `Component::serialize` of an engine with the
+        // same compatibility hash, into the operator's own cache directory (see `load`).
+        match unsafe { Component::deserialize_file(engine, &artifact) } {
+            Ok(component) => return Ok((component, true)),
+            Err(e) => tracing::warn!(
+                artifact = %artifact.display(),
+                "ignoring unreadable compiled artifact: {e:#}"
+            ),
+        }
+    }
+    let component = compile(sandbox, path, bytes)?;
+    if let Err(e) = store_artifact(&component, dir, &artifact) {
+        tracing::warn!(dir = %dir.display(), "cannot cache the compiled bundle: {e}");
+    }
+    Ok((component, false))
+}
+
+/// Writes to a temporary file first, so a crash never leaves a half-written artifact under
+/// the final name.
+fn store_artifact(component: &Component, dir: &Path, artifact: &Path) -> std::io::Result<()> {
+    let bytes = component.serialize().map_err(std::io::Error::other)?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = artifact.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, artifact)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(bytes: &[u8]) -> Result<(), BundleError> {
+        check_header(Path::new("b.wasm"), bytes)
+    }
+
+    #[test]
+    fn header_check_tells_wrong_files_apart() {
+        assert!(matches!(header(b""), Err(BundleError::Empty { .. })));
+        assert!(matches!(header(b"hello"), Err(BundleError::NotWasm { .. })));
+        assert!(matches!(header(b"\0as"), Err(BundleError::Invalid { .. })));
+        assert!(matches!(
+            header(b"\0asm\x01\0\0\0"),
+            Err(BundleError::CoreModule { .. })
+        ));
+        assert!(header(b"\0asm\x0d\0\x01\0").is_ok());
+    }
+}

@@ -1,0 +1,298 @@
+//! Flags, commands and exit codes. Flags are parsed by clap, then turned into the library's
+//! validated types (`Limits`, `RunOptions`) before anything is loaded or written.
+
+mod inspect;
+mod report;
+
+use clap::{Args, Parser, Subcommand};
+use sandflow::{Bundle, Dag, Db, Limits, RunOptions, RunState, Sandbox};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Run workflows whose tasks are sandboxed WebAssembly components.
+#[derive(Parser)]
+#[command(name = "sandflow", version, about)]
+struct Cli {
+    /// The run database [default: $XDG_DATA_HOME/sandflow/sandflow.redb, i.e.
+    /// ~/.local/share/sandflow/sandflow.redb]
+    #[arg(long, global = true, env = "SANDFLOW_DB", value_name = "PATH")]
+    db: Option<PathBuf>,
+
+    /// Where compiled bundles are cached [default: $XDG_CACHE_HOME/sandflow, i.e.
+    /// ~/.cache/sandflow]
+    #[arg(long, global = true, env = "SANDFLOW_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Compile bundles afresh instead of using the cache
+    #[arg(long, global = true)]
+    no_cache: bool,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a bundle's workflow and report every task
+    Run(RunArgs),
+    /// Describe a bundle's workflow without running it
+    Inspect {
+        bundle: PathBuf,
+        #[arg(long, value_enum, default_value_t = inspect::Format::Text)]
+        format: inspect::Format,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Check that a bundle loads and its workflow is a valid DAG
+    Validate {
+        bundle: PathBuf,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// List runs, or show one
+    Runs {
+        #[command(subcommand)]
+        command: Option<RunsCommand>,
+    },
+    /// Write a task's output bytes to stdout
+    Output { run: u64, task: String },
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// Show a run's tasks, errors and logs
+    Show {
+        run: u64,
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+        /// Print every task's log lines
+        #[arg(long)]
+        logs: bool,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    bundle: PathBuf,
+    /// Run parameters, a JSON document the tasks read
+    #[arg(long, default_value = "{}", value_name = "JSON")]
+    params: String,
+    /// Task attempts in flight at once [default: number of CPU cores]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    concurrency: Option<u32>,
+    /// Print the report as JSON instead of a table
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// Per-attempt limits; each default is `Limits::default()`'s.
+#[derive(Args)]
+struct LimitArgs {
+    /// Fuel per task attempt, unless the task sets its own [default: 10000000000]
+    #[arg(long, value_name = "N")]
+    fuel: Option<u64>,
+    /// Wall-clock limit per task attempt, unless the task sets its own, e.g. 30s, 5m
+    /// [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    timeout: Option<Duration>,
+    /// Linear memory per task attempt, e.g. 64MiB [default: 256MiB]
+    #[arg(long, value_name = "SIZE")]
+    memory: Option<bytesize::ByteSize>,
+    /// Largest output a task may return [default: 16MiB]
+    #[arg(long, value_name = "SIZE")]
+    max_output: Option<bytesize::ByteSize>,
+    /// Log bytes per task attempt [default: 1MiB]
+    #[arg(long, value_name = "SIZE")]
+    max_log: Option<bytesize::ByteSize>,
+}
+
+impl LimitArgs {
+    fn limits(&self, concurrency: usize) -> Limits {
+        let defaults = Limits::default();
+        let bytes = |size: Option<bytesize::ByteSize>, default: usize| {
+            size.map_or(default, |s| {
+                usize::try_from(s.as_u64()).unwrap_or(usize::MAX)
+            })
+        };
+        Limits {
+            fuel: self.fuel.unwrap_or(defaults.fuel),
+            timeout: self.timeout.unwrap_or(defaults.timeout),
+            memory: bytes(self.memory, defaults.memory),
+            output: bytes(self.max_output, defaults.output),
+            log: bytes(self.max_log, defaults.log),
+            // One instance per concurrent attempt, plus one for `describe`.
+            instances: u32::try_from(concurrency + 1).unwrap_or(u32::MAX),
+            ..defaults
+        }
+    }
+}
+
+/// An error that ends the command: its message, and whether it is the user's input (exit
+/// code 2) or the run failing (exit code 1).
+struct Failed {
+    message: String,
+    code: u8,
+}
+
+impl Failed {
+    fn input(error: impl std::fmt::Display) -> Self {
+        Self {
+            message: error.to_string(),
+            code: 2,
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap prints help and usage errors itself and exits 0 or 2.
+        Err(e) => e.exit(),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(failed) => {
+            eprintln!("error: {}", failed.message);
+            ExitCode::from(failed.code)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<u8, Failed> {
+    let cache = if cli.no_cache {
+        None
+    } else {
+        cli.cache_dir
+            .clone()
+            .or_else(|| dirs::cache_dir().map(|d| d.join("sandflow")))
+    };
+    let db_path = || -> Result<PathBuf, Failed> {
+        cli.db
+            .clone()
+            .or_else(|| dirs::data_dir().map(|d| d.join("sandflow").join("sandflow.redb")))
+            .ok_or_else(|| Failed::input("no home directory to keep the database in; pass --db"))
+    };
+    match cli.command {
+        Command::Run(args) => {
+            let concurrency = args.concurrency.map_or_else(cores, |n| n as usize);
+            let params: serde_json::Value = serde_json::from_str(&args.params)
+                .map_err(|e| Failed::input(format!("--params is not valid JSON: {e}")))?;
+            let sandbox = sandbox(&args.limits, concurrency)?;
+            let (bundle, dag) = load(&sandbox, &args.bundle, cache.as_deref()).await?;
+            let db = Arc::new(Db::open(&db_path()?).map_err(Failed::input)?);
+            let options = RunOptions {
+                params,
+                concurrency,
+            };
+            let report = report::run(
+                Arc::new(sandbox),
+                Arc::new(bundle),
+                &dag,
+                db,
+                options,
+                args.json,
+            )
+            .await
+            .map_err(|e| Failed {
+                message: e.to_string(),
+                code: 1,
+            })?;
+            Ok(match report.run.state {
+                RunState::Succeeded => 0,
+                _ => 1,
+            })
+        }
+        Command::Inspect {
+            bundle,
+            format,
+            limits,
+        } => {
+            let sandbox = sandbox(&limits, 1)?;
+            let (bundle, dag) = load(&sandbox, &bundle, cache.as_deref()).await?;
+            print!("{}", inspect::render(bundle.workflow(), &dag, format));
+            Ok(0)
+        }
+        Command::Validate { bundle, limits } => {
+            let sandbox = sandbox(&limits, 1)?;
+            let (bundle, _) = load(&sandbox, &bundle, cache.as_deref()).await?;
+            let workflow = bundle.workflow();
+            println!(
+                "{}: workflow `{}` with {} tasks is valid",
+                bundle.path().display(),
+                workflow.name,
+                workflow.tasks.len()
+            );
+            Ok(0)
+        }
+        Command::Runs { command } => {
+            let db = Db::open(&db_path()?).map_err(Failed::input)?;
+            match command {
+                None => report::list_runs(&db),
+                Some(RunsCommand::Show { run, json, logs }) => {
+                    report::show_run(&db, run, json, logs)
+                }
+            }?;
+            Ok(0)
+        }
+        Command::Output { run, task } => {
+            let db = Db::open(&db_path()?).map_err(Failed::input)?;
+            let output = report::output(&db, run, &task)?;
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(&output)
+                .and_then(|()| stdout.flush())
+                .map_err(|e| Failed::input(format!("cannot write the output: {e}")))?;
+            Ok(0)
+        }
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn sandbox(limits: &LimitArgs, concurrency: usize) -> Result<Sandbox, Failed> {
+    Sandbox::new(limits.limits(concurrency)).map_err(|e| Failed {
+        message: e.to_string(),
+        code: 1,
+    })
+}
+
+/// Loads and validates a bundle: everything that can be wrong with the user's input is
+/// found here, before a database is opened.
+async fn load(
+    sandbox: &Sandbox,
+    path: &Path,
+    cache: Option<&Path>,
+) -> Result<(Bundle, Dag), Failed> {
+    let bundle = Bundle::load(sandbox, path, cache)
+        .await
+        .map_err(Failed::input)?;
+    let dag = Dag::build(bundle.workflow()).map_err(|e| {
+        Failed::input(format!(
+            "bundle {} describes an invalid workflow: {e}",
+            path.display()
+        ))
+    })?;
+    Ok((bundle, dag))
+}

@@ -1,0 +1,223 @@
+//! What `run`, `runs` and `output` print: a progress bar while a run is live (on a
+//! terminal only), then one table row per task.
+
+use super::Failed;
+use indicatif::{ProgressBar, ProgressStyle};
+use sandflow::db::{RunRecord, TaskRecord};
+use sandflow::scheduler::{self, RunError};
+use sandflow::{Bundle, Dag, Db, RunEvent, RunOptions, RunReport, Sandbox, TaskState};
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Runs the workflow with a progress bar and prints the report.
+pub async fn run(
+    sandbox: Arc<Sandbox>,
+    bundle: Arc<Bundle>,
+    dag: &Dag,
+    db: Arc<Db>,
+    options: RunOptions,
+    json: bool,
+) -> Result<RunReport, RunError> {
+    let bar = if std::io::stdout().is_terminal() && !json {
+        let bar = ProgressBar::new(dag.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} tasks  {elapsed}  {msg}")
+                .expect("the template is valid"),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut observer = |event: RunEvent<'_>| match event {
+        RunEvent::Created { run } if !json => bar.suspend(|| {
+            println!(
+                "run {} of workflow `{}` ({} tasks)",
+                run.id,
+                run.workflow.name,
+                run.workflow.tasks.len()
+            );
+        }),
+        RunEvent::Created { .. } => {}
+        RunEvent::TaskStarted { task, .. } => bar.set_message(task.to_owned()),
+        RunEvent::TaskFinished { .. } => bar.inc(1),
+    };
+    let report = scheduler::run(sandbox, bundle, dag, db, options, &mut observer).await;
+    bar.finish_and_clear();
+    let report = report?;
+    let tasks: Vec<(String, Option<TaskRecord>)> = report
+        .tasks
+        .iter()
+        .map(|(name, record)| (name.clone(), Some(record.clone())))
+        .collect();
+    if json {
+        println!("{}", to_json(&report.run, &tasks));
+    } else {
+        print_table(&report.run, &tasks);
+    }
+    Ok(report)
+}
+
+pub fn list_runs(db: &Db) -> Result<(), Failed> {
+    let runs = db.runs().map_err(Failed::input)?;
+    if runs.is_empty() {
+        println!("no runs yet: start one with `sandflow run BUNDLE`");
+        return Ok(());
+    }
+    println!(
+        "{:>6}  {:<20} {:<10} {:<20} {:>10}",
+        "RUN", "WORKFLOW", "STATE", "STARTED", "DURATION"
+    );
+    for run in runs {
+        let duration = run
+            .finished_ms
+            .map(|f| duration_ms(f.saturating_sub(run.started_ms)))
+            .unwrap_or_default();
+        println!(
+            "{:>6}  {:<20} {:<10} {:<20} {:>10}",
+            run.id,
+            run.workflow.name,
+            run.state.as_str(),
+            timestamp(run.started_ms),
+            duration
+        );
+    }
+    Ok(())
+}
+
+pub fn show_run(db: &Db, id: u64, json: bool, logs: bool) -> Result<(), Failed> {
+    let run = db.run(id).map_err(Failed::input)?;
+    let mut stored = db.tasks(id).map_err(Failed::input)?;
+    let tasks: Vec<(String, Option<TaskRecord>)> = run
+        .workflow
+        .tasks
+        .iter()
+        .map(|def| {
+            let record = stored
+                .iter()
+                .position(|(name, _)| *name == def.name)
+                .map(|i| stored.swap_remove(i).1);
+            (def.name.clone(), record)
+        })
+        .collect();
+    if json {
+        println!("{}", to_json(&run, &tasks));
+        return Ok(());
+    }
+    print_table(&run, &tasks);
+    if logs {
+        for (name, _) in &tasks {
+            for line in db.log(id, name).map_err(Failed::input)? {
+                println!("[{name}] {:?}: {}", line.level, line.message);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A task's output, or a message saying why there is none.
+pub fn output(db: &Db, run: u64, task: &str) -> Result<Vec<u8>, Failed> {
+    if let Some(output) = db.output(run, task).map_err(Failed::input)? {
+        return Ok(output);
+    }
+    let record = db.run(run).map_err(Failed::input)?;
+    if !record.workflow.tasks.iter().any(|t| t.name == task) {
+        return Err(Failed::input(format!(
+            "run {run} has no task `{task}` (see `sandflow runs show {run}`)"
+        )));
+    }
+    let state = db
+        .tasks(run)
+        .map_err(Failed::input)?
+        .into_iter()
+        .find(|(name, _)| name == task)
+        .map_or(TaskState::Pending, |(_, r)| r.state);
+    Err(Failed::input(format!(
+        "task `{task}` of run {run} has no output: it is {state}"
+    )))
+}
+
+fn print_table(run: &RunRecord, tasks: &[(String, Option<TaskRecord>)]) {
+    let width = tasks.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
+    println!(
+        "{:<width$}  {:<15} {:>8} {:>10} {:>15}  ERROR",
+        "TASK", "STATE", "ATTEMPTS", "DURATION", "FUEL"
+    );
+    for (name, record) in tasks {
+        match record {
+            Some(r) => println!(
+                "{name:<width$}  {:<15} {:>8} {:>10} {:>15}  {}",
+                r.state.as_str(),
+                r.attempts,
+                duration_us(r.duration_us),
+                r.fuel_used,
+                r.error
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            ),
+            None => println!("{name:<width$}  {:<15}", TaskState::Pending.as_str()),
+        }
+    }
+    let mut counts: Vec<(TaskState, usize)> = Vec::new();
+    for state in tasks
+        .iter()
+        .map(|(_, r)| r.as_ref().map_or(TaskState::Pending, |r| r.state))
+    {
+        match counts.iter_mut().find(|(s, _)| *s == state) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((state, 1)),
+        }
+    }
+    let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let took = run
+        .finished_ms
+        .map(|f| format!(" in {}", duration_ms(f.saturating_sub(run.started_ms))))
+        .unwrap_or_default();
+    println!(
+        "run {} {}{took}: {}",
+        run.id,
+        run.state.as_str(),
+        counts.join(", ")
+    );
+}
+
+fn to_json(run: &RunRecord, tasks: &[(String, Option<TaskRecord>)]) -> serde_json::Value {
+    let tasks: Vec<serde_json::Value> = tasks
+        .iter()
+        .map(|(name, record)| match record {
+            Some(record) => {
+                let mut value = serde_json::to_value(record).expect("records serialize");
+                value["name"] = name.clone().into();
+                value
+            }
+            None => serde_json::json!({ "name": name, "state": TaskState::Pending }),
+        })
+        .collect();
+    serde_json::json!({
+        "id": run.id,
+        "workflow": run.workflow.name,
+        "bundle": run.bundle,
+        "bundle_hash": run.bundle_hash,
+        "state": run.state,
+        "started_ms": run.started_ms,
+        "finished_ms": run.finished_ms,
+        "tasks": tasks,
+    })
+}
+
+fn duration_us(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us}µs"),
+        1_000..1_000_000 => format!("{:.1}ms", us as f64 / 1e3),
+        _ => format!("{:.2}s", us as f64 / 1e6),
+    }
+}
+
+fn duration_ms(ms: u64) -> String {
+    duration_us(ms.saturating_mul(1_000))
+}
+
+fn timestamp(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}

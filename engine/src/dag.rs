@@ -1,0 +1,319 @@
+//! Turns a [`WorkflowDef`] into a validated DAG, or says precisely why it is not one.
+//!
+//! Validation happens before anything runs or is written, so a bad workflow never leaves a
+//! half-started run behind. petgraph finds cycles (Tarjan's strongly connected components,
+//! which also lets the error name every task on the cycle); the scheduler then works on a
+//! compact adjacency list indexed like `WorkflowDef::tasks`.
+
+use crate::workflow::WorkflowDef;
+use petgraph::graph::{DiGraph, NodeIndex};
+use std::collections::HashMap;
+
+/// Why a workflow is not a runnable DAG. Every message names the offending tasks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DagError {
+    #[error("workflow `{workflow}` has no tasks")]
+    Empty { workflow: String },
+    #[error("a task has an empty name; every task needs a unique, non-empty name")]
+    EmptyName,
+    #[error("task `{task}` is declared more than once; task names must be unique")]
+    DuplicateTask { task: String },
+    #[error("task `{task}` depends on `{dependency}`, which is not a task of this workflow")]
+    UnknownDependency { task: String, dependency: String },
+    #[error("task `{task}` depends on itself")]
+    SelfDependency { task: String },
+    #[error("task `{task}` lists `{dependency}` more than once in its dependencies")]
+    DuplicateDependency { task: String, dependency: String },
+    #[error("the workflow has a dependency cycle: {}", cycle.join(" -> "))]
+    Cycle {
+        /// The tasks on the cycle in dependency order; the first is repeated at the end.
+        cycle: Vec<String>,
+    },
+}
+
+/// A validated workflow graph. Task `i` is `WorkflowDef::tasks[i]`.
+#[derive(Debug, Clone)]
+pub struct Dag {
+    upstream: Vec<Vec<u32>>,
+    downstream: Vec<Vec<u32>>,
+    topological: Vec<u32>,
+}
+
+impl Dag {
+    /// Validates `workflow` and builds its graph.
+    pub fn build(workflow: &WorkflowDef) -> Result<Self, DagError> {
+        if workflow.tasks.is_empty() {
+            return Err(DagError::Empty {
+                workflow: workflow.name.clone(),
+            });
+        }
+        let mut index = HashMap::with_capacity(workflow.tasks.len());
+        for (i, task) in workflow.tasks.iter().enumerate() {
+            if task.name.is_empty() {
+                return Err(DagError::EmptyName);
+            }
+            if index.insert(task.name.as_str(), i as u32).is_some() {
+                return Err(DagError::DuplicateTask {
+                    task: task.name.clone(),
+                });
+            }
+        }
+
+        let mut upstream = Vec::with_capacity(workflow.tasks.len());
+        let mut downstream = vec![Vec::new(); workflow.tasks.len()];
+        for (i, task) in workflow.tasks.iter().enumerate() {
+            let mut deps = Vec::with_capacity(task.depends_on.len());
+            for dep in &task.depends_on {
+                let Some(&d) = index.get(dep.as_str()) else {
+                    return Err(DagError::UnknownDependency {
+                        task: task.name.clone(),
+                        dependency: dep.clone(),
+                    });
+                };
+                if d as usize == i {
+                    return Err(DagError::SelfDependency {
+                        task: task.name.clone(),
+                    });
+                }
+                if deps.contains(&d) {
+                    return Err(DagError::DuplicateDependency {
+                        task: task.name.clone(),
+                        dependency: dep.clone(),
+                    });
+                }
+                deps.push(d);
+                downstream[d as usize].push(i as u32);
+            }
+            upstream.push(deps);
+        }
+
+        let topological = topological_order(workflow, &upstream, &downstream)?;
+        Ok(Self {
+            upstream,
+            downstream,
+            topological,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.upstream.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.upstream.is_empty()
+    }
+
+    /// The tasks `task` depends on.
+    pub fn upstream(&self, task: usize) -> &[u32] {
+        &self.upstream[task]
+    }
+
+    /// The tasks that depend on `task`.
+    pub fn downstream(&self, task: usize) -> &[u32] {
+        &self.downstream[task]
+    }
+
+    /// Every task after all of its upstream tasks; among independent tasks, declaration order.
+    pub fn topological(&self) -> &[u32] {
+        &self.topological
+    }
+}
+
+/// Kahn's algorithm, seeded in declaration order so that the order is stable and readable.
+/// When it cannot finish, the leftover tasks contain a cycle, which petgraph pins down.
+fn topological_order(
+    workflow: &WorkflowDef,
+    upstream: &[Vec<u32>],
+    downstream: &[Vec<u32>],
+) -> Result<Vec<u32>, DagError> {
+    let n = upstream.len();
+    let mut pending: Vec<usize> = upstream.iter().map(Vec::len).collect();
+    let mut order: Vec<u32> = (0..n as u32)
+        .filter(|&i| pending[i as usize] == 0)
+        .collect();
+    let mut next = 0;
+    while next < order.len() {
+        let task = order[next] as usize;
+        next += 1;
+        for &d in &downstream[task] {
+            pending[d as usize] -= 1;
+            if pending[d as usize] == 0 {
+                order.push(d);
+            }
+        }
+    }
+    if order.len() == n {
+        Ok(order)
+    } else {
+        Err(DagError::Cycle {
+            cycle: find_cycle(workflow, upstream),
+        })
+    }
+}
+
+/// Names the tasks of one cycle, in dependency order, first task repeated at the end.
+fn find_cycle(workflow: &WorkflowDef, upstream: &[Vec<u32>]) -> Vec<String> {
+    let mut graph = DiGraph::<(), ()>::with_capacity(upstream.len(), 0);
+    for _ in 0..upstream.len() {
+        graph.add_node(());
+    }
+    for (i, deps) in upstream.iter().enumerate() {
+        for &d in deps {
+            graph.add_edge(NodeIndex::new(d as usize), NodeIndex::new(i), ());
+        }
+    }
+    let component = petgraph::algo::tarjan_scc(&graph)
+        .into_iter()
+        .find(|scc| scc.len() > 1)
+        .expect("Kahn's algorithm stopped early, so a cycle exists");
+    // Walk edges inside the component from its first node until a node repeats: the walk
+    // always can go on (every node of a strongly connected component has a successor in
+    // it), so it ends on a cycle, which is then cut out of the walk.
+    let members: std::collections::HashSet<_> = component.iter().copied().collect();
+    let mut walk = vec![component[0]];
+    loop {
+        let last = *walk.last().expect("walk starts non-empty");
+        let next = graph
+            .neighbors(last)
+            .find(|n| members.contains(n))
+            .expect("strongly connected");
+        if let Some(start) = walk.iter().position(|&n| n == next) {
+            walk.drain(..start);
+            walk.push(next);
+            break;
+        }
+        walk.push(next);
+    }
+    walk.into_iter()
+        .map(|n| workflow.tasks[n.index()].name.clone())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workflow::{RetryPolicy, TaskDef, TriggerRule};
+
+    fn workflow(tasks: &[(&str, &[&str])]) -> WorkflowDef {
+        WorkflowDef {
+            name: "test".into(),
+            schedule: None,
+            tasks: tasks
+                .iter()
+                .map(|(name, deps)| TaskDef {
+                    name: (*name).into(),
+                    depends_on: deps.iter().map(|d| (*d).into()).collect(),
+                    trigger: TriggerRule::AllSuccess,
+                    retry: RetryPolicy {
+                        max_attempts: 1,
+                        initial_backoff_ms: 0,
+                        max_backoff_ms: 0,
+                    },
+                    timeout_ms: None,
+                    fuel: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn names(w: &WorkflowDef, order: &[u32]) -> Vec<String> {
+        order
+            .iter()
+            .map(|&i| w.tasks[i as usize].name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn diamond_orders_every_task_after_its_upstream() {
+        let w = workflow(&[
+            ("report", &["join"]),
+            ("join", &["left", "right"]),
+            ("left", &["load"]),
+            ("right", &["load"]),
+            ("load", &[]),
+        ]);
+        let dag = Dag::build(&w).unwrap();
+        assert_eq!(
+            names(&w, dag.topological()),
+            ["load", "left", "right", "join", "report"]
+        );
+        assert_eq!(dag.upstream(1), &[2, 3]);
+        assert_eq!(dag.downstream(4), &[2, 3]);
+    }
+
+    #[test]
+    fn empty_workflow_is_refused() {
+        assert_eq!(
+            Dag::build(&workflow(&[])).unwrap_err(),
+            DagError::Empty {
+                workflow: "test".into()
+            }
+        );
+    }
+
+    #[test]
+    fn duplicate_names_are_refused() {
+        let err = Dag::build(&workflow(&[("a", &[]), ("a", &[])])).unwrap_err();
+        assert_eq!(err, DagError::DuplicateTask { task: "a".into() });
+    }
+
+    #[test]
+    fn empty_names_are_refused() {
+        let err = Dag::build(&workflow(&[("", &[])])).unwrap_err();
+        assert_eq!(err, DagError::EmptyName);
+    }
+
+    #[test]
+    fn unknown_dependency_is_named() {
+        let err = Dag::build(&workflow(&[("a", &["ghost"])])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "task `a` depends on `ghost`, which is not a task of this workflow"
+        );
+    }
+
+    #[test]
+    fn self_dependency_is_refused() {
+        let err = Dag::build(&workflow(&[("a", &["a"])])).unwrap_err();
+        assert_eq!(err, DagError::SelfDependency { task: "a".into() });
+    }
+
+    #[test]
+    fn repeated_dependency_is_refused() {
+        let err = Dag::build(&workflow(&[("a", &[]), ("b", &["a", "a"])])).unwrap_err();
+        assert!(matches!(err, DagError::DuplicateDependency { .. }), "{err}");
+    }
+
+    #[test]
+    fn cycle_names_exactly_the_tasks_on_it() {
+        let w = workflow(&[
+            ("start", &[]),
+            ("a", &["start", "c"]),
+            ("b", &["a"]),
+            ("c", &["b"]),
+            ("after", &["c"]),
+        ]);
+        let DagError::Cycle { cycle } = Dag::build(&w).unwrap_err() else {
+            panic!("expected a cycle")
+        };
+        assert_eq!(cycle.first(), cycle.last());
+        let mut on_cycle = cycle[1..].to_vec();
+        on_cycle.sort();
+        assert_eq!(on_cycle, ["a", "b", "c"]);
+        // Each step of the cycle follows a real dependency edge.
+        for pair in cycle.windows(2) {
+            let downstream = w.tasks.iter().find(|t| t.name == pair[1]).unwrap();
+            assert!(downstream.depends_on.contains(&pair[0]), "{cycle:?}");
+        }
+    }
+
+    #[test]
+    fn two_task_cycle_is_found() {
+        let err = Dag::build(&workflow(&[("a", &["b"]), ("b", &["a"])])).unwrap_err();
+        let DagError::Cycle { cycle } = err else {
+            panic!()
+        };
+        assert_eq!(cycle.len(), 3);
+    }
+}

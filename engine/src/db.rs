@@ -1,0 +1,345 @@
+//! Durable run state in redb: runs, task records, task outputs and task logs.
+//!
+//! A task's terminal record, output and log are written in one transaction, so a reader
+//! (or a resumed run) never sees a finished task without its output. Several completions
+//! may share one transaction (group commit); each commit is durable when it returns.
+//!
+//! Records are JSON: readable with any redb tool, and tolerant of added fields.
+
+use crate::host::LogLine;
+use crate::state::{Failure, RunState, TaskState};
+use crate::workflow::WorkflowDef;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
+const TASKS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("tasks");
+const OUTPUTS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("outputs");
+const LOGS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("logs");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const NEXT_RUN_ID: &str = "next_run_id";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    #[error(
+        "the database {} is in use by another sandflow process; wait for it, or pass another --db",
+        path.display()
+    )]
+    Locked { path: PathBuf },
+    #[error("cannot open the database {}: {source}", path.display())]
+    Open { path: PathBuf, source: redb::Error },
+    #[error("cannot create the database directory {}: {source}", path.display())]
+    Directory {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database error: {0}")]
+    Storage(#[from] redb::Error),
+    #[error("run {0} does not exist (see `sandflow runs`)")]
+    NoSuchRun(u64),
+    #[error("a stored record does not decode: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// Shorthand: every redb error type converts into `DbError::Storage`.
+macro_rules! storage {
+    ($e:expr) => {
+        $e.map_err(|e| DbError::Storage(e.into()))?
+    };
+}
+
+/// A run as stored: what ran, with which parameters, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: u64,
+    pub bundle: PathBuf,
+    pub bundle_hash: String,
+    pub workflow: WorkflowDef,
+    /// The run parameters as given (JSON text).
+    pub params: String,
+    pub state: RunState,
+    pub started_ms: u64,
+    pub finished_ms: Option<u64>,
+}
+
+/// A task's terminal state in a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub state: TaskState,
+    pub attempts: u32,
+    pub fuel_used: u64,
+    /// Wall-clock time of all attempts together, in microseconds.
+    pub duration_us: u64,
+    /// The cause of the last failed attempt, if the task did not succeed.
+    pub error: Option<Failure>,
+    pub finished_ms: u64,
+}
+
+/// One task's terminal record with what it produced, written together.
+pub struct Completion<'a> {
+    pub task: &'a str,
+    pub record: TaskRecord,
+    pub output: Option<&'a [u8]>,
+    pub log: &'a [LogLine],
+}
+
+pub struct Db {
+    db: Database,
+}
+
+impl Db {
+    /// Opens the database at `path`, creating it (and its directory) if needed.
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| DbError::Directory {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => DbError::Locked {
+                path: path.to_owned(),
+            },
+            e => DbError::Open {
+                path: path.to_owned(),
+                source: e.into(),
+            },
+        })?;
+        let this = Self { db };
+        // Create every table up front so that readers never meet a missing one.
+        let tx = storage!(this.db.begin_write());
+        storage!(tx.open_table(RUNS));
+        storage!(tx.open_table(TASKS));
+        storage!(tx.open_table(OUTPUTS));
+        storage!(tx.open_table(LOGS));
+        storage!(tx.open_table(META));
+        storage!(tx.commit());
+        Ok(this)
+    }
+
+    /// Records a new run and returns its id (ids count up from 1).
+    pub fn create_run(&self, build: impl FnOnce(u64) -> RunRecord) -> Result<RunRecord, DbError> {
+        let tx = storage!(self.db.begin_write());
+        let record = {
+            let mut meta = storage!(tx.open_table(META));
+            let id = storage!(meta.get(NEXT_RUN_ID)).map_or(1, |v| v.value());
+            storage!(meta.insert(NEXT_RUN_ID, id + 1));
+            let record = build(id);
+            let mut runs = storage!(tx.open_table(RUNS));
+            storage!(runs.insert(id, serde_json::to_vec(&record)?.as_slice()));
+            record
+        };
+        storage!(tx.commit());
+        Ok(record)
+    }
+
+    /// Marks a run finished.
+    pub fn finish_run(&self, id: u64, state: RunState, finished_ms: u64) -> Result<(), DbError> {
+        let tx = storage!(self.db.begin_write());
+        {
+            let mut runs = storage!(tx.open_table(RUNS));
+            let mut record: RunRecord = match storage!(runs.get(id)) {
+                Some(bytes) => serde_json::from_slice(bytes.value())?,
+                None => return Err(DbError::NoSuchRun(id)),
+            };
+            record.state = state;
+            record.finished_ms = Some(finished_ms);
+            storage!(runs.insert(id, serde_json::to_vec(&record)?.as_slice()));
+        }
+        storage!(tx.commit());
+        Ok(())
+    }
+
+    /// Writes each completion's record, output and log, all in one durable transaction.
+    pub fn complete(&self, run: u64, completions: &[Completion<'_>]) -> Result<(), DbError> {
+        let tx = storage!(self.db.begin_write());
+        {
+            let mut tasks = storage!(tx.open_table(TASKS));
+            let mut outputs = storage!(tx.open_table(OUTPUTS));
+            let mut logs = storage!(tx.open_table(LOGS));
+            for c in completions {
+                let record = serde_json::to_vec(&c.record)?;
+                storage!(tasks.insert((run, c.task), record.as_slice()));
+                if let Some(output) = c.output {
+                    storage!(outputs.insert((run, c.task), output));
+                }
+                if !c.log.is_empty() {
+                    let log = serde_json::to_vec(c.log)?;
+                    storage!(logs.insert((run, c.task), log.as_slice()));
+                }
+            }
+        }
+        storage!(tx.commit());
+        Ok(())
+    }
+
+    pub fn run(&self, id: u64) -> Result<RunRecord, DbError> {
+        let tx = storage!(self.db.begin_read());
+        let runs = storage!(tx.open_table(RUNS));
+        match storage!(runs.get(id)) {
+            Some(bytes) => Ok(serde_json::from_slice(bytes.value())?),
+            None => Err(DbError::NoSuchRun(id)),
+        }
+    }
+
+    /// Every run, oldest first.
+    pub fn runs(&self) -> Result<Vec<RunRecord>, DbError> {
+        let tx = storage!(self.db.begin_read());
+        let runs = storage!(tx.open_table(RUNS));
+        let mut all = Vec::new();
+        for entry in storage!(runs.iter()) {
+            let (_, bytes) = storage!(entry);
+            all.push(serde_json::from_slice(bytes.value())?);
+        }
+        Ok(all)
+    }
+
+    /// The terminal records of a run's finished tasks, by task name.
+    pub fn tasks(&self, run: u64) -> Result<Vec<(String, TaskRecord)>, DbError> {
+        let tx = storage!(self.db.begin_read());
+        let tasks = storage!(tx.open_table(TASKS));
+        let mut all = Vec::new();
+        for entry in storage!(tasks.range((run, "")..(run + 1, ""))) {
+            let (key, bytes) = storage!(entry);
+            all.push((
+                key.value().1.to_owned(),
+                serde_json::from_slice(bytes.value())?,
+            ));
+        }
+        Ok(all)
+    }
+
+    pub fn output(&self, run: u64, task: &str) -> Result<Option<Vec<u8>>, DbError> {
+        let tx = storage!(self.db.begin_read());
+        let outputs = storage!(tx.open_table(OUTPUTS));
+        Ok(storage!(outputs.get((run, task))).map(|v| v.value().to_vec()))
+    }
+
+    pub fn log(&self, run: u64, task: &str) -> Result<Vec<LogLine>, DbError> {
+        let tx = storage!(self.db.begin_read());
+        let logs = storage!(tx.open_table(LOGS));
+        match storage!(logs.get((run, task))) {
+            Some(bytes) => Ok(serde_json::from_slice(bytes.value())?),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::LogLevel;
+
+    fn run_record(id: u64) -> RunRecord {
+        RunRecord {
+            id,
+            bundle: "b.wasm".into(),
+            bundle_hash: "abc".into(),
+            workflow: WorkflowDef {
+                name: "w".into(),
+                schedule: None,
+                tasks: vec![],
+            },
+            params: "{}".into(),
+            state: RunState::Running,
+            started_ms: 1,
+            finished_ms: None,
+        }
+    }
+
+    fn task_record(state: TaskState) -> TaskRecord {
+        TaskRecord {
+            state,
+            attempts: 1,
+            fuel_used: 42,
+            duration_us: 3_000,
+            error: None,
+            finished_ms: 5,
+        }
+    }
+
+    #[test]
+    fn runs_get_increasing_ids_and_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("nested/dir/s.redb")).unwrap();
+        let first = db.create_run(run_record).unwrap();
+        let second = db.create_run(run_record).unwrap();
+        assert_eq!((first.id, second.id), (1, 2));
+        db.finish_run(2, RunState::Succeeded, 9).unwrap();
+        let stored = db.run(2).unwrap();
+        assert_eq!(stored.state, RunState::Succeeded);
+        assert_eq!(stored.finished_ms, Some(9));
+        assert_eq!(db.runs().unwrap(), vec![first, stored]);
+        assert!(matches!(db.run(3), Err(DbError::NoSuchRun(3))));
+    }
+
+    #[test]
+    fn completions_keep_record_output_and_log_together_per_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("s.redb")).unwrap();
+        let log = [LogLine {
+            level: LogLevel::Info,
+            message: "hi".into(),
+        }];
+        let mut failed = task_record(TaskState::Failed);
+        failed.error = Some(Failure::OutOfFuel { budget: 7 });
+        db.complete(
+            1,
+            &[
+                Completion {
+                    task: "a",
+                    record: task_record(TaskState::Success),
+                    output: Some(b"out"),
+                    log: &log,
+                },
+                Completion {
+                    task: "b",
+                    record: failed.clone(),
+                    output: None,
+                    log: &[],
+                },
+            ],
+        )
+        .unwrap();
+        // Another run's task of the same name stays apart.
+        db.complete(
+            2,
+            &[Completion {
+                task: "a",
+                record: task_record(TaskState::Skipped),
+                output: None,
+                log: &[],
+            }],
+        )
+        .unwrap();
+
+        let tasks = db.tasks(1).unwrap();
+        assert_eq!(
+            tasks,
+            vec![
+                ("a".to_owned(), task_record(TaskState::Success)),
+                ("b".to_owned(), failed)
+            ]
+        );
+        assert_eq!(db.output(1, "a").unwrap().as_deref(), Some(&b"out"[..]));
+        assert_eq!(db.output(1, "b").unwrap(), None);
+        assert_eq!(db.output(2, "a").unwrap(), None);
+        assert_eq!(db.log(1, "a").unwrap(), log);
+        assert_eq!(db.tasks(2).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn reopening_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let db = Db::open(&path).unwrap();
+            db.create_run(run_record).unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        assert_eq!(db.runs().unwrap().len(), 1);
+        assert_eq!(db.create_run(run_record).unwrap().id, 2);
+    }
+}

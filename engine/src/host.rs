@@ -1,0 +1,244 @@
+//! The host side of the WIT world: the bindings, and [`HostState`], which is everything one
+//! task attempt can reach.
+//!
+//! A fresh `HostState` is built for every attempt and dropped with its `Store`, so nothing a
+//! plugin does survives the attempt. Its WASI context grants nothing: no preopened
+//! directories, no environment, no sockets, closed stdin, and stdout/stderr captured into a
+//! bounded buffer.
+
+use crate::workflow::{RetryPolicy, TaskDef, TriggerRule, WorkflowDef};
+use std::collections::HashSet;
+use std::sync::Arc;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+pub(crate) mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "bundle",
+        imports: { default: trappable },
+        exports: { default: async },
+    });
+}
+
+use bindings::sandflow::plugin::{host, types};
+
+/// Where a task's upstream outputs come from. The scheduler implements it over the
+/// database, so the sandbox never depends on how runs are stored.
+pub trait InputSource: Send + Sync {
+    /// The stored output of `task` in this run, `None` if it has none.
+    fn output(&self, task: &str) -> wasmtime::Result<Option<Vec<u8>>>;
+}
+
+/// One line a task logged through `host.log`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// What the host tells a task about itself.
+#[derive(Clone)]
+pub(crate) struct TaskIdentity {
+    pub run_id: String,
+    pub task: String,
+    pub attempt: u32,
+    pub logical_time_ms: u64,
+    /// The only tasks whose outputs `input` hands out.
+    pub upstream: Arc<HashSet<String>>,
+    pub params: Arc<[u8]>,
+    pub inputs: Option<Arc<dyn InputSource>>,
+}
+
+/// Raised inside a host call or the resource limiter; the sandbox downcasts the trap to tell
+/// the user which limit the plugin hit.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub(crate) enum LimitHit {
+    #[error("memory limit of {limit} bytes hit (the task asked for {requested} bytes)")]
+    Memory { limit: usize, requested: usize },
+    #[error("log limit of {limit} bytes hit")]
+    Log { limit: usize },
+}
+
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: MemoryCap,
+    identity: TaskIdentity,
+    pub(crate) log: Vec<LogLine>,
+    log_bytes: usize,
+    log_limit: usize,
+    pub(crate) stdio: MemoryOutputPipe,
+}
+
+impl HostState {
+    pub(crate) fn new(identity: TaskIdentity, memory_limit: usize, log_limit: usize) -> Self {
+        let stdio = MemoryOutputPipe::new(log_limit);
+        let wasi = WasiCtx::builder()
+            .stdout(stdio.clone())
+            .stderr(stdio.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: MemoryCap {
+                limit: memory_limit,
+                hit: None,
+            },
+            identity,
+            log: Vec::new(),
+            log_bytes: 0,
+            log_limit,
+            stdio,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl host::Host for HostState {
+    fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
+        self.log_bytes = self.log_bytes.saturating_add(message.len());
+        if self.log_bytes > self.log_limit {
+            return Err(LimitHit::Log {
+                limit: self.log_limit,
+            }
+            .into());
+        }
+        let level = match level {
+            host::Level::Trace => LogLevel::Trace,
+            host::Level::Debug => LogLevel::Debug,
+            host::Level::Info => LogLevel::Info,
+            host::Level::Warn => LogLevel::Warn,
+            host::Level::Error => LogLevel::Error,
+        };
+        tracing::debug!(task = %self.identity.task, ?level, "{message}");
+        self.log.push(LogLine { level, message });
+        Ok(())
+    }
+
+    fn input(&mut self, task: String) -> wasmtime::Result<Result<Option<Vec<u8>>, String>> {
+        let id = &self.identity;
+        if !id.upstream.contains(&task) {
+            return Ok(Err(format!(
+                "task `{}` may only read the outputs of the tasks it depends on, and `{task}` is not one of them",
+                id.task
+            )));
+        }
+        match &id.inputs {
+            Some(inputs) => Ok(Ok(inputs.output(&task)?)),
+            None => Ok(Ok(None)),
+        }
+    }
+
+    fn params(&mut self) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.identity.params.to_vec())
+    }
+
+    fn context(&mut self) -> wasmtime::Result<types::TaskContext> {
+        let id = &self.identity;
+        Ok(types::TaskContext {
+            run_id: id.run_id.clone(),
+            task: id.task.clone(),
+            attempt: id.attempt,
+            logical_time_ms: id.logical_time_ms,
+        })
+    }
+}
+
+/// Caps linear memory per store. The pooling allocator also caps each memory slot, but that
+/// fails with a generic error; this limiter records which limit was hit so the task's
+/// failure says "memory limit" instead of an opaque trap.
+pub(crate) struct MemoryCap {
+    limit: usize,
+    pub(crate) hit: Option<LimitHit>,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            let hit = LimitHit::Memory {
+                limit: self.limit,
+                requested: desired,
+            };
+            self.hit = Some(hit);
+            return Err(hit.into());
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+/// Function tables of real plugins hold a few thousand entries at most.
+pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl From<types::WorkflowDef> for WorkflowDef {
+    fn from(w: types::WorkflowDef) -> Self {
+        WorkflowDef {
+            name: w.name,
+            schedule: w.schedule,
+            tasks: w.tasks.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl From<types::TaskDef> for TaskDef {
+    fn from(t: types::TaskDef) -> Self {
+        TaskDef {
+            name: t.name,
+            depends_on: t.depends_on,
+            trigger: match t.trigger {
+                types::TriggerRule::AllSuccess => TriggerRule::AllSuccess,
+                types::TriggerRule::AllDone => TriggerRule::AllDone,
+                types::TriggerRule::AllFailed => TriggerRule::AllFailed,
+                types::TriggerRule::OneSuccess => TriggerRule::OneSuccess,
+                types::TriggerRule::OneFailed => TriggerRule::OneFailed,
+                types::TriggerRule::NoneFailed => TriggerRule::NoneFailed,
+            },
+            retry: RetryPolicy {
+                max_attempts: t.retry.max_attempts,
+                initial_backoff_ms: t.retry.initial_backoff_ms,
+                max_backoff_ms: t.retry.max_backoff_ms,
+            },
+            timeout_ms: t.timeout_ms,
+            fuel: t.fuel,
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! sandflow runs workflows whose tasks are sandboxed WebAssembly components.
+//!
+//! A *bundle* (one `.wasm` component built with the `sandflow-sdk` crate) describes a
+//! workflow and carries its task bodies. The data path reads one way:
+//!
+//! - [`bundle`] loads and compiles the component and asks it for its [`workflow`];
+//! - [`dag`] validates the workflow into a graph;
+//! - [`scheduler`] runs the graph, each attempt in the [`sandbox`] (through the host API in
+//!   `host`), deciding with [`trigger`] rules what runs after a failure;
+//! - [`db`] stores runs, task records and outputs in redb.
+//!
+//! [`state`] holds the vocabulary of states and failure causes they all share. The
+//! `sandflow` binary is a thin CLI over this library.
+
+pub mod bundle;
+pub mod dag;
+pub mod db;
+mod host;
+pub mod sandbox;
+pub mod scheduler;
+pub mod state;
+pub mod trigger;
+pub mod workflow;
+
+pub use bundle::{Bundle, BundleError};
+pub use dag::{Dag, DagError};
+pub use db::{Db, DbError};
+pub use host::{LogLevel, LogLine};
+pub use sandbox::{Limits, Sandbox, SandboxError};
+pub use scheduler::{RunEvent, RunOptions, RunReport};
+pub use state::{Failure, RunState, TaskState};

@@ -1,0 +1,379 @@
+//! The sandbox: wasmtime narrowed to what sandflow needs, and one task attempt in it.
+//!
+//! Settings fixed here, and why:
+//! - **Pooling allocator**, sized to the run's concurrency: instantiation reuses warm slots
+//!   instead of mapping fresh memory for every task, and the pool bounds how many instances
+//!   can exist at once, whatever a bundle does.
+//! - **Fuel** bounds the CPU work of an attempt deterministically; an **epoch** ticker (one
+//!   thread, every [`EPOCH_TICK`]) makes running wasm yield to tokio at every tick, so that
+//!   CPU-bound tasks share the runtime's threads, and trap once its wall-clock deadline has
+//!   passed. A tokio timeout a few ticks later backs that up for a plugin blocked in a host
+//!   call (e.g. a WASI sleep), where no epoch check runs.
+//! - **Async calls**: every attempt is a future, so cancelling it means dropping it.
+//! - **A fresh `Store` per attempt** from a pre-instantiated [`bindings::BundlePre`]: no state
+//!   crosses attempts, tasks or tenants, and type-checking of imports happens once per bundle.
+//! - **Memory, table and stack caps** per store, with the limit that was hit recorded.
+//! - **WASI with nothing granted** (see [`crate::host`]).
+
+use crate::host::bindings::sandflow::plugin::types::TaskError;
+use crate::host::bindings::{self, BundlePre};
+use crate::host::{HostState, LimitHit, LogLine, TaskIdentity};
+use crate::state::Failure;
+use crate::workflow::WorkflowDef;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
+
+/// How often the epoch advances; the granularity of yielding, not of deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The resource limits every task attempt runs under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Fuel of one attempt, unless the task declares its own.
+    ///
+    /// ## Default
+    /// 10^10, about a second of CPU in a tight loop.
+    pub fuel: u64,
+    /// Wall-clock time of one attempt, unless the task declares its own.
+    ///
+    /// ## Default
+    /// 60 s.
+    pub timeout: Duration,
+    /// Linear memory of one attempt, in bytes.
+    ///
+    /// ## Default
+    /// 256 MiB.
+    pub memory: usize,
+    /// Size of a task's output, in bytes.
+    ///
+    /// ## Default
+    /// 16 MiB.
+    pub output: usize,
+    /// Bytes a task may log through `host.log`, and separately through stdout and stderr.
+    ///
+    /// ## Default
+    /// 1 MiB.
+    pub log: usize,
+    /// Wasm stack of one attempt, in bytes.
+    ///
+    /// ## Default
+    /// 512 KiB.
+    pub stack: usize,
+    /// Instances alive at once: the size of the pool, and so the most tasks that can run
+    /// concurrently.
+    ///
+    /// ## Default
+    /// 64.
+    pub instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fuel: 10_000_000_000,
+            timeout: Duration::from_secs(60),
+            memory: 256 << 20,
+            output: 16 << 20,
+            log: 1 << 20,
+            stack: 512 << 10,
+            instances: 64,
+        }
+    }
+}
+
+/// Why the sandbox could not be set up: a configuration wasmtime refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot configure the WebAssembly sandbox: {0:#}")]
+pub struct SandboxError(wasmtime::Error);
+
+/// Components compiled by wit-component hold a handful of core instances (the main module,
+/// shims and fixups for imports) and, for Rust guests, one memory and a few tables.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+const MEMORIES_PER_COMPONENT: u32 = 2;
+const TABLES_PER_COMPONENT: u32 = 8;
+
+/// One wasmtime engine with its linker and epoch ticker. Create one per process and share it:
+/// compiled bundles belong to the engine that compiled them.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<HostState>,
+    limits: Limits,
+    /// Stops its thread when the sandbox is dropped.
+    _ticker: EpochTicker,
+}
+
+impl Sandbox {
+    pub fn new(limits: Limits) -> Result<Self, SandboxError> {
+        let n = limits.instances.max(1);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(n)
+            .total_core_instances(n * CORE_INSTANCES_PER_COMPONENT)
+            .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
+            .total_memories(n * MEMORIES_PER_COMPONENT)
+            .max_memories_per_component(MEMORIES_PER_COMPONENT)
+            .total_tables(n * TABLES_PER_COMPONENT)
+            .max_tables_per_component(TABLES_PER_COMPONENT)
+            .table_elements(crate::host::MAX_TABLE_ELEMENTS)
+            .total_stacks(n)
+            .max_memory_size(limits.memory);
+
+        let mut config = Config::new();
+        config
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            .consume_fuel(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(limits.stack)
+            .wasm_component_model(true);
+        let engine = Engine::new(&config).map_err(SandboxError)?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(SandboxError)?;
+        bindings::Bundle::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |state| state,
+        )
+        .map_err(SandboxError)?;
+        Ok(Self {
+            _ticker: EpochTicker::start(engine.clone()),
+            engine,
+            linker,
+            limits,
+        })
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Links `component` against the host once, so each attempt only instantiates.
+    pub(crate) fn prepare(&self, component: &Component) -> wasmtime::Result<BundlePre<HostState>> {
+        BundlePre::new(self.linker.instantiate_pre(component)?)
+    }
+
+    /// Asks the bundle for its workflow, under the default fuel and timeout.
+    pub(crate) async fn describe(
+        &self,
+        pre: &BundlePre<HostState>,
+    ) -> Result<WorkflowDef, Failure> {
+        let identity = TaskIdentity {
+            run_id: String::new(),
+            task: String::new(),
+            attempt: 1,
+            logical_time_ms: 0,
+            upstream: Arc::default(),
+            params: Arc::from(&b"{}"[..]),
+            inputs: None,
+        };
+        let (fuel, timeout) = (self.limits.fuel, self.limits.timeout);
+        self.execute(pre, identity, fuel, timeout, async |bundle, store| {
+            bundle.call_describe(store).await
+        })
+        .await
+        .outcome
+        .map(Into::into)
+    }
+
+    /// Runs one attempt of the task `identity` names.
+    pub(crate) async fn run_task(
+        &self,
+        pre: &BundlePre<HostState>,
+        identity: TaskIdentity,
+        fuel: u64,
+        timeout: Duration,
+    ) -> Execution<Vec<u8>> {
+        let task = identity.task.clone();
+        let execution = self
+            .execute(pre, identity, fuel, timeout, async |bundle, store| {
+                bundle.call_run(store, &task).await
+            })
+            .await;
+        let limit = self.limits.output;
+        Execution {
+            outcome: execution.outcome.and_then(|returned| match returned {
+                Ok(output) if output.len() > limit => Err(Failure::OutputTooLarge {
+                    size: output.len(),
+                    limit,
+                }),
+                Ok(output) => Ok(output),
+                Err(TaskError::Fatal(message)) => Err(Failure::Fatal { message }),
+                Err(TaskError::Retryable(message)) => Err(Failure::Retryable { message }),
+            }),
+            fuel_used: execution.fuel_used,
+            duration: execution.duration,
+            log: execution.log,
+        }
+    }
+
+    /// Runs `call` on a fresh instance of `pre` under the attempt's fuel and deadline.
+    async fn execute<R>(
+        &self,
+        pre: &BundlePre<HostState>,
+        identity: TaskIdentity,
+        fuel: u64,
+        timeout: Duration,
+        call: impl AsyncFnOnce(&bindings::Bundle, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Execution<R> {
+        let started = Instant::now();
+        let mut store = Store::new(
+            &self.engine,
+            HostState::new(identity, self.limits.memory, self.limits.log),
+        );
+        store.limiter(|state| &mut state.limiter);
+        store
+            .set_fuel(fuel)
+            .expect("fuel is enabled in the engine config");
+        // At every tick, running wasm yields to tokio, and traps once its time is up: the
+        // trap unwinds normally, so fuel and logs are accounted as for any failure.
+        let deadline = started + timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+
+        // Wasm blocked in a host call (a WASI sleep, say) never reaches an epoch check;
+        // dropping its future a little after the deadline cancels it there.
+        let backstop = timeout + 4 * EPOCH_TICK;
+        let outcome = tokio::time::timeout(backstop, async {
+            let bundle = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(|e| Failure::Start {
+                    message: format!("{e:#}"),
+                })?;
+            call(&bundle, &mut store)
+                .await
+                .map_err(|e| classify(&e, store.data(), fuel, timeout))
+        })
+        .await
+        .unwrap_or(Err(Failure::Deadline {
+            timeout_ms: timeout.as_millis() as u64,
+        }));
+
+        let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let log = std::mem::take(&mut store.data_mut().log);
+        Execution {
+            outcome,
+            fuel_used,
+            duration: started.elapsed(),
+            log,
+        }
+    }
+}
+
+/// One call's result and what it cost.
+pub(crate) struct Execution<T> {
+    pub outcome: Result<T, Failure>,
+    pub fuel_used: u64,
+    pub duration: Duration,
+    pub log: Vec<LogLine>,
+}
+
+/// Names what stopped the plugin. The limiter's record comes first: a failed `memory.grow`
+/// may surface as a trap of any kind once the guest's allocator gives up.
+fn classify(error: &wasmtime::Error, state: &HostState, budget: u64, timeout: Duration) -> Failure {
+    let limit = state
+        .limiter
+        .hit
+        .or_else(|| error.downcast_ref::<LimitHit>().copied());
+    match limit {
+        Some(LimitHit::Memory { limit, requested }) => {
+            return Failure::MemoryLimit { limit, requested };
+        }
+        Some(LimitHit::Log { limit }) => return Failure::LogLimit { limit },
+        None => {}
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => Failure::OutOfFuel { budget },
+        Some(Trap::Interrupt) => Failure::Deadline {
+            timeout_ms: timeout.as_millis() as u64,
+        },
+        Some(Trap::StackOverflow) => Failure::StackOverflow,
+        Some(Trap::UnreachableCodeReached) => match panic_message(&state.stdio.contents()) {
+            Some(message) => Failure::Panic { message },
+            None => Failure::Trap {
+                message: format!("{error:#}"),
+            },
+        },
+        _ => Failure::Trap {
+            message: format!("{error:#}"),
+        },
+    }
+}
+
+/// Rust's default panic hook writes "thread '…' panicked at FILE:LINE:COL:\nMESSAGE" to
+/// stderr before the guest aborts; recover "MESSAGE (at FILE:LINE:COL)".
+fn panic_message(stdio: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stdio);
+    let (_, rest) = text.rsplit_once("panicked at ")?;
+    let (location, message) = rest.split_once(":\n").unwrap_or((rest, ""));
+    let message = message
+        .lines()
+        .take_while(|l| !l.starts_with("note: "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    Some(format!("{} (at {})", message.trim(), location.trim()))
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("sandflow-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the epoch thread");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_message_is_recovered_from_stderr() {
+        let stderr = b"\nthread '<unnamed>' panicked at src/lib.rs:21:13:\nthe plugin gave up\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(
+            panic_message(stderr).unwrap(),
+            "the plugin gave up (at src/lib.rs:21:13)"
+        );
+        assert_eq!(panic_message(b"nothing to see"), None);
+    }
+}

@@ -1,0 +1,67 @@
+//! The workflow a bundle describes, as plain data that every layer shares: the DAG validates
+//! it, the scheduler runs it, the database stores it, the CLI prints it. Converted once from
+//! the WIT bindings (see `host`), so no other module depends on generated code.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// A workflow as its bundle's `describe` returned it, not yet validated (see [`crate::dag`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowDef {
+    pub name: String,
+    /// A cron expression for schedulers that start runs on their own.
+    pub schedule: Option<String>,
+    pub tasks: Vec<TaskDef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDef {
+    pub name: String,
+    pub depends_on: Vec<String>,
+    pub trigger: TriggerRule,
+    pub retry: RetryPolicy,
+    /// Wall-clock limit of one attempt in milliseconds; `None` means the run's default.
+    pub timeout_ms: Option<u64>,
+    /// Fuel of one attempt; `None` means the run's default.
+    pub fuel: Option<u64>,
+}
+
+impl TaskDef {
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout_ms.map(Duration::from_millis)
+    }
+}
+
+/// When a task runs, given the terminal states of its upstream tasks (Airflow's rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TriggerRule {
+    AllSuccess,
+    AllDone,
+    AllFailed,
+    OneSuccess,
+    OneFailed,
+    NoneFailed,
+}
+
+impl TriggerRule {
+    /// The name users write, as in the WIT and the README.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AllSuccess => "all-success",
+            Self::AllDone => "all-done",
+            Self::AllFailed => "all-failed",
+            Self::OneSuccess => "one-success",
+            Self::OneFailed => "one-failed",
+            Self::NoneFailed => "none-failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included. The engine treats 0 like 1.
+    pub max_attempts: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+}

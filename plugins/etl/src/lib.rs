@@ -1,0 +1,183 @@
+//! A sales ETL over an embedded CSV of 2,000 orders.
+//!
+//! ```text
+//!                ┌─▶ revenue_by_region ─┐
+//! extract ─▶ parse ─▶ units_by_product ──┼─▶ summary ─▶ report
+//!                └─▶ daily_revenue ─────┘
+//! ```
+//!
+//! `extract` hands on the raw CSV (the run parameter `csv` replaces the embedded data),
+//! `parse` validates it into records, three aggregations run in parallel, `summary` joins
+//! them, and `report` renders the result. All amounts are integer cents, so the figures can
+//! be checked exactly.
+use sandflow_sdk::{Context, Task, TaskError, Workflow, export_workflow};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+const SALES_CSV: &str = include_str!("../data/sales.csv");
+
+#[derive(Serialize, Deserialize)]
+struct Sale {
+    date: String,
+    region: String,
+    product: String,
+    quantity: u64,
+    unit_price_cents: u64,
+}
+
+impl Sale {
+    fn revenue_cents(&self) -> u64 {
+        self.quantity * self.unit_price_cents
+    }
+}
+
+/// The joined figures `summary` produces and `report` renders.
+#[derive(Serialize, Deserialize)]
+struct Summary {
+    total_revenue_cents: u64,
+    revenue_by_region: BTreeMap<String, u64>,
+    units_by_product: BTreeMap<String, u64>,
+    best_region: String,
+    best_product: String,
+    best_day: String,
+    best_day_revenue_cents: u64,
+}
+
+fn workflow() -> Workflow {
+    let aggregations = ["revenue_by_region", "units_by_product", "daily_revenue"];
+    Workflow::new("etl")
+        .schedule("0 3 * * *")
+        .task(Task::new("extract", extract))
+        .task(Task::new("parse", parse).after(["extract"]))
+        .task(Task::new("revenue_by_region", revenue_by_region).after(["parse"]))
+        .task(Task::new("units_by_product", units_by_product).after(["parse"]))
+        .task(Task::new("daily_revenue", daily_revenue).after(["parse"]))
+        .task(Task::new("summary", summary).after(aggregations))
+        .task(Task::raw("report", report).after(["summary"]).retries(2))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Params {
+    csv: Option<String>,
+}
+
+fn extract(ctx: &Context) -> Result<String, TaskError> {
+    let params: Params = ctx.params()?;
+    Ok(params.csv.unwrap_or_else(|| SALES_CSV.to_owned()))
+}
+
+fn parse(ctx: &Context) -> Result<Vec<Sale>, TaskError> {
+    let csv: String = ctx.input("extract")?;
+    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+    let header = lines
+        .next()
+        .ok_or_else(|| TaskError::fatal("the CSV is empty"))?;
+    if header.trim() != "order_id,date,region,product,quantity,unit_price_cents" {
+        return Err(TaskError::fatal(format!("unexpected CSV header: {header}")));
+    }
+    let sales = lines
+        .enumerate()
+        .map(|(i, line)| parse_line(line).map_err(|e| format!("line {}: {e}", i + 2)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(TaskError::fatal)?;
+    ctx.info(&format!("parsed {} orders", sales.len()));
+    Ok(sales)
+}
+
+fn parse_line(line: &str) -> Result<Sale, String> {
+    let fields: Vec<&str> = line.split(',').map(str::trim).collect();
+    let [_id, date, region, product, quantity, price] = fields[..] else {
+        return Err(format!("expected 6 fields, found {}", fields.len()));
+    };
+    let number = |s: &str, what: &str| s.parse::<u64>().map_err(|e| format!("{what} `{s}`: {e}"));
+    Ok(Sale {
+        date: date.to_owned(),
+        region: region.to_owned(),
+        product: product.to_owned(),
+        quantity: number(quantity, "quantity")?,
+        unit_price_cents: number(price, "unit price")?,
+    })
+}
+
+/// Sums `value` of every sale under the key `key` picks.
+fn aggregate(
+    ctx: &Context,
+    key: impl Fn(&Sale) -> &str,
+    value: impl Fn(&Sale) -> u64,
+) -> Result<BTreeMap<String, u64>, TaskError> {
+    let sales: Vec<Sale> = ctx.input("parse")?;
+    let mut totals = BTreeMap::new();
+    for sale in &sales {
+        *totals.entry(key(sale).to_owned()).or_insert(0) += value(sale);
+    }
+    Ok(totals)
+}
+
+fn revenue_by_region(ctx: &Context) -> Result<BTreeMap<String, u64>, TaskError> {
+    aggregate(ctx, |s| &s.region, Sale::revenue_cents)
+}
+
+fn units_by_product(ctx: &Context) -> Result<BTreeMap<String, u64>, TaskError> {
+    aggregate(ctx, |s| &s.product, |s| s.quantity)
+}
+
+fn daily_revenue(ctx: &Context) -> Result<BTreeMap<String, u64>, TaskError> {
+    aggregate(ctx, |s| &s.date, Sale::revenue_cents)
+}
+
+/// The key with the largest value; ties go to the first key in order, so the result does
+/// not depend on map iteration details.
+fn best(totals: &BTreeMap<String, u64>) -> Result<(String, u64), TaskError> {
+    totals
+        .iter()
+        .fold(None, |best: Option<(&String, u64)>, (k, &v)| match best {
+            Some((_, bv)) if bv >= v => best,
+            _ => Some((k, v)),
+        })
+        .map(|(k, v)| (k.clone(), v))
+        .ok_or_else(|| TaskError::fatal("no sales to summarise"))
+}
+
+fn summary(ctx: &Context) -> Result<Summary, TaskError> {
+    let revenue_by_region: BTreeMap<String, u64> = ctx.input("revenue_by_region")?;
+    let units_by_product: BTreeMap<String, u64> = ctx.input("units_by_product")?;
+    let daily: BTreeMap<String, u64> = ctx.input("daily_revenue")?;
+    let (best_day, best_day_revenue_cents) = best(&daily)?;
+    Ok(Summary {
+        total_revenue_cents: revenue_by_region.values().sum(),
+        best_region: best(&revenue_by_region)?.0,
+        best_product: best(&units_by_product)?.0,
+        best_day,
+        best_day_revenue_cents,
+        revenue_by_region,
+        units_by_product,
+    })
+}
+
+/// Renders the summary as the text a person reads (raw UTF-8, not JSON); amounts as dollars
+/// with cents.
+fn report(ctx: &Context) -> Result<Vec<u8>, TaskError> {
+    let s: Summary = ctx.input("summary")?;
+    let dollars = |cents: u64| format!("${}.{:02}", cents / 100, cents % 100);
+    let mut out = format!(
+        "Sales report\nTotal revenue: {}\n",
+        dollars(s.total_revenue_cents)
+    );
+    for (region, cents) in &s.revenue_by_region {
+        out += &format!("  {region:<10} {}\n", dollars(*cents));
+    }
+    out += &format!("Best region: {}\n", s.best_region);
+    out += &format!(
+        "Best-selling product: {} ({} units)\n",
+        s.best_product, s.units_by_product[&s.best_product]
+    );
+    out += &format!(
+        "Best day: {} ({})\n",
+        s.best_day,
+        dollars(s.best_day_revenue_cents)
+    );
+    Ok(out.into_bytes())
+}
+
+export_workflow!(workflow);

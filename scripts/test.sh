@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests beside the code, and the end-to-end tests in tests/, which
+# build the plugins in plugins/ for wasm32-wasip2 first. Extra arguments go to cargo test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+cargo test --workspace "$@"

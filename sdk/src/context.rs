@@ -1,0 +1,100 @@
+use crate::TaskError;
+use crate::bindings::sandflow::plugin::host;
+use serde::de::DeserializeOwned;
+
+/// Severity of a log line written with [`Context::log`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// What a running task knows about its run, and its only window to the outside: the outputs
+/// of its declared upstream tasks, the run's parameters and the task log.
+pub struct Context {
+    run_id: String,
+    task: String,
+    attempt: u32,
+    logical_time_ms: u64,
+}
+
+impl Context {
+    pub(crate) fn from_host() -> Self {
+        let ctx = host::context();
+        Self {
+            run_id: ctx.run_id,
+            task: ctx.task,
+            attempt: ctx.attempt,
+            logical_time_ms: ctx.logical_time_ms,
+        }
+    }
+
+    /// The id of the run this attempt belongs to.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The name of the running task.
+    pub fn task(&self) -> &str {
+        &self.task
+    }
+
+    /// 1 for the first attempt, 2 for the first retry, and so on.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// When the run started, in milliseconds since the Unix epoch. Use it instead of the
+    /// clock so that a retried or resumed task computes the same result.
+    pub fn logical_time_ms(&self) -> u64 {
+        self.logical_time_ms
+    }
+
+    /// The run's parameters, decoded from JSON. A run started without parameters has `{}`.
+    pub fn params<T: DeserializeOwned>(&self) -> Result<T, TaskError> {
+        let bytes = host::params();
+        serde_json::from_slice(&bytes)
+            .map_err(|e| TaskError::fatal(format!("run parameters do not fit this task: {e}")))
+    }
+
+    /// The output of the upstream task `task`, decoded from JSON.
+    ///
+    /// Fails if `task` is not declared in this task's `after(...)`, or produced no output.
+    pub fn input<T: DeserializeOwned>(&self, task: &str) -> Result<T, TaskError> {
+        let bytes = self.input_bytes(task)?.ok_or_else(|| {
+            TaskError::fatal(format!("upstream task `{task}` produced no output"))
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            TaskError::fatal(format!(
+                "output of upstream task `{task}` does not decode: {e}"
+            ))
+        })
+    }
+
+    /// The raw output bytes of the upstream task `task`, or `None` if it produced none
+    /// (it failed or was skipped, which trigger rules other than all-success allow).
+    pub fn input_bytes(&self, task: &str) -> Result<Option<Vec<u8>>, TaskError> {
+        host::input(task).map_err(TaskError::fatal)
+    }
+
+    /// Appends a line to the task's log, which `sandflow` stores with the run.
+    pub fn log(&self, level: Level, message: &str) {
+        let level = match level {
+            Level::Trace => host::Level::Trace,
+            Level::Debug => host::Level::Debug,
+            Level::Info => host::Level::Info,
+            Level::Warn => host::Level::Warn,
+            Level::Error => host::Level::Error,
+        };
+        host::log(level, message);
+    }
+
+    /// Shorthand for `log(Level::Info, message)`.
+    pub fn info(&self, message: &str) {
+        self.log(Level::Info, message);
+    }
+}

@@ -1,0 +1,114 @@
+//! Write [sandflow](https://example.invalid/sandflow) workflows in Rust.
+//!
+//! A *bundle* is one WebAssembly component, built for `wasm32-wasip2`, that both describes a
+//! workflow (its tasks, their dependencies, retries, timeouts and fuel) and carries the task
+//! bodies. The sandflow engine calls the bundle once to read the description, then once per
+//! task attempt, each time in a fresh sandbox: a task keeps no memory between attempts and
+//! talks to other tasks only through their outputs.
+//!
+//! This crate hides the raw component bindings: declare the workflow with [`Workflow`] and
+//! [`Task`], write task bodies as plain functions of a [`Context`], and export the whole with
+//! [`export_workflow!`]. Outputs and inputs are any serde type, encoded as JSON.
+//!
+//! # Example
+//!
+//! ```
+//! use sandflow_sdk::{Context, Task, TaskError, Workflow, export_workflow};
+//!
+//! fn workflow() -> Workflow {
+//!     Workflow::new("greet")
+//!         .task(Task::new("name", name))
+//!         .task(Task::new("greeting", greeting).after(["name"]))
+//! }
+//!
+//! /// Reads the `name` parameter of the run, or falls back to "world".
+//! fn name(ctx: &Context) -> Result<String, TaskError> {
+//!     #[derive(serde::Deserialize, Default)]
+//!     struct Params { name: Option<String> }
+//!     let params: Params = ctx.params()?;
+//!     Ok(params.name.unwrap_or_else(|| "world".into()))
+//! }
+//!
+//! fn greeting(ctx: &Context) -> Result<String, TaskError> {
+//!     let name: String = ctx.input("name")?;
+//!     ctx.info(&format!("greeting {name}"));
+//!     Ok(format!("Hello, {name}!"))
+//! }
+//!
+//! export_workflow!(workflow);
+//! # fn main() {}
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` in a crate whose
+//! `[lib] crate-type = ["cdylib"]`, and run the resulting `.wasm` with `sandflow run`.
+#![deny(missing_docs)]
+
+mod context;
+mod error;
+mod workflow;
+
+pub use context::{Context, Level};
+pub use error::TaskError;
+pub use workflow::{Retry, Task, TriggerRule, Workflow};
+
+/// The raw bindings of the `sandflow:plugin` WIT world. Plugins do not need them; they are
+/// public only so that [`export_workflow!`] can name them from the plugin's crate.
+#[doc(hidden)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "bundle",
+        pub_export_macro: true,
+        default_bindings_module: "sandflow_sdk::bindings",
+    });
+}
+
+/// Exports a workflow from a plugin crate, so that the engine can describe and run it.
+///
+/// Takes the path of a function `fn() -> Workflow`. Call it exactly once, at the root of the
+/// plugin crate.
+#[macro_export]
+macro_rules! export_workflow {
+    ($workflow:path) => {
+        struct __SandflowBundle;
+
+        impl $crate::bindings::Guest for __SandflowBundle {
+            fn describe() -> $crate::bindings::sandflow::plugin::types::WorkflowDef {
+                $crate::__private::describe(&$workflow())
+            }
+
+            fn run(
+                task: ::std::string::String,
+            ) -> ::std::result::Result<
+                ::std::vec::Vec<u8>,
+                $crate::bindings::sandflow::plugin::types::TaskError,
+            > {
+                $crate::__private::run(&$workflow(), &task)
+            }
+        }
+
+        $crate::bindings::export!(__SandflowBundle with_types_in $crate::bindings);
+    };
+}
+
+/// What [`export_workflow!`] expands to call; not part of the public API.
+#[doc(hidden)]
+pub mod __private {
+    use crate::bindings::sandflow::plugin::types as wit;
+    use crate::{Context, TaskError, Workflow};
+
+    pub fn describe(workflow: &Workflow) -> wit::WorkflowDef {
+        workflow.to_wit()
+    }
+
+    pub fn run(workflow: &Workflow, task: &str) -> Result<Vec<u8>, wit::TaskError> {
+        let Some(task) = workflow.find(task) else {
+            return Err(TaskError::fatal(format!(
+                "workflow `{}` has no task `{task}`",
+                workflow.name()
+            ))
+            .into());
+        };
+        task.call(&Context::from_host()).map_err(Into::into)
+    }
+}

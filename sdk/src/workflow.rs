@@ -1,0 +1,207 @@
+use crate::bindings::sandflow::plugin::types as wit;
+use crate::{Context, TaskError};
+use serde::Serialize;
+use std::time::Duration;
+
+/// A workflow: a name, an optional schedule, and tasks that form a DAG through
+/// [`Task::after`]. The engine validates the DAG (cycles, unknown or duplicate names) before
+/// it runs anything.
+pub struct Workflow {
+    name: String,
+    schedule: Option<String>,
+    tasks: Vec<Task>,
+}
+
+impl Workflow {
+    /// An empty workflow; add tasks with [`Workflow::task`].
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            schedule: None,
+            tasks: Vec::new(),
+        }
+    }
+
+    /// A cron expression saying when a scheduler should start runs, e.g. `"0 3 * * *"`.
+    pub fn schedule(mut self, cron: impl Into<String>) -> Self {
+        self.schedule = Some(cron.into());
+        self
+    }
+
+    /// Adds a task.
+    pub fn task(mut self, task: Task) -> Self {
+        self.tasks.push(task);
+        self
+    }
+
+    /// The workflow's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn find(&self, name: &str) -> Option<&Task> {
+        self.tasks.iter().find(|t| t.name == name)
+    }
+
+    pub(crate) fn to_wit(&self) -> wit::WorkflowDef {
+        wit::WorkflowDef {
+            name: self.name.clone(),
+            schedule: self.schedule.clone(),
+            tasks: self.tasks.iter().map(Task::to_wit).collect(),
+        }
+    }
+}
+
+/// When a task runs, given how its upstream tasks ended. The names and meanings are
+/// Airflow's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TriggerRule {
+    /// Every upstream task succeeded.
+    #[default]
+    AllSuccess,
+    /// Every upstream task ended, whatever the outcome.
+    AllDone,
+    /// Every upstream task failed.
+    AllFailed,
+    /// At least one upstream task succeeded.
+    OneSuccess,
+    /// At least one upstream task failed.
+    OneFailed,
+    /// No upstream task failed (each succeeded or was skipped).
+    NoneFailed,
+}
+
+/// How often a task is attempted, and how long to wait between attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    /// Attempts in all, the first included: 1 never retries.
+    pub max_attempts: u32,
+    /// Wait before the first retry; it doubles for each further one.
+    pub initial_backoff: Duration,
+    /// The longest wait between two attempts.
+    pub max_backoff: Duration,
+}
+
+impl Default for Retry {
+    /// One attempt, no retry.
+    fn default() -> Self {
+        Self {
+            max_attempts: 1,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+type Body = Box<dyn Fn(&Context) -> Result<Vec<u8>, TaskError>>;
+
+/// One task: its name, what it waits for, its limits, and its body.
+pub struct Task {
+    name: String,
+    depends_on: Vec<String>,
+    trigger: TriggerRule,
+    retry: Retry,
+    timeout: Option<Duration>,
+    fuel: Option<u64>,
+    body: Body,
+}
+
+impl Task {
+    /// A task whose output is `body`'s value encoded as JSON.
+    pub fn new<T, F>(name: impl Into<String>, body: F) -> Self
+    where
+        T: Serialize,
+        F: Fn(&Context) -> Result<T, TaskError> + 'static,
+    {
+        Self::raw(name, move |ctx| {
+            let value = body(ctx)?;
+            serde_json::to_vec(&value)
+                .map_err(|e| TaskError::fatal(format!("output does not encode as JSON: {e}")))
+        })
+    }
+
+    /// A task whose output is the bytes `body` returns, unencoded: for binary data, or
+    /// formats other than JSON. Read it downstream with [`Context::input_bytes`].
+    pub fn raw<F>(name: impl Into<String>, body: F) -> Self
+    where
+        F: Fn(&Context) -> Result<Vec<u8>, TaskError> + 'static,
+    {
+        Self {
+            name: name.into(),
+            depends_on: Vec::new(),
+            trigger: TriggerRule::default(),
+            retry: Retry::default(),
+            timeout: None,
+            fuel: None,
+            body: Box::new(body),
+        }
+    }
+
+    /// Runs this task after `tasks` and lets it read their outputs.
+    pub fn after<I, S>(mut self, tasks: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.depends_on.extend(tasks.into_iter().map(Into::into));
+        self
+    }
+
+    /// When to run, given how upstream tasks ended. Default: [`TriggerRule::AllSuccess`].
+    pub fn trigger(mut self, rule: TriggerRule) -> Self {
+        self.trigger = rule;
+        self
+    }
+
+    /// Attempts in all (the first included) with the default backoff.
+    pub fn retries(mut self, max_attempts: u32) -> Self {
+        self.retry.max_attempts = max_attempts;
+        self
+    }
+
+    /// The full retry policy.
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Wall-clock limit of one attempt. Default: the run's `--timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Fuel (about one unit per wasm instruction) of one attempt. Default: the run's
+    /// `--fuel`.
+    pub fn fuel(mut self, fuel: u64) -> Self {
+        self.fuel = Some(fuel);
+        self
+    }
+
+    pub(crate) fn call(&self, ctx: &Context) -> Result<Vec<u8>, TaskError> {
+        (self.body)(ctx)
+    }
+
+    fn to_wit(&self) -> wit::TaskDef {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        wit::TaskDef {
+            name: self.name.clone(),
+            depends_on: self.depends_on.clone(),
+            trigger: match self.trigger {
+                TriggerRule::AllSuccess => wit::TriggerRule::AllSuccess,
+                TriggerRule::AllDone => wit::TriggerRule::AllDone,
+                TriggerRule::AllFailed => wit::TriggerRule::AllFailed,
+                TriggerRule::OneSuccess => wit::TriggerRule::OneSuccess,
+                TriggerRule::OneFailed => wit::TriggerRule::OneFailed,
+                TriggerRule::NoneFailed => wit::TriggerRule::NoneFailed,
+            },
+            retry: wit::RetryPolicy {
+                max_attempts: self.retry.max_attempts,
+                initial_backoff_ms: millis(self.retry.initial_backoff),
+                max_backoff_ms: millis(self.retry.max_backoff),
+            },
+            timeout_ms: self.timeout.map(millis),
+            fuel: self.fuel,
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Every kind of bad bundle is refused with its own message and exit code 2, before the
+//! database is even created.
+
+use crate::{Scratch, plugin};
+
+/// Runs `sandflow run` on a file holding `bytes` and checks the refusal.
+fn refused(bytes: &[u8], expected: &str) {
+    let scratch = Scratch::new();
+    let bundle = scratch.path().join("bundle.wasm");
+    std::fs::write(&bundle, bytes).unwrap();
+    refused_file(&scratch, bundle.to_str().unwrap(), expected);
+}
+
+fn refused_file(scratch: &Scratch, bundle: &str, expected: &str) {
+    for command in ["run", "validate"] {
+        let out = scratch.sandflow(&[command, bundle]);
+        assert_eq!(out.code, 2, "{command}: {out:?}");
+        assert!(
+            out.stderr.contains(expected),
+            "{command}: expected `{expected}` in: {}",
+            out.stderr
+        );
+        // The engine itself never panics ("thread '…' panicked at"), whatever the plugin did.
+        assert!(!out.stderr.contains("' panicked at"), "{}", out.stderr);
+    }
+    assert!(
+        !scratch.db().exists(),
+        "a refused bundle must not touch the database"
+    );
+}
+
+#[test]
+fn empty_file() {
+    refused(b"", "is empty");
+}
+
+#[test]
+fn not_wasm() {
+    refused(b"#!/bin/sh\necho hello\n", "is not a WebAssembly file");
+}
+
+#[test]
+fn truncated_component() {
+    let bytes = std::fs::read(plugin("hello")).unwrap();
+    refused(
+        &bytes[..bytes.len() / 2],
+        "is not a valid WebAssembly component",
+    );
+    refused(&bytes[..6], "ends inside the header");
+}
+
+#[test]
+fn core_module_instead_of_component() {
+    refused(
+        b"\0asm\x01\0\0\0",
+        "is a core WebAssembly module, not a component",
+    );
+}
+
+#[test]
+fn component_of_another_world() {
+    let scratch = Scratch::new();
+    let bundle = plugin("wrong-world");
+    refused_file(&scratch, bundle.to_str().unwrap(), "not a sandflow bundle");
+}
+
+#[test]
+fn describe_that_traps() {
+    let scratch = Scratch::new();
+    let bundle = plugin("bad-describe");
+    refused_file(
+        &scratch,
+        bundle.to_str().unwrap(),
+        "could not describe its workflow: plugin panicked: this bundle cannot describe itself",
+    );
+}
+
+#[test]
+fn cyclic_workflow_names_the_cycle() {
+    let scratch = Scratch::new();
+    let bundle = plugin("cyclic");
+    refused_file(&scratch, bundle.to_str().unwrap(), "dependency cycle: ");
+    let out = scratch.sandflow(&["validate", bundle.to_str().unwrap()]);
+    for task in ["a", "b", "c"] {
+        assert!(
+            out.stderr.contains(&format!("{task} -> ")),
+            "{}",
+            out.stderr
+        );
+    }
+    assert!(!out.stderr.contains("start ->"), "{}", out.stderr);
+}
+
+#[test]
+fn missing_file() {
+    let scratch = Scratch::new();
+    refused_file(
+        &scratch,
+        "/no/such/bundle.wasm",
+        "cannot read bundle /no/such/bundle.wasm",
+    );
+}
+
+#[test]
+fn params_that_are_not_json() {
+    let scratch = Scratch::new();
+    let bundle = plugin("hello");
+    let out = scratch.sandflow(&["run", bundle.to_str().unwrap(), "--params", "{oops"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr.contains("--params is not valid JSON"),
+        "{}",
+        out.stderr
+    );
+    assert!(!scratch.db().exists());
+}

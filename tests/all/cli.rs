@@ -1,0 +1,100 @@
+//! The command line around a run: inspect in every format, runs, runs show, output.
+
+use crate::{Scratch, plugin};
+
+#[test]
+fn inspect_prints_every_format() {
+    let scratch = Scratch::new();
+    let etl = plugin("etl");
+    let etl = etl.to_str().unwrap();
+
+    let text = scratch.sandflow(&["inspect", etl]);
+    assert_eq!(text.code, 0, "{text:?}");
+    assert!(
+        text.stdout
+            .contains("workflow `etl`, schedule `0 3 * * *`, 7 tasks")
+    );
+    assert!(text.stdout.contains("revenue_by_region"));
+
+    let json = scratch.sandflow(&["inspect", etl, "--format", "json"]);
+    let workflow: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(workflow["tasks"].as_array().unwrap().len(), 7);
+    assert_eq!(workflow["tasks"][6]["retry"]["max_attempts"], 2);
+
+    let dot = scratch.sandflow(&["inspect", etl, "--format", "dot"]);
+    assert!(dot.stdout.starts_with("digraph \"etl\""));
+    assert!(dot.stdout.contains("\"parse\" -> \"daily_revenue\";"));
+
+    let mermaid = scratch.sandflow(&["inspect", etl, "--format", "mermaid"]);
+    assert!(mermaid.stdout.starts_with("flowchart LR"));
+    assert!(mermaid.stdout.contains("t1 --> t2"), "{}", mermaid.stdout);
+
+    assert!(!scratch.db().exists(), "inspect must not create a database");
+}
+
+#[test]
+fn runs_lists_and_shows_runs_and_output_serves_raw_bytes() {
+    let scratch = Scratch::new();
+    let hello = plugin("hello");
+    let run = scratch.sandflow(&[
+        "run",
+        hello.to_str().unwrap(),
+        "--params",
+        r#"{"name":"Ada"}"#,
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        run.stdout
+            .starts_with("run 1 of workflow `hello` (1 tasks)"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("run 1 succeeded"), "{}", run.stdout);
+
+    let runs = scratch.sandflow(&["runs"]);
+    assert_eq!(runs.code, 0);
+    assert!(
+        runs.stdout.lines().nth(1).unwrap().contains("hello"),
+        "{}",
+        runs.stdout
+    );
+
+    let show = scratch.sandflow(&["runs", "show", "1", "--logs"]);
+    assert_eq!(show.code, 0, "{show:?}");
+    assert!(show.stdout.contains("greet"));
+    assert!(
+        show.stdout.contains("[greet] Info: greeting Ada in run 1"),
+        "{}",
+        show.stdout
+    );
+
+    let output = scratch.sandflow(&["output", "1", "greet"]);
+    assert_eq!(output.stdout, "\"Hello, Ada!\"");
+
+    let missing = scratch.sandflow(&["output", "1", "nope"]);
+    assert_eq!(missing.code, 2);
+    assert!(
+        missing.stderr.contains("run 1 has no task `nope`"),
+        "{}",
+        missing.stderr
+    );
+    let no_run = scratch.sandflow(&["runs", "show", "9"]);
+    assert_eq!(no_run.code, 2);
+    assert!(
+        no_run.stderr.contains("run 9 does not exist"),
+        "{}",
+        no_run.stderr
+    );
+}
+
+#[test]
+fn usage_errors_exit_with_code_2() {
+    let scratch = Scratch::new();
+    assert_eq!(scratch.sandflow(&["run"]).code, 2);
+    assert_eq!(scratch.sandflow(&["frobnicate"]).code, 2);
+    let hello = plugin("hello");
+    let zero = scratch.sandflow(&["run", hello.to_str().unwrap(), "--concurrency", "0"]);
+    assert_eq!(zero.code, 2);
+    let timeout = scratch.sandflow(&["run", hello.to_str().unwrap(), "--timeout", "soon"]);
+    assert_eq!(timeout.code, 2);
+}
