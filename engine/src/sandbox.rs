@@ -93,6 +93,9 @@ impl Default for Limits {
 #[error("cannot configure the WebAssembly sandbox: {0:#}")]
 pub struct SandboxError(wasmtime::Error);
 
+/// The address space of a 32-bit linear memory, and the pool's default reservation.
+const MAX_MEMORY: usize = 4 << 30;
+
 /// Components compiled by wit-component hold a handful of core instances (the main module,
 /// shims and fixups for imports) and, for Rust guests, one memory and a few tables.
 const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
@@ -111,6 +114,13 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new(limits: Limits) -> Result<Self, SandboxError> {
+        if limits.memory > MAX_MEMORY {
+            return Err(SandboxError(wasmtime::format_err!(
+                "the memory limit of {} bytes is more than 4 GiB, the most a 32-bit \
+                 WebAssembly memory can address",
+                limits.memory
+            )));
+        }
         let n = limits.instances.max(1);
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(n)

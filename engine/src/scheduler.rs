@@ -14,7 +14,7 @@ use crate::host::{InputSource, LogLine, TaskIdentity};
 use crate::sandbox::{Execution, Sandbox};
 use crate::state::{Failure, RunState, TaskState};
 use crate::trigger::{self, Decision};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinSet;
@@ -67,9 +67,14 @@ struct Progress {
     fuel_used: u64,
     duration: Duration,
     last_failure: Option<Failure>,
+    /// When the task reached its terminal state; 0 until then.
+    finished_ms: u64,
 }
 
 /// Executes `bundle`'s workflow as a new run recorded in `db`.
+///
+/// Call it inside a multi-threaded tokio runtime: commits block their worker thread (through
+/// `block_in_place`) while attempts go on running on the others.
 pub async fn run(
     sandbox: Arc<Sandbox>,
     bundle: Arc<Bundle>,
@@ -107,6 +112,7 @@ pub async fn run(
             fuel_used: 0,
             duration: Duration::ZERO,
             last_failure: None,
+            finished_ms: 0,
         })
         .collect();
     let mut ready: VecDeque<usize> = dag
@@ -115,7 +121,10 @@ pub async fn run(
         .map(|&i| i as usize)
         .filter(|&i| tasks[i].waiting_on == 0)
         .collect();
-    let mut running: JoinSet<(usize, Execution<Vec<u8>>)> = JoinSet::new();
+    let mut running: JoinSet<Execution<Vec<u8>>> = JoinSet::new();
+    // Which task each attempt in flight belongs to, so that even an attempt that panicked
+    // inside the engine can be charged to its task instead of taking the run down.
+    let mut in_flight: HashMap<tokio::task::Id, usize> = HashMap::new();
 
     loop {
         while running.len() < concurrency
@@ -141,25 +150,31 @@ pub async fn run(
             let fuel = def.fuel.unwrap_or(sandbox.limits().fuel);
             let timeout = def.timeout().unwrap_or(sandbox.limits().timeout);
             let (sandbox, bundle) = (sandbox.clone(), bundle.clone());
-            running.spawn(async move {
-                let execution = sandbox
+            let attempt = running.spawn(async move {
+                sandbox
                     .run_task(bundle.pre(), identity, fuel, timeout)
-                    .await;
-                (i, execution)
+                    .await
             });
+            in_flight.insert(attempt.id(), i);
         }
 
-        let Some(first) = running.join_next().await else {
+        let Some(first) = running.join_next_with_id().await else {
             break;
         };
         let mut finished = vec![first];
-        while let Some(more) = running.try_join_next() {
+        while let Some(more) = running.try_join_next_with_id() {
             finished.push(more);
         }
 
         let mut ended: Vec<(usize, Option<Vec<u8>>, Vec<LogLine>)> = Vec::new();
         for joined in finished {
-            let (i, execution) = joined.expect("task attempts never panic: failures are values");
+            let (id, execution) = match joined {
+                Ok(done) => done,
+                Err(e) => (e.id(), engine_fault(&e)),
+            };
+            let i = in_flight
+                .remove(&id)
+                .expect("every attempt in flight is registered");
             let task = &mut tasks[i];
             task.fuel_used += execution.fuel_used;
             task.duration += execution.duration;
@@ -213,7 +228,10 @@ pub async fn run(
         let finished_ms = now_ms();
         let records: Vec<TaskRecord> = ended
             .iter()
-            .map(|(i, _, _)| record_of(&tasks[*i], finished_ms))
+            .map(|(i, _, _)| {
+                tasks[*i].finished_ms = finished_ms;
+                record_of(&tasks[*i])
+            })
             .collect();
         let completions: Vec<Completion<'_>> = ended
             .iter()
@@ -254,19 +272,33 @@ pub async fn run(
         .tasks
         .iter()
         .zip(&tasks)
-        .map(|(def, task)| (def.name.clone(), record_of(task, finished_ms)))
+        .map(|(def, task)| (def.name.clone(), record_of(task)))
         .collect();
     Ok(RunReport { run, tasks })
 }
 
-fn record_of(task: &Progress, finished_ms: u64) -> TaskRecord {
+/// An attempt whose future panicked: a bug in sandflow or wasmtime, not in the plugin, but
+/// still only that task's failure.
+fn engine_fault(error: &tokio::task::JoinError) -> Execution<Vec<u8>> {
+    tracing::error!("a task attempt panicked inside the engine: {error}");
+    Execution {
+        outcome: Err(Failure::Trap {
+            message: format!("internal engine error: {error}"),
+        }),
+        fuel_used: 0,
+        duration: Duration::ZERO,
+        log: Vec::new(),
+    }
+}
+
+fn record_of(task: &Progress) -> TaskRecord {
     TaskRecord {
         state: task.state,
         attempts: task.attempts,
         fuel_used: task.fuel_used,
         duration_us: task.duration.as_micros() as u64,
         error: task.last_failure.clone(),
-        finished_ms,
+        finished_ms: task.finished_ms,
     }
 }
 

@@ -5,7 +5,7 @@ use crate::{Scratch, plugin};
 
 /// Runs `sandflow run` on a file holding `bytes` and checks the refusal.
 fn refused(bytes: &[u8], expected: &str) {
-    let scratch = Scratch::new();
+    let scratch = Scratch::default();
     let bundle = scratch.path().join("bundle.wasm");
     std::fs::write(&bundle, bytes).unwrap();
     refused_file(&scratch, bundle.to_str().unwrap(), expected);
@@ -59,14 +59,14 @@ fn core_module_instead_of_component() {
 
 #[test]
 fn component_of_another_world() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::default();
     let bundle = plugin("wrong-world");
     refused_file(&scratch, bundle.to_str().unwrap(), "not a sandflow bundle");
 }
 
 #[test]
 fn describe_that_traps() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::default();
     let bundle = plugin("bad-describe");
     refused_file(
         &scratch,
@@ -77,7 +77,7 @@ fn describe_that_traps() {
 
 #[test]
 fn cyclic_workflow_names_the_cycle() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::default();
     let bundle = plugin("cyclic");
     refused_file(&scratch, bundle.to_str().unwrap(), "dependency cycle: ");
     let out = scratch.sandflow(&["validate", bundle.to_str().unwrap()]);
@@ -93,7 +93,7 @@ fn cyclic_workflow_names_the_cycle() {
 
 #[test]
 fn missing_file() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::default();
     refused_file(
         &scratch,
         "/no/such/bundle.wasm",
@@ -103,7 +103,7 @@ fn missing_file() {
 
 #[test]
 fn params_that_are_not_json() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::default();
     let bundle = plugin("hello");
     let out = scratch.sandflow(&["run", bundle.to_str().unwrap(), "--params", "{oops"]);
     assert_eq!(out.code, 2, "{out:?}");

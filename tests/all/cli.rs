@@ -4,7 +4,7 @@ use crate::{Scratch, plugin};
 
 #[test]
 fn inspect_prints_every_format() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::default();
     let etl = plugin("etl");
     let etl = etl.to_str().unwrap();
 
@@ -34,7 +34,7 @@ fn inspect_prints_every_format() {
 
 #[test]
 fn runs_lists_and_shows_runs_and_output_serves_raw_bytes() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::default();
     let hello = plugin("hello");
     let run = scratch.sandflow(&[
         "run",
@@ -89,7 +89,7 @@ fn runs_lists_and_shows_runs_and_output_serves_raw_bytes() {
 
 #[test]
 fn usage_errors_exit_with_code_2() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::default();
     assert_eq!(scratch.sandflow(&["run"]).code, 2);
     assert_eq!(scratch.sandflow(&["frobnicate"]).code, 2);
     let hello = plugin("hello");
@@ -97,4 +97,12 @@ fn usage_errors_exit_with_code_2() {
     assert_eq!(zero.code, 2);
     let timeout = scratch.sandflow(&["run", hello.to_str().unwrap(), "--timeout", "soon"]);
     assert_eq!(timeout.code, 2);
+    let memory = scratch.sandflow(&["run", hello.to_str().unwrap(), "--memory", "8GiB"]);
+    assert_eq!(memory.code, 2);
+    assert!(
+        memory.stderr.contains("more than 4 GiB"),
+        "{}",
+        memory.stderr
+    );
+    assert!(!scratch.db().exists());
 }

@@ -17,7 +17,7 @@ fn expected_revenue_by_region(csv: &str) -> BTreeMap<String, u64> {
 
 #[test]
 fn etl_summary_matches_an_independent_computation() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::default();
     let (code, report) = scratch.run_json(&plugin("etl"), &[]);
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["state"], "succeeded");
@@ -53,7 +53,7 @@ fn etl_summary_matches_an_independent_computation() {
 
 #[test]
 fn params_reach_the_tasks() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::default();
     let csv = "order_id,date,region,product,quantity,unit_price_cents\n\
                1,2026-01-01,north,widget,2,500\n\
                2,2026-01-02,south,widget,1,700\n\
@@ -71,7 +71,7 @@ fn params_reach_the_tasks() {
 
 #[test]
 fn a_failing_task_fails_its_downstream_and_the_run() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::default();
     let params = serde_json::json!({ "csv": "not,a,sales,file\n" }).to_string();
     let (code, report) = scratch.run_json(&plugin("etl"), &["--params", &params]);
     assert_eq!(code, 1, "{report}");

@@ -6,6 +6,7 @@ mod cache;
 mod cli;
 mod etl;
 mod sandbox_limits;
+mod scheduling;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,13 +45,15 @@ pub struct Outcome {
     pub stderr: String,
 }
 
-impl Scratch {
-    pub fn new() -> Self {
+impl Default for Scratch {
+    fn default() -> Self {
         Self {
             dir: tempfile::tempdir().expect("a temporary directory"),
         }
     }
+}
 
+impl Scratch {
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

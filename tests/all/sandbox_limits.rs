@@ -5,7 +5,7 @@ use crate::{Scratch, plugin, task};
 
 #[test]
 fn hostile_tasks_fail_with_their_causes_while_a_sibling_succeeds() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::default();
     let (code, report) = scratch.run_json(&plugin("hostile"), &["--memory", "32MiB"]);
     assert_eq!(code, 1, "{report}");
     assert_eq!(task(&report, "ok")["state"], "success");
@@ -33,7 +33,7 @@ fn hostile_tasks_fail_with_their_causes_while_a_sibling_succeeds() {
 
 #[test]
 fn reading_an_undeclared_upstream_output_is_refused() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::default();
     let (_, report) = scratch.run_json(&plugin("hostile"), &["--memory", "32MiB"]);
     let sneaky = task(&report, "sneaky");
     assert_eq!(sneaky["state"], "failed");
@@ -47,7 +47,7 @@ fn reading_an_undeclared_upstream_output_is_refused() {
 
 #[test]
 fn the_run_fuel_flag_bounds_tasks_without_their_own_budget() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::default();
     let (_, report) = scratch.run_json(&plugin("etl"), &["--fuel", "100000"]);
     let extract = task(&report, "extract");
     assert_eq!(extract["error"]["kind"], "out-of-fuel", "{extract}");
@@ -56,7 +56,7 @@ fn the_run_fuel_flag_bounds_tasks_without_their_own_budget() {
 
 #[test]
 fn the_run_timeout_flag_bounds_tasks_without_their_own_deadline() {
-    let scratch = Scratch::new();
+    let scratch = Scratch::default();
     // `grow` has no timeout of its own; with memory to spare it keeps allocating until the
     // run's deadline stops it.
     let (_, report) = scratch.run_json(

@@ -272,10 +272,8 @@ fn cores() -> usize {
 }
 
 fn sandbox(limits: &LimitArgs, concurrency: usize) -> Result<Sandbox, Failed> {
-    Sandbox::new(limits.limits(concurrency)).map_err(|e| Failed {
-        message: e.to_string(),
-        code: 1,
-    })
+    // The limits come from flags, so a configuration wasmtime refuses is bad input.
+    Sandbox::new(limits.limits(concurrency)).map_err(Failed::input)
 }
 
 /// Loads and validates a bundle: everything that can be wrong with the user's input is
