@@ -83,55 +83,123 @@ pub async fn run(
     options: RunOptions,
     observer: &mut dyn FnMut(RunEvent<'_>),
 ) -> Result<RunReport, RunError> {
-    let workflow = bundle.workflow();
     let run = db.create_run(|id| RunRecord {
         id,
         bundle: bundle.path().to_owned(),
         bundle_hash: bundle.hash().to_owned(),
-        workflow: workflow.clone(),
+        workflow: bundle.workflow().clone(),
         params: options.params.to_string(),
         state: RunState::Running,
         started_ms: now_ms(),
         finished_ms: None,
     })?;
     observer(RunEvent::Created { run: &run });
-    let concurrency = options
-        .concurrency
-        .clamp(1, sandbox.limits().instances as usize);
-    let params: Arc<[u8]> = Arc::from(run.params.as_bytes());
-    let inputs: Arc<dyn InputSource> = Arc::new(RunInputs {
-        db: db.clone(),
-        run: run.id,
-    });
 
-    let mut tasks: Vec<Progress> = (0..dag.len())
-        .map(|i| Progress {
-            state: TaskState::Pending,
-            waiting_on: dag.upstream(i).len(),
-            attempts: 0,
-            fuel_used: 0,
-            duration: Duration::ZERO,
-            last_failure: None,
-            finished_ms: 0,
-        })
-        .collect();
-    let mut ready: VecDeque<usize> = dag
-        .topological()
-        .iter()
-        .map(|&i| i as usize)
-        .filter(|&i| tasks[i].waiting_on == 0)
-        .collect();
-    let mut running: JoinSet<Execution<Vec<u8>>> = JoinSet::new();
-    // Which task each attempt in flight belongs to, so that even an attempt that panicked
-    // inside the engine can be charged to its task instead of taking the run down.
-    let mut in_flight: HashMap<tokio::task::Id, usize> = HashMap::new();
-
+    let mut live = LiveRun::new(sandbox, bundle, dag, db.clone(), &run, options.concurrency);
     loop {
-        while running.len() < concurrency
-            && let Some(i) = ready.pop_front()
+        live.start_ready(observer);
+        let Some(ended) = live.collect_finished().await else {
+            break;
+        };
+        let ended = live.release_downstream(ended);
+        live.commit(ended, observer)?;
+    }
+
+    let finished_ms = now_ms();
+    let state = if live.any_failed() {
+        RunState::Failed
+    } else {
+        RunState::Succeeded
+    };
+    db.finish_run(run.id, state, finished_ms)?;
+    let tasks = live.records();
+    let run = RunRecord {
+        state,
+        finished_ms: Some(finished_ms),
+        ..run
+    };
+    Ok(RunReport { run, tasks })
+}
+
+/// A task that reached its terminal state in this round, with what it leaves behind.
+struct Ended {
+    task: usize,
+    output: Option<Vec<u8>>,
+    log: Vec<LogLine>,
+}
+
+/// The state of a run while its loop turns: what is ready, what is in flight, and where
+/// every task stands.
+struct LiveRun<'a> {
+    sandbox: Arc<Sandbox>,
+    bundle: Arc<Bundle>,
+    dag: &'a Dag,
+    db: Arc<Db>,
+    run: &'a RunRecord,
+    concurrency: usize,
+    params: Arc<[u8]>,
+    inputs: Arc<dyn InputSource>,
+    tasks: Vec<Progress>,
+    ready: VecDeque<usize>,
+    running: JoinSet<Execution<Vec<u8>>>,
+    /// Which task each attempt in flight belongs to, so that even an attempt that panicked
+    /// inside the engine can be charged to its task instead of taking the run down.
+    in_flight: HashMap<tokio::task::Id, usize>,
+}
+
+impl<'a> LiveRun<'a> {
+    fn new(
+        sandbox: Arc<Sandbox>,
+        bundle: Arc<Bundle>,
+        dag: &'a Dag,
+        db: Arc<Db>,
+        run: &'a RunRecord,
+        concurrency: usize,
+    ) -> Self {
+        let tasks: Vec<Progress> = (0..dag.len())
+            .map(|i| Progress {
+                state: TaskState::Pending,
+                waiting_on: dag.upstream(i).len(),
+                attempts: 0,
+                fuel_used: 0,
+                duration: Duration::ZERO,
+                last_failure: None,
+                finished_ms: 0,
+            })
+            .collect();
+        let ready = dag
+            .topological()
+            .iter()
+            .map(|&i| i as usize)
+            .filter(|&i| tasks[i].waiting_on == 0)
+            .collect();
+        Self {
+            concurrency: concurrency.clamp(1, sandbox.limits().instances as usize),
+            params: Arc::from(run.params.as_bytes()),
+            inputs: Arc::new(RunInputs {
+                db: db.clone(),
+                run: run.id,
+            }),
+            sandbox,
+            bundle,
+            dag,
+            db,
+            run,
+            tasks,
+            ready,
+            running: JoinSet::new(),
+            in_flight: HashMap::new(),
+        }
+    }
+
+    /// Starts ready tasks until `concurrency` attempts are in flight.
+    fn start_ready(&mut self, observer: &mut dyn FnMut(RunEvent<'_>)) {
+        let workflow = self.bundle.workflow();
+        while self.running.len() < self.concurrency
+            && let Some(i) = self.ready.pop_front()
         {
             let def = &workflow.tasks[i];
-            let task = &mut tasks[i];
+            let task = &mut self.tasks[i];
             task.attempts += 1;
             task.state = TaskState::Running;
             observer(RunEvent::TaskStarted {
@@ -139,142 +207,168 @@ pub async fn run(
                 attempt: task.attempts,
             });
             let identity = TaskIdentity {
-                run_id: run.id.to_string(),
+                run_id: self.run.id.to_string(),
                 task: def.name.clone(),
                 attempt: task.attempts,
-                logical_time_ms: run.started_ms,
+                logical_time_ms: self.run.started_ms,
                 upstream: Arc::new(def.depends_on.iter().cloned().collect::<HashSet<_>>()),
-                params: params.clone(),
-                inputs: Some(inputs.clone()),
+                params: self.params.clone(),
+                inputs: Some(self.inputs.clone()),
             };
-            let fuel = def.fuel.unwrap_or(sandbox.limits().fuel);
-            let timeout = def.timeout().unwrap_or(sandbox.limits().timeout);
-            let (sandbox, bundle) = (sandbox.clone(), bundle.clone());
-            let attempt = running.spawn(async move {
+            let limits = self.sandbox.limits();
+            let fuel = def.fuel.unwrap_or(limits.fuel);
+            let timeout = def.timeout().unwrap_or(limits.timeout);
+            let (sandbox, bundle) = (self.sandbox.clone(), self.bundle.clone());
+            let attempt = self.running.spawn(async move {
                 sandbox
                     .run_task(bundle.pre(), identity, fuel, timeout)
                     .await
             });
-            in_flight.insert(attempt.id(), i);
+            self.in_flight.insert(attempt.id(), i);
         }
+    }
 
-        let Some(first) = running.join_next_with_id().await else {
-            break;
-        };
+    /// Waits for at least one attempt to finish, takes every other one that has finished
+    /// too (the group of the next commit), and settles each: ended, or up for retry.
+    /// `None` once nothing is in flight, which is when the run is over.
+    async fn collect_finished(&mut self) -> Option<Vec<Ended>> {
+        let first = self.running.join_next_with_id().await?;
         let mut finished = vec![first];
-        while let Some(more) = running.try_join_next_with_id() {
+        while let Some(more) = self.running.try_join_next_with_id() {
             finished.push(more);
         }
-
-        let mut ended: Vec<(usize, Option<Vec<u8>>, Vec<LogLine>)> = Vec::new();
+        let workflow = self.bundle.workflow();
+        let mut ended = Vec::new();
         for joined in finished {
             let (id, execution) = match joined {
                 Ok(done) => done,
                 Err(e) => (e.id(), engine_fault(&e)),
             };
-            let i = in_flight
+            let i = self
+                .in_flight
                 .remove(&id)
                 .expect("every attempt in flight is registered");
-            let task = &mut tasks[i];
+            let task = &mut self.tasks[i];
             task.fuel_used += execution.fuel_used;
             task.duration += execution.duration;
             match execution.outcome {
                 Ok(output) => {
                     task.state = TaskState::Success;
                     task.last_failure = None;
-                    ended.push((i, Some(output), execution.log));
+                    ended.push(Ended {
+                        task: i,
+                        output: Some(output),
+                        log: execution.log,
+                    });
                 }
                 Err(failure) => {
-                    let policy = &workflow.tasks[i].retry;
-                    tracing::debug!(task = %workflow.tasks[i].name, attempt = task.attempts, "{failure}");
-                    let retry = failure.is_retryable() && task.attempts < policy.max_attempts;
+                    let def = &workflow.tasks[i];
+                    tracing::debug!(task = %def.name, attempt = task.attempts, "{failure}");
+                    let retry = failure.is_retryable() && task.attempts < def.retry.max_attempts;
                     task.last_failure = Some(failure);
                     if retry {
                         task.state = TaskState::UpForRetry;
-                        ready.push_back(i);
+                        self.ready.push_back(i);
                     } else {
                         task.state = TaskState::Failed;
-                        ended.push((i, None, execution.log));
+                        ended.push(Ended {
+                            task: i,
+                            output: None,
+                            log: execution.log,
+                        });
                     }
                 }
             }
         }
+        Some(ended)
+    }
 
-        // Release downstream tasks; those that will not run end now, in the same commit.
-        let mut now_ready = Vec::new();
+    /// Counts `ended` off their downstream tasks. A downstream task whose upstream tasks
+    /// have all ended is decided by its trigger rule: it becomes ready, or ends at once
+    /// (skipped or upstream-failed), which in turn releases its own downstream tasks.
+    fn release_downstream(&mut self, mut ended: Vec<Ended>) -> Vec<Ended> {
+        let workflow = self.bundle.workflow();
         let mut next = 0;
         while next < ended.len() {
-            let i = ended[next].0;
+            let i = ended[next].task;
             next += 1;
-            for &d in dag.downstream(i) {
+            for &d in self.dag.downstream(i) {
                 let d = d as usize;
-                tasks[d].waiting_on -= 1;
-                if tasks[d].waiting_on > 0 {
+                self.tasks[d].waiting_on -= 1;
+                if self.tasks[d].waiting_on > 0 {
                     continue;
                 }
-                let upstream = dag.upstream(d).iter().map(|&u| tasks[u as usize].state);
+                let upstream = self
+                    .dag
+                    .upstream(d)
+                    .iter()
+                    .map(|&u| self.tasks[u as usize].state);
                 match trigger::decide(workflow.tasks[d].trigger, upstream) {
-                    Decision::Run => now_ready.push(d),
+                    Decision::Run => self.ready.push_back(d),
                     decision => {
-                        tasks[d].state = decision
+                        self.tasks[d].state = decision
                             .terminal_state()
                             .expect("only Run leaves a task pending");
-                        ended.push((d, None, Vec::new()));
+                        ended.push(Ended {
+                            task: d,
+                            output: None,
+                            log: Vec::new(),
+                        });
                     }
                 }
             }
         }
+        ended
+    }
 
+    /// Writes the round's terminal records, outputs and logs in one transaction. Tasks made
+    /// ready this round only start after it, so they never read an uncommitted output.
+    fn commit(
+        &mut self,
+        ended: Vec<Ended>,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) -> Result<(), DbError> {
+        let workflow = self.bundle.workflow();
         let finished_ms = now_ms();
-        let records: Vec<TaskRecord> = ended
-            .iter()
-            .map(|(i, _, _)| {
-                tasks[*i].finished_ms = finished_ms;
-                record_of(&tasks[*i])
-            })
-            .collect();
         let completions: Vec<Completion<'_>> = ended
             .iter()
-            .zip(&records)
-            .map(|((i, output, log), record)| Completion {
-                task: &workflow.tasks[*i].name,
-                record: record.clone(),
-                output: output.as_deref(),
-                log,
+            .map(|e| {
+                let task = &mut self.tasks[e.task];
+                task.finished_ms = finished_ms;
+                Completion {
+                    task: &workflow.tasks[e.task].name,
+                    record: record_of(task),
+                    output: e.output.as_deref(),
+                    log: &e.log,
+                }
             })
             .collect();
-        tokio::task::block_in_place(|| db.complete(run.id, &completions))?;
+        tokio::task::block_in_place(|| self.db.complete(self.run.id, &completions))?;
         for c in &completions {
             observer(RunEvent::TaskFinished {
                 task: c.task,
                 record: &c.record,
             });
         }
-        ready.extend(now_ready);
+        Ok(())
     }
 
-    let finished_ms = now_ms();
-    let failed = tasks
-        .iter()
-        .any(|t| matches!(t.state, TaskState::Failed | TaskState::UpstreamFailed));
-    let state = if failed {
-        RunState::Failed
-    } else {
-        RunState::Succeeded
-    };
-    db.finish_run(run.id, state, finished_ms)?;
-    let run = RunRecord {
-        state,
-        finished_ms: Some(finished_ms),
-        ..run
-    };
-    let tasks = workflow
-        .tasks
-        .iter()
-        .zip(&tasks)
-        .map(|(def, task)| (def.name.clone(), record_of(task)))
-        .collect();
-    Ok(RunReport { run, tasks })
+    fn any_failed(&self) -> bool {
+        self.tasks
+            .iter()
+            .any(|t| matches!(t.state, TaskState::Failed | TaskState::UpstreamFailed))
+    }
+
+    /// Every task's record, in declaration order.
+    fn records(&self) -> Vec<(String, TaskRecord)> {
+        let workflow = self.bundle.workflow();
+        workflow
+            .tasks
+            .iter()
+            .zip(&self.tasks)
+            .map(|(def, task)| (def.name.clone(), record_of(task)))
+            .collect()
+    }
 }
 
 /// An attempt whose future panicked: a bug in sandflow or wasmtime, not in the plugin, but
