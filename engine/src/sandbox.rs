@@ -315,10 +315,14 @@ fn classify(error: &wasmtime::Error, state: &HostState, budget: u64, timeout: Du
         Some(Trap::UnreachableCodeReached) => match panic_message(&state.stdio.contents()) {
             Some(message) => Failure::Panic { message },
             None => Failure::Trap {
-                message: format!("{error:#}"),
+                message: Trap::UnreachableCodeReached.to_string(),
             },
         },
-        _ => Failure::Trap {
+        // The trap's own words; the wasm backtrace in `error`'s context is noise to users.
+        Some(trap) => Failure::Trap {
+            message: trap.to_string(),
+        },
+        None => Failure::Trap {
             message: format!("{error:#}"),
         },
     }

@@ -29,6 +29,33 @@ fn hostile_tasks_fail_with_their_causes_while_a_sibling_succeeds() {
             .contains("the plugin gave up")
     );
     assert_eq!(cause("fail")["kind"], "fatal");
+    assert_eq!(cause("recurse")["kind"], "stack-overflow");
+    let trap = cause("trap");
+    assert_eq!(trap["kind"], "trap");
+    assert_eq!(
+        trap["message"],
+        "wasm trap: wasm `unreachable` instruction executed"
+    );
+    let huge = cause("huge_output");
+    assert_eq!(huge["kind"], "output-too-large");
+    assert_eq!(huge["size"], 20 << 20);
+    assert_eq!(cause("log_flood")["kind"], "log-limit");
+}
+
+#[test]
+fn files_environment_and_network_are_out_of_reach() {
+    let scratch = Scratch::default();
+    let (_, report) = scratch.run_json(&plugin("hostile"), &["--memory", "32MiB"]);
+    let denied = |name: &str, expected: &str| {
+        let t = task(&report, name);
+        assert_eq!(t["state"], "failed", "{t}");
+        assert_eq!(t["error"]["kind"], "fatal", "{t}");
+        let message = t["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expected), "{name}: {message}");
+    };
+    denied("read_file", "No such file or directory");
+    denied("read_env", "environment variable not found");
+    denied("connect", "Permission denied");
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Tasks that misbehave on purpose, each in a way the sandbox must contain, beside `ok`,
-//! which behaves. No task depends on another, so one run exercises them all at once: every
+//! which behaves: burn fuel, outlive a deadline, grow memory, read an undeclared input,
+//! panic, recurse, trap, return a huge output, flood the log, and reach for a file, an
+//! environment variable and a socket. No task depends on another, so one run exercises them all at once: every
 //! hostile task must fail with its own cause while `ok` succeeds.
 use sandflow_sdk::{Context, Task, TaskError, Workflow, export_workflow};
 use std::time::Duration;
@@ -23,6 +25,38 @@ fn workflow() -> Workflow {
         .task(Task::new("fail", |_: &Context| -> Result<(), TaskError> {
             Err(TaskError::fatal("refusing on purpose"))
         }))
+        .task(Task::new("recurse", |_: &Context| Ok(recurse(0))))
+        .task(Task::new("trap", |_: &Context| -> Result<(), TaskError> {
+            core::arch::wasm32::unreachable()
+        }))
+        .task(Task::raw("huge_output", |_: &Context| {
+            Ok(vec![7u8; 20 << 20])
+        }))
+        .task(Task::new("log_flood", log_flood))
+        .task(Task::new("read_file", |_: &Context| {
+            Ok(std::fs::read_to_string("/etc/passwd")?)
+        }))
+        .task(Task::new("read_env", |_: &Context| {
+            std::env::var("HOME").map_err(|e| TaskError::fatal(format!("HOME: {e}")))
+        }))
+        .task(Task::new("connect", |_: &Context| {
+            std::net::TcpStream::connect("127.0.0.1:22")?;
+            Ok("connected")
+        }))
+}
+
+/// Recurses without end; the frame is kept alive so the compiler cannot make it a loop.
+#[allow(unconditional_recursion, reason = "the point of this task")]
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 16]);
+    recurse(frame[0] + 1) + frame[15]
+}
+
+fn log_flood(ctx: &Context) -> Result<(), TaskError> {
+    let line = "x".repeat(1024);
+    loop {
+        ctx.info(&line);
+    }
 }
 
 fn spin(_: &Context) -> Result<(), TaskError> {
