@@ -3,6 +3,8 @@
 //! A task's terminal record, output and log are written in one transaction, so a reader
 //! (or a resumed run) never sees a finished task without its output. Several completions
 //! may share one transaction (group commit); each commit is durable when it returns.
+//! Every attempt, retried or final, is recorded too, so how often each task ran is a fact
+//! in the database rather than a guess.
 //!
 //! Records are JSON: readable with any redb tool, and tolerant of added fields.
 
@@ -17,6 +19,7 @@ const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 const TASKS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("tasks");
 const OUTPUTS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("outputs");
 const LOGS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("logs");
+const ATTEMPTS: TableDefinition<(u64, &str, u32), &[u8]> = TableDefinition::new("attempts");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_RUN_ID: &str = "next_run_id";
 
@@ -77,6 +80,16 @@ pub struct TaskRecord {
     pub finished_ms: u64,
 }
 
+/// One attempt of a task, however it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub started_ms: u64,
+    pub finished_ms: u64,
+    pub fuel_used: u64,
+    /// `None` when the attempt succeeded.
+    pub error: Option<Failure>,
+}
+
 /// One task's terminal record with what it produced, written together.
 pub struct Completion<'a> {
     pub task: &'a str,
@@ -114,6 +127,7 @@ impl Db {
         storage!(tx.open_table(TASKS));
         storage!(tx.open_table(OUTPUTS));
         storage!(tx.open_table(LOGS));
+        storage!(tx.open_table(ATTEMPTS));
         storage!(tx.open_table(META));
         storage!(tx.commit());
         Ok(this)
@@ -152,10 +166,21 @@ impl Db {
         Ok(())
     }
 
-    /// Writes each completion's record, output and log, all in one durable transaction.
-    pub fn complete(&self, run: u64, completions: &[Completion<'_>]) -> Result<(), DbError> {
+    /// Writes the finished attempts and each completion's record, output and log, all in
+    /// one durable transaction. `attempts` holds (task, attempt number, record).
+    pub fn complete(
+        &self,
+        run: u64,
+        attempts: &[(&str, u32, AttemptRecord)],
+        completions: &[Completion<'_>],
+    ) -> Result<(), DbError> {
         let tx = storage!(self.db.begin_write());
         {
+            let mut attempt_table = storage!(tx.open_table(ATTEMPTS));
+            for (task, number, record) in attempts {
+                let record = serde_json::to_vec(record)?;
+                storage!(attempt_table.insert((run, *task, *number), record.as_slice()));
+            }
             let mut tasks = storage!(tx.open_table(TASKS));
             let mut outputs = storage!(tx.open_table(OUTPUTS));
             let mut logs = storage!(tx.open_table(LOGS));
@@ -205,6 +230,24 @@ impl Db {
             let (key, bytes) = storage!(entry);
             all.push((
                 key.value().1.to_owned(),
+                serde_json::from_slice(bytes.value())?,
+            ));
+        }
+        Ok(all)
+    }
+
+    /// Every recorded attempt of a run's tasks: (task, attempt number, record), ordered by
+    /// task name, then attempt.
+    pub fn attempts(&self, run: u64) -> Result<Vec<(String, u32, AttemptRecord)>, DbError> {
+        let tx = storage!(self.db.begin_read());
+        let attempts = storage!(tx.open_table(ATTEMPTS));
+        let mut all = Vec::new();
+        for entry in storage!(attempts.range((run, "", 0)..(run + 1, "", 0))) {
+            let (key, bytes) = storage!(entry);
+            let (_, task, number) = key.value();
+            all.push((
+                task.to_owned(),
+                number,
                 serde_json::from_slice(bytes.value())?,
             ));
         }
@@ -285,8 +328,21 @@ mod tests {
         }];
         let mut failed = task_record(TaskState::Failed);
         failed.error = Some(Failure::OutOfFuel { budget: 7 });
+        let retried = AttemptRecord {
+            started_ms: 1,
+            finished_ms: 2,
+            fuel_used: 3,
+            error: Some(Failure::Trap {
+                message: "boom".into(),
+            }),
+        };
+        let succeeded = AttemptRecord {
+            error: None,
+            ..retried.clone()
+        };
         db.complete(
             1,
+            &[("a", 1, retried.clone()), ("a", 2, succeeded.clone())],
             &[
                 Completion {
                     task: "a",
@@ -306,6 +362,7 @@ mod tests {
         // Another run's task of the same name stays apart.
         db.complete(
             2,
+            &[("a", 1, succeeded.clone())],
             &[Completion {
                 task: "a",
                 record: task_record(TaskState::Skipped),
@@ -328,6 +385,11 @@ mod tests {
         assert_eq!(db.output(2, "a").unwrap(), None);
         assert_eq!(db.log(1, "a").unwrap(), log);
         assert_eq!(db.tasks(2).unwrap().len(), 1);
+        assert_eq!(
+            db.attempts(1).unwrap(),
+            vec![("a".to_owned(), 1, retried), ("a".to_owned(), 2, succeeded)]
+        );
+        assert_eq!(db.attempts(2).unwrap().len(), 1);
     }
 
     #[test]

@@ -9,14 +9,16 @@
 
 use crate::bundle::Bundle;
 use crate::dag::Dag;
-use crate::db::{Completion, Db, DbError, RunRecord, TaskRecord};
+use crate::db::{AttemptRecord, Completion, Db, DbError, RunRecord, TaskRecord};
 use crate::host::{InputSource, LogLine, TaskIdentity};
 use crate::sandbox::{Execution, Sandbox};
 use crate::state::{Failure, RunState, TaskState};
 use crate::trigger::{self, Decision};
-use std::collections::{HashMap, HashSet, VecDeque};
+use crate::workflow::RetryPolicy;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinSet;
 
 /// How a run is started.
@@ -69,6 +71,8 @@ struct Progress {
     last_failure: Option<Failure>,
     /// When the task reached its terminal state; 0 until then.
     finished_ms: u64,
+    /// When the attempt in flight (or the last one) started.
+    attempt_started_ms: u64,
 }
 
 /// Executes `bundle`'s workflow as a new run recorded in `db`.
@@ -98,7 +102,7 @@ pub async fn run(
     let mut live = LiveRun::new(sandbox, bundle, dag, db.clone(), &run, options.concurrency);
     loop {
         live.start_ready(observer);
-        let Some(ended) = live.collect_finished().await else {
+        let Some(ended) = live.next_round().await else {
             break;
         };
         let ended = live.release_downstream(ended);
@@ -141,6 +145,10 @@ struct LiveRun<'a> {
     inputs: Arc<dyn InputSource>,
     tasks: Vec<Progress>,
     ready: VecDeque<usize>,
+    /// Tasks up for retry, by the instant their backoff ends.
+    retries: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// Attempts that ended since the last commit: (task, attempt number, record).
+    attempts: Vec<(usize, u32, AttemptRecord)>,
     running: JoinSet<Execution<Vec<u8>>>,
     /// Which task each attempt in flight belongs to, so that even an attempt that panicked
     /// inside the engine can be charged to its task instead of taking the run down.
@@ -165,6 +173,7 @@ impl<'a> LiveRun<'a> {
                 duration: Duration::ZERO,
                 last_failure: None,
                 finished_ms: 0,
+                attempt_started_ms: 0,
             })
             .collect();
         let ready = dag
@@ -187,6 +196,8 @@ impl<'a> LiveRun<'a> {
             run,
             tasks,
             ready,
+            retries: BinaryHeap::new(),
+            attempts: Vec::new(),
             running: JoinSet::new(),
             in_flight: HashMap::new(),
         }
@@ -202,6 +213,7 @@ impl<'a> LiveRun<'a> {
             let task = &mut self.tasks[i];
             task.attempts += 1;
             task.state = TaskState::Running;
+            task.attempt_started_ms = now_ms();
             observer(RunEvent::TaskStarted {
                 task: &def.name,
                 attempt: task.attempts,
@@ -228,59 +240,92 @@ impl<'a> LiveRun<'a> {
         }
     }
 
-    /// Waits for at least one attempt to finish, takes every other one that has finished
-    /// too (the group of the next commit), and settles each: ended, or up for retry.
-    /// `None` once nothing is in flight, which is when the run is over.
-    async fn collect_finished(&mut self) -> Option<Vec<Ended>> {
-        let first = self.running.join_next_with_id().await?;
-        let mut finished = vec![first];
-        while let Some(more) = self.running.try_join_next_with_id() {
-            finished.push(more);
+    /// Waits for the next thing to happen: attempts finishing (it takes every one that has
+    /// finished, the group of the next commit, and settles each: ended, or up for retry),
+    /// or a retry's backoff ending. `None` once nothing is in flight or waiting, which is
+    /// when the run is over.
+    async fn next_round(&mut self) -> Option<Vec<Ended>> {
+        if self.running.is_empty() && self.retries.is_empty() {
+            return None;
         }
-        let workflow = self.bundle.workflow();
+        let next_retry = self.retries.peek().map(|Reverse((at, _))| *at);
+        let first = tokio::select! {
+            Some(joined) = self.running.join_next_with_id() => Some(joined),
+            () = sleep_until(next_retry) => None,
+        };
         let mut ended = Vec::new();
-        for joined in finished {
-            let (id, execution) = match joined {
-                Ok(done) => done,
-                Err(e) => (e.id(), engine_fault(&e)),
-            };
-            let i = self
-                .in_flight
-                .remove(&id)
-                .expect("every attempt in flight is registered");
-            let task = &mut self.tasks[i];
-            task.fuel_used += execution.fuel_used;
-            task.duration += execution.duration;
-            match execution.outcome {
-                Ok(output) => {
-                    task.state = TaskState::Success;
-                    task.last_failure = None;
+        if let Some(first) = first {
+            self.settle(first, &mut ended);
+            while let Some(more) = self.running.try_join_next_with_id() {
+                self.settle(more, &mut ended);
+            }
+        }
+        let now = Instant::now();
+        while let Some(&Reverse((at, task))) = self.retries.peek()
+            && at <= now
+        {
+            self.retries.pop();
+            self.ready.push_back(task);
+        }
+        Some(ended)
+    }
+
+    /// Books one finished attempt: its record, and what becomes of its task.
+    fn settle(
+        &mut self,
+        joined: Result<(tokio::task::Id, Execution<Vec<u8>>), tokio::task::JoinError>,
+        ended: &mut Vec<Ended>,
+    ) {
+        let (id, execution) = match joined {
+            Ok(done) => done,
+            Err(e) => (e.id(), engine_fault(&e)),
+        };
+        let i = self
+            .in_flight
+            .remove(&id)
+            .expect("every attempt in flight is registered");
+        let def = &self.bundle.workflow().tasks[i];
+        let task = &mut self.tasks[i];
+        task.fuel_used += execution.fuel_used;
+        task.duration += execution.duration;
+        self.attempts.push((
+            i,
+            task.attempts,
+            AttemptRecord {
+                started_ms: task.attempt_started_ms,
+                finished_ms: now_ms(),
+                fuel_used: execution.fuel_used,
+                error: execution.outcome.as_ref().err().cloned(),
+            },
+        ));
+        match execution.outcome {
+            Ok(output) => {
+                task.state = TaskState::Success;
+                task.last_failure = None;
+                ended.push(Ended {
+                    task: i,
+                    output: Some(output),
+                    log: execution.log,
+                });
+            }
+            Err(failure) => {
+                tracing::debug!(task = %def.name, attempt = task.attempts, "{failure}");
+                let retry = failure.is_retryable() && task.attempts < def.retry.max_attempts;
+                task.last_failure = Some(failure);
+                if retry {
+                    task.state = TaskState::UpForRetry;
+                    let delay = backoff(&def.retry, task.attempts, fastrand::f64());
+                    self.retries.push(Reverse((Instant::now() + delay, i)));
+                } else {
+                    task.state = TaskState::Failed;
                     ended.push(Ended {
                         task: i,
-                        output: Some(output),
+                        output: None,
                         log: execution.log,
                     });
                 }
-                Err(failure) => {
-                    let def = &workflow.tasks[i];
-                    tracing::debug!(task = %def.name, attempt = task.attempts, "{failure}");
-                    let retry = failure.is_retryable() && task.attempts < def.retry.max_attempts;
-                    task.last_failure = Some(failure);
-                    if retry {
-                        task.state = TaskState::UpForRetry;
-                        self.ready.push_back(i);
-                    } else {
-                        task.state = TaskState::Failed;
-                        ended.push(Ended {
-                            task: i,
-                            output: None,
-                            log: execution.log,
-                        });
-                    }
-                }
             }
         }
-        Some(ended)
     }
 
     /// Counts `ended` off their downstream tasks. A downstream task whose upstream tasks
@@ -328,8 +373,16 @@ impl<'a> LiveRun<'a> {
         ended: Vec<Ended>,
         observer: &mut dyn FnMut(RunEvent<'_>),
     ) -> Result<(), DbError> {
+        if ended.is_empty() && self.attempts.is_empty() {
+            return Ok(());
+        }
         let workflow = self.bundle.workflow();
         let finished_ms = now_ms();
+        let attempts: Vec<(&str, u32, AttemptRecord)> = self
+            .attempts
+            .drain(..)
+            .map(|(i, n, record)| (workflow.tasks[i].name.as_str(), n, record))
+            .collect();
         let completions: Vec<Completion<'_>> = ended
             .iter()
             .map(|e| {
@@ -343,7 +396,7 @@ impl<'a> LiveRun<'a> {
                 }
             })
             .collect();
-        tokio::task::block_in_place(|| self.db.complete(self.run.id, &completions))?;
+        tokio::task::block_in_place(|| self.db.complete(self.run.id, &attempts, &completions))?;
         for c in &completions {
             observer(RunEvent::TaskFinished {
                 task: c.task,
@@ -368,6 +421,27 @@ impl<'a> LiveRun<'a> {
             .zip(&self.tasks)
             .map(|(def, task)| (def.name.clone(), record_of(task)))
             .collect()
+    }
+}
+
+/// The wait before retrying a task that has failed `attempts` times: exponential from the
+/// policy's initial backoff up to its maximum, with "equal jitter" (half fixed, half drawn
+/// from `random` in [0, 1)) so that tasks which failed together do not retry in lockstep,
+/// and none retries sooner than half its nominal delay.
+fn backoff(policy: &RetryPolicy, attempts: u32, random: f64) -> Duration {
+    let exponential = policy
+        .initial_backoff_ms
+        .saturating_mul(2u64.saturating_pow(attempts.saturating_sub(1)));
+    let nominal = exponential.min(policy.max_backoff_ms);
+    let fixed = nominal / 2;
+    Duration::from_millis(fixed + ((nominal - fixed) as f64 * random) as u64)
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -412,4 +486,33 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_with_equal_jitter() {
+        let policy = RetryPolicy {
+            max_attempts: 10,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 1_000,
+        };
+        let ms = |attempts, random| backoff(&policy, attempts, random).as_millis();
+        assert_eq!((ms(1, 0.0), ms(1, 0.999_999)), (50, 99));
+        assert_eq!((ms(2, 0.0), ms(3, 0.0), ms(4, 0.0)), (100, 200, 400));
+        assert_eq!(ms(5, 0.0), 500, "1600 ms is capped at 1000");
+        assert_eq!(ms(60, 0.5), 750, "no overflow however many attempts");
+    }
+
+    #[test]
+    fn zero_backoff_retries_at_once() {
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            initial_backoff_ms: 0,
+            max_backoff_ms: 0,
+        };
+        assert_eq!(backoff(&policy, 2, 0.7), Duration::ZERO);
+    }
 }

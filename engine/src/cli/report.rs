@@ -100,11 +100,37 @@ pub fn show_run(db: &Db, id: u64, json: bool, logs: bool) -> Result<(), Failed> 
             (def.name.clone(), record)
         })
         .collect();
+    let attempts = db.attempts(id).map_err(Failed::input)?;
     if json {
-        println!("{}", to_json(&run, &tasks));
+        let mut report = to_json(&run, &tasks);
+        report["attempts"] = attempts
+            .iter()
+            .map(|(task, number, record)| {
+                let mut value = serde_json::to_value(record).expect("records serialize");
+                value["task"] = task.clone().into();
+                value["attempt"] = (*number).into();
+                value
+            })
+            .collect();
+        println!("{report}");
         return Ok(());
     }
     print_table(&run, &tasks);
+    if !attempts.is_empty() {
+        println!("\nATTEMPTS");
+        for (task, number, a) in &attempts {
+            let outcome = a
+                .error
+                .as_ref()
+                .map_or_else(|| "success".to_owned(), ToString::to_string);
+            println!(
+                "{task} #{number}: started +{}, took {}, fuel {}: {outcome}",
+                duration_ms(a.started_ms.saturating_sub(run.started_ms)),
+                duration_ms(a.finished_ms.saturating_sub(a.started_ms)),
+                a.fuel_used,
+            );
+        }
+    }
     if logs {
         for (name, _) in &tasks {
             for line in db.log(id, name).map_err(Failed::input)? {

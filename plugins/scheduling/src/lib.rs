@@ -1,0 +1,56 @@
+//! Tasks for testing the scheduler.
+//!
+//! - `long` beside the chain `short` → `after_short`: a scheduler that starts tasks as soon
+//!   as their upstream tasks end runs the whole chain while `long` is still busy; one that
+//!   runs in waves makes `after_short` wait for `long`.
+//! - `flaky` fails (retryably) on its first two attempts, `doomed` on every attempt, and
+//!   `fatal_once` fails fatally, which no retry policy may retry.
+use sandflow_sdk::{Context, Retry, Task, TaskError, Workflow, export_workflow};
+use std::time::Duration;
+
+fn workflow() -> Workflow {
+    let retry = |max_attempts| Retry {
+        max_attempts,
+        initial_backoff: Duration::from_millis(40),
+        max_backoff: Duration::from_millis(200),
+    };
+    Workflow::new("scheduling")
+        .task(Task::new("long", long))
+        .task(Task::new("short", |_: &Context| Ok(())))
+        .task(Task::new("after_short", |_: &Context| Ok(())).after(["short"]))
+        .task(Task::new("flaky", flaky).retry(retry(5)))
+        .task(Task::new("doomed", doomed).retry(retry(2)))
+        .task(Task::new("fatal_once", fatal_once).retry(retry(3)))
+}
+
+/// A few hundred milliseconds of arithmetic, the same amount every time.
+fn long(_: &Context) -> Result<u64, TaskError> {
+    let mut x: u64 = 1;
+    for _ in 0..300_000_000u64 {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+    Ok(x)
+}
+
+fn flaky(ctx: &Context) -> Result<u32, TaskError> {
+    match ctx.attempt() {
+        1 | 2 => Err(TaskError::retryable(format!(
+            "attempt {} fails",
+            ctx.attempt()
+        ))),
+        n => Ok(n),
+    }
+}
+
+fn doomed(ctx: &Context) -> Result<(), TaskError> {
+    Err(TaskError::retryable(format!(
+        "attempt {} fails too",
+        ctx.attempt()
+    )))
+}
+
+fn fatal_once(_: &Context) -> Result<(), TaskError> {
+    Err(TaskError::fatal("no retry can fix this"))
+}
+
+export_workflow!(workflow);
