@@ -1,5 +1,6 @@
-//! End-to-end tests: real bundles built from `plugins/` (by `build.rs`), run by the real
-//! `sandflow` binary or library. One module per area.
+//! End-to-end tests: real bundles built from `plugins/` for wasm32-wasip2, run by the real
+//! `sandflow` binary or library. One module per area. They are the `all` test target of the
+//! engine package (see engine/Cargo.toml): `cargo test --workspace` runs them.
 
 mod bad_bundles;
 mod cache;
@@ -14,22 +15,40 @@ use std::sync::OnceLock;
 
 /// The `.wasm` of the plugin crate `name` (dashes become underscores, as cargo names them).
 pub fn plugin(name: &str) -> PathBuf {
-    Path::new(env!("SANDFLOW_PLUGINS")).join(format!("{}.wasm", name.replace('-', "_")))
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(build_plugins)
+        .join(format!("{}.wasm", name.replace('-', "_")))
 }
 
-/// The `sandflow` binary, built once per test process with the profile of the tests.
+/// Builds every plugin in `plugins/` for wasm32-wasip2, once per test process. Cargo makes
+/// this a no-op when nothing changed, so every test runs bundles built from this checkout.
+fn build_plugins() -> PathBuf {
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(&plugins)
+        .args(["build", "--release", "--target", "wasm32-wasip2"]);
+    // The test build's settings are for the host; the plugin workspace has its own.
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+    ] {
+        build.env_remove(var);
+    }
+    let status = build.status().expect("cannot run cargo to build plugins/");
+    assert!(
+        status.success(),
+        "building plugins/ for wasm32-wasip2 failed (is the target installed? \
+         `rustup target add wasm32-wasip2`)"
+    );
+    plugins.join("target/wasm32-wasip2/release")
+}
+
 fn sandflow_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        escargot::CargoBuild::new()
-            .package("sandflow")
-            .bin("sandflow")
-            .current_release()
-            .run()
-            .expect("building the sandflow binary")
-            .path()
-            .to_owned()
-    })
+    Path::new(env!("CARGO_BIN_EXE_sandflow"))
 }
 
 /// A test's own database and compile cache, deleted when it drops.
