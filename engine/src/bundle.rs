@@ -45,6 +45,16 @@ pub enum BundleError {
     WrongWorld { path: PathBuf, reason: String },
     #[error("bundle {} could not describe its workflow: {failure}", path.display())]
     Describe { path: PathBuf, failure: Failure },
+    #[error(
+        "bundle {} describes {tasks} tasks, more than the limit of {limit} (raise it with \
+         --max-tasks)",
+        path.display()
+    )]
+    TooManyTasks {
+        path: PathBuf,
+        tasks: usize,
+        limit: usize,
+    },
 }
 
 /// A loaded bundle: compiled, linked, and described. Cheap to share across tasks.
@@ -90,6 +100,14 @@ impl Bundle {
                 path: path.to_owned(),
                 failure,
             })?;
+        let limit = sandbox.limits().tasks;
+        if workflow.tasks.len() > limit {
+            return Err(BundleError::TooManyTasks {
+                path: path.to_owned(),
+                tasks: workflow.tasks.len(),
+                limit,
+            });
+        }
         Ok(Self {
             path: path.to_owned(),
             hash,

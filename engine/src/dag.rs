@@ -17,6 +17,11 @@ pub enum DagError {
     Empty { workflow: String },
     #[error("a task has an empty name; every task needs a unique, non-empty name")]
     EmptyName,
+    #[error(
+        "a task name of {len} bytes (starting `{prefix}`) is longer than the limit of \
+         {MAX_NAME_BYTES} bytes"
+    )]
+    NameTooLong { len: usize, prefix: String },
     #[error("task `{task}` is declared more than once; task names must be unique")]
     DuplicateTask { task: String },
     #[error("task `{task}` depends on `{dependency}`, which is not a task of this workflow")]
@@ -31,6 +36,10 @@ pub enum DagError {
         cycle: Vec<String>,
     },
 }
+
+/// Task names are identifiers that people type and the database keys on; anything longer
+/// is a bug or an attack.
+pub const MAX_NAME_BYTES: usize = 1024;
 
 /// A validated workflow graph. Task `i` is `WorkflowDef::tasks[i]`.
 #[derive(Debug, Clone)]
@@ -52,6 +61,12 @@ impl Dag {
         for (i, task) in workflow.tasks.iter().enumerate() {
             if task.name.is_empty() {
                 return Err(DagError::EmptyName);
+            }
+            if task.name.len() > MAX_NAME_BYTES {
+                return Err(DagError::NameTooLong {
+                    len: task.name.len(),
+                    prefix: task.name.chars().take(32).collect(),
+                });
             }
             if index.insert(task.name.as_str(), i as u32).is_some() {
                 return Err(DagError::DuplicateTask {
@@ -262,6 +277,21 @@ mod tests {
     fn empty_names_are_refused() {
         let err = Dag::build(&workflow(&[("", &[])])).unwrap_err();
         assert_eq!(err, DagError::EmptyName);
+    }
+
+    #[test]
+    fn overlong_names_are_refused_with_a_short_excerpt() {
+        let long = "n".repeat(MAX_NAME_BYTES + 1);
+        let err = Dag::build(&workflow(&[(long.as_str(), &[])])).unwrap_err();
+        assert_eq!(
+            err,
+            DagError::NameTooLong {
+                len: MAX_NAME_BYTES + 1,
+                prefix: "n".repeat(32)
+            }
+        );
+        let longest = "n".repeat(MAX_NAME_BYTES);
+        assert!(Dag::build(&workflow(&[(longest.as_str(), &[])])).is_ok());
     }
 
     #[test]

@@ -66,6 +66,11 @@ pub struct Limits {
     /// ## Default
     /// 512 KiB.
     pub stack: usize,
+    /// Tasks a workflow may declare; a bundle describing more is refused.
+    ///
+    /// ## Default
+    /// 100,000.
+    pub tasks: usize,
     /// Instances alive at once: the size of the pool, and so the most tasks that can run
     /// concurrently.
     ///
@@ -83,6 +88,7 @@ impl Default for Limits {
             output: 16 << 20,
             log: 1 << 20,
             stack: 512 << 10,
+            tasks: 100_000,
             instances: 64,
         }
     }

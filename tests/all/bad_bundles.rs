@@ -114,3 +114,18 @@ fn params_that_are_not_json() {
     );
     assert!(!scratch.db().exists());
 }
+
+#[test]
+fn more_tasks_than_the_limit() {
+    let scratch = Scratch::default();
+    let etl = plugin("etl");
+    let out = scratch.sandflow(&["run", etl.to_str().unwrap(), "--max-tasks", "6"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("describes 7 tasks, more than the limit of 6"),
+        "{}",
+        out.stderr
+    );
+    assert!(!scratch.db().exists());
+}

@@ -110,6 +110,9 @@ struct LimitArgs {
     /// Log bytes per task attempt [default: 1MiB]
     #[arg(long, value_name = "SIZE")]
     max_log: Option<bytesize::ByteSize>,
+    /// Tasks a workflow may declare [default: 100000]
+    #[arg(long, value_name = "N")]
+    max_tasks: Option<usize>,
 }
 
 impl LimitArgs {
@@ -126,6 +129,7 @@ impl LimitArgs {
             memory: bytes(self.memory, defaults.memory),
             output: bytes(self.max_output, defaults.output),
             log: bytes(self.max_log, defaults.log),
+            tasks: self.max_tasks.unwrap_or(defaults.tasks),
             // One instance per concurrent attempt, plus one for `describe`.
             instances: u32::try_from(concurrency + 1).unwrap_or(u32::MAX),
             ..defaults
