@@ -106,3 +106,30 @@ fn usage_errors_exit_with_code_2() {
     );
     assert!(!scratch.db().exists());
 }
+
+#[test]
+fn an_unusable_database_is_bad_input_and_is_left_as_it_was() {
+    let scratch = Scratch::default();
+    let hello = plugin("hello");
+    let run = |db: &std::path::Path| {
+        std::process::Command::new(crate::sandflow_bin())
+            .arg("--db")
+            .arg(db)
+            .args(["run", hello.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+
+    let out = run(scratch.path());
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot open the database"), "{stderr}");
+
+    let corrupt = scratch.path().join("corrupt.redb");
+    let garbage = b"this is not a redb file, and must stay exactly as it is".repeat(100);
+    std::fs::write(&corrupt, &garbage).unwrap();
+    let out = run(&corrupt);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("' panicked at"));
+    assert_eq!(std::fs::read(&corrupt).unwrap(), garbage);
+}

@@ -47,7 +47,7 @@ fn build_plugins() -> PathBuf {
     plugins.join("target/wasm32-wasip2/release")
 }
 
-fn sandflow_bin() -> &'static Path {
+pub fn sandflow_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_sandflow"))
 }
 
