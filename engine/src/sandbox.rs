@@ -249,11 +249,12 @@ impl Sandbox {
             .set_fuel(fuel)
             .expect("fuel is enabled in the engine config");
         // At every tick, running wasm yields to tokio, and traps once its time is up: the
-        // trap unwinds normally, so fuel and logs are accounted as for any failure.
-        let deadline = started + timeout;
+        // trap unwinds normally, so the log and the cause are kept. A timeout too far away
+        // to represent is no deadline at all.
+        let deadline = started.checked_add(timeout);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
-            Ok(if Instant::now() >= deadline {
+            Ok(if deadline.is_some_and(|d| Instant::now() >= d) {
                 UpdateDeadline::Interrupt
             } else {
                 UpdateDeadline::Yield(1)
@@ -262,7 +263,7 @@ impl Sandbox {
 
         // Wasm blocked in a host call (a WASI sleep, say) never reaches an epoch check;
         // dropping its future a little after the deadline cancels it there.
-        let backstop = timeout + 4 * EPOCH_TICK;
+        let backstop = timeout.saturating_add(4 * EPOCH_TICK);
         let outcome = tokio::time::timeout(backstop, async {
             let bundle = pre
                 .instantiate_async(&mut store)

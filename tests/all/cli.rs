@@ -97,6 +97,9 @@ fn usage_errors_exit_with_code_2() {
     assert_eq!(zero.code, 2);
     let timeout = scratch.sandflow(&["run", hello.to_str().unwrap(), "--timeout", "soon"]);
     assert_eq!(timeout.code, 2);
+    let zero = scratch.sandflow(&["run", hello.to_str().unwrap(), "--timeout", "0s"]);
+    assert_eq!(zero.code, 2);
+    assert!(zero.stderr.contains("longer than zero"), "{}", zero.stderr);
     let memory = scratch.sandflow(&["run", hello.to_str().unwrap(), "--memory", "8GiB"]);
     assert_eq!(memory.code, 2);
     assert!(
@@ -132,4 +135,18 @@ fn an_unusable_database_is_bad_input_and_is_left_as_it_was() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("' panicked at"));
     assert_eq!(std::fs::read(&corrupt).unwrap(), garbage);
+}
+
+/// Regression: a timeout too large for `Instant` once panicked while computing the deadline.
+#[test]
+fn a_timeout_beyond_any_instant_means_no_deadline() {
+    let scratch = Scratch::default();
+    let hello = plugin("hello");
+    let out = scratch.sandflow(&[
+        "run",
+        hello.to_str().unwrap(),
+        "--timeout",
+        "500000000000years",
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
 }

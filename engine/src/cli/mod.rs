@@ -99,7 +99,7 @@ struct LimitArgs {
     fuel: Option<u64>,
     /// Wall-clock limit per task attempt, unless the task sets its own, e.g. 30s, 5m
     /// [default: 60s]
-    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
     timeout: Option<Duration>,
     /// Linear memory per task attempt, e.g. 64MiB [default: 256MiB]
     #[arg(long, value_name = "SIZE")]
@@ -134,6 +134,15 @@ impl LimitArgs {
             instances: u32::try_from(concurrency + 1).unwrap_or(u32::MAX),
             ..defaults
         }
+    }
+}
+
+/// A duration like `30s` or `5m`, refusing zero: a task that may not run at all is a typo.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.is_zero() => Err("the timeout must be longer than zero".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
     }
 }
 
