@@ -38,6 +38,11 @@ pub enum BundleError {
     #[error("{} is not a valid WebAssembly component (truncated or corrupt?): {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
     #[error(
+        "{} needs more than the sandbox allows (raise --memory?): {reason}",
+        path.display()
+    )]
+    ExceedsLimits { path: PathBuf, reason: String },
+    #[error(
         "{} is a component, but not a sandflow bundle: {reason}; a bundle implements the \
          `sandflow:plugin/bundle` world, which the sandflow-sdk crate exports for you",
         path.display()
@@ -163,10 +168,19 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
     Ok(())
 }
 
+/// Compiles `bytes`. The pooling allocator also checks, at compile time, that the
+/// component's initial memories and tables fit its slots; that is a limit, not a broken
+/// file, so it is told apart (by wasmtime's wording: should that change, the error reads as
+/// an invalid component, which is still an exit code 2).
 fn compile(sandbox: &Sandbox, path: &Path, bytes: &[u8]) -> Result<Component, BundleError> {
-    Component::new(sandbox.engine(), bytes).map_err(|e| BundleError::Invalid {
-        path: path.to_owned(),
-        reason: format!("{e:#}"),
+    Component::new(sandbox.engine(), bytes).map_err(|e| {
+        let path = path.to_owned();
+        let reason = format!("{e:#}");
+        if reason.contains("pooling allocator") {
+            BundleError::ExceedsLimits { path, reason }
+        } else {
+            BundleError::Invalid { path, reason }
+        }
     })
 }
 

@@ -129,3 +129,18 @@ fn more_tasks_than_the_limit() {
     );
     assert!(!scratch.db().exists());
 }
+
+#[test]
+fn a_memory_limit_below_the_bundles_initial_memory_blames_the_limit() {
+    let scratch = Scratch::default();
+    let hello = plugin("hello");
+    let out = scratch.sandflow(&["run", hello.to_str().unwrap(), "--memory", "64KiB"]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("needs more than the sandbox allows (raise --memory?)"),
+        "{}",
+        out.stderr
+    );
+    assert!(!scratch.db().exists());
+}
