@@ -117,7 +117,9 @@ pub fn show_run(db: &Db, id: u64, json: bool, logs: bool) -> Result<(), Failed> 
     }
     print_table(&run, &tasks);
     if !attempts.is_empty() {
-        println!("\nATTEMPTS");
+        println!("\nATTEMPTS (in the order they started)");
+        let mut attempts = attempts;
+        attempts.sort_by_key(|(task, number, a)| (a.started_ms, task.clone(), *number));
         for (task, number, a) in &attempts {
             let outcome = a
                 .error
@@ -240,8 +242,12 @@ fn duration_us(us: u64) -> String {
     }
 }
 
+/// Times kept in whole milliseconds: below one, say so rather than print "0µs".
 fn duration_ms(ms: u64) -> String {
-    duration_us(ms.saturating_mul(1_000))
+    match ms {
+        0 => "<1ms".to_owned(),
+        _ => duration_us(ms.saturating_mul(1_000)),
+    }
 }
 
 fn timestamp(ms: u64) -> String {
