@@ -13,15 +13,9 @@ fn refused(bytes: &[u8], expected: &str) {
 
 fn refused_file(scratch: &Scratch, bundle: &str, expected: &str) {
     for command in ["run", "validate"] {
-        let out = scratch.sandflow(&[command, bundle]);
-        assert_eq!(out.code, 2, "{command}: {out:?}");
-        assert!(
-            out.stderr.contains(expected),
-            "{command}: expected `{expected}` in: {}",
-            out.stderr
-        );
-        // The engine itself never panics ("thread '…' panicked at"), whatever the plugin did.
-        assert!(!out.stderr.contains("' panicked at"), "{}", out.stderr);
+        scratch
+            .sandflow(&[command, bundle])
+            .assert_bad_input(expected);
     }
     assert!(
         !scratch.db().exists(),
@@ -106,12 +100,7 @@ fn params_that_are_not_json() {
     let scratch = Scratch::default();
     let bundle = plugin("hello");
     let out = scratch.sandflow(&["run", bundle.to_str().unwrap(), "--params", "{oops"]);
-    assert_eq!(out.code, 2, "{out:?}");
-    assert!(
-        out.stderr.contains("--params is not valid JSON"),
-        "{}",
-        out.stderr
-    );
+    out.assert_bad_input("--params is not valid JSON");
     assert!(!scratch.db().exists());
 }
 
@@ -120,13 +109,7 @@ fn more_tasks_than_the_limit() {
     let scratch = Scratch::default();
     let etl = plugin("etl");
     let out = scratch.sandflow(&["run", etl.to_str().unwrap(), "--max-tasks", "6"]);
-    assert_eq!(out.code, 2, "{out:?}");
-    assert!(
-        out.stderr
-            .contains("describes 7 tasks, more than the limit of 6"),
-        "{}",
-        out.stderr
-    );
+    out.assert_bad_input("describes 7 tasks, more than the limit of 6");
     assert!(!scratch.db().exists());
 }
 
@@ -135,12 +118,6 @@ fn a_memory_limit_below_the_bundles_initial_memory_blames_the_limit() {
     let scratch = Scratch::default();
     let hello = plugin("hello");
     let out = scratch.sandflow(&["run", hello.to_str().unwrap(), "--memory", "64KiB"]);
-    assert_eq!(out.code, 2, "{out:?}");
-    assert!(
-        out.stderr
-            .contains("needs more than the sandbox allows (raise --memory?)"),
-        "{}",
-        out.stderr
-    );
+    out.assert_bad_input("needs more than the sandbox allows (raise --memory?)");
     assert!(!scratch.db().exists());
 }

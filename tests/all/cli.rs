@@ -71,20 +71,12 @@ fn runs_lists_and_shows_runs_and_output_serves_raw_bytes() {
     let output = scratch.sandflow(&["output", "1", "greet"]);
     assert_eq!(output.stdout, "\"Hello, Ada!\"");
 
-    let missing = scratch.sandflow(&["output", "1", "nope"]);
-    assert_eq!(missing.code, 2);
-    assert!(
-        missing.stderr.contains("run 1 has no task `nope`"),
-        "{}",
-        missing.stderr
-    );
-    let no_run = scratch.sandflow(&["runs", "show", "9"]);
-    assert_eq!(no_run.code, 2);
-    assert!(
-        no_run.stderr.contains("run 9 does not exist"),
-        "{}",
-        no_run.stderr
-    );
+    scratch
+        .sandflow(&["output", "1", "nope"])
+        .assert_bad_input("run 1 has no task `nope`");
+    scratch
+        .sandflow(&["runs", "show", "9"])
+        .assert_bad_input("run 9 does not exist");
 }
 
 #[test]
@@ -97,16 +89,12 @@ fn usage_errors_exit_with_code_2() {
     assert_eq!(zero.code, 2);
     let timeout = scratch.sandflow(&["run", hello.to_str().unwrap(), "--timeout", "soon"]);
     assert_eq!(timeout.code, 2);
-    let zero = scratch.sandflow(&["run", hello.to_str().unwrap(), "--timeout", "0s"]);
-    assert_eq!(zero.code, 2);
-    assert!(zero.stderr.contains("longer than zero"), "{}", zero.stderr);
-    let memory = scratch.sandflow(&["run", hello.to_str().unwrap(), "--memory", "8GiB"]);
-    assert_eq!(memory.code, 2);
-    assert!(
-        memory.stderr.contains("more than 4 GiB"),
-        "{}",
-        memory.stderr
-    );
+    scratch
+        .sandflow(&["run", hello.to_str().unwrap(), "--timeout", "0s"])
+        .assert_bad_input("longer than zero");
+    scratch
+        .sandflow(&["run", hello.to_str().unwrap(), "--memory", "8GiB"])
+        .assert_bad_input("more than 4 GiB");
     assert!(!scratch.db().exists());
 }
 
@@ -114,26 +102,15 @@ fn usage_errors_exit_with_code_2() {
 fn an_unusable_database_is_bad_input_and_is_left_as_it_was() {
     let scratch = Scratch::default();
     let hello = plugin("hello");
-    let run = |db: &std::path::Path| {
-        std::process::Command::new(crate::sandflow_bin())
-            .arg("--db")
-            .arg(db)
-            .args(["run", hello.to_str().unwrap()])
-            .output()
-            .unwrap()
-    };
+    let run =
+        |db: &std::path::Path| scratch.sandflow_with_db(db, &["run", hello.to_str().unwrap()]);
 
-    let out = run(scratch.path());
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("cannot open the database"), "{stderr}");
+    run(scratch.path()).assert_bad_input("cannot open the database");
 
     let corrupt = scratch.path().join("corrupt.redb");
     let garbage = b"this is not a redb file, and must stay exactly as it is".repeat(100);
     std::fs::write(&corrupt, &garbage).unwrap();
-    let out = run(&corrupt);
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("' panicked at"));
+    run(&corrupt).assert_bad_input("cannot open the database");
     assert_eq!(std::fs::read(&corrupt).unwrap(), garbage);
 }
 

@@ -47,7 +47,7 @@ fn build_plugins() -> PathBuf {
     plugins.join("target/wasm32-wasip2/release")
 }
 
-pub fn sandflow_bin() -> &'static Path {
+fn sandflow_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_sandflow"))
 }
 
@@ -87,9 +87,14 @@ impl Scratch {
 
     /// Runs `sandflow` with this scratch space's database and cache.
     pub fn sandflow(&self, args: &[&str]) -> Outcome {
+        self.sandflow_with_db(&self.db(), args)
+    }
+
+    /// Runs `sandflow` with the database at `db` and this scratch space's cache.
+    pub fn sandflow_with_db(&self, db: &Path, args: &[&str]) -> Outcome {
         let out = Command::new(sandflow_bin())
             .arg("--db")
-            .arg(self.db())
+            .arg(db)
             .arg("--cache-dir")
             .arg(self.cache())
             .args(args)
@@ -110,6 +115,20 @@ impl Scratch {
         let report = serde_json::from_str(&out.stdout)
             .unwrap_or_else(|e| panic!("report is not JSON ({e}): {out:?}"));
         (out.code, report)
+    }
+}
+
+impl Outcome {
+    /// Asserts the refusal of bad input: exit code 2, a message containing `expected`, and
+    /// no panic of the engine itself ("thread '…' panicked at"), whatever a plugin did.
+    pub fn assert_bad_input(&self, expected: &str) {
+        assert_eq!(self.code, 2, "{self:?}");
+        assert!(
+            self.stderr.contains(expected),
+            "expected `{expected}` in: {}",
+            self.stderr
+        );
+        assert!(!self.stderr.contains("' panicked at"), "{}", self.stderr);
     }
 }
 
