@@ -8,7 +8,9 @@
 //!
 //! Records are JSON: readable with any redb tool, and tolerant of added fields.
 
+use crate::grants::Grants;
 use crate::host::LogLine;
+use crate::sandbox::Limits;
 use crate::state::{Failure, RunState, TaskState};
 use crate::workflow::WorkflowDef;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -62,6 +64,9 @@ pub struct RunRecord {
     pub workflow: WorkflowDef,
     /// The run parameters as given (JSON text).
     pub params: String,
+    /// What the run's attempts ran under; a resumed run keeps them.
+    pub limits: Limits,
+    pub grants: Grants,
     pub state: RunState,
     pub started_ms: u64,
     pub finished_ms: Option<u64>,
@@ -149,8 +154,13 @@ impl Db {
         Ok(record)
     }
 
-    /// Marks a run finished.
-    pub fn finish_run(&self, id: u64, state: RunState, finished_ms: u64) -> Result<(), DbError> {
+    /// Moves a run to `state`: finished at `finished_ms`, or (`None`) running again.
+    pub fn set_run_state(
+        &self,
+        id: u64,
+        state: RunState,
+        finished_ms: Option<u64>,
+    ) -> Result<(), DbError> {
         let tx = storage!(self.db.begin_write());
         {
             let mut runs = storage!(tx.open_table(RUNS));
@@ -159,7 +169,7 @@ impl Db {
                 None => return Err(DbError::NoSuchRun(id)),
             };
             record.state = state;
-            record.finished_ms = Some(finished_ms);
+            record.finished_ms = finished_ms;
             storage!(runs.insert(id, serde_json::to_vec(&record)?.as_slice()));
         }
         storage!(tx.commit());
@@ -286,6 +296,8 @@ mod tests {
                 tasks: vec![],
             },
             params: "{}".into(),
+            limits: Limits::default(),
+            grants: Grants::default(),
             state: RunState::Running,
             started_ms: 1,
             finished_ms: None,
@@ -310,7 +322,7 @@ mod tests {
         let first = db.create_run(run_record).unwrap();
         let second = db.create_run(run_record).unwrap();
         assert_eq!((first.id, second.id), (1, 2));
-        db.finish_run(2, RunState::Succeeded, 9).unwrap();
+        db.set_run_state(2, RunState::Succeeded, Some(9)).unwrap();
         let stored = db.run(2).unwrap();
         assert_eq!(stored.state, RunState::Succeeded);
         assert_eq!(stored.finished_ms, Some(9));

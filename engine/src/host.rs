@@ -2,10 +2,11 @@
 //! task attempt can reach.
 //!
 //! A fresh `HostState` is built for every attempt and dropped with its `Store`, so nothing a
-//! plugin does survives the attempt. Its WASI context grants nothing: no preopened
-//! directories, no environment, no sockets, closed stdin, and stdout/stderr captured into a
-//! bounded buffer.
+//! plugin does survives the attempt. Its WASI context grants nothing but what the operator
+//! granted the run (see [`crate::grants`]): no sockets ever, closed stdin, stdout/stderr
+//! captured into a bounded buffer, and by default no directories and no environment.
 
+use crate::grants::Capabilities;
 use crate::workflow::{RetryPolicy, TaskDef, TriggerRule, WorkflowDef};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -60,6 +61,7 @@ pub(crate) struct TaskIdentity {
     pub upstream: Arc<HashSet<String>>,
     pub params: Arc<[u8]>,
     pub inputs: Option<Arc<dyn InputSource>>,
+    pub capabilities: Arc<Capabilities>,
 }
 
 /// Raised inside a host call or the resource limiter; the sandbox downcasts the trap to tell
@@ -84,16 +86,22 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(identity: TaskIdentity, memory_limit: usize, log_limit: usize) -> Self {
+    /// Fails only if a granted directory cannot be opened any more.
+    pub(crate) fn new(
+        identity: TaskIdentity,
+        memory_limit: usize,
+        log_limit: usize,
+    ) -> wasmtime::Result<Self> {
         let stdio = MemoryOutputPipe::new(log_limit);
-        let wasi = WasiCtx::builder()
-            .stdout(stdio.clone())
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(stdio.clone())
             .stderr(stdio.clone())
             .allow_tcp(false)
             .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
-        Self {
+            .allow_ip_name_lookup(false);
+        identity.capabilities.apply(&mut wasi)?;
+        let wasi = wasi.build();
+        Ok(Self {
             wasi,
             table: ResourceTable::new(),
             limiter: MemoryCap {
@@ -105,7 +113,7 @@ impl HostState {
             log_bytes: 0,
             log_limit,
             stdio,
-        }
+        })
     }
 }
 

@@ -7,7 +7,8 @@
 //! - [`dag`] validates the workflow into a graph;
 //! - [`scheduler`] runs the graph, each attempt in the [`sandbox`] (through the host API in
 //!   `host`), deciding with [`trigger`] rules what runs after a failure;
-//! - [`db`] stores runs, task records and outputs in redb.
+//! - [`db`] stores runs, task records and outputs in redb;
+//! - [`grants`] holds what an operator lets a run's tasks reach beyond the sandbox.
 //!
 //! [`state`] holds the vocabulary of states and failure causes they all share. The
 //! `sandflow` binary is a thin CLI over this library.
@@ -15,6 +16,7 @@
 pub mod bundle;
 pub mod dag;
 pub mod db;
+pub mod grants;
 mod host;
 pub mod sandbox;
 pub mod scheduler;
@@ -25,7 +27,8 @@ pub mod workflow;
 pub use bundle::{Bundle, BundleError};
 pub use dag::{Dag, DagError};
 pub use db::{Db, DbError};
+pub use grants::{DirGrant, GrantError, Grants};
 pub use host::{LogLevel, LogLine};
 pub use sandbox::{Limits, Sandbox, SandboxError};
-pub use scheduler::{RunEvent, RunOptions, RunReport};
+pub use scheduler::{RunError, RunEvent, RunOptions, RunReport, Runner};
 pub use state::{Failure, RunState, TaskState};

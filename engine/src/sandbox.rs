@@ -33,8 +33,9 @@ use wasmtime::{
 /// How often the epoch advances; the granularity of yielding, not of deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// The resource limits every task attempt runs under.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The resource limits every task attempt runs under. Stored with each run, so that a
+/// resumed run runs under the limits it started with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Fuel of one attempt, unless the task declares its own.
     ///
@@ -189,6 +190,7 @@ impl Sandbox {
             upstream: Arc::default(),
             params: Arc::from(&b"{}"[..]),
             inputs: None,
+            capabilities: Arc::default(),
         };
         let (fuel, timeout) = (self.limits.fuel, self.limits.timeout);
         self.execute(pre, identity, fuel, timeout, async |bundle, store| {
@@ -240,10 +242,20 @@ impl Sandbox {
         call: impl AsyncFnOnce(&bindings::Bundle, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Execution<R> {
         let started = Instant::now();
-        let mut store = Store::new(
-            &self.engine,
-            HostState::new(identity, self.limits.memory, self.limits.log),
-        );
+        let state = match HostState::new(identity, self.limits.memory, self.limits.log) {
+            Ok(state) => state,
+            Err(e) => {
+                return Execution {
+                    outcome: Err(Failure::Start {
+                        message: format!("{e:#}"),
+                    }),
+                    fuel_used: 0,
+                    duration: started.elapsed(),
+                    log: Vec::new(),
+                };
+            }
+        };
+        let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
         store
             .set_fuel(fuel)

@@ -10,6 +10,7 @@
 use crate::bundle::Bundle;
 use crate::dag::Dag;
 use crate::db::{AttemptRecord, Completion, Db, DbError, RunRecord, TaskRecord};
+use crate::grants::{Capabilities, GrantError, Grants};
 use crate::host::{InputSource, LogLine, TaskIdentity};
 use crate::sandbox::{Execution, Sandbox};
 use crate::state::{Failure, RunState, TaskState};
@@ -17,17 +18,28 @@ use crate::trigger::{self, Decision};
 use crate::workflow::RetryPolicy;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinSet;
 
-/// How a run is started.
+/// Everything a run needs besides its options: the sandbox, the loaded bundle and its
+/// validated graph, and the database that makes the run durable.
+pub struct Runner<'a> {
+    pub sandbox: Arc<Sandbox>,
+    pub bundle: Arc<Bundle>,
+    pub dag: &'a Dag,
+    pub db: Arc<Db>,
+}
+
+/// How a run is driven, whether started or resumed.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Run parameters: a JSON document that tasks read with `host.params`.
-    pub params: serde_json::Value,
     /// Attempts in flight at once. Capped by the sandbox's instance pool.
     pub concurrency: usize,
+    /// Wall-clock limit of this invocation. When it passes, attempts in flight are
+    /// interrupted and the run ends `timed-out`, resumable like an interrupted one.
+    pub timeout: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -35,14 +47,40 @@ pub struct RunOptions {
 pub enum RunError {
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error(transparent)]
+    Grant(#[from] GrantError),
+    #[error("run {run} has already {state}: there is nothing left to resume")]
+    Final { run: u64, state: RunState },
+    #[error(
+        "run {run} started with a bundle whose SHA-256 is {expected}, but {} has {found}; \
+         resume it with the bundle it started with (--bundle)",
+        path.display()
+    )]
+    BundleChanged {
+        run: u64,
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+}
+
+impl RunError {
+    /// Whether the caller asked for something impossible, rather than the run failing.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            Self::Db(e) => matches!(e, DbError::NoSuchRun(_)),
+            Self::Grant(_) | Self::Final { .. } | Self::BundleChanged { .. } => true,
+        }
+    }
 }
 
 /// What happened during a run, for progress displays.
 #[derive(Debug)]
 pub enum RunEvent<'a> {
-    /// The run is recorded; its id is known.
-    Created {
+    /// The run is recorded (or, resumed, reopened); `done` of its tasks had already ended.
+    Started {
         run: &'a RunRecord,
+        done: usize,
     },
     TaskStarted {
         task: &'a str,
@@ -54,7 +92,7 @@ pub enum RunEvent<'a> {
     },
 }
 
-/// How a run ended, with every task's terminal record in declaration order.
+/// How a run ended (or stopped), with every task's record in declaration order.
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub run: RunRecord,
@@ -65,7 +103,11 @@ pub struct RunReport {
 struct Progress {
     state: TaskState,
     waiting_on: usize,
+    /// Attempts started, in this invocation and earlier ones: the next attempt's number
+    /// is one more.
     attempts: u32,
+    /// Attempts that failed through the task's own doing: what the retry policy counts.
+    failures: u32,
     fuel_used: u64,
     duration: Duration,
     last_failure: Option<Failure>,
@@ -75,54 +117,97 @@ struct Progress {
     attempt_started_ms: u64,
 }
 
-/// Executes `bundle`'s workflow as a new run recorded in `db`.
-///
-/// Call it inside a multi-threaded tokio runtime: commits block their worker thread (through
-/// `block_in_place`) while attempts go on running on the others.
-pub async fn run(
-    sandbox: Arc<Sandbox>,
-    bundle: Arc<Bundle>,
-    dag: &Dag,
-    db: Arc<Db>,
-    options: RunOptions,
-    observer: &mut dyn FnMut(RunEvent<'_>),
-) -> Result<RunReport, RunError> {
-    let run = db.create_run(|id| RunRecord {
-        id,
-        bundle: bundle.path().to_owned(),
-        bundle_hash: bundle.hash().to_owned(),
-        workflow: bundle.workflow().clone(),
-        params: options.params.to_string(),
-        state: RunState::Running,
-        started_ms: now_ms(),
-        finished_ms: None,
-    })?;
-    observer(RunEvent::Created { run: &run });
-
-    let mut live = LiveRun::new(sandbox, bundle, dag, db.clone(), &run, options.concurrency);
-    loop {
-        live.start_ready(observer);
-        let Some(ended) = live.next_round().await else {
-            break;
-        };
-        let ended = live.release_downstream(ended);
-        live.commit(ended, observer)?;
+impl Runner<'_> {
+    /// Executes the workflow as a new run, whose tasks get `grants`.
+    ///
+    /// Call it inside a multi-threaded tokio runtime: commits block their worker thread
+    /// (through `block_in_place`) while attempts go on running on the others. When
+    /// `interrupt` completes, attempts in flight are dropped and the run ends `interrupted`.
+    pub async fn start(
+        &self,
+        params: &serde_json::Value,
+        grants: Grants,
+        options: &RunOptions,
+        interrupt: impl Future<Output = ()>,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) -> Result<RunReport, RunError> {
+        let capabilities = grants.resolve()?;
+        let bundle = &self.bundle;
+        // Absolute, so that `resume` finds the bundle from any directory.
+        let path = std::path::absolute(bundle.path()).unwrap_or_else(|_| bundle.path().into());
+        let run = self.db.create_run(|id| RunRecord {
+            id,
+            bundle: path,
+            bundle_hash: bundle.hash().to_owned(),
+            workflow: bundle.workflow().clone(),
+            params: params.to_string(),
+            limits: self.sandbox.limits().clone(),
+            grants,
+            state: RunState::Running,
+            started_ms: now_ms(),
+            finished_ms: None,
+        })?;
+        let live = LiveRun::new(self, &run, capabilities, options.concurrency);
+        live.drive(Prior::default(), options, interrupt, observer)
+            .await
     }
 
-    let finished_ms = now_ms();
-    let state = if live.any_failed() {
-        RunState::Failed
-    } else {
-        RunState::Succeeded
-    };
-    db.finish_run(run.id, state, finished_ms)?;
-    let tasks = live.records();
-    let run = RunRecord {
-        state,
-        finished_ms: Some(finished_ms),
-        ..run
-    };
-    Ok(RunReport { run, tasks })
+    /// Continues run `id`, which a crash, an interrupt or its timeout left unfinished:
+    /// tasks that ended keep their records and outputs and never run again; the others
+    /// run with the run's own parameters and grants. Build the sandbox from the run's
+    /// stored limits, so that its tasks run under the limits they started with.
+    pub async fn resume(
+        &self,
+        id: u64,
+        options: &RunOptions,
+        interrupt: impl Future<Output = ()>,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) -> Result<RunReport, RunError> {
+        let mut run = self.db.run(id)?;
+        if run.state.is_final() {
+            return Err(RunError::Final {
+                run: id,
+                state: run.state,
+            });
+        }
+        if run.bundle_hash != self.bundle.hash() {
+            return Err(RunError::BundleChanged {
+                run: id,
+                path: self.bundle.path().to_owned(),
+                expected: run.bundle_hash,
+                found: self.bundle.hash().to_owned(),
+            });
+        }
+        let capabilities = run.grants.resolve()?;
+        let prior = Prior::load(&self.db, id)?;
+        self.db.set_run_state(id, RunState::Running, None)?;
+        run.state = RunState::Running;
+        run.finished_ms = None;
+        let live = LiveRun::new(self, &run, capabilities, options.concurrency);
+        live.drive(prior, options, interrupt, observer).await
+    }
+}
+
+/// What earlier invocations of a run left in the database.
+#[derive(Default)]
+struct Prior {
+    /// Terminal records, by task.
+    records: HashMap<String, TaskRecord>,
+    /// Every recorded attempt, by task, in attempt order.
+    attempts: HashMap<String, Vec<(u32, AttemptRecord)>>,
+}
+
+impl Prior {
+    fn load(db: &Db, run: u64) -> Result<Self, DbError> {
+        let mut attempts: HashMap<String, Vec<(u32, AttemptRecord)>> = HashMap::new();
+        for (task, number, record) in db.attempts(run)? {
+            attempts.entry(task).or_default().push((number, record));
+        }
+        Ok(Self {
+            records: db.tasks(run)?.into_iter().collect(),
+            attempts,
+        })
+    }
 }
 
 /// A task that reached its terminal state in this round, with what it leaves behind.
@@ -135,14 +220,12 @@ struct Ended {
 /// The state of a run while its loop turns: what is ready, what is in flight, and where
 /// every task stands.
 struct LiveRun<'a> {
-    sandbox: Arc<Sandbox>,
-    bundle: Arc<Bundle>,
-    dag: &'a Dag,
-    db: Arc<Db>,
+    runner: &'a Runner<'a>,
     run: &'a RunRecord,
     concurrency: usize,
     params: Arc<[u8]>,
     inputs: Arc<dyn InputSource>,
+    capabilities: Arc<Capabilities>,
     tasks: Vec<Progress>,
     ready: VecDeque<usize>,
     /// Tasks up for retry, by the instant their backoff ends.
@@ -157,18 +240,18 @@ struct LiveRun<'a> {
 
 impl<'a> LiveRun<'a> {
     fn new(
-        sandbox: Arc<Sandbox>,
-        bundle: Arc<Bundle>,
-        dag: &'a Dag,
-        db: Arc<Db>,
+        runner: &'a Runner<'a>,
         run: &'a RunRecord,
+        capabilities: Capabilities,
         concurrency: usize,
     ) -> Self {
+        let dag = runner.dag;
         let tasks: Vec<Progress> = (0..dag.len())
             .map(|i| Progress {
                 state: TaskState::Pending,
                 waiting_on: dag.upstream(i).len(),
                 attempts: 0,
+                failures: 0,
                 fuel_used: 0,
                 duration: Duration::ZERO,
                 last_failure: None,
@@ -183,16 +266,14 @@ impl<'a> LiveRun<'a> {
             .filter(|&i| tasks[i].waiting_on == 0)
             .collect();
         Self {
-            concurrency: concurrency.clamp(1, sandbox.limits().instances as usize),
+            concurrency: concurrency.clamp(1, runner.sandbox.limits().instances as usize),
             params: Arc::from(run.params.as_bytes()),
             inputs: Arc::new(RunInputs {
-                db: db.clone(),
+                db: runner.db.clone(),
                 run: run.id,
             }),
-            sandbox,
-            bundle,
-            dag,
-            db,
+            capabilities: Arc::new(capabilities),
+            runner,
             run,
             tasks,
             ready,
@@ -203,9 +284,120 @@ impl<'a> LiveRun<'a> {
         }
     }
 
+    /// Turns the loop until every task has ended, or `interrupt` or the timeout stops the
+    /// run first; then records how the run ended.
+    async fn drive(
+        mut self,
+        prior: Prior,
+        options: &RunOptions,
+        interrupt: impl Future<Output = ()>,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) -> Result<RunReport, RunError> {
+        observer(RunEvent::Started {
+            run: self.run,
+            done: prior.records.len(),
+        });
+        self.restore(prior, observer)?;
+        let deadline = options.timeout.and_then(|t| Instant::now().checked_add(t));
+        let mut interrupt = std::pin::pin!(interrupt);
+        let stopped = loop {
+            self.start_ready(observer);
+            let ended = tokio::select! {
+                ended = self.next_round() => match ended {
+                    Some(ended) => ended,
+                    None => break None,
+                },
+                () = &mut interrupt => break Some(RunState::Interrupted),
+                () = sleep_until(deadline) => break Some(RunState::TimedOut),
+            };
+            let ended = self.release_downstream(ended);
+            self.commit(ended, observer)?;
+        };
+        if stopped.is_some() {
+            self.stop(observer).await?;
+        }
+        let state = stopped.unwrap_or(if self.any_failed() {
+            RunState::Failed
+        } else {
+            RunState::Succeeded
+        });
+        let finished_ms = now_ms();
+        self.runner
+            .db
+            .set_run_state(self.run.id, state, Some(finished_ms))?;
+        Ok(RunReport {
+            run: RunRecord {
+                state,
+                finished_ms: Some(finished_ms),
+                ..self.run.clone()
+            },
+            tasks: self.records(),
+        })
+    }
+
+    /// Takes up where earlier invocations of the run left off: tasks that ended keep their
+    /// state and release their downstream tasks; attempts are numbered on from the last
+    /// recorded one, and only failures the task caused count against its retries. Tasks
+    /// that this decides at once (skipped, upstream-failed) are committed.
+    fn restore(
+        &mut self,
+        mut prior: Prior,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) -> Result<(), DbError> {
+        let mut done = Vec::new();
+        for (i, def) in self.runner.bundle.workflow().tasks.iter().enumerate() {
+            let task = &mut self.tasks[i];
+            for (number, attempt) in prior.attempts.remove(&def.name).unwrap_or_default() {
+                task.attempts = task.attempts.max(number);
+                task.fuel_used += attempt.fuel_used;
+                task.duration +=
+                    Duration::from_millis(attempt.finished_ms.saturating_sub(attempt.started_ms));
+                if let Some(failure) = attempt.error {
+                    task.failures += u32::from(failure.counts_against_retries());
+                    task.last_failure = Some(failure);
+                }
+            }
+            if let Some(record) = prior.records.remove(&def.name) {
+                task.state = record.state;
+                task.attempts = record.attempts;
+                task.fuel_used = record.fuel_used;
+                task.duration = Duration::from_micros(record.duration_us);
+                task.last_failure = record.error;
+                task.finished_ms = record.finished_ms;
+                done.push(Ended {
+                    task: i,
+                    output: None,
+                    log: Vec::new(),
+                });
+            }
+        }
+        if done.is_empty() {
+            return Ok(());
+        }
+        let tasks = &self.tasks;
+        self.ready.retain(|&i| !tasks[i].state.is_terminal());
+        let already = done.len();
+        let mut ended = self.release_downstream(done);
+        let decided_now = ended.split_off(already);
+        self.commit(decided_now, observer)
+    }
+
+    /// Ends an invocation early: attempts in flight are dropped (at their next epoch
+    /// check) and recorded as interrupted; attempts that finished meanwhile are committed
+    /// as usual. Unfinished tasks keep no record, so a resume runs them.
+    async fn stop(&mut self, observer: &mut dyn FnMut(RunEvent<'_>)) -> Result<(), DbError> {
+        self.running.abort_all();
+        let mut ended = Vec::new();
+        while let Some(joined) = self.running.join_next_with_id().await {
+            self.settle(joined, &mut ended);
+        }
+        let ended = self.release_downstream(ended);
+        self.commit(ended, observer)
+    }
+
     /// Starts ready tasks until `concurrency` attempts are in flight.
     fn start_ready(&mut self, observer: &mut dyn FnMut(RunEvent<'_>)) {
-        let workflow = self.bundle.workflow();
+        let workflow = self.runner.bundle.workflow();
         while self.running.len() < self.concurrency
             && let Some(i) = self.ready.pop_front()
         {
@@ -214,6 +406,7 @@ impl<'a> LiveRun<'a> {
             task.attempts += 1;
             task.state = TaskState::Running;
             task.attempt_started_ms = now_ms();
+            tracing::debug!(task = %def.name, attempt = task.attempts, "attempt started");
             observer(RunEvent::TaskStarted {
                 task: &def.name,
                 attempt: task.attempts,
@@ -226,11 +419,12 @@ impl<'a> LiveRun<'a> {
                 upstream: Arc::new(def.depends_on.iter().cloned().collect::<HashSet<_>>()),
                 params: self.params.clone(),
                 inputs: Some(self.inputs.clone()),
+                capabilities: self.capabilities.clone(),
             };
-            let limits = self.sandbox.limits();
+            let limits = self.runner.sandbox.limits();
             let fuel = def.fuel.unwrap_or(limits.fuel);
             let timeout = def.timeout().unwrap_or(limits.timeout);
-            let (sandbox, bundle) = (self.sandbox.clone(), self.bundle.clone());
+            let (sandbox, bundle) = (self.runner.sandbox.clone(), self.runner.bundle.clone());
             let attempt = self.running.spawn(async move {
                 sandbox
                     .run_task(bundle.pre(), identity, fuel, timeout)
@@ -284,7 +478,7 @@ impl<'a> LiveRun<'a> {
             .in_flight
             .remove(&id)
             .expect("every attempt in flight is registered");
-        let def = &self.bundle.workflow().tasks[i];
+        let def = &self.runner.bundle.workflow().tasks[i];
         let task = &mut self.tasks[i];
         task.fuel_used += execution.fuel_used;
         task.duration += execution.duration;
@@ -308,9 +502,14 @@ impl<'a> LiveRun<'a> {
                     log: execution.log,
                 });
             }
+            Err(failure) if !failure.counts_against_retries() => {
+                task.state = TaskState::Pending;
+                task.last_failure = Some(failure);
+            }
             Err(failure) => {
                 tracing::debug!(task = %def.name, attempt = task.attempts, "{failure}");
-                let retry = failure.is_retryable() && task.attempts < def.retry.max_attempts;
+                task.failures += 1;
+                let retry = failure.is_retryable() && task.failures < def.retry.max_attempts;
                 task.last_failure = Some(failure);
                 if retry {
                     task.state = TaskState::UpForRetry;
@@ -332,19 +531,19 @@ impl<'a> LiveRun<'a> {
     /// have all ended is decided by its trigger rule: it becomes ready, or ends at once
     /// (skipped or upstream-failed), which in turn releases its own downstream tasks.
     fn release_downstream(&mut self, mut ended: Vec<Ended>) -> Vec<Ended> {
-        let workflow = self.bundle.workflow();
+        let (workflow, dag) = (self.runner.bundle.workflow(), self.runner.dag);
         let mut next = 0;
         while next < ended.len() {
             let i = ended[next].task;
             next += 1;
-            for &d in self.dag.downstream(i) {
+            for &d in dag.downstream(i) {
                 let d = d as usize;
                 self.tasks[d].waiting_on -= 1;
-                if self.tasks[d].waiting_on > 0 {
+                // A terminal task here ended in an earlier invocation of a resumed run.
+                if self.tasks[d].waiting_on > 0 || self.tasks[d].state.is_terminal() {
                     continue;
                 }
-                let upstream = self
-                    .dag
+                let upstream = dag
                     .upstream(d)
                     .iter()
                     .map(|&u| self.tasks[u as usize].state);
@@ -376,7 +575,7 @@ impl<'a> LiveRun<'a> {
         if ended.is_empty() && self.attempts.is_empty() {
             return Ok(());
         }
-        let workflow = self.bundle.workflow();
+        let workflow = self.runner.bundle.workflow();
         let finished_ms = now_ms();
         let attempts: Vec<(&str, u32, AttemptRecord)> = self
             .attempts
@@ -396,7 +595,8 @@ impl<'a> LiveRun<'a> {
                 }
             })
             .collect();
-        tokio::task::block_in_place(|| self.db.complete(self.run.id, &attempts, &completions))?;
+        let db = &self.runner.db;
+        tokio::task::block_in_place(|| db.complete(self.run.id, &attempts, &completions))?;
         for c in &completions {
             observer(RunEvent::TaskFinished {
                 task: c.task,
@@ -414,7 +614,7 @@ impl<'a> LiveRun<'a> {
 
     /// Every task's record, in declaration order.
     fn records(&self) -> Vec<(String, TaskRecord)> {
-        let workflow = self.bundle.workflow();
+        let workflow = self.runner.bundle.workflow();
         workflow
             .tasks
             .iter()
@@ -445,14 +645,20 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// An attempt whose future panicked: a bug in sandflow or wasmtime, not in the plugin, but
-/// still only that task's failure.
+/// An attempt whose future did not finish: dropped because the run was stopped, or
+/// panicked, a bug in sandflow or wasmtime, not in the plugin, but still only that task's
+/// failure.
 fn engine_fault(error: &tokio::task::JoinError) -> Execution<Vec<u8>> {
-    tracing::error!("a task attempt panicked inside the engine: {error}");
-    Execution {
-        outcome: Err(Failure::Trap {
+    let failure = if error.is_cancelled() {
+        Failure::Interrupted
+    } else {
+        tracing::error!("a task attempt panicked inside the engine: {error}");
+        Failure::Trap {
             message: format!("internal engine error: {error}"),
-        }),
+        }
+    };
+    Execution {
+        outcome: Err(failure),
         fuel_used: 0,
         duration: Duration::ZERO,
         log: Vec::new(),

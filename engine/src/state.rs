@@ -47,12 +47,18 @@ impl fmt::Display for TaskState {
     }
 }
 
+/// Where a run stands. A run left `running` by a process that died, and a run stopped
+/// early (`interrupted`, `timed-out`), can be resumed; `succeeded` and `failed` are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunState {
     Running,
     Succeeded,
     Failed,
+    /// Stopped by Ctrl-C or SIGTERM before every task had ended.
+    Interrupted,
+    /// Stopped by the whole-run timeout before every task had ended.
+    TimedOut,
 }
 
 impl RunState {
@@ -61,7 +67,14 @@ impl RunState {
             Self::Running => "running",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
+            Self::Interrupted => "interrupted",
+            Self::TimedOut => "timed-out",
         }
+    }
+
+    /// Whether every task has ended, so there is nothing left to resume.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed)
     }
 }
 
@@ -101,9 +114,19 @@ pub enum Failure {
     /// The task could not even start: instantiation failed, or the pool was exhausted.
     #[error("could not start the task: {message}")]
     Start { message: String },
+    /// The run was stopped (Ctrl-C, SIGTERM, the run timeout) while the attempt ran. Not
+    /// the task's fault: it does not count against its retries, and a resumed run runs
+    /// the task again.
+    #[error("interrupted: the run was stopped")]
+    Interrupted,
 }
 
 impl Failure {
+    /// Whether the task itself failed, as opposed to the run being stopped around it.
+    pub fn counts_against_retries(&self) -> bool {
+        !matches!(self, Self::Interrupted)
+    }
+
     /// Whether a retry could help, before the retry policy has its say.
     pub fn is_retryable(&self) -> bool {
         matches!(

@@ -6,6 +6,7 @@ mod bad_bundles;
 mod cache;
 mod cli;
 mod etl;
+mod resume;
 mod sandbox_limits;
 mod scheduling;
 
@@ -47,7 +48,7 @@ fn build_plugins() -> PathBuf {
     plugins.join("target/wasm32-wasip2/release")
 }
 
-fn sandflow_bin() -> &'static Path {
+pub fn sandflow_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_sandflow"))
 }
 

@@ -5,8 +5,10 @@ mod inspect;
 mod report;
 
 use clap::{Args, Parser, Subcommand};
-use sandflow::{Bundle, Dag, Db, Limits, RunOptions, RunState, Sandbox};
-use std::io::Write;
+use report::Invocation;
+use sandflow::scheduler::RunError;
+use sandflow::{Bundle, Dag, Db, DirGrant, Grants, Limits, RunOptions, RunState, Runner, Sandbox};
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,6 +40,9 @@ struct Cli {
 enum Command {
     /// Run a bundle's workflow and report every task
     Run(RunArgs),
+    /// Continue a run that was interrupted, timed out or crashed: tasks that ended are
+    /// kept, the others run
+    Resume(ResumeArgs),
     /// Describe a bundle's workflow without running it
     Inspect {
         bundle: PathBuf,
@@ -81,14 +86,51 @@ struct RunArgs {
     /// Run parameters, a JSON document the tasks read
     #[arg(long, default_value = "{}", value_name = "JSON")]
     params: String,
+    /// Let tasks read a host directory (read-only), at GUEST inside the sandbox or else at
+    /// its own absolute path; repeatable
+    #[arg(long = "dir", value_name = "HOST[:GUEST]")]
+    dirs: Vec<String>,
+    /// Let tasks read this environment variable of sandflow's; repeatable
+    #[arg(long = "env", value_name = "NAME")]
+    env: Vec<String>,
+    #[command(flatten)]
+    drive: DriveArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+#[derive(Args)]
+struct ResumeArgs {
+    run: u64,
+    /// The bundle to resume with, if it moved [default: the path the run started with].
+    /// Its contents must be the same.
+    #[arg(long, value_name = "PATH")]
+    bundle: Option<PathBuf>,
+    #[command(flatten)]
+    drive: DriveArgs,
+}
+
+/// How this invocation drives the run; free to differ between a start and its resumes.
+#[derive(Args)]
+struct DriveArgs {
     /// Task attempts in flight at once [default: number of CPU cores]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=4096))]
     concurrency: Option<u32>,
+    /// Stop the run after this long, e.g. 10m; it ends `timed-out` and can be resumed
+    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    run_timeout: Option<Duration>,
     /// Print the report as JSON instead of a table
     #[arg(long)]
     json: bool,
-    #[command(flatten)]
-    limits: LimitArgs,
+}
+
+impl DriveArgs {
+    fn options(&self) -> RunOptions {
+        RunOptions {
+            concurrency: self.concurrency.map_or_else(cores, |n| n as usize),
+            timeout: self.run_timeout,
+        }
+    }
 }
 
 /// Per-attempt limits; each default is `Limits::default()`'s.
@@ -130,14 +172,14 @@ impl LimitArgs {
             output: bytes(self.max_output, defaults.output),
             log: bytes(self.max_log, defaults.log),
             tasks: self.max_tasks.unwrap_or(defaults.tasks),
-            // One instance per concurrent attempt, plus one for `describe`.
-            instances: u32::try_from(concurrency + 1).unwrap_or(u32::MAX),
+            instances: instances(concurrency),
             ..defaults
         }
     }
 }
 
-/// A duration like `30s` or `5m`, refusing zero: a task that may not run at all is a typo.
+/// A duration like `30s` or `5m`, refusing zero: a task or run that may not run at all is a
+/// typo.
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(d) if d.is_zero() => Err("the timeout must be longer than zero".into()),
@@ -174,6 +216,7 @@ pub fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -207,46 +250,58 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
     };
     match cli.command {
         Command::Run(args) => {
-            let concurrency = args.concurrency.map_or_else(cores, |n| n as usize);
+            let interrupts = Interrupts::watch()?;
+            let options = args.drive.options();
             let params: serde_json::Value = serde_json::from_str(&args.params)
                 .map_err(|e| Failed::input(format!("--params is not valid JSON: {e}")))?;
-            let sandbox = sandbox(&args.limits, concurrency)?;
+            let grants = Grants {
+                dirs: args.dirs.iter().map(|d| DirGrant::parse(d)).collect(),
+                env: args.env,
+            };
+            // Checked now, so that a bad grant is refused before the database is touched.
+            grants.resolve().map_err(Failed::input)?;
+            let sandbox =
+                Sandbox::new(args.limits.limits(options.concurrency)).map_err(Failed::input)?;
             let (bundle, dag) = load(&sandbox, &args.bundle, cache.as_deref()).await?;
             let db = Arc::new(Db::open(&db_path()?).map_err(Failed::input)?);
-            let options = RunOptions {
-                params,
-                concurrency,
+            let runner = runner(sandbox, bundle, &dag, db);
+            let invocation = Invocation::Start { params, grants };
+            drive(&runner, invocation, &options, args.drive.json, interrupts).await
+        }
+        Command::Resume(args) => {
+            let interrupts = Interrupts::watch()?;
+            let options = args.drive.options();
+            let db = Arc::new(Db::open(&db_path()?).map_err(Failed::input)?);
+            let record = db.run(args.run).map_err(Failed::input)?;
+            if record.state.is_final() {
+                return Err(Failed::input(RunError::Final {
+                    run: record.id,
+                    state: record.state,
+                }));
+            }
+            let limits = Limits {
+                instances: instances(options.concurrency),
+                ..record.limits
             };
-            let report = report::run(
-                Arc::new(sandbox),
-                Arc::new(bundle),
-                &dag,
-                db,
-                options,
-                args.json,
-            )
-            .await
-            .map_err(|e| Failed {
-                message: e.to_string(),
-                code: 1,
-            })?;
-            Ok(match report.run.state {
-                RunState::Succeeded => 0,
-                _ => 1,
-            })
+            let sandbox = Sandbox::new(limits).map_err(Failed::input)?;
+            let path = args.bundle.unwrap_or(record.bundle);
+            let (bundle, dag) = load(&sandbox, &path, cache.as_deref()).await?;
+            let runner = runner(sandbox, bundle, &dag, db);
+            let invocation = Invocation::Resume(args.run);
+            drive(&runner, invocation, &options, args.drive.json, interrupts).await
         }
         Command::Inspect {
             bundle,
             format,
             limits,
         } => {
-            let sandbox = sandbox(&limits, 1)?;
+            let sandbox = Sandbox::new(limits.limits(1)).map_err(Failed::input)?;
             let (bundle, dag) = load(&sandbox, &bundle, cache.as_deref()).await?;
             print!("{}", inspect::render(bundle.workflow(), &dag, format));
             Ok(0)
         }
         Command::Validate { bundle, limits } => {
-            let sandbox = sandbox(&limits, 1)?;
+            let sandbox = Sandbox::new(limits.limits(1)).map_err(Failed::input)?;
             let (bundle, _) = load(&sandbox, &bundle, cache.as_deref()).await?;
             let workflow = bundle.workflow();
             println!(
@@ -284,9 +339,92 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn sandbox(limits: &LimitArgs, concurrency: usize) -> Result<Sandbox, Failed> {
-    // The limits come from flags, so a configuration wasmtime refuses is bad input.
-    Sandbox::new(limits.limits(concurrency)).map_err(Failed::input)
+/// One pool instance per concurrent attempt, plus one for `describe`.
+fn instances(concurrency: usize) -> u32 {
+    u32::try_from(concurrency + 1).unwrap_or(u32::MAX)
+}
+
+fn runner(sandbox: Sandbox, bundle: Bundle, dag: &Dag, db: Arc<Db>) -> Runner<'_> {
+    Runner {
+        sandbox: Arc::new(sandbox),
+        bundle: Arc::new(bundle),
+        dag,
+        db,
+    }
+}
+
+/// Starts or resumes a run, stopping it on Ctrl-C or SIGTERM, and turns how it ended into
+/// the exit code: 0 succeeded, 1 failed or timed out, 130 interrupted (as shells report
+/// Ctrl-C).
+async fn drive(
+    runner: &Runner<'_>,
+    invocation: Invocation,
+    options: &RunOptions,
+    json: bool,
+    interrupts: Interrupts,
+) -> Result<u8, Failed> {
+    let report = report::run(runner, invocation, options, json, interrupts.next())
+        .await
+        .map_err(|e| Failed {
+            code: if e.is_bad_input() { 2 } else { 1 },
+            message: e.to_string(),
+        })?;
+    let (id, state) = (report.run.id, report.run.state);
+    if !state.is_final() {
+        eprintln!("run {id} {state}: continue it with `sandflow resume {id}`");
+    }
+    Ok(match state {
+        RunState::Succeeded => 0,
+        RunState::Interrupted => 130,
+        _ => 1,
+    })
+}
+
+/// Ctrl-C and SIGTERM. Watched from the moment a run command starts, so that a signal that
+/// arrives while the bundle loads still stops the run cleanly rather than killing the
+/// process (which would leave the run resumable too, but marked `running`).
+struct Interrupts {
+    #[cfg(unix)]
+    signals: [tokio::signal::unix::Signal; 2],
+}
+
+impl Interrupts {
+    fn watch() -> Result<Self, Failed> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let watch = |kind| {
+                signal(kind).map_err(|e| Failed {
+                    message: format!("cannot watch for Ctrl-C and SIGTERM: {e}"),
+                    code: 1,
+                })
+            };
+            Ok(Self {
+                signals: [
+                    watch(SignalKind::interrupt())?,
+                    watch(SignalKind::terminate())?,
+                ],
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Completes on the first of the signals.
+    async fn next(mut self) {
+        #[cfg(unix)]
+        {
+            let [interrupt, terminate] = &mut self.signals;
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Loads and validates a bundle: everything that can be wrong with the user's input is

@@ -4,23 +4,29 @@
 use super::Failed;
 use indicatif::{ProgressBar, ProgressStyle};
 use sandflow::db::{RunRecord, TaskRecord};
-use sandflow::scheduler::{self, RunError};
-use sandflow::{Bundle, Dag, Db, RunEvent, RunOptions, RunReport, Sandbox, TaskState};
+use sandflow::{Db, Grants, RunError, RunEvent, RunOptions, RunReport, Runner, TaskState};
 use std::io::IsTerminal;
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-/// Runs the workflow with a progress bar and prints the report.
+/// Whether a run is new or taken up again.
+pub enum Invocation {
+    Start {
+        params: serde_json::Value,
+        grants: Grants,
+    },
+    Resume(u64),
+}
+
+/// Starts or resumes the run with a progress bar, and prints the report.
 pub async fn run(
-    sandbox: Arc<Sandbox>,
-    bundle: Arc<Bundle>,
-    dag: &Dag,
-    db: Arc<Db>,
-    options: RunOptions,
+    runner: &Runner<'_>,
+    invocation: Invocation,
+    options: &RunOptions,
     json: bool,
+    interrupt: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
     let bar = if std::io::stdout().is_terminal() && !json {
-        let bar = ProgressBar::new(dag.len() as u64);
+        let bar = ProgressBar::new(runner.dag.len() as u64);
         bar.set_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} tasks  {elapsed}  {msg}")
                 .expect("the template is valid"),
@@ -30,19 +36,34 @@ pub async fn run(
         ProgressBar::hidden()
     };
     let mut observer = |event: RunEvent<'_>| match event {
-        RunEvent::Created { run } if !json => bar.suspend(|| {
-            println!(
-                "run {} of workflow `{}` ({} tasks)",
-                run.id,
-                run.workflow.name,
-                run.workflow.tasks.len()
-            );
-        }),
-        RunEvent::Created { .. } => {}
+        RunEvent::Started { run, done } => {
+            bar.set_position(done as u64);
+            if !json {
+                let resumed = match done {
+                    0 => String::new(),
+                    done => format!(", resumed with {done} done"),
+                };
+                bar.suspend(|| {
+                    println!(
+                        "run {} of workflow `{}` ({} tasks{resumed})",
+                        run.id,
+                        run.workflow.name,
+                        run.workflow.tasks.len()
+                    );
+                });
+            }
+        }
         RunEvent::TaskStarted { task, .. } => bar.set_message(task.to_owned()),
         RunEvent::TaskFinished { .. } => bar.inc(1),
     };
-    let report = scheduler::run(sandbox, bundle, dag, db, options, &mut observer).await;
+    let report = match invocation {
+        Invocation::Start { params, grants } => {
+            runner
+                .start(&params, grants, options, interrupt, &mut observer)
+                .await
+        }
+        Invocation::Resume(id) => runner.resume(id, options, interrupt, &mut observer).await,
+    };
     bar.finish_and_clear();
     let report = report?;
     let tasks: Vec<(String, Option<TaskRecord>)> = report

@@ -1,0 +1,272 @@
+//! Runs survive crashes and interruptions: `sandflow resume` finishes them, never runs a
+//! task that ended again, and ends with the outputs of a run that was never disturbed.
+//!
+//! The `lattice` plugin has 200 tasks whose outputs each depend on most of the graph
+//! above them, so a task run twice or an input lost would change the final outputs.
+
+use crate::{Scratch, plugin, sandflow_bin};
+use sandflow::Db;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Per-task work: about 20 ms of arithmetic, so a run at concurrency 2 lasts about two seconds
+/// and every kill lands somewhere inside it.
+const PARAMS: &str = r#"{"work": 10000000}"#;
+
+/// Every task's output in run 1 of the database at `db`.
+fn outputs(db: &Path) -> BTreeMap<String, Vec<u8>> {
+    let db = Db::open(db).expect("the database opens");
+    let run = db.run(1).expect("run 1 exists");
+    run.workflow
+        .tasks
+        .iter()
+        .map(|t| {
+            let output = db.output(1, &t.name).unwrap();
+            (t.name.clone(), output.unwrap_or_default())
+        })
+        .collect()
+}
+
+/// Tasks of run 1 that have ended, with their states; `None` if there is no run 1 yet.
+fn ended(db: &Path) -> Option<BTreeMap<String, String>> {
+    let db = Db::open(db).expect("the database opens after any kill");
+    db.run(1).ok()?;
+    let tasks = db.tasks(1).expect("task records decode after any kill");
+    Some(
+        tasks
+            .into_iter()
+            .map(|(name, record)| (name, record.state.to_string()))
+            .collect(),
+    )
+}
+
+/// The reference: the same workflow and parameters, run start to end undisturbed (once
+/// per test process).
+fn undisturbed() -> &'static BTreeMap<String, Vec<u8>> {
+    static REFERENCE: OnceLock<BTreeMap<String, Vec<u8>>> = OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        let scratch = Scratch::default();
+        let out = scratch.sandflow(&["run", lattice(), "--params", PARAMS]);
+        assert_eq!(out.code, 0, "{out:?}");
+        let outputs = outputs(&scratch.db());
+        assert_eq!(outputs.len(), 200);
+        outputs
+    })
+}
+
+fn lattice() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| plugin("lattice").to_str().unwrap().to_owned())
+}
+
+/// Starts `sandflow ARGS` on the scratch database with attempt starts logged to `stderr`.
+fn spawn(scratch: &Scratch, args: &[&str], stderr: &Path) -> Child {
+    Command::new(sandflow_bin())
+        .arg("--db")
+        .arg(scratch.db())
+        .arg("--cache-dir")
+        .arg(scratch.cache())
+        .args(args)
+        .args(["--concurrency", "2", "--json"])
+        .env("RUST_LOG", "sandflow::scheduler=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr).unwrap())
+        .spawn()
+        .expect("starting sandflow")
+}
+
+/// The tasks whose attempts the log at `stderr` shows starting.
+fn started(stderr: &Path) -> Vec<String> {
+    let log = std::fs::read_to_string(stderr).unwrap();
+    log.lines()
+        .filter_map(|line| {
+            line.split_once("attempt started task=")?
+                .1
+                .split(' ')
+                .next()
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every attempt of run 1: (task, attempt number, error kind or "success").
+fn attempts(db: &Path) -> Vec<(String, u32, String)> {
+    let db = Db::open(db).unwrap();
+    db.attempts(1)
+        .unwrap()
+        .into_iter()
+        .map(|(task, n, a)| {
+            let kind = a.error.map_or("success".into(), |e| {
+                serde_json::to_value(e).unwrap()["kind"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            });
+            (task, n, kind)
+        })
+        .collect()
+}
+
+#[test]
+fn a_run_killed_again_and_again_resumes_to_the_undisturbed_outputs() {
+    let scratch = Scratch::default();
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let context = format!("seed {seed}");
+
+    // Compile the bundle into the cache first, so that kills land in runs, not compiles.
+    assert_eq!(scratch.sandflow(&["validate", lattice()]).code, 0);
+    let mut kills = 0;
+    for invocation in 0.. {
+        assert!(invocation < 100, "{context}: the run never finished");
+        let stderr = scratch.path().join(format!("stderr-{invocation}"));
+        // A kill before the run was recorded leaves nothing to resume: start it again.
+        let (done_before, mut child) = match ended(&scratch.db()) {
+            Some(done) => (done, spawn(&scratch, &["resume", "1"], &stderr)),
+            None => {
+                let args = ["run", lattice(), "--params", PARAMS];
+                (BTreeMap::new(), spawn(&scratch, &args, &stderr))
+            }
+        };
+        // After a dozen kills, let it finish.
+        let kill_at = (kills < 12).then(|| Duration::from_millis(rng.u64(10..=150)));
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if kill_at.is_some_and(|at| start.elapsed() >= at) {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+
+        let started = started(&stderr);
+        // A kill counts once tasks were running: it interrupted the run, not the start-up.
+        if status.is_none() && !started.is_empty() {
+            kills += 1;
+        }
+        eprintln!(
+            "invocation {invocation}: {} tasks had ended, {} attempts started, {}",
+            done_before.len(),
+            started.len(),
+            match status {
+                Some(_) => "finished".to_owned(),
+                None => format!("killed after {:?}", kill_at.unwrap()),
+            }
+        );
+        for task in started {
+            assert!(
+                !done_before.contains_key(&task),
+                "{context}: invocation {invocation} ran `{task}` again, which had already \
+                 ended ({})",
+                done_before[&task]
+            );
+        }
+        if let Some(status) = status {
+            let log = std::fs::read_to_string(&stderr).unwrap();
+            assert_eq!(status.code(), Some(0), "{context}: {log}");
+            break;
+        }
+    }
+
+    assert!(
+        kills >= 10,
+        "{context}: only {kills} kills hit the run while it ran"
+    );
+    assert_eq!(&outputs(&scratch.db()), undisturbed(), "{context}");
+    // Killed attempts leave no record; every task has exactly one, its success.
+    let attempts = attempts(&scratch.db());
+    let successes: BTreeSet<&str> = attempts
+        .iter()
+        .filter(|(_, _, kind)| kind == "success")
+        .map(|(task, _, _)| task.as_str())
+        .collect();
+    assert_eq!(successes.len(), 200, "{context}");
+    assert_eq!(attempts.len(), 200, "{context}: {attempts:?}");
+}
+
+#[test]
+fn sigterm_interrupts_the_run_and_resume_finishes_it() {
+    let scratch = Scratch::default();
+    let stderr = scratch.path().join("stderr");
+    let mut child = spawn(&scratch, &["run", lattice(), "--params", PARAMS], &stderr);
+    // Once tasks run (the bundle is compiled first), let a few of them end.
+    let waiting = Instant::now();
+    while started(&stderr).is_empty() {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "no task ever started"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(log.contains("run 1 interrupted: continue it with `sandflow resume 1`"));
+
+    let show = scratch.sandflow(&["runs", "show", "1", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    assert_eq!(report["state"], "interrupted");
+    let ended = ended(&scratch.db()).unwrap();
+    assert!(
+        (1..200).contains(&ended.len()),
+        "the interrupt should land mid-run: {} tasks had ended",
+        ended.len()
+    );
+    // Attempts in flight were dropped and say so; they are not failures of their tasks.
+    for (task, _, kind) in attempts(&scratch.db()) {
+        assert!(kind == "success" || kind == "interrupted", "{task}: {kind}");
+    }
+
+    let resumed = scratch.sandflow(&["resume", "1"]);
+    assert_eq!(resumed.code, 0, "{resumed:?}");
+    assert!(
+        resumed.stdout.contains("resumed with"),
+        "{}",
+        resumed.stdout
+    );
+    assert_eq!(&outputs(&scratch.db()), undisturbed());
+}
+
+#[test]
+fn a_run_timeout_stops_the_run_and_resume_takes_only_the_original_bundle() {
+    let scratch = Scratch::default();
+    let args = [
+        "run",
+        lattice(),
+        "--params",
+        PARAMS,
+        "--run-timeout",
+        "300ms",
+    ];
+    let out = scratch.sandflow(&args);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("run 1 timed-out"), "{}", out.stdout);
+    assert!(out.stderr.contains("sandflow resume 1"), "{}", out.stderr);
+
+    let hello = plugin("hello");
+    scratch
+        .sandflow(&["resume", "1", "--bundle", hello.to_str().unwrap()])
+        .assert_bad_input("resume it with the bundle it started with");
+    assert_eq!(scratch.sandflow(&["resume", "1"]).code, 0);
+    assert_eq!(&outputs(&scratch.db()), undisturbed());
+
+    scratch
+        .sandflow(&["resume", "1"])
+        .assert_bad_input("run 1 has already succeeded: there is nothing left to resume");
+    scratch
+        .sandflow(&["resume", "7"])
+        .assert_bad_input("run 7 does not exist");
+}
