@@ -93,12 +93,22 @@ impl Scratch {
 
     /// Runs `sandflow` with the database at `db` and this scratch space's cache.
     pub fn sandflow_with_db(&self, db: &Path, args: &[&str]) -> Outcome {
+        self.invoke(db, args, &[])
+    }
+
+    /// Runs `sandflow` with extra environment variables.
+    pub fn sandflow_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+        self.invoke(&self.db(), args, env)
+    }
+
+    fn invoke(&self, db: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
         let out = Command::new(sandflow_bin())
             .arg("--db")
             .arg(db)
             .arg("--cache-dir")
             .arg(self.cache())
             .args(args)
+            .envs(env.iter().copied())
             .output()
             .expect("running sandflow");
         Outcome {

@@ -54,8 +54,78 @@ fn files_environment_and_network_are_out_of_reach() {
         assert!(message.contains(expected), "{name}: {message}");
     };
     denied("read_file", "No such file or directory");
+    denied("write_file", "No such file or directory");
     denied("read_env", "environment variable not found");
     denied("connect", "Permission denied");
+}
+
+#[test]
+fn granted_directories_are_read_only_and_granted_variables_readable() {
+    let scratch = Scratch::default();
+    let data = scratch.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("in.txt"), "granted").unwrap();
+    let grant = format!("{}:/data", data.display());
+    let run = |params: &str| {
+        let bundle = plugin("hostile");
+        let args = [
+            "run",
+            bundle.to_str().unwrap(),
+            "--json",
+            "--memory",
+            "32MiB",
+            "--dir",
+            &grant,
+            "--env",
+            "SANDFLOW_GRANTED",
+            "--params",
+            params,
+        ];
+        let out = scratch.sandflow_with_env(&args, &[("SANDFLOW_GRANTED", "yes")]);
+        serde_json::from_str::<serde_json::Value>(&out.stdout).expect("a JSON report")
+    };
+
+    let report =
+        run(r#"{"file": "/data/in.txt", "write": "/data/out.txt", "env": "SANDFLOW_GRANTED"}"#);
+    let output = |name: &str| {
+        let t = task(&report, name);
+        assert_eq!(t["state"], "success", "{t}");
+        let run = report["id"].to_string();
+        scratch.sandflow(&["output", &run, name]).stdout
+    };
+    assert_eq!(output("read_file"), r#""granted""#);
+    assert_eq!(output("read_env"), r#""yes""#);
+    let write = task(&report, "write_file");
+    assert_eq!(write["state"], "failed", "{write}");
+    assert!(
+        !data.join("out.txt").exists(),
+        "a read-only grant was written to"
+    );
+
+    // Only what was granted: not the directory's parent, nor other variables.
+    let report = run(r#"{"file": "/data/../db/sandflow.redb", "env": "HOME"}"#);
+    for name in ["read_file", "read_env"] {
+        assert_eq!(task(&report, name)["state"], "failed", "{report}");
+    }
+}
+
+#[test]
+fn grants_that_cannot_be_honoured_are_bad_input() {
+    let scratch = Scratch::default();
+    let hello = plugin("hello");
+    let hello = hello.to_str().unwrap();
+    scratch
+        .sandflow(&["run", hello, "--dir", "/surely/not/here:/data"])
+        .assert_bad_input("--dir /surely/not/here: No such file or directory");
+    scratch
+        .sandflow(&["run", hello, "--env", "SANDFLOW_SURELY_UNSET"])
+        .assert_bad_input(
+            "--env SANDFLOW_SURELY_UNSET: sandflow's environment has no such variable",
+        );
+    assert!(
+        !scratch.db().exists(),
+        "bad input must not create the database"
+    );
 }
 
 #[test]

@@ -1,10 +1,30 @@
 //! Tasks that misbehave on purpose, each in a way the sandbox must contain, beside `ok`,
 //! which behaves: burn fuel, outlive a deadline, grow memory, read an undeclared input,
-//! panic, recurse, trap, return a huge output, flood the log, and reach for a file, an
-//! environment variable and a socket. No task depends on another, so one run exercises them all at once: every
+//! panic, recurse, trap, return a huge output, flood the log, and reach for a file (to read
+//! and to write), an environment variable and a socket. No task depends on another, so one run exercises them all at once: every
 //! hostile task must fail with its own cause while `ok` succeeds.
 use sandflow_sdk::{Context, Task, TaskError, Workflow, export_workflow};
 use std::time::Duration;
+
+/// What the file, env and write tasks reach for; the defaults are what a sandbox escape
+/// would want. Tests point them at what an operator granted.
+#[derive(serde::Deserialize)]
+#[serde(default)]
+struct Reach {
+    file: String,
+    write: String,
+    env: String,
+}
+
+impl Default for Reach {
+    fn default() -> Self {
+        Self {
+            file: "/etc/passwd".into(),
+            write: "/tmp/sandflow-escaped".into(),
+            env: "HOME".into(),
+        }
+    }
+}
 
 fn workflow() -> Workflow {
     Workflow::new("hostile")
@@ -33,11 +53,16 @@ fn workflow() -> Workflow {
             Ok(vec![7u8; 20 << 20])
         }))
         .task(Task::new("log_flood", log_flood))
-        .task(Task::new("read_file", |_: &Context| {
-            Ok(std::fs::read_to_string("/etc/passwd")?)
+        .task(Task::new("read_file", |ctx: &Context| {
+            Ok(std::fs::read_to_string(ctx.params::<Reach>()?.file)?)
         }))
-        .task(Task::new("read_env", |_: &Context| {
-            std::env::var("HOME").map_err(|e| TaskError::fatal(format!("HOME: {e}")))
+        .task(Task::new("write_file", |ctx: &Context| {
+            std::fs::write(ctx.params::<Reach>()?.write, "escaped")?;
+            Ok("written")
+        }))
+        .task(Task::new("read_env", |ctx: &Context| {
+            let name = ctx.params::<Reach>()?.env;
+            std::env::var(&name).map_err(|e| TaskError::fatal(format!("{name}: {e}")))
         }))
         .task(Task::new("connect", |_: &Context| {
             std::net::TcpStream::connect("127.0.0.1:22")?;
