@@ -224,6 +224,7 @@ mod tests {
                         max_attempts: 1,
                         initial_backoff_ms: 0,
                         max_backoff_ms: 0,
+                        on_limits: false,
                     },
                     timeout_ms: None,
                     fuel: None,

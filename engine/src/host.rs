@@ -244,6 +244,7 @@ impl From<types::TaskDef> for TaskDef {
                 max_attempts: t.retry.max_attempts,
                 initial_backoff_ms: t.retry.initial_backoff_ms,
                 max_backoff_ms: t.retry.max_backoff_ms,
+                on_limits: t.retry.retry_on_limits,
             },
             timeout_ms: t.timeout_ms,
             fuel: t.fuel,

@@ -509,7 +509,7 @@ impl<'a> LiveRun<'a> {
             Err(failure) => {
                 tracing::debug!(task = %def.name, attempt = task.attempts, "{failure}");
                 task.failures += 1;
-                let retry = failure.is_retryable() && task.failures < def.retry.max_attempts;
+                let retry = def.retry.retries(&failure, task.failures);
                 task.last_failure = Some(failure);
                 if retry {
                     task.state = TaskState::UpForRetry;
@@ -704,6 +704,7 @@ mod tests {
             max_attempts: 10,
             initial_backoff_ms: 100,
             max_backoff_ms: 1_000,
+            on_limits: false,
         };
         let ms = |attempts, random| backoff(&policy, attempts, random).as_millis();
         assert_eq!((ms(1, 0.0), ms(1, 0.999_999)), (50, 99));
@@ -718,6 +719,7 @@ mod tests {
             max_attempts: 3,
             initial_backoff_ms: 0,
             max_backoff_ms: 0,
+            on_limits: false,
         };
         assert_eq!(backoff(&policy, 2, 0.7), Duration::ZERO);
     }

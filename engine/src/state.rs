@@ -127,6 +127,12 @@ impl Failure {
         !matches!(self, Self::Interrupted)
     }
 
+    /// Whether the attempt ran out of fuel or memory, which only a policy that says so
+    /// retries.
+    pub fn is_limit_hit(&self) -> bool {
+        matches!(self, Self::OutOfFuel { .. } | Self::MemoryLimit { .. })
+    }
+
     /// Whether a retry could help, before the retry policy has its say.
     pub fn is_retryable(&self) -> bool {
         matches!(

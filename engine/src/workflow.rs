@@ -2,6 +2,7 @@
 //! it, the scheduler runs it, the database stores it, the CLI prints it. Converted once from
 //! the WIT bindings (see `host`), so no other module depends on generated code.
 
+use crate::state::Failure;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -64,4 +65,44 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     pub initial_backoff_ms: u64,
     pub max_backoff_ms: u64,
+    /// Retry running out of fuel or memory too.
+    pub on_limits: bool,
+}
+
+impl RetryPolicy {
+    /// Whether `failure`, the task's `failures`-th, earns another attempt.
+    pub fn retries(&self, failure: &Failure, failures: u32) -> bool {
+        let retryable = failure.is_retryable() || (self.on_limits && failure.is_limit_hit());
+        retryable && failures < self.max_attempts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limit_hits_are_retried_only_when_the_policy_says_so() {
+        let policy = |on_limits| RetryPolicy {
+            max_attempts: 3,
+            initial_backoff_ms: 0,
+            max_backoff_ms: 0,
+            on_limits,
+        };
+        let fuel = Failure::OutOfFuel { budget: 1 };
+        let trap = Failure::Trap {
+            message: "x".into(),
+        };
+        let fatal = Failure::Fatal {
+            message: "x".into(),
+        };
+        assert!(!policy(false).retries(&fuel, 1));
+        assert!(policy(true).retries(&fuel, 1));
+        assert!(policy(false).retries(&trap, 2));
+        assert!(
+            !policy(false).retries(&trap, 3),
+            "three failures use up three attempts"
+        );
+        assert!(!policy(true).retries(&fatal, 1), "fatal is never retried");
+    }
 }

@@ -80,6 +80,9 @@ pub struct Retry {
     pub initial_backoff: Duration,
     /// The longest wait between two attempts.
     pub max_backoff: Duration,
+    /// Also retry attempts that ran out of fuel or memory. Off by default: a limit hit
+    /// usually repeats, unless what the task does varies between attempts.
+    pub on_limits: bool,
 }
 
 impl Default for Retry {
@@ -89,6 +92,7 @@ impl Default for Retry {
             max_attempts: 1,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(60),
+            on_limits: false,
         }
     }
 }
@@ -199,6 +203,7 @@ impl Task {
                 max_attempts: self.retry.max_attempts,
                 initial_backoff_ms: millis(self.retry.initial_backoff),
                 max_backoff_ms: millis(self.retry.max_backoff),
+                retry_on_limits: self.retry.on_limits,
             },
             timeout_ms: self.timeout.map(millis),
             fuel: self.fuel,

@@ -41,6 +41,11 @@ fn retryable_failures_are_retried_with_backoff_and_every_attempt_is_recorded() {
         (fatal["state"].as_str(), fatal["attempts"].as_u64()),
         (Some("failed"), Some(1))
     );
+    for (name, attempts) in [("hungry", 1), ("hungry_again", 2)] {
+        let hungry = task(&report, name);
+        assert_eq!(hungry["error"]["kind"], "out-of-fuel", "{hungry}");
+        assert_eq!(hungry["attempts"], attempts, "{hungry}");
+    }
 
     let run = report["id"].to_string();
     let show = scratch.sandflow(&["runs", "show", &run, "--json"]);

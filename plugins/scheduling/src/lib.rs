@@ -5,6 +5,8 @@
 //!   runs in waves makes `after_short` wait for `long`.
 //! - `flaky` fails (retryably) on its first two attempts, `doomed` on every attempt, and
 //!   `fatal_once` fails fatally, which no retry policy may retry.
+//! - `hungry` and `hungry_again` run out of fuel; only the second has a policy that retries
+//!   limit hits.
 use sandflow_sdk::{Context, Retry, Task, TaskError, Workflow, export_workflow};
 use std::time::Duration;
 
@@ -13,6 +15,7 @@ fn workflow() -> Workflow {
         max_attempts,
         initial_backoff: Duration::from_millis(40),
         max_backoff: Duration::from_millis(200),
+        on_limits: false,
     };
     Workflow::new("scheduling")
         .task(Task::new("long", long))
@@ -21,6 +24,16 @@ fn workflow() -> Workflow {
         .task(Task::new("flaky", flaky).retry(retry(5)))
         .task(Task::new("doomed", doomed).retry(retry(2)))
         .task(Task::new("fatal_once", fatal_once).retry(retry(3)))
+        // Runs out of fuel every time: once without a policy for limits, twice with one.
+        .task(Task::new("hungry", long).fuel(1_000_000))
+        .task(
+            Task::new("hungry_again", long)
+                .fuel(1_000_000)
+                .retry(Retry {
+                    on_limits: true,
+                    ..retry(2)
+                }),
+        )
 }
 
 /// A few hundred milliseconds of arithmetic, the same amount every time.
