@@ -347,4 +347,112 @@ mod tests {
         };
         assert_eq!(cycle.len(), 3);
     }
+
+    /// Properties over generated workflows. Names come from a tiny alphabet so that
+    /// duplicates, unknown and self dependencies and cycles are all common. Run longer with
+    /// `PROPTEST_CASES=100000 cargo test -p sandflow --lib dag::`.
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::HashSet;
+
+        /// Anything: most are refused before the cycle check.
+        fn any_tasks() -> impl Strategy<Value = Vec<(String, Vec<String>)>> {
+            let name = "[a-f]{0,2}";
+            prop::collection::vec((name, prop::collection::vec(name, 0..4)), 0..14)
+        }
+
+        /// Unique names and distinct dependencies on other tasks, in any direction: about
+        /// as many cyclic as acyclic.
+        fn well_formed_tasks() -> impl Strategy<Value = Vec<(String, Vec<String>)>> {
+            (1..20usize).prop_flat_map(|n| {
+                prop::collection::vec(prop::collection::hash_set(0..n, 0..3), n).prop_map(|deps| {
+                    deps.into_iter()
+                        .enumerate()
+                        .map(|(i, deps)| {
+                            let deps = deps.into_iter().filter(|&d| d != i);
+                            (format!("t{i}"), deps.map(|d| format!("t{d}")).collect())
+                        })
+                        .collect()
+                })
+            })
+        }
+
+        fn def(tasks: &[(String, Vec<String>)]) -> WorkflowDef {
+            let borrowed: Vec<(&str, Vec<&str>)> = tasks
+                .iter()
+                .map(|(n, d)| (n.as_str(), d.iter().map(String::as_str).collect()))
+                .collect();
+            let slices: Vec<(&str, &[&str])> =
+                borrowed.iter().map(|(n, d)| (*n, d.as_slice())).collect();
+            workflow(&slices)
+        }
+
+        /// An independent oracle: is this a valid DAG? Checked by repeatedly removing
+        /// tasks whose dependencies are all removed.
+        fn is_valid(tasks: &[(String, Vec<String>)]) -> bool {
+            let names: HashSet<&str> = tasks.iter().map(|(n, _)| n.as_str()).collect();
+            let well_formed = !tasks.is_empty()
+                && names.len() == tasks.len()
+                && tasks.iter().all(|(name, deps)| {
+                    let distinct: HashSet<&String> = deps.iter().collect();
+                    !name.is_empty()
+                        && distinct.len() == deps.len()
+                        && deps.iter().all(|d| d != name && names.contains(d.as_str()))
+                });
+            if !well_formed {
+                return false;
+            }
+            let mut done: HashSet<&str> = HashSet::new();
+            while done.len() < tasks.len() {
+                let before = done.len();
+                for (name, deps) in tasks {
+                    if deps.iter().all(|d| done.contains(d.as_str())) {
+                        done.insert(name);
+                    }
+                }
+                if done.len() == before {
+                    return false;
+                }
+            }
+            true
+        }
+
+        proptest! {
+            #[test]
+            fn build_accepts_exactly_the_valid_dags(
+                tasks in prop_oneof![any_tasks(), well_formed_tasks()]
+            ) {
+                let w = def(&tasks);
+                let built = Dag::build(&w);
+                prop_assert_eq!(built.is_ok(), is_valid(&tasks), "{:?}", built);
+                match built {
+                    Ok(dag) => {
+                        let order = dag.topological();
+                        let mut position = vec![usize::MAX; w.tasks.len()];
+                        for (at, &task) in order.iter().enumerate() {
+                            prop_assert_eq!(position[task as usize], usize::MAX, "twice");
+                            position[task as usize] = at;
+                        }
+                        for task in 0..w.tasks.len() {
+                            for &up in dag.upstream(task) {
+                                prop_assert!(position[up as usize] < position[task]);
+                                prop_assert!(dag.downstream(up as usize).contains(&(task as u32)));
+                            }
+                        }
+                    }
+                    Err(DagError::Cycle { cycle }) => {
+                        prop_assert!(cycle.len() >= 3);
+                        prop_assert_eq!(cycle.first(), cycle.last());
+                        for pair in cycle.windows(2) {
+                            let (from, to) = (&pair[0], &pair[1]);
+                            let to = w.tasks.iter().find(|t| &t.name == to).unwrap();
+                            prop_assert!(to.depends_on.contains(from), "{:?}", cycle);
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+    }
 }

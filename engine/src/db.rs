@@ -15,7 +15,10 @@ use crate::state::{Failure, RunState, TaskState};
 use crate::workflow::WorkflowDef;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::Once;
 
 const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 const TASKS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("tasks");
@@ -46,6 +49,12 @@ pub enum DbError {
     NoSuchRun(u64),
     #[error("a stored record does not decode: {0}")]
     Corrupt(#[from] serde_json::Error),
+    #[error(
+        "the database {} is damaged ({detail}); move it aside to start afresh, or restore \
+         it from a backup",
+        path.display()
+    )]
+    Damaged { path: PathBuf, detail: String },
 }
 
 /// Shorthand: every redb error type converts into `DbError::Storage`.
@@ -105,6 +114,41 @@ pub struct Completion<'a> {
 
 pub struct Db {
     db: Database,
+    path: PathBuf,
+}
+
+/// redb trusts its file: some damage to it makes redb panic (an `unreachable!` while
+/// decoding a page, found by tests/all/mutations.rs) instead of returning an error. Every
+/// call into redb goes through here, so that damage ends in an error the user can act on,
+/// with the panic's message as its detail instead of a crash report on stderr.
+fn guard<T>(path: &Path, call: impl FnOnce() -> Result<T, DbError>) -> Result<T, DbError> {
+    thread_local! {
+        static GUARDED: Cell<bool> = const { Cell::new(false) };
+    }
+    static QUIET_HOOK: Once = Once::new();
+    QUIET_HOOK.call_once(|| {
+        // Chained, so that every other panic is reported as before.
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !GUARDED.get() {
+                previous(info);
+            }
+        }));
+    });
+    let outer = GUARDED.replace(true);
+    let result = std::panic::catch_unwind(AssertUnwindSafe(call));
+    GUARDED.set(outer);
+    result.unwrap_or_else(|panic| {
+        let detail = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        Err(DbError::Damaged {
+            path: path.to_owned(),
+            detail,
+        })
+    })
 }
 
 impl Db {
@@ -116,42 +160,56 @@ impl Db {
                 source,
             })?;
         }
-        let db = Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => DbError::Locked {
-                path: path.to_owned(),
-            },
-            e => DbError::Open {
-                path: path.to_owned(),
-                source: e.into(),
-            },
+        let db = guard(path, || {
+            Database::create(path).map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => DbError::Locked {
+                    path: path.to_owned(),
+                },
+                e => DbError::Open {
+                    path: path.to_owned(),
+                    source: e.into(),
+                },
+            })
         })?;
-        let this = Self { db };
+        let this = Self {
+            db,
+            path: path.to_owned(),
+        };
         // Create every table up front so that readers never meet a missing one.
-        let tx = storage!(this.db.begin_write());
-        storage!(tx.open_table(RUNS));
-        storage!(tx.open_table(TASKS));
-        storage!(tx.open_table(OUTPUTS));
-        storage!(tx.open_table(LOGS));
-        storage!(tx.open_table(ATTEMPTS));
-        storage!(tx.open_table(META));
-        storage!(tx.commit());
+        this.guard(|| {
+            let tx = storage!(this.db.begin_write());
+            storage!(tx.open_table(RUNS));
+            storage!(tx.open_table(TASKS));
+            storage!(tx.open_table(OUTPUTS));
+            storage!(tx.open_table(LOGS));
+            storage!(tx.open_table(ATTEMPTS));
+            storage!(tx.open_table(META));
+            storage!(tx.commit());
+            Ok(())
+        })?;
         Ok(this)
+    }
+
+    fn guard<T>(&self, call: impl FnOnce() -> Result<T, DbError>) -> Result<T, DbError> {
+        guard(&self.path, call)
     }
 
     /// Records a new run and returns its id (ids count up from 1).
     pub fn create_run(&self, build: impl FnOnce(u64) -> RunRecord) -> Result<RunRecord, DbError> {
-        let tx = storage!(self.db.begin_write());
-        let record = {
-            let mut meta = storage!(tx.open_table(META));
-            let id = storage!(meta.get(NEXT_RUN_ID)).map_or(1, |v| v.value());
-            storage!(meta.insert(NEXT_RUN_ID, id + 1));
-            let record = build(id);
-            let mut runs = storage!(tx.open_table(RUNS));
-            storage!(runs.insert(id, serde_json::to_vec(&record)?.as_slice()));
-            record
-        };
-        storage!(tx.commit());
-        Ok(record)
+        self.guard(|| {
+            let tx = storage!(self.db.begin_write());
+            let record = {
+                let mut meta = storage!(tx.open_table(META));
+                let id = storage!(meta.get(NEXT_RUN_ID)).map_or(1, |v| v.value());
+                storage!(meta.insert(NEXT_RUN_ID, id + 1));
+                let record = build(id);
+                let mut runs = storage!(tx.open_table(RUNS));
+                storage!(runs.insert(id, serde_json::to_vec(&record)?.as_slice()));
+                record
+            };
+            storage!(tx.commit());
+            Ok(record)
+        })
     }
 
     /// Moves a run to `state`: finished at `finished_ms`, or (`None`) running again.
@@ -161,19 +219,21 @@ impl Db {
         state: RunState,
         finished_ms: Option<u64>,
     ) -> Result<(), DbError> {
-        let tx = storage!(self.db.begin_write());
-        {
-            let mut runs = storage!(tx.open_table(RUNS));
-            let mut record: RunRecord = match storage!(runs.get(id)) {
-                Some(bytes) => serde_json::from_slice(bytes.value())?,
-                None => return Err(DbError::NoSuchRun(id)),
-            };
-            record.state = state;
-            record.finished_ms = finished_ms;
-            storage!(runs.insert(id, serde_json::to_vec(&record)?.as_slice()));
-        }
-        storage!(tx.commit());
-        Ok(())
+        self.guard(|| {
+            let tx = storage!(self.db.begin_write());
+            {
+                let mut runs = storage!(tx.open_table(RUNS));
+                let mut record: RunRecord = match storage!(runs.get(id)) {
+                    Some(bytes) => serde_json::from_slice(bytes.value())?,
+                    None => return Err(DbError::NoSuchRun(id)),
+                };
+                record.state = state;
+                record.finished_ms = finished_ms;
+                storage!(runs.insert(id, serde_json::to_vec(&record)?.as_slice()));
+            }
+            storage!(tx.commit());
+            Ok(())
+        })
     }
 
     /// Writes the finished attempts and each completion's record, output and log, all in
@@ -184,99 +244,113 @@ impl Db {
         attempts: &[(&str, u32, AttemptRecord)],
         completions: &[Completion<'_>],
     ) -> Result<(), DbError> {
-        let tx = storage!(self.db.begin_write());
-        {
-            let mut attempt_table = storage!(tx.open_table(ATTEMPTS));
-            for (task, number, record) in attempts {
-                let record = serde_json::to_vec(record)?;
-                storage!(attempt_table.insert((run, *task, *number), record.as_slice()));
-            }
-            let mut tasks = storage!(tx.open_table(TASKS));
-            let mut outputs = storage!(tx.open_table(OUTPUTS));
-            let mut logs = storage!(tx.open_table(LOGS));
-            for c in completions {
-                let record = serde_json::to_vec(&c.record)?;
-                storage!(tasks.insert((run, c.task), record.as_slice()));
-                if let Some(output) = c.output {
-                    storage!(outputs.insert((run, c.task), output));
+        self.guard(|| {
+            let tx = storage!(self.db.begin_write());
+            {
+                let mut attempt_table = storage!(tx.open_table(ATTEMPTS));
+                for (task, number, record) in attempts {
+                    let record = serde_json::to_vec(record)?;
+                    storage!(attempt_table.insert((run, *task, *number), record.as_slice()));
                 }
-                if !c.log.is_empty() {
-                    let log = serde_json::to_vec(c.log)?;
-                    storage!(logs.insert((run, c.task), log.as_slice()));
+                let mut tasks = storage!(tx.open_table(TASKS));
+                let mut outputs = storage!(tx.open_table(OUTPUTS));
+                let mut logs = storage!(tx.open_table(LOGS));
+                for c in completions {
+                    let record = serde_json::to_vec(&c.record)?;
+                    storage!(tasks.insert((run, c.task), record.as_slice()));
+                    if let Some(output) = c.output {
+                        storage!(outputs.insert((run, c.task), output));
+                    }
+                    if !c.log.is_empty() {
+                        let log = serde_json::to_vec(c.log)?;
+                        storage!(logs.insert((run, c.task), log.as_slice()));
+                    }
                 }
             }
-        }
-        storage!(tx.commit());
-        Ok(())
+            storage!(tx.commit());
+            Ok(())
+        })
     }
 
     pub fn run(&self, id: u64) -> Result<RunRecord, DbError> {
-        let tx = storage!(self.db.begin_read());
-        let runs = storage!(tx.open_table(RUNS));
-        match storage!(runs.get(id)) {
-            Some(bytes) => Ok(serde_json::from_slice(bytes.value())?),
-            None => Err(DbError::NoSuchRun(id)),
-        }
+        self.guard(|| {
+            let tx = storage!(self.db.begin_read());
+            let runs = storage!(tx.open_table(RUNS));
+            match storage!(runs.get(id)) {
+                Some(bytes) => Ok(serde_json::from_slice(bytes.value())?),
+                None => Err(DbError::NoSuchRun(id)),
+            }
+        })
     }
 
     /// Every run, oldest first.
     pub fn runs(&self) -> Result<Vec<RunRecord>, DbError> {
-        let tx = storage!(self.db.begin_read());
-        let runs = storage!(tx.open_table(RUNS));
-        let mut all = Vec::new();
-        for entry in storage!(runs.iter()) {
-            let (_, bytes) = storage!(entry);
-            all.push(serde_json::from_slice(bytes.value())?);
-        }
-        Ok(all)
+        self.guard(|| {
+            let tx = storage!(self.db.begin_read());
+            let runs = storage!(tx.open_table(RUNS));
+            let mut all = Vec::new();
+            for entry in storage!(runs.iter()) {
+                let (_, bytes) = storage!(entry);
+                all.push(serde_json::from_slice(bytes.value())?);
+            }
+            Ok(all)
+        })
     }
 
     /// The terminal records of a run's finished tasks, by task name.
     pub fn tasks(&self, run: u64) -> Result<Vec<(String, TaskRecord)>, DbError> {
-        let tx = storage!(self.db.begin_read());
-        let tasks = storage!(tx.open_table(TASKS));
-        let mut all = Vec::new();
-        for entry in storage!(tasks.range((run, "")..(run + 1, ""))) {
-            let (key, bytes) = storage!(entry);
-            all.push((
-                key.value().1.to_owned(),
-                serde_json::from_slice(bytes.value())?,
-            ));
-        }
-        Ok(all)
+        self.guard(|| {
+            let tx = storage!(self.db.begin_read());
+            let tasks = storage!(tx.open_table(TASKS));
+            let mut all = Vec::new();
+            for entry in storage!(tasks.range((run, "")..(run + 1, ""))) {
+                let (key, bytes) = storage!(entry);
+                all.push((
+                    key.value().1.to_owned(),
+                    serde_json::from_slice(bytes.value())?,
+                ));
+            }
+            Ok(all)
+        })
     }
 
     /// Every recorded attempt of a run's tasks: (task, attempt number, record), ordered by
     /// task name, then attempt.
     pub fn attempts(&self, run: u64) -> Result<Vec<(String, u32, AttemptRecord)>, DbError> {
-        let tx = storage!(self.db.begin_read());
-        let attempts = storage!(tx.open_table(ATTEMPTS));
-        let mut all = Vec::new();
-        for entry in storage!(attempts.range((run, "", 0)..(run + 1, "", 0))) {
-            let (key, bytes) = storage!(entry);
-            let (_, task, number) = key.value();
-            all.push((
-                task.to_owned(),
-                number,
-                serde_json::from_slice(bytes.value())?,
-            ));
-        }
-        Ok(all)
+        self.guard(|| {
+            let tx = storage!(self.db.begin_read());
+            let attempts = storage!(tx.open_table(ATTEMPTS));
+            let mut all = Vec::new();
+            for entry in storage!(attempts.range((run, "", 0)..(run + 1, "", 0))) {
+                let (key, bytes) = storage!(entry);
+                let (_, task, number) = key.value();
+                all.push((
+                    task.to_owned(),
+                    number,
+                    serde_json::from_slice(bytes.value())?,
+                ));
+            }
+            Ok(all)
+        })
     }
 
     pub fn output(&self, run: u64, task: &str) -> Result<Option<Vec<u8>>, DbError> {
-        let tx = storage!(self.db.begin_read());
-        let outputs = storage!(tx.open_table(OUTPUTS));
-        Ok(storage!(outputs.get((run, task))).map(|v| v.value().to_vec()))
+        self.guard(|| {
+            let tx = storage!(self.db.begin_read());
+            let outputs = storage!(tx.open_table(OUTPUTS));
+            Ok(storage!(outputs.get((run, task))).map(|v| v.value().to_vec()))
+        })
     }
 
     pub fn log(&self, run: u64, task: &str) -> Result<Vec<LogLine>, DbError> {
-        let tx = storage!(self.db.begin_read());
-        let logs = storage!(tx.open_table(LOGS));
-        match storage!(logs.get((run, task))) {
-            Some(bytes) => Ok(serde_json::from_slice(bytes.value())?),
-            None => Ok(Vec::new()),
-        }
+        self.guard(|| {
+            let tx = storage!(self.db.begin_read());
+            let logs = storage!(tx.open_table(LOGS));
+            match storage!(logs.get((run, task))) {
+                Some(bytes) => Ok(serde_json::from_slice(bytes.value())?),
+                None => Ok(Vec::new()),
+            }
+        })
     }
 }
 

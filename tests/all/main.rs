@@ -6,6 +6,7 @@ mod bad_bundles;
 mod cache;
 mod cli;
 mod etl;
+mod mutations;
 mod resume;
 mod sandbox_limits;
 mod scheduling;
