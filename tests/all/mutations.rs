@@ -6,7 +6,7 @@
 use crate::{Scratch, plugin};
 use proptest::prelude::*;
 use proptest::sample::Index;
-use sandflow::{Bundle, Dag, Db, Limits, Sandbox};
+use sandflow::{Bundle, Dag, Limits, Sandbox};
 use std::sync::OnceLock;
 
 /// Overwrites the bytes at `flips` (positions anywhere in `bytes`).
