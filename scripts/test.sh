@@ -6,3 +6,5 @@ cd "$(dirname "$0")/.."
 
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 cargo test --workspace "$@"
+# Every benchmark once, at a tiny size: they must keep building and running.
+cargo test --workspace --benches "$@"

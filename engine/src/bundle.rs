@@ -135,6 +135,14 @@ impl Bundle {
         &self.workflow
     }
 
+    /// The same task bodies under another workflow than the one the bundle describes: for
+    /// hosts that generate workflows outside the bundle, and for benchmarks of many shapes
+    /// and sizes. The bundle must be able to run every task `workflow` names; one it cannot
+    /// run fails as a task, not the engine. The caller vouches for the workflow's size.
+    pub fn with_workflow(self, workflow: WorkflowDef) -> Self {
+        Self { workflow, ..self }
+    }
+
     /// Whether the compiled artifact came from the cache rather than a fresh compilation.
     pub fn loaded_from_cache(&self) -> bool {
         self.from_cache

@@ -28,6 +28,10 @@ const ATTEMPTS: TableDefinition<(u64, &str, u32), &[u8]> = TableDefinition::new(
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const NEXT_RUN_ID: &str = "next_run_id";
 
+/// redb's page cache. Its default (1 GiB) would let a long run's resident memory grow with
+/// the outputs it writes; runs read back only recent outputs, so a small cache serves them.
+const CACHE_BYTES: usize = 64 << 20;
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DbError {
@@ -161,15 +165,18 @@ impl Db {
             })?;
         }
         let db = guard(path, || {
-            Database::create(path).map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => DbError::Locked {
-                    path: path.to_owned(),
-                },
-                e => DbError::Open {
-                    path: path.to_owned(),
-                    source: e.into(),
-                },
-            })
+            Database::builder()
+                .set_cache_size(CACHE_BYTES)
+                .create(path)
+                .map_err(|e| match e {
+                    redb::DatabaseError::DatabaseAlreadyOpen => DbError::Locked {
+                        path: path.to_owned(),
+                    },
+                    e => DbError::Open {
+                        path: path.to_owned(),
+                        source: e.into(),
+                    },
+                })
         })?;
         let this = Self {
             db,

@@ -64,6 +64,23 @@ pub(crate) struct TaskIdentity {
     pub capabilities: Arc<Capabilities>,
 }
 
+impl TaskIdentity {
+    /// Outside any run: `describe`, or a task called on its own. Nothing to read, nothing
+    /// granted.
+    pub fn standalone() -> Self {
+        Self {
+            run_id: String::new(),
+            task: String::new(),
+            attempt: 1,
+            logical_time_ms: 0,
+            upstream: Arc::default(),
+            params: Arc::from(&b"{}"[..]),
+            inputs: None,
+            capabilities: Arc::default(),
+        }
+    }
+}
+
 /// Raised inside a host call or the resource limiter; the sandbox downcasts the trap to tell
 /// the user which limit the plugin hit.
 #[derive(Debug, Clone, Copy, thiserror::Error)]

@@ -15,6 +15,7 @@
 //! - **Memory, table and stack caps** per store, with the limit that was hit recorded.
 //! - **WASI with nothing granted** (see [`crate::host`]).
 
+use crate::bundle::Bundle;
 use crate::host::bindings::sandflow::plugin::types::TaskError;
 use crate::host::bindings::{self, BundlePre};
 use crate::host::{HostState, LimitHit, LogLine, TaskIdentity};
@@ -182,16 +183,7 @@ impl Sandbox {
         &self,
         pre: &BundlePre<HostState>,
     ) -> Result<WorkflowDef, Failure> {
-        let identity = TaskIdentity {
-            run_id: String::new(),
-            task: String::new(),
-            attempt: 1,
-            logical_time_ms: 0,
-            upstream: Arc::default(),
-            params: Arc::from(&b"{}"[..]),
-            inputs: None,
-            capabilities: Arc::default(),
-        };
+        let identity = TaskIdentity::standalone();
         let (fuel, timeout) = (self.limits.fuel, self.limits.timeout);
         self.execute(pre, identity, fuel, timeout, async |bundle, store| {
             bundle.call_describe(store).await
@@ -199,6 +191,20 @@ impl Sandbox {
         .await
         .outcome
         .map(Into::into)
+    }
+
+    /// Runs one attempt of `task` outside any run, with no inputs and empty parameters, under
+    /// the default fuel and timeout: sandflow's price for one sandboxed call, for tools and
+    /// benchmarks.
+    pub async fn run_once(&self, bundle: &Bundle, task: &str) -> Result<Vec<u8>, Failure> {
+        let identity = TaskIdentity {
+            task: task.to_owned(),
+            ..TaskIdentity::standalone()
+        };
+        let (fuel, timeout) = (self.limits.fuel, self.limits.timeout);
+        self.run_task(bundle.pre(), identity, fuel, timeout)
+            .await
+            .outcome
     }
 
     /// Runs one attempt of the task `identity` names.

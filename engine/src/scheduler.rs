@@ -62,6 +62,11 @@ pub enum RunError {
         expected: String,
         found: String,
     },
+    #[error(
+        "the bundle describes another workflow than run {run} started with; resume it with \
+         the bundle it started with"
+    )]
+    WorkflowChanged { run: u64 },
 }
 
 impl RunError {
@@ -69,7 +74,10 @@ impl RunError {
     pub fn is_bad_input(&self) -> bool {
         match self {
             Self::Db(e) => matches!(e, DbError::NoSuchRun(_)),
-            Self::Grant(_) | Self::Final { .. } | Self::BundleChanged { .. } => true,
+            Self::Grant(_)
+            | Self::Final { .. }
+            | Self::BundleChanged { .. }
+            | Self::WorkflowChanged { .. } => true,
         }
     }
 }
@@ -177,6 +185,9 @@ impl Runner<'_> {
                 expected: run.bundle_hash,
                 found: self.bundle.hash().to_owned(),
             });
+        }
+        if run.workflow != *self.bundle.workflow() {
+            return Err(RunError::WorkflowChanged { run: id });
         }
         let capabilities = run.grants.resolve()?;
         let prior = Prior::load(&self.db, id)?;

@@ -11,43 +11,12 @@ mod resume;
 mod sandbox_limits;
 mod scheduling;
 
+#[path = "../support/plugins.rs"]
+mod plugins;
+
+pub use plugins::plugin;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
-
-/// The `.wasm` of the plugin crate `name` (dashes become underscores, as cargo names them).
-pub fn plugin(name: &str) -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(build_plugins)
-        .join(format!("{}.wasm", name.replace('-', "_")))
-}
-
-/// Builds every plugin in `plugins/` for wasm32-wasip2, once per test process. Cargo makes
-/// this a no-op when nothing changed, so every test runs bundles built from this checkout.
-fn build_plugins() -> PathBuf {
-    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .current_dir(&plugins)
-        .args(["build", "--release", "--target", "wasm32-wasip2"]);
-    // The test build's settings are for the host; the plugin workspace has its own.
-    for var in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-    ] {
-        build.env_remove(var);
-    }
-    let status = build.status().expect("cannot run cargo to build plugins/");
-    assert!(
-        status.success(),
-        "building plugins/ for wasm32-wasip2 failed (is the target installed? \
-         `rustup target add wasm32-wasip2`)"
-    );
-    plugins.join("target/wasm32-wasip2/release")
-}
 
 pub fn sandflow_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_sandflow"))

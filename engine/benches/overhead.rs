@@ -1,0 +1,359 @@
+//! What a task costs: the sandbox's floor (one instantiate + call + drop), the engine end
+//! to end over three DAG shapes, scheduling alone, bundle start, data passing and memory.
+//! Prints a Markdown table (the README carries it).
+//!
+//! `cargo bench --bench overhead` measures at full size; `cargo test --benches`, as CI
+//! does, runs every benchmark at a tiny size to prove the harness works.
+
+#[path = "../../tests/support/plugins.rs"]
+mod plugins;
+
+use sandflow::workflow::{RetryPolicy, TaskDef, TriggerRule, WorkflowDef};
+use sandflow::{Bundle, Dag, Db, Grants, Limits, RunOptions, RunState, Runner, Sandbox};
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Sizes {
+    calls: usize,
+    shape: usize,
+    dags: [usize; 2],
+    chain: usize,
+    resident: usize,
+    loads: usize,
+}
+
+const FULL: Sizes = Sizes {
+    calls: 20_000,
+    shape: 10_000,
+    dags: [100_000, 1_000_000],
+    chain: 100,
+    resident: 100_000,
+    loads: 10,
+};
+
+const TINY: Sizes = Sizes {
+    calls: 100,
+    shape: 100,
+    dags: [1_000, 10_000],
+    chain: 4,
+    resident: 1_000,
+    loads: 2,
+};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--resident-run") {
+        let n = args[i + 1].parse().expect("a task count");
+        return resident_run(n);
+    }
+    let sizes = if args.iter().any(|a| a == "--bench") {
+        &FULL
+    } else {
+        &TINY
+    };
+    let bench = plugins::plugin("bench");
+    println!("| benchmark | result |");
+    println!("|---|---|");
+
+    let limit = limit(&bench, sizes.calls);
+    end_to_end(&bench, sizes.shape, limit);
+    for &n in &sizes.dags {
+        scheduling(n);
+    }
+    bundle_start(&plugins::plugin("etl"), sizes.loads);
+    data_passing(&bench, sizes.chain);
+    resident(sizes.resident);
+}
+
+/// The floor: one no-op task instantiated from the pool, called and dropped, on one
+/// thread, through the same sandbox path a run takes (fuel, epoch deadline, WASI context,
+/// host state). Returns the median.
+fn limit(bench: &Path, calls: usize) -> Duration {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sandbox = sandbox(1);
+    let bundle = runtime
+        .block_on(Bundle::load(&sandbox, bench, None))
+        .unwrap();
+    let mut times = Vec::with_capacity(calls);
+    for i in 0..calls + calls / 10 {
+        let start = Instant::now();
+        let output = runtime.block_on(sandbox.run_once(&bundle, "noop")).unwrap();
+        let took = start.elapsed();
+        assert!(output.is_empty());
+        if i >= calls / 10 {
+            times.push(took);
+        }
+    }
+    let (p50, p99) = percentiles(&mut times);
+    row(
+        "sandbox floor: instantiate + call + drop, one thread",
+        format!("p50 {p50:.1?}, p99 {p99:.1?} ({calls} calls)"),
+    );
+
+    let mut native = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let start = Instant::now();
+        black_box(native_noop(black_box("noop"))).unwrap();
+        native.push(start.elapsed());
+    }
+    let (n50, n99) = percentiles(&mut native);
+    row(
+        "the same no-op as a native Rust call (timer included)",
+        format!("p50 {n50:.1?}, p99 {n99:.1?}"),
+    );
+    p50
+}
+
+fn native_noop(task: &str) -> Result<Vec<u8>, String> {
+    match task {
+        "noop" => Ok(Vec::new()),
+        other => Err(format!("no task {other}")),
+    }
+}
+
+/// Whole runs with durable state, at concurrency 1 and 2, over three shapes.
+fn end_to_end(bench: &Path, n: usize, limit: Duration) {
+    let shapes = [
+        ("fan-out/fan-in", fan(n)),
+        ("chain", chain(n)),
+        ("layered random, fan-in 3", layered(n)),
+    ];
+    for (shape, workflow) in shapes {
+        for concurrency in [1, 2] {
+            let (took, report) = run(bench, workflow.clone(), concurrency, "{}");
+            assert_eq!(report, RunState::Succeeded);
+            let per_task = took / n as u32;
+            row(
+                &format!("{n}-task {shape}, concurrency {concurrency}"),
+                format!(
+                    "{:.0} tasks/s, {per_task:.1?} per task ({:.1}x the floor)",
+                    n as f64 / took.as_secs_f64(),
+                    per_task.as_secs_f64() / limit.as_secs_f64(),
+                ),
+            );
+        }
+    }
+}
+
+/// Validation and topological order, without wasm.
+fn scheduling(n: usize) {
+    let workflow = layered(n);
+    let start = Instant::now();
+    let dag = Dag::build(&workflow).unwrap();
+    let took = start.elapsed();
+    assert_eq!(dag.topological().len(), n);
+    row(
+        &format!("validate + order a {n}-task layered DAG"),
+        format!(
+            "{took:.1?} ({:.0} ns per task)",
+            took.as_nanos() as f64 / n as f64
+        ),
+    );
+}
+
+/// Compiling the etl bundle, against loading its cached artifact.
+fn bundle_start(etl: &Path, loads: usize) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sandbox = sandbox(2);
+    let cache = tempfile::tempdir().unwrap();
+    let load = |cache: Option<&Path>| {
+        let start = Instant::now();
+        runtime
+            .block_on(Bundle::load(&sandbox, etl, cache))
+            .unwrap();
+        start.elapsed()
+    };
+    let mut compiled: Vec<Duration> = (0..loads.min(3)).map(|_| load(None)).collect();
+    load(Some(cache.path()));
+    let mut cached: Vec<Duration> = (0..loads).map(|_| load(Some(cache.path()))).collect();
+    row(
+        "etl bundle start: compile / load the cached artifact (median)",
+        format!(
+            "{:.1?} / {:.1?}",
+            percentiles(&mut compiled).0,
+            percentiles(&mut cached).0
+        ),
+    );
+}
+
+/// A chain in which every task reads 1 MiB from the one before and passes 1 MiB on.
+fn data_passing(bench: &Path, n: usize) {
+    let tasks = (0..n)
+        .map(|i| {
+            let deps = (i > 0).then(|| format!("pass_{}", i - 1));
+            task(format!("pass_{i}"), deps.into_iter().collect())
+        })
+        .collect();
+    let (took, state) = run(bench, workflow(tasks), 2, "{}");
+    assert_eq!(state, RunState::Succeeded);
+    row(
+        &format!("{n}-task chain passing 1 MiB per task"),
+        format!(
+            "{took:.1?} ({:.1?} per task, {:.0} MiB/s)",
+            took / n as u32,
+            n as f64 / took.as_secs_f64()
+        ),
+    );
+}
+
+/// Peak resident memory of an `n`-task fan-out run, measured in a process of its own.
+fn resident(n: usize) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--resident-run", &n.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    row(
+        &format!("peak resident memory of a {n}-task run"),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+    );
+}
+
+fn resident_run(n: usize) {
+    let (_, state) = run(&plugins::plugin("bench"), fan(n), 2, "{}");
+    assert_eq!(state, RunState::Succeeded);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let peak_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(f64::NAN);
+    println!("{:.0} MiB", peak_kib / 1024.0);
+}
+
+/// Runs `workflow` on the bench bundle with a fresh database; the wall time of the run
+/// alone (the bundle is loaded and the database opened before the clock starts).
+fn run(
+    bench: &Path,
+    workflow: WorkflowDef,
+    concurrency: usize,
+    params: &str,
+) -> (Duration, RunState) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let sandbox = Arc::new(sandbox(concurrency as u32 + 1));
+    let bundle = runtime
+        .block_on(Bundle::load(&sandbox, bench, None))
+        .unwrap()
+        .with_workflow(workflow);
+    let dag = Dag::build(bundle.workflow()).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let runner = Runner {
+        sandbox,
+        bundle: Arc::new(bundle),
+        dag: &dag,
+        db: Arc::new(Db::open(&scratch.path().join("bench.redb")).unwrap()),
+    };
+    let options = RunOptions {
+        concurrency,
+        timeout: None,
+    };
+    let params = serde_json::from_str(params).unwrap();
+    let start = Instant::now();
+    let report = runtime
+        .block_on(runner.start(
+            &params,
+            Grants::default(),
+            &options,
+            std::future::pending(),
+            &mut |_| {},
+        ))
+        .unwrap();
+    (start.elapsed(), report.run.state)
+}
+
+fn sandbox(instances: u32) -> Sandbox {
+    Sandbox::new(Limits {
+        instances,
+        tasks: usize::MAX,
+        ..Limits::default()
+    })
+    .unwrap()
+}
+
+fn task(name: String, depends_on: Vec<String>) -> TaskDef {
+    TaskDef {
+        name,
+        depends_on,
+        trigger: TriggerRule::AllSuccess,
+        retry: RetryPolicy {
+            max_attempts: 1,
+            initial_backoff_ms: 0,
+            max_backoff_ms: 0,
+            on_limits: false,
+        },
+        timeout_ms: None,
+        fuel: None,
+    }
+}
+
+fn workflow(tasks: Vec<TaskDef>) -> WorkflowDef {
+    WorkflowDef {
+        name: "bench".into(),
+        schedule: None,
+        tasks,
+    }
+}
+
+/// One task, `n - 2` that depend on it, and one that depends on them all.
+fn fan(n: usize) -> WorkflowDef {
+    let middle: Vec<String> = (0..n - 2).map(|i| format!("t{i}")).collect();
+    let mut tasks = vec![task("start".into(), vec![])];
+    tasks.extend(middle.iter().map(|t| task(t.clone(), vec!["start".into()])));
+    tasks.push(task("end".into(), middle));
+    workflow(tasks)
+}
+
+fn chain(n: usize) -> WorkflowDef {
+    workflow(
+        (0..n)
+            .map(|i| {
+                task(
+                    format!("t{i}"),
+                    (i > 0).then(|| format!("t{}", i - 1)).into_iter().collect(),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Layers about √n wide; each task past the first layer depends on three distinct random
+/// tasks of the layer before (a fixed seed, so every run measures the same graph).
+fn layered(n: usize) -> WorkflowDef {
+    let width = (n as f64).sqrt().max(4.0) as usize;
+    let mut rng = fastrand::Rng::with_seed(42);
+    let tasks = (0..n)
+        .map(|i| {
+            let (layer, _) = (i / width, i % width);
+            let deps = if layer == 0 {
+                Vec::new()
+            } else {
+                let previous = (layer - 1) * width;
+                let mut picks: Vec<usize> = Vec::with_capacity(3);
+                while picks.len() < 3 {
+                    let pick = previous + rng.usize(..width);
+                    if !picks.contains(&pick) {
+                        picks.push(pick);
+                    }
+                }
+                picks.into_iter().map(|p| format!("t{p}")).collect()
+            };
+            task(format!("t{i}"), deps)
+        })
+        .collect();
+    workflow(tasks)
+}
+
+fn percentiles(times: &mut [Duration]) -> (Duration, Duration) {
+    times.sort();
+    let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+    (at(0.5), at(0.99))
+}
+
+fn row(name: &str, result: String) {
+    println!("| {name} | {result} |");
+}

@@ -1,0 +1,102 @@
+//! Soak: the hostile plugin's tasks, run again and again in one process, must not make
+//! resident memory keep growing. Every run loops, grows memory to the limit, recurses,
+//! traps, panics, floods its log and returns an oversized output, beside a task that
+//! behaves.
+//!
+//! `cargo bench --bench soak` runs 1,000 runs (a few minutes); `cargo test --benches`, as
+//! CI does, runs 3 to prove the harness works. `-- --runs N` picks another count.
+
+#[path = "../../tests/support/plugins.rs"]
+mod plugins;
+
+use sandflow::{Bundle, Dag, Db, Grants, Limits, RunOptions, Runner, Sandbox, TaskState};
+use std::sync::Arc;
+use std::time::Instant;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let benchmarking = args.iter().any(|a| a == "--bench");
+    let runs: usize = match args.iter().position(|a| a == "--runs") {
+        Some(i) => args[i + 1].parse().expect("--runs takes a number"),
+        None if benchmarking => 1_000,
+        None => 3,
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let sandbox = Arc::new(
+        Sandbox::new(Limits {
+            memory: 32 << 20,
+            instances: 3,
+            ..Limits::default()
+        })
+        .unwrap(),
+    );
+    let bundle = runtime
+        .block_on(Bundle::load(&sandbox, &plugins::plugin("hostile"), None))
+        .unwrap();
+    let dag = Dag::build(bundle.workflow()).unwrap();
+    let runner = Runner {
+        sandbox,
+        bundle: Arc::new(bundle),
+        dag: &dag,
+        db: Arc::new(Db::open(&scratch.path().join("soak.redb")).unwrap()),
+    };
+    let options = RunOptions {
+        concurrency: 2,
+        timeout: None,
+    };
+
+    println!("{:>6}  {:>10}  {:>9}", "RUNS", "RSS", "ELAPSED");
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    for run in 1..=runs {
+        let report = runtime
+            .block_on(runner.start(
+                &serde_json::json!({}),
+                Grants::default(),
+                &options,
+                std::future::pending(),
+                &mut |_| {},
+            ))
+            .unwrap();
+        for (name, record) in &report.tasks {
+            let expected = if name == "ok" {
+                TaskState::Success
+            } else {
+                TaskState::Failed
+            };
+            assert_eq!(record.state, expected, "{name}: {record:?}");
+        }
+        if run == 1 || run % (runs / 10).max(1) == 0 {
+            let rss = resident_mib();
+            samples.push(rss);
+            println!("{run:>6}  {rss:>6.1} MiB  {:>8.1?}", started.elapsed());
+        }
+    }
+    // After the first tenth, the allocator and pools are warm: later growth would be a leak.
+    let warm = samples[samples.len().min(2) - 1];
+    let last = *samples.last().unwrap();
+    let hostile = runner.bundle.workflow().tasks.len() - 1;
+    println!(
+        "{runs} runs ({} hostile attempts): resident memory {warm:.1} MiB once warm, \
+         {last:.1} MiB at the end ({:+.1} MiB)",
+        runs * hostile,
+        last - warm
+    );
+    assert!(
+        last - warm < 32.0,
+        "resident memory grew by {:.1} MiB",
+        last - warm
+    );
+}
+
+/// This process's resident set, from /proc (Linux).
+fn resident_mib() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0.0);
+    pages * 4096.0 / (1 << 20) as f64
+}

@@ -1,0 +1,40 @@
+//! Builds the plugins in `plugins/` for the end-to-end tests and the benchmarks, which
+//! include this file as a module of their own.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The `.wasm` of the plugin crate `name` (dashes become underscores, as cargo names them).
+pub fn plugin(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(build_plugins)
+        .join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// Builds every plugin in `plugins/` for wasm32-wasip2, once per test process. Cargo makes
+/// this a no-op when nothing changed, so every test runs bundles built from this checkout.
+fn build_plugins() -> PathBuf {
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(&plugins)
+        .args(["build", "--release", "--target", "wasm32-wasip2"]);
+    // The test build's settings are for the host; the plugin workspace has its own.
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+    ] {
+        build.env_remove(var);
+    }
+    let status = build.status().expect("cannot run cargo to build plugins/");
+    assert!(
+        status.success(),
+        "building plugins/ for wasm32-wasip2 failed (is the target installed? \
+         `rustup target add wasm32-wasip2`)"
+    );
+    plugins.join("target/wasm32-wasip2/release")
+}
