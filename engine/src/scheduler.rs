@@ -2,10 +2,12 @@
 //! `concurrency` attempts in flight, retries what its policy allows, and records each task's
 //! end durably before any downstream task may read its output.
 //!
-//! Completions are committed in groups: whatever attempts have finished by the time the loop
-//! looks are written in one transaction. Downstream tasks start only after that commit, so
-//! a crash can lose attempts that finished but were not yet reported, never a task that was
-//! reported done.
+//! Completions are committed in groups, on a blocking thread, while tasks go on running:
+//! whatever ended while one commit was in flight goes into the next transaction. A task is
+//! reported done only once its commit is durable, and commits land in the order tasks
+//! ended, so a crash can lose tasks that ended but were not yet reported (a resume runs
+//! them again), never one that was reported done, and never an upstream task's end while
+//! keeping its downstream task's.
 
 use crate::bundle::Bundle;
 use crate::dag::Dag;
@@ -19,7 +21,7 @@ use crate::workflow::RetryPolicy;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinSet;
 
@@ -221,32 +223,59 @@ impl Prior {
     }
 }
 
-/// A task that reached its terminal state in this round, with what it leaves behind.
+/// A task that reached its terminal state, with what it leaves behind.
 struct Ended {
     task: usize,
-    output: Option<Vec<u8>>,
+    output: Option<Arc<[u8]>>,
     log: Vec<LogLine>,
 }
 
-/// The state of a run while its loop turns: what is ready, what is in flight, and where
-/// every task stands.
+/// What the next commit writes: tasks that ended and attempts that finished since the
+/// last one was handed off.
+#[derive(Default)]
+struct Batch {
+    ended: Vec<Ended>,
+    /// (task, attempt number, record).
+    attempts: Vec<(usize, u32, AttemptRecord)>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.ended.is_empty() && self.attempts.is_empty()
+    }
+}
+
+/// A commit on a blocking thread; it yields the tasks it made durable, with their records.
+type Commit = tokio::task::JoinHandle<Result<Vec<(usize, TaskRecord)>, DbError>>;
+
+/// What woke the loop.
+enum Wake {
+    Attempt(Result<(tokio::task::Id, Execution<Vec<u8>>), tokio::task::JoinError>),
+    RetryDue,
+    Committed(Result<Vec<(usize, TaskRecord)>, DbError>),
+    Stop(RunState),
+}
+
+/// The state of a run while its loop turns: what is ready, what is in flight, what awaits
+/// its commit, and where every task stands.
 struct LiveRun<'a> {
     runner: &'a Runner<'a>,
     run: &'a RunRecord,
     concurrency: usize,
     params: Arc<[u8]>,
-    inputs: Arc<dyn InputSource>,
+    inputs: Arc<RunInputs>,
     capabilities: Arc<Capabilities>,
     tasks: Vec<Progress>,
     ready: VecDeque<usize>,
     /// Tasks up for retry, by the instant their backoff ends.
     retries: BinaryHeap<Reverse<(Instant, usize)>>,
-    /// Attempts that ended since the last commit: (task, attempt number, record).
-    attempts: Vec<(usize, u32, AttemptRecord)>,
     running: JoinSet<Execution<Vec<u8>>>,
     /// Which task each attempt in flight belongs to, so that even an attempt that panicked
     /// inside the engine can be charged to its task instead of taking the run down.
     in_flight: HashMap<tokio::task::Id, usize>,
+    batch: Batch,
+    /// At most one commit at a time, so commits land in the order tasks ended.
+    committing: Option<Commit>,
 }
 
 impl<'a> LiveRun<'a> {
@@ -282,6 +311,7 @@ impl<'a> LiveRun<'a> {
             inputs: Arc::new(RunInputs {
                 db: runner.db.clone(),
                 run: run.id,
+                uncommitted: Mutex::default(),
             }),
             capabilities: Arc::new(capabilities),
             runner,
@@ -289,14 +319,15 @@ impl<'a> LiveRun<'a> {
             tasks,
             ready,
             retries: BinaryHeap::new(),
-            attempts: Vec::new(),
             running: JoinSet::new(),
             in_flight: HashMap::new(),
+            batch: Batch::default(),
+            committing: None,
         }
     }
 
-    /// Turns the loop until every task has ended, or `interrupt` or the timeout stops the
-    /// run first; then records how the run ended.
+    /// Turns the loop until every task has ended and is committed, or `interrupt` or the
+    /// timeout stops the run first; then records how the run ended.
     async fn drive(
         mut self,
         prior: Prior,
@@ -308,21 +339,47 @@ impl<'a> LiveRun<'a> {
             run: self.run,
             done: prior.records.len(),
         });
-        self.restore(prior, observer)?;
+        self.restore(prior);
         let deadline = options.timeout.and_then(|t| Instant::now().checked_add(t));
         let mut interrupt = std::pin::pin!(interrupt);
         let stopped = loop {
             self.start_ready(observer);
-            let ended = tokio::select! {
-                ended = self.next_round() => match ended {
-                    Some(ended) => ended,
-                    None => break None,
-                },
-                () = &mut interrupt => break Some(RunState::Interrupted),
-                () = sleep_until(deadline) => break Some(RunState::TimedOut),
+            self.hand_off_commit();
+            if self.is_over() {
+                break None;
+            }
+            let next_retry = self.retries.peek().map(|Reverse((at, _))| *at);
+            let wake = tokio::select! {
+                Some(joined) = self.running.join_next_with_id() => Wake::Attempt(joined),
+                () = sleep_until(next_retry) => Wake::RetryDue,
+                committed = wait_for(&mut self.committing) => Wake::Committed(committed),
+                () = &mut interrupt => Wake::Stop(RunState::Interrupted),
+                () = sleep_until(deadline) => Wake::Stop(RunState::TimedOut),
             };
-            let ended = self.release_downstream(ended);
-            self.commit(ended, observer)?;
+            match wake {
+                Wake::Attempt(first) => {
+                    let mut ended = Vec::new();
+                    ended.extend(self.settle(first));
+                    while let Some(more) = self.running.try_join_next_with_id() {
+                        ended.extend(self.settle(more));
+                    }
+                    self.end(ended);
+                }
+                Wake::RetryDue => {
+                    let now = Instant::now();
+                    while let Some(&Reverse((at, task))) = self.retries.peek()
+                        && at <= now
+                    {
+                        self.retries.pop();
+                        self.ready.push_back(task);
+                    }
+                }
+                Wake::Committed(committed) => {
+                    self.committing = None;
+                    self.report(committed?, observer);
+                }
+                Wake::Stop(state) => break Some(state),
+            }
         };
         if stopped.is_some() {
             self.stop(observer).await?;
@@ -333,9 +390,8 @@ impl<'a> LiveRun<'a> {
             RunState::Succeeded
         });
         let finished_ms = now_ms();
-        self.runner
-            .db
-            .set_run_state(self.run.id, state, Some(finished_ms))?;
+        let db = &self.runner.db;
+        tokio::task::block_in_place(|| db.set_run_state(self.run.id, state, Some(finished_ms)))?;
         Ok(RunReport {
             run: RunRecord {
                 state,
@@ -346,15 +402,20 @@ impl<'a> LiveRun<'a> {
         })
     }
 
+    /// Nothing runs, waits or remains to be committed.
+    fn is_over(&self) -> bool {
+        self.running.is_empty()
+            && self.ready.is_empty()
+            && self.retries.is_empty()
+            && self.committing.is_none()
+            && self.batch.is_empty()
+    }
+
     /// Takes up where earlier invocations of the run left off: tasks that ended keep their
     /// state and release their downstream tasks; attempts are numbered on from the last
     /// recorded one, and only failures the task caused count against its retries. Tasks
-    /// that this decides at once (skipped, upstream-failed) are committed.
-    fn restore(
-        &mut self,
-        mut prior: Prior,
-        observer: &mut dyn FnMut(RunEvent<'_>),
-    ) -> Result<(), DbError> {
+    /// that this decides at once (skipped, upstream-failed) go to the next commit.
+    fn restore(&mut self, mut prior: Prior) {
         let mut done = Vec::new();
         for (i, def) in self.runner.bundle.workflow().tasks.iter().enumerate() {
             let task = &mut self.tasks[i];
@@ -383,27 +444,35 @@ impl<'a> LiveRun<'a> {
             }
         }
         if done.is_empty() {
-            return Ok(());
+            return;
         }
         let tasks = &self.tasks;
         self.ready.retain(|&i| !tasks[i].state.is_terminal());
         let already = done.len();
         let mut ended = self.release_downstream(done);
-        let decided_now = ended.split_off(already);
-        self.commit(decided_now, observer)
+        self.batch.ended.extend(ended.drain(already..));
     }
 
     /// Ends an invocation early: attempts in flight are dropped (at their next epoch
-    /// check) and recorded as interrupted; attempts that finished meanwhile are committed
-    /// as usual. Unfinished tasks keep no record, so a resume runs them.
+    /// check) and recorded as interrupted; whatever ended before is committed as usual.
+    /// Unfinished tasks keep no record, so a resume runs them.
     async fn stop(&mut self, observer: &mut dyn FnMut(RunEvent<'_>)) -> Result<(), DbError> {
         self.running.abort_all();
         let mut ended = Vec::new();
         while let Some(joined) = self.running.join_next_with_id().await {
-            self.settle(joined, &mut ended);
+            ended.extend(self.settle(joined));
         }
-        let ended = self.release_downstream(ended);
-        self.commit(ended, observer)
+        self.end(ended);
+        loop {
+            if let Some(commit) = self.committing.take() {
+                let committed = wait_for(&mut Some(commit)).await?;
+                self.report(committed, observer);
+            }
+            if self.batch.is_empty() {
+                return Ok(());
+            }
+            self.hand_off_commit();
+        }
     }
 
     /// Starts ready tasks until `concurrency` attempts are in flight.
@@ -445,42 +514,12 @@ impl<'a> LiveRun<'a> {
         }
     }
 
-    /// Waits for the next thing to happen: attempts finishing (it takes every one that has
-    /// finished, the group of the next commit, and settles each: ended, or up for retry),
-    /// or a retry's backoff ending. `None` once nothing is in flight or waiting, which is
-    /// when the run is over.
-    async fn next_round(&mut self) -> Option<Vec<Ended>> {
-        if self.running.is_empty() && self.retries.is_empty() {
-            return None;
-        }
-        let next_retry = self.retries.peek().map(|Reverse((at, _))| *at);
-        let first = tokio::select! {
-            Some(joined) = self.running.join_next_with_id() => Some(joined),
-            () = sleep_until(next_retry) => None,
-        };
-        let mut ended = Vec::new();
-        if let Some(first) = first {
-            self.settle(first, &mut ended);
-            while let Some(more) = self.running.try_join_next_with_id() {
-                self.settle(more, &mut ended);
-            }
-        }
-        let now = Instant::now();
-        while let Some(&Reverse((at, task))) = self.retries.peek()
-            && at <= now
-        {
-            self.retries.pop();
-            self.ready.push_back(task);
-        }
-        Some(ended)
-    }
-
-    /// Books one finished attempt: its record, and what becomes of its task.
+    /// Books one finished attempt for the next commit, and decides what becomes of its
+    /// task: ended (returned), up for retry, or (interrupted) pending again.
     fn settle(
         &mut self,
         joined: Result<(tokio::task::Id, Execution<Vec<u8>>), tokio::task::JoinError>,
-        ended: &mut Vec<Ended>,
-    ) {
+    ) -> Option<Ended> {
         let (id, execution) = match joined {
             Ok(done) => done,
             Err(e) => (e.id(), engine_fault(&e)),
@@ -493,12 +532,13 @@ impl<'a> LiveRun<'a> {
         let task = &mut self.tasks[i];
         task.fuel_used += execution.fuel_used;
         task.duration += execution.duration;
-        self.attempts.push((
+        let finished_ms = now_ms();
+        self.batch.attempts.push((
             i,
             task.attempts,
             AttemptRecord {
                 started_ms: task.attempt_started_ms,
-                finished_ms: now_ms(),
+                finished_ms,
                 fuel_used: execution.fuel_used,
                 error: execution.outcome.as_ref().err().cloned(),
             },
@@ -507,15 +547,19 @@ impl<'a> LiveRun<'a> {
             Ok(output) => {
                 task.state = TaskState::Success;
                 task.last_failure = None;
-                ended.push(Ended {
+                task.finished_ms = finished_ms;
+                let output: Arc<[u8]> = output.into();
+                self.inputs.hold(&def.name, output.clone());
+                Some(Ended {
                     task: i,
                     output: Some(output),
                     log: execution.log,
-                });
+                })
             }
             Err(failure) if !failure.counts_against_retries() => {
                 task.state = TaskState::Pending;
                 task.last_failure = Some(failure);
+                None
             }
             Err(failure) => {
                 tracing::debug!(task = %def.name, attempt = task.attempts, "{failure}");
@@ -526,15 +570,28 @@ impl<'a> LiveRun<'a> {
                     task.state = TaskState::UpForRetry;
                     let delay = backoff(&def.retry, task.attempts, fastrand::f64());
                     self.retries.push(Reverse((Instant::now() + delay, i)));
+                    None
                 } else {
                     task.state = TaskState::Failed;
-                    ended.push(Ended {
+                    task.finished_ms = finished_ms;
+                    Some(Ended {
                         task: i,
                         output: None,
                         log: execution.log,
-                    });
+                    })
                 }
             }
+        }
+    }
+
+    /// Queues tasks that ended for the next commit, and releases their downstream tasks
+    /// at once: a downstream task reads an output not yet committed from memory, and its
+    /// own end is committed in the same transaction as that output or a later one, so the
+    /// database never holds a task's end without the ends of its upstream tasks.
+    fn end(&mut self, ended: Vec<Ended>) {
+        if !ended.is_empty() {
+            let ended = self.release_downstream(ended);
+            self.batch.ended.extend(ended);
         }
     }
 
@@ -561,9 +618,11 @@ impl<'a> LiveRun<'a> {
                 match trigger::decide(workflow.tasks[d].trigger, upstream) {
                     Decision::Run => self.ready.push_back(d),
                     decision => {
-                        self.tasks[d].state = decision
+                        let task = &mut self.tasks[d];
+                        task.state = decision
                             .terminal_state()
                             .expect("only Run leaves a task pending");
+                        task.finished_ms = now_ms();
                         ended.push(Ended {
                             task: d,
                             output: None,
@@ -576,45 +635,66 @@ impl<'a> LiveRun<'a> {
         ended
     }
 
-    /// Writes the round's terminal records, outputs and logs in one transaction. Tasks made
-    /// ready this round only start after it, so they never read an uncommitted output.
-    fn commit(
-        &mut self,
-        ended: Vec<Ended>,
-        observer: &mut dyn FnMut(RunEvent<'_>),
-    ) -> Result<(), DbError> {
-        if ended.is_empty() && self.attempts.is_empty() {
-            return Ok(());
+    /// Hands the batch to a blocking thread as one transaction, unless a commit is in
+    /// flight: then the batch grows until that one is durable. That is the group commit:
+    /// the slower the disk, the more completions share a transaction, while tasks go on
+    /// running.
+    fn hand_off_commit(&mut self) {
+        if self.committing.is_some() || self.batch.is_empty() {
+            return;
         }
-        let workflow = self.runner.bundle.workflow();
-        let finished_ms = now_ms();
-        let attempts: Vec<(&str, u32, AttemptRecord)> = self
-            .attempts
-            .drain(..)
-            .map(|(i, n, record)| (workflow.tasks[i].name.as_str(), n, record))
-            .collect();
-        let completions: Vec<Completion<'_>> = ended
+        let batch = std::mem::take(&mut self.batch);
+        let names: Vec<String> = {
+            let workflow = self.runner.bundle.workflow();
+            let task_names = batch.ended.iter().map(|e| e.task);
+            let attempt_names = batch.attempts.iter().map(|(i, _, _)| *i);
+            task_names
+                .chain(attempt_names)
+                .map(|i| workflow.tasks[i].name.clone())
+                .collect()
+        };
+        let records: Vec<(usize, TaskRecord)> = batch
+            .ended
             .iter()
-            .map(|e| {
-                let task = &mut self.tasks[e.task];
-                task.finished_ms = finished_ms;
-                Completion {
-                    task: &workflow.tasks[e.task].name,
-                    record: record_of(task),
+            .map(|e| (e.task, record_of(&self.tasks[e.task])))
+            .collect();
+        let (db, run) = (self.runner.db.clone(), self.run.id);
+        self.committing = Some(tokio::task::spawn_blocking(move || {
+            let (task_names, attempt_names) = names.split_at(batch.ended.len());
+            let attempts: Vec<(&str, u32, AttemptRecord)> = attempt_names
+                .iter()
+                .zip(batch.attempts)
+                .map(|(name, (_, n, record))| (name.as_str(), n, record))
+                .collect();
+            let completions: Vec<Completion<'_>> = task_names
+                .iter()
+                .zip(&batch.ended)
+                .zip(&records)
+                .map(|((name, e), (_, record))| Completion {
+                    task: name,
+                    record: record.clone(),
                     output: e.output.as_deref(),
                     log: &e.log,
-                }
-            })
-            .collect();
-        let db = &self.runner.db;
-        tokio::task::block_in_place(|| db.complete(self.run.id, &attempts, &completions))?;
-        for c in &completions {
-            observer(RunEvent::TaskFinished {
-                task: c.task,
-                record: &c.record,
-            });
+                })
+                .collect();
+            db.complete(run, &attempts, &completions)?;
+            Ok(records)
+        }));
+    }
+
+    /// Tasks whose ends are now durable: their outputs are read from the database from
+    /// now on, and they are reported done.
+    fn report(
+        &mut self,
+        committed: Vec<(usize, TaskRecord)>,
+        observer: &mut dyn FnMut(RunEvent<'_>),
+    ) {
+        let workflow = self.runner.bundle.workflow();
+        for (i, record) in &committed {
+            let task = &workflow.tasks[*i].name;
+            self.inputs.release(task);
+            observer(RunEvent::TaskFinished { task, record });
         }
-        Ok(())
     }
 
     fn any_failed(&self) -> bool {
@@ -632,6 +712,18 @@ impl<'a> LiveRun<'a> {
             .zip(&self.tasks)
             .map(|(def, task)| (def.name.clone(), record_of(task)))
             .collect()
+    }
+}
+
+/// Waits for the commit in flight, if any (forever if none); a commit never panics
+/// (redb's panics are caught in `db`), so a panic here is passed on as it was.
+async fn wait_for(commit: &mut Option<Commit>) -> Result<Vec<(usize, TaskRecord)>, DbError> {
+    match commit {
+        Some(handle) => match handle.await {
+            Ok(committed) => committed,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        },
+        None => std::future::pending().await,
     }
 }
 
@@ -687,14 +779,33 @@ fn record_of(task: &Progress) -> TaskRecord {
     }
 }
 
-/// Upstream outputs, read from the run's committed completions.
+/// Upstream outputs: from memory while their commit is pending, then from the database.
 struct RunInputs {
     db: Arc<Db>,
     run: u64,
+    uncommitted: Mutex<HashMap<String, Arc<[u8]>>>,
+}
+
+impl RunInputs {
+    fn hold(&self, task: &str, output: Arc<[u8]>) {
+        self.held().insert(task.to_owned(), output);
+    }
+
+    fn release(&self, task: &str) {
+        self.held().remove(task);
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<[u8]>>> {
+        // The map stays consistent even if a holder panicked: every change is one call.
+        self.uncommitted.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl InputSource for RunInputs {
     fn output(&self, task: &str) -> wasmtime::Result<Option<Vec<u8>>> {
+        if let Some(output) = self.held().get(task) {
+            return Ok(Some(output.to_vec()));
+        }
         Ok(self.db.output(self.run, task)?)
     }
 }
