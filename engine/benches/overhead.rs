@@ -3,7 +3,9 @@
 //! Prints a Markdown table (the README carries it).
 //!
 //! `cargo bench --bench overhead` measures at full size; `cargo test --benches`, as CI
-//! does, runs every benchmark at a tiny size to prove the harness works.
+//! does, runs every benchmark at a tiny size to prove the harness works. Name groups to run
+//! only those: `cargo bench --bench overhead -- floor shapes` (groups: floor, shapes,
+//! scheduling, start, data, memory).
 
 #[path = "../../tests/support/plugins.rs"]
 mod plugins;
@@ -44,33 +46,52 @@ const TINY: Sizes = Sizes {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--resident-run") {
-        let n = args[i + 1].parse().expect("a task count");
-        return resident_run(n);
+    if let Some(i) = args.iter().position(|a| a == "--one-run") {
+        // `--one-run SHAPE N CONCURRENCY`: one run in a process of its own, for the
+        // memory figure and for profilers.
+        let n = args[i + 2].parse().expect("a task count");
+        let concurrency = args[i + 3].parse().expect("a concurrency");
+        return one_run(&args[i + 1], n, concurrency);
     }
     let sizes = if args.iter().any(|a| a == "--bench") {
         &FULL
     } else {
         &TINY
     };
+    let groups: Vec<&str> = args[1..]
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let wanted = |group: &str| groups.is_empty() || groups.contains(&group);
     let bench = plugins::plugin("bench");
     println!("| benchmark | result |");
     println!("|---|---|");
 
-    let limit = limit(&bench, sizes.calls);
-    end_to_end(&bench, sizes.shape, limit);
-    for &n in &sizes.dags {
-        scheduling(n);
+    let limit = limit(&bench, sizes.calls, wanted("floor"));
+    if wanted("shapes") {
+        end_to_end(&bench, sizes.shape, limit);
     }
-    bundle_start(&plugins::plugin("etl"), sizes.loads);
-    data_passing(&bench, sizes.chain);
-    resident(sizes.resident);
+    if wanted("scheduling") {
+        for &n in &sizes.dags {
+            scheduling(n);
+        }
+    }
+    if wanted("start") {
+        bundle_start(&plugins::plugin("etl"), sizes.loads);
+    }
+    if wanted("data") {
+        data_passing(&bench, sizes.chain);
+    }
+    if wanted("memory") {
+        resident(sizes.resident);
+    }
 }
 
 /// The floor: one no-op task instantiated from the pool, called and dropped, on one
 /// thread, through the same sandbox path a run takes (fuel, epoch deadline, WASI context,
-/// host state). Returns the median.
-fn limit(bench: &Path, calls: usize) -> Duration {
+/// host state). Returns the median; prints it (and the native figure) if `show`.
+fn limit(bench: &Path, calls: usize, show: bool) -> Duration {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -90,6 +111,9 @@ fn limit(bench: &Path, calls: usize) -> Duration {
         }
     }
     let (p50, p99) = percentiles(&mut times);
+    if !show {
+        return p50;
+    }
     row(
         "sandbox floor: instantiate + call + drop, one thread",
         format!("p50 {p50:.1?}, p99 {p99:.1?} ({calls} calls)"),
@@ -125,8 +149,15 @@ fn end_to_end(bench: &Path, n: usize, limit: Duration) {
     ];
     for (shape, workflow) in shapes {
         for concurrency in [1, 2] {
-            let (took, report) = run(bench, workflow.clone(), concurrency, "{}");
-            assert_eq!(report, RunState::Succeeded);
+            // The median of three: a run's time depends on how the disk syncs.
+            let mut times: Vec<Duration> = (0..3)
+                .map(|_| {
+                    let (took, state) = run(bench, workflow.clone(), concurrency, "{}");
+                    assert_eq!(state, RunState::Succeeded);
+                    took
+                })
+                .collect();
+            let took = percentiles(&mut times).0;
             let per_task = took / n as u32;
             row(
                 &format!("{n}-task {shape}, concurrency {concurrency}"),
@@ -204,7 +235,7 @@ fn data_passing(bench: &Path, n: usize) {
 /// Peak resident memory of an `n`-task fan-out run, measured in a process of its own.
 fn resident(n: usize) {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--resident-run", &n.to_string()])
+        .args(["--one-run", "fan", &n.to_string(), "2"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -214,9 +245,16 @@ fn resident(n: usize) {
     );
 }
 
-fn resident_run(n: usize) {
-    let (_, state) = run(&plugins::plugin("bench"), fan(n), 2, "{}");
+fn one_run(shape: &str, n: usize, concurrency: usize) {
+    let workflow = match shape {
+        "fan" => fan(n),
+        "chain" => chain(n),
+        "layered" => layered(n),
+        other => panic!("no shape {other}: fan, chain or layered"),
+    };
+    let (took, state) = run(&plugins::plugin("bench"), workflow, concurrency, "{}");
     assert_eq!(state, RunState::Succeeded);
+    eprintln!("{n} tasks in {took:.1?}");
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let peak_kib: f64 = status
         .lines()
@@ -245,24 +283,28 @@ fn run(
     let runner = Runner {
         sandbox,
         bundle: Arc::new(bundle),
-        dag: &dag,
+        dag: Arc::new(dag),
         db: Arc::new(Db::open(&scratch.path().join("bench.redb")).unwrap()),
     };
     let options = RunOptions {
         concurrency,
         timeout: None,
     };
-    let params = serde_json::from_str(params).unwrap();
+    let params: serde_json::Value = serde_json::from_str(params).unwrap();
     let start = Instant::now();
-    let report = runtime
-        .block_on(runner.start(
-            &params,
-            Grants::default(),
-            &options,
-            std::future::pending(),
-            &mut |_| {},
-        ))
-        .unwrap();
+    // Spawned, as the CLI does (see `Runner`).
+    let run = runtime.spawn(async move {
+        runner
+            .start(
+                &params,
+                Grants::default(),
+                &options,
+                std::future::pending(),
+                &mut |_| {},
+            )
+            .await
+    });
+    let report = runtime.block_on(run).unwrap().unwrap();
     (start.elapsed(), report.run.state)
 }
 

@@ -38,7 +38,7 @@ fn main() {
     let runner = Runner {
         sandbox,
         bundle: Arc::new(bundle),
-        dag: &dag,
+        dag: Arc::new(dag),
         db: Arc::new(Db::open(&scratch.path().join("soak.redb")).unwrap()),
     };
     let options = RunOptions {

@@ -27,10 +27,16 @@ use tokio::task::JoinSet;
 
 /// Everything a run needs besides its options: the sandbox, the loaded bundle and its
 /// validated graph, and the database that makes the run durable.
-pub struct Runner<'a> {
+///
+/// Cheap to clone and `'static`, so that a run can be spawned onto the runtime: spawned,
+/// the run's loop shares the worker threads with its attempts, which start in the same
+/// worker's queue; driven by `block_on` from another thread, every start and every end
+/// is a wake-up across threads.
+#[derive(Clone)]
+pub struct Runner {
     pub sandbox: Arc<Sandbox>,
     pub bundle: Arc<Bundle>,
-    pub dag: &'a Dag,
+    pub dag: Arc<Dag>,
     pub db: Arc<Db>,
 }
 
@@ -84,6 +90,9 @@ impl RunError {
     }
 }
 
+/// Sees every [`RunEvent`]; `Send` so that a run can be spawned.
+pub type Observer<'a> = dyn FnMut(RunEvent<'_>) + Send + 'a;
+
 /// What happened during a run, for progress displays.
 #[derive(Debug)]
 pub enum RunEvent<'a> {
@@ -127,7 +136,7 @@ struct Progress {
     attempt_started_ms: u64,
 }
 
-impl Runner<'_> {
+impl Runner {
     /// Executes the workflow as a new run, whose tasks get `grants`.
     ///
     /// Call it inside a multi-threaded tokio runtime: commits block their worker thread
@@ -138,8 +147,8 @@ impl Runner<'_> {
         params: &serde_json::Value,
         grants: Grants,
         options: &RunOptions,
-        interrupt: impl Future<Output = ()>,
-        observer: &mut dyn FnMut(RunEvent<'_>),
+        interrupt: impl Future<Output = ()> + Send,
+        observer: &mut Observer<'_>,
     ) -> Result<RunReport, RunError> {
         let capabilities = grants.resolve()?;
         let bundle = &self.bundle;
@@ -170,8 +179,8 @@ impl Runner<'_> {
         &self,
         id: u64,
         options: &RunOptions,
-        interrupt: impl Future<Output = ()>,
-        observer: &mut dyn FnMut(RunEvent<'_>),
+        interrupt: impl Future<Output = ()> + Send,
+        observer: &mut Observer<'_>,
     ) -> Result<RunReport, RunError> {
         let mut run = self.db.run(id)?;
         if run.state.is_final() {
@@ -259,7 +268,7 @@ enum Wake {
 /// The state of a run while its loop turns: what is ready, what is in flight, what awaits
 /// its commit, and where every task stands.
 struct LiveRun<'a> {
-    runner: &'a Runner<'a>,
+    runner: &'a Runner,
     run: &'a RunRecord,
     concurrency: usize,
     params: Arc<[u8]>,
@@ -280,12 +289,12 @@ struct LiveRun<'a> {
 
 impl<'a> LiveRun<'a> {
     fn new(
-        runner: &'a Runner<'a>,
+        runner: &'a Runner,
         run: &'a RunRecord,
         capabilities: Capabilities,
         concurrency: usize,
     ) -> Self {
-        let dag = runner.dag;
+        let dag = &runner.dag;
         let tasks: Vec<Progress> = (0..dag.len())
             .map(|i| Progress {
                 state: TaskState::Pending,
@@ -332,8 +341,8 @@ impl<'a> LiveRun<'a> {
         mut self,
         prior: Prior,
         options: &RunOptions,
-        interrupt: impl Future<Output = ()>,
-        observer: &mut dyn FnMut(RunEvent<'_>),
+        interrupt: impl Future<Output = ()> + Send,
+        observer: &mut Observer<'_>,
     ) -> Result<RunReport, RunError> {
         observer(RunEvent::Started {
             run: self.run,
@@ -456,7 +465,7 @@ impl<'a> LiveRun<'a> {
     /// Ends an invocation early: attempts in flight are dropped (at their next epoch
     /// check) and recorded as interrupted; whatever ended before is committed as usual.
     /// Unfinished tasks keep no record, so a resume runs them.
-    async fn stop(&mut self, observer: &mut dyn FnMut(RunEvent<'_>)) -> Result<(), DbError> {
+    async fn stop(&mut self, observer: &mut Observer<'_>) -> Result<(), DbError> {
         self.running.abort_all();
         let mut ended = Vec::new();
         while let Some(joined) = self.running.join_next_with_id().await {
@@ -476,7 +485,7 @@ impl<'a> LiveRun<'a> {
     }
 
     /// Starts ready tasks until `concurrency` attempts are in flight.
-    fn start_ready(&mut self, observer: &mut dyn FnMut(RunEvent<'_>)) {
+    fn start_ready(&mut self, observer: &mut Observer<'_>) {
         let workflow = self.runner.bundle.workflow();
         while self.running.len() < self.concurrency
             && let Some(i) = self.ready.pop_front()
@@ -599,7 +608,7 @@ impl<'a> LiveRun<'a> {
     /// have all ended is decided by its trigger rule: it becomes ready, or ends at once
     /// (skipped or upstream-failed), which in turn releases its own downstream tasks.
     fn release_downstream(&mut self, mut ended: Vec<Ended>) -> Vec<Ended> {
-        let (workflow, dag) = (self.runner.bundle.workflow(), self.runner.dag);
+        let (workflow, dag) = (self.runner.bundle.workflow(), &self.runner.dag);
         let mut next = 0;
         while next < ended.len() {
             let i = ended[next].task;
@@ -684,11 +693,7 @@ impl<'a> LiveRun<'a> {
 
     /// Tasks whose ends are now durable: their outputs are read from the database from
     /// now on, and they are reported done.
-    fn report(
-        &mut self,
-        committed: Vec<(usize, TaskRecord)>,
-        observer: &mut dyn FnMut(RunEvent<'_>),
-    ) {
+    fn report(&mut self, committed: Vec<(usize, TaskRecord)>, observer: &mut Observer<'_>) {
         let workflow = self.runner.bundle.workflow();
         for (i, record) in &committed {
             let task = &workflow.tasks[*i].name;

@@ -264,9 +264,9 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
                 Sandbox::new(args.limits.limits(options.concurrency)).map_err(Failed::input)?;
             let (bundle, dag) = load(&sandbox, &args.bundle, cache.as_deref()).await?;
             let db = Arc::new(Db::open(&db_path()?).map_err(Failed::input)?);
-            let runner = runner(sandbox, bundle, &dag, db);
+            let runner = runner(sandbox, bundle, dag, db);
             let invocation = Invocation::Start { params, grants };
-            drive(&runner, invocation, &options, args.drive.json, interrupts).await
+            drive(runner, invocation, options, args.drive.json, interrupts).await
         }
         Command::Resume(args) => {
             let interrupts = Interrupts::watch()?;
@@ -286,9 +286,9 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             let sandbox = Sandbox::new(limits).map_err(Failed::input)?;
             let path = args.bundle.unwrap_or(record.bundle);
             let (bundle, dag) = load(&sandbox, &path, cache.as_deref()).await?;
-            let runner = runner(sandbox, bundle, &dag, db);
+            let runner = runner(sandbox, bundle, dag, db);
             let invocation = Invocation::Resume(args.run);
-            drive(&runner, invocation, &options, args.drive.json, interrupts).await
+            drive(runner, invocation, options, args.drive.json, interrupts).await
         }
         Command::Inspect {
             bundle,
@@ -344,11 +344,11 @@ fn instances(concurrency: usize) -> u32 {
     u32::try_from(concurrency + 1).unwrap_or(u32::MAX)
 }
 
-fn runner(sandbox: Sandbox, bundle: Bundle, dag: &Dag, db: Arc<Db>) -> Runner<'_> {
+fn runner(sandbox: Sandbox, bundle: Bundle, dag: Dag, db: Arc<Db>) -> Runner {
     Runner {
         sandbox: Arc::new(sandbox),
         bundle: Arc::new(bundle),
-        dag,
+        dag: Arc::new(dag),
         db,
     }
 }
@@ -357,9 +357,9 @@ fn runner(sandbox: Sandbox, bundle: Bundle, dag: &Dag, db: Arc<Db>) -> Runner<'_
 /// the exit code: 0 succeeded, 1 failed or timed out, 130 interrupted (as shells report
 /// Ctrl-C).
 async fn drive(
-    runner: &Runner<'_>,
+    runner: Runner,
     invocation: Invocation,
-    options: &RunOptions,
+    options: RunOptions,
     json: bool,
     interrupts: Interrupts,
 ) -> Result<u8, Failed> {

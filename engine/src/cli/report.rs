@@ -17,13 +17,15 @@ pub enum Invocation {
     Resume(u64),
 }
 
-/// Starts or resumes the run with a progress bar, and prints the report.
+/// Starts or resumes the run with a progress bar, and prints the report. The run is
+/// spawned onto the runtime, so that its loop shares worker threads with its attempts (see
+/// `Runner`).
 pub async fn run(
-    runner: &Runner<'_>,
+    runner: Runner,
     invocation: Invocation,
-    options: &RunOptions,
+    options: RunOptions,
     json: bool,
-    interrupt: impl Future<Output = ()>,
+    interrupt: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunReport, RunError> {
     let bar = if std::io::stdout().is_terminal() && !json {
         let bar = ProgressBar::new(runner.dag.len() as u64);
@@ -35,15 +37,16 @@ pub async fn run(
     } else {
         ProgressBar::hidden()
     };
-    let mut observer = |event: RunEvent<'_>| match event {
+    let progress = bar.clone();
+    let mut observer = move |event: RunEvent<'_>| match event {
         RunEvent::Started { run, done } => {
-            bar.set_position(done as u64);
+            progress.set_position(done as u64);
             if !json {
                 let resumed = match done {
                     0 => String::new(),
                     done => format!(", resumed with {done} done"),
                 };
-                bar.suspend(|| {
+                progress.suspend(|| {
                     println!(
                         "run {} of workflow `{}` ({} tasks{resumed})",
                         run.id,
@@ -53,17 +56,21 @@ pub async fn run(
                 });
             }
         }
-        RunEvent::TaskStarted { task, .. } => bar.set_message(task.to_owned()),
-        RunEvent::TaskFinished { .. } => bar.inc(1),
+        RunEvent::TaskStarted { task, .. } => progress.set_message(task.to_owned()),
+        RunEvent::TaskFinished { .. } => progress.inc(1),
     };
-    let report = match invocation {
-        Invocation::Start { params, grants } => {
-            runner
-                .start(&params, grants, options, interrupt, &mut observer)
-                .await
+    let report = tokio::spawn(async move {
+        match invocation {
+            Invocation::Start { params, grants } => {
+                runner
+                    .start(&params, grants, &options, interrupt, &mut observer)
+                    .await
+            }
+            Invocation::Resume(id) => runner.resume(id, &options, interrupt, &mut observer).await,
         }
-        Invocation::Resume(id) => runner.resume(id, options, interrupt, &mut observer).await,
-    };
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     bar.finish_and_clear();
     let report = report?;
     let tasks: Vec<(String, Option<TaskRecord>)> = report
