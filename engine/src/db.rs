@@ -21,6 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
+/// A run's state and end, apart from its record: the record holds the whole workflow,
+/// which must not be read and rewritten (megabytes for a large one) when only the state
+/// changes.
+const RUN_STATES: TableDefinition<u64, &[u8]> = TableDefinition::new("run_states");
 const TASKS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("tasks");
 const OUTPUTS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("outputs");
 const LOGS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("logs");
@@ -108,6 +112,26 @@ pub struct AttemptRecord {
     pub error: Option<Failure>,
 }
 
+/// A run's state once it has changed since the run was created.
+#[derive(Serialize, Deserialize)]
+struct RunStatus {
+    state: RunState,
+    finished_ms: Option<u64>,
+}
+
+/// `record` with its latest state, if that changed since it was created.
+fn with_status(
+    mut record: RunRecord,
+    states: &impl ReadableTable<u64, &'static [u8]>,
+) -> Result<RunRecord, DbError> {
+    if let Some(bytes) = storage!(states.get(record.id)) {
+        let status: RunStatus = serde_json::from_slice(bytes.value())?;
+        record.state = status.state;
+        record.finished_ms = status.finished_ms;
+    }
+    Ok(record)
+}
+
 /// One task's terminal record with what it produced, written together.
 pub struct Completion<'a> {
     pub task: &'a str,
@@ -186,6 +210,7 @@ impl Db {
         this.guard(|| {
             let tx = storage!(this.db.begin_write());
             storage!(tx.open_table(RUNS));
+            storage!(tx.open_table(RUN_STATES));
             storage!(tx.open_table(TASKS));
             storage!(tx.open_table(OUTPUTS));
             storage!(tx.open_table(LOGS));
@@ -229,14 +254,11 @@ impl Db {
         self.guard(|| {
             let tx = storage!(self.db.begin_write());
             {
-                let mut runs = storage!(tx.open_table(RUNS));
-                let mut record: RunRecord = match storage!(runs.get(id)) {
-                    Some(bytes) => serde_json::from_slice(bytes.value())?,
-                    None => return Err(DbError::NoSuchRun(id)),
-                };
-                record.state = state;
-                record.finished_ms = finished_ms;
-                storage!(runs.insert(id, serde_json::to_vec(&record)?.as_slice()));
+                if storage!(storage!(tx.open_table(RUNS)).get(id)).is_none() {
+                    return Err(DbError::NoSuchRun(id));
+                }
+                let status = serde_json::to_vec(&RunStatus { state, finished_ms })?;
+                storage!(storage!(tx.open_table(RUN_STATES)).insert(id, status.as_slice()));
             }
             storage!(tx.commit());
             Ok(())
@@ -283,8 +305,9 @@ impl Db {
         self.guard(|| {
             let tx = storage!(self.db.begin_read());
             let runs = storage!(tx.open_table(RUNS));
+            let states = storage!(tx.open_table(RUN_STATES));
             match storage!(runs.get(id)) {
-                Some(bytes) => Ok(serde_json::from_slice(bytes.value())?),
+                Some(bytes) => with_status(serde_json::from_slice(bytes.value())?, &states),
                 None => Err(DbError::NoSuchRun(id)),
             }
         })
@@ -295,10 +318,14 @@ impl Db {
         self.guard(|| {
             let tx = storage!(self.db.begin_read());
             let runs = storage!(tx.open_table(RUNS));
+            let states = storage!(tx.open_table(RUN_STATES));
             let mut all = Vec::new();
             for entry in storage!(runs.iter()) {
                 let (_, bytes) = storage!(entry);
-                all.push(serde_json::from_slice(bytes.value())?);
+                all.push(with_status(
+                    serde_json::from_slice(bytes.value())?,
+                    &states,
+                )?);
             }
             Ok(all)
         })
