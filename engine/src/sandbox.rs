@@ -104,9 +104,12 @@ pub struct SandboxError(wasmtime::Error);
 /// The address space of a 32-bit linear memory, and the pool's default reservation.
 const MAX_MEMORY: usize = 4 << 30;
 
-/// Bytes of each pooled memory and table slot that are reset in place (only the pages the
-/// last instance dirtied, found with Linux's PAGEMAP_SCAN) instead of with `madvise`.
+/// Bytes of each pooled memory slot that are reset in place (only the pages the last
+/// instance dirtied, found with Linux's PAGEMAP_SCAN) instead of with `madvise`, whose TLB
+/// shootdowns across threads cost more than a no-op task itself.
 const KEEP_RESIDENT: usize = 1 << 20;
+/// Tables of Rust guests hold a few hundred entries: a few pages to scan, not a megabyte.
+const TABLE_KEEP_RESIDENT: usize = 16 << 10;
 
 /// Components compiled by wit-component hold a handful of core instances (the main module,
 /// shims and fixups for imports) and, for Rust guests, one memory and a few tables.
@@ -146,7 +149,7 @@ impl Sandbox {
             .total_stacks(n)
             .max_memory_size(limits.memory)
             .linear_memory_keep_resident(KEEP_RESIDENT)
-            .table_keep_resident(KEEP_RESIDENT)
+            .table_keep_resident(TABLE_KEEP_RESIDENT)
             .pagemap_scan(wasmtime::Enabled::Auto);
 
         let mut config = Config::new();
