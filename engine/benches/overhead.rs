@@ -214,13 +214,7 @@ fn bundle_start(etl: &Path, loads: usize) {
 
 /// A chain in which every task reads 1 MiB from the one before and passes 1 MiB on.
 fn data_passing(bench: &Path, n: usize) {
-    let tasks = (0..n)
-        .map(|i| {
-            let deps = (i > 0).then(|| format!("pass_{}", i - 1));
-            task(format!("pass_{i}"), deps.into_iter().collect())
-        })
-        .collect();
-    let (took, state) = run(bench, workflow(tasks), 2, "{}");
+    let (took, state) = run(bench, passing(n), 2, "{}");
     assert_eq!(state, RunState::Succeeded);
     row(
         &format!("{n}-task chain passing 1 MiB per task"),
@@ -250,7 +244,8 @@ fn one_run(shape: &str, n: usize, concurrency: usize) {
         "fan" => fan(n),
         "chain" => chain(n),
         "layered" => layered(n),
-        other => panic!("no shape {other}: fan, chain or layered"),
+        "pass" => passing(n),
+        other => panic!("no shape {other}: fan, chain, layered or pass"),
     };
     let (took, state) = run(&plugins::plugin("bench"), workflow, concurrency, "{}");
     assert_eq!(state, RunState::Succeeded);
@@ -339,6 +334,17 @@ fn workflow(tasks: Vec<TaskDef>) -> WorkflowDef {
         schedule: None,
         tasks,
     }
+}
+
+/// A chain of the bench bundle's `pass_N` tasks, which pass 1 MiB each down the chain.
+fn passing(n: usize) -> WorkflowDef {
+    let tasks = (0..n)
+        .map(|i| {
+            let deps = (i > 0).then(|| format!("pass_{}", i - 1));
+            task(format!("pass_{i}"), deps.into_iter().collect())
+        })
+        .collect();
+    workflow(tasks)
 }
 
 /// One task, `n - 2` that depend on it, and one that depends on them all.

@@ -484,10 +484,12 @@ impl<'a> LiveRun<'a> {
         }
     }
 
-    /// Starts ready tasks until `concurrency` attempts are in flight.
+    /// Starts ready tasks until `concurrency` attempts are in flight, unless outputs
+    /// waiting for their commit fill their allowance.
     fn start_ready(&mut self, observer: &mut Observer<'_>) {
         let workflow = self.runner.bundle.workflow();
         while self.running.len() < self.concurrency
+            && !self.inputs.backlogged()
             && let Some(i) = self.ready.pop_front()
         {
             let def = &workflow.tasks[i];
@@ -784,31 +786,51 @@ fn record_of(task: &Progress) -> TaskRecord {
     }
 }
 
+/// Output bytes that may wait for their commit in memory. Past this, no task starts until a
+/// commit lands: tasks that write faster than the disk syncs are held back by the disk,
+/// not by memory.
+const MAX_UNCOMMITTED_BYTES: usize = 64 << 20;
+
 /// Upstream outputs: from memory while their commit is pending, then from the database.
 struct RunInputs {
     db: Arc<Db>,
     run: u64,
-    uncommitted: Mutex<HashMap<String, Arc<[u8]>>>,
+    uncommitted: Mutex<Uncommitted>,
+}
+
+#[derive(Default)]
+struct Uncommitted {
+    outputs: HashMap<String, Arc<[u8]>>,
+    bytes: usize,
 }
 
 impl RunInputs {
     fn hold(&self, task: &str, output: Arc<[u8]>) {
-        self.held().insert(task.to_owned(), output);
+        let mut held = self.held();
+        held.bytes += output.len();
+        held.outputs.insert(task.to_owned(), output);
     }
 
     fn release(&self, task: &str) {
-        self.held().remove(task);
+        let mut held = self.held();
+        if let Some(output) = held.outputs.remove(task) {
+            held.bytes -= output.len();
+        }
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<[u8]>>> {
-        // The map stays consistent even if a holder panicked: every change is one call.
+    fn backlogged(&self) -> bool {
+        self.held().bytes > MAX_UNCOMMITTED_BYTES
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Uncommitted> {
+        // Consistent even if a holder panicked: every change completes under the lock.
         self.uncommitted.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
 impl InputSource for RunInputs {
     fn output(&self, task: &str) -> wasmtime::Result<Option<Vec<u8>>> {
-        if let Some(output) = self.held().get(task) {
+        if let Some(output) = self.held().outputs.get(task) {
             return Ok(Some(output.to_vec()));
         }
         Ok(self.db.output(self.run, task)?)
