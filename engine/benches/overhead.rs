@@ -10,7 +10,7 @@
 #[path = "../../tests/support/plugins.rs"]
 mod plugins;
 
-use sandflow::workflow::{RetryPolicy, TaskDef, TriggerRule, WorkflowDef};
+use sandflow::workflow::{TaskDef, WorkflowDef};
 use sandflow::{Bundle, Dag, Db, Grants, Limits, RunOptions, RunState, Runner, Sandbox};
 use std::hint::black_box;
 use std::path::Path;
@@ -312,22 +312,6 @@ fn sandbox(instances: u32) -> Sandbox {
     .unwrap()
 }
 
-fn task(name: String, depends_on: Vec<String>) -> TaskDef {
-    TaskDef {
-        name,
-        depends_on,
-        trigger: TriggerRule::AllSuccess,
-        retry: RetryPolicy {
-            max_attempts: 1,
-            initial_backoff_ms: 0,
-            max_backoff_ms: 0,
-            on_limits: false,
-        },
-        timeout_ms: None,
-        fuel: None,
-    }
-}
-
 fn workflow(tasks: Vec<TaskDef>) -> WorkflowDef {
     WorkflowDef {
         name: "bench".into(),
@@ -341,7 +325,7 @@ fn passing(n: usize) -> WorkflowDef {
     let tasks = (0..n)
         .map(|i| {
             let deps = (i > 0).then(|| format!("pass_{}", i - 1));
-            task(format!("pass_{i}"), deps.into_iter().collect())
+            TaskDef::new(format!("pass_{i}"), deps.into_iter().collect())
         })
         .collect();
     workflow(tasks)
@@ -350,9 +334,13 @@ fn passing(n: usize) -> WorkflowDef {
 /// One task, `n - 2` that depend on it, and one that depends on them all.
 fn fan(n: usize) -> WorkflowDef {
     let middle: Vec<String> = (0..n - 2).map(|i| format!("t{i}")).collect();
-    let mut tasks = vec![task("start".into(), vec![])];
-    tasks.extend(middle.iter().map(|t| task(t.clone(), vec!["start".into()])));
-    tasks.push(task("end".into(), middle));
+    let mut tasks = vec![TaskDef::new("start", vec![])];
+    tasks.extend(
+        middle
+            .iter()
+            .map(|t| TaskDef::new(t.clone(), vec!["start".into()])),
+    );
+    tasks.push(TaskDef::new("end", middle));
     workflow(tasks)
 }
 
@@ -360,7 +348,7 @@ fn chain(n: usize) -> WorkflowDef {
     workflow(
         (0..n)
             .map(|i| {
-                task(
+                TaskDef::new(
                     format!("t{i}"),
                     (i > 0).then(|| format!("t{}", i - 1)).into_iter().collect(),
                 )
@@ -390,7 +378,7 @@ fn layered(n: usize) -> WorkflowDef {
                 }
                 picks.into_iter().map(|p| format!("t{p}")).collect()
             };
-            task(format!("t{i}"), deps)
+            TaskDef::new(format!("t{i}"), deps)
         })
         .collect();
     workflow(tasks)

@@ -208,7 +208,7 @@ fn find_cycle(workflow: &WorkflowDef, upstream: &[Vec<u32>]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::workflow::{RetryPolicy, TaskDef, TriggerRule};
+    use crate::workflow::TaskDef;
 
     fn workflow(tasks: &[(&str, &[&str])]) -> WorkflowDef {
         WorkflowDef {
@@ -216,19 +216,7 @@ mod tests {
             schedule: None,
             tasks: tasks
                 .iter()
-                .map(|(name, deps)| TaskDef {
-                    name: (*name).into(),
-                    depends_on: deps.iter().map(|d| (*d).into()).collect(),
-                    trigger: TriggerRule::AllSuccess,
-                    retry: RetryPolicy {
-                        max_attempts: 1,
-                        initial_backoff_ms: 0,
-                        max_backoff_ms: 0,
-                        on_limits: false,
-                    },
-                    timeout_ms: None,
-                    fuel: None,
-                })
+                .map(|(name, deps)| TaskDef::new(*name, deps.iter().map(|d| (*d).into()).collect()))
                 .collect(),
         }
     }

@@ -28,6 +28,25 @@ pub struct TaskDef {
 }
 
 impl TaskDef {
+    /// A task as the SDK declares one by default: runs when all its upstream tasks
+    /// succeeded, one attempt, the run's timeout and fuel. For workflows built in Rust,
+    /// outside a bundle (see `Bundle::with_workflow`).
+    pub fn new(name: impl Into<String>, depends_on: Vec<String>) -> Self {
+        Self {
+            name: name.into(),
+            depends_on,
+            trigger: TriggerRule::AllSuccess,
+            retry: RetryPolicy {
+                max_attempts: 1,
+                initial_backoff_ms: 0,
+                max_backoff_ms: 0,
+                on_limits: false,
+            },
+            timeout_ms: None,
+            fuel: None,
+        }
+    }
+
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout_ms.map(Duration::from_millis)
     }
