@@ -4,7 +4,9 @@
 //! behaves.
 //!
 //! `cargo bench --bench soak` runs 1,000 runs (a few minutes); `cargo test --benches`, as
-//! CI does, runs 3 to prove the harness works. `-- --runs N` picks another count.
+//! CI does, runs 3 to prove the harness works. `-- --runs N` picks another count;
+//! `-- --fresh-db` gives every run a database of its own, to tell the engine's memory
+//! from what redb keeps for a database that grows with every run's logs.
 
 #[path = "../../tests/support/plugins.rs"]
 mod plugins;
@@ -21,6 +23,7 @@ fn main() {
         None if benchmarking => 1_000,
         None => 3,
     };
+    let fresh_db = args.iter().any(|a| a == "--fresh-db");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let sandbox = Arc::new(
@@ -35,11 +38,13 @@ fn main() {
         .block_on(Bundle::load(&sandbox, &plugins::plugin("hostile"), None))
         .unwrap();
     let dag = Dag::build(bundle.workflow()).unwrap();
-    let runner = Runner {
+    let db_path = |run: usize| scratch.path().join(format!("soak-{run}.redb"));
+    let mut db_of = 1;
+    let mut runner = Runner {
         sandbox,
         bundle: Arc::new(bundle),
         dag: Arc::new(dag),
-        db: Arc::new(Db::open(&scratch.path().join("soak.redb")).unwrap()),
+        db: Arc::new(Db::open(&db_path(db_of)).unwrap()),
     };
     let options = RunOptions {
         concurrency: 2,
@@ -50,6 +55,11 @@ fn main() {
     let started = Instant::now();
     let mut samples = Vec::new();
     for run in 1..=runs {
+        if fresh_db && run > 1 {
+            runner.db = Arc::new(Db::open(&db_path(run)).unwrap());
+            std::fs::remove_file(db_path(db_of)).unwrap();
+            db_of = run;
+        }
         let report = runtime
             .block_on(runner.start(
                 &serde_json::json!({}),
@@ -77,11 +87,13 @@ fn main() {
     let warm = samples[samples.len().min(2) - 1];
     let last = *samples.last().unwrap();
     let hostile = runner.bundle.workflow().tasks.len() - 1;
+    let db_size = std::fs::metadata(db_path(db_of)).map_or(0, |m| m.len());
     println!(
         "{runs} runs ({} hostile attempts): resident memory {warm:.1} MiB once warm, \
-         {last:.1} MiB at the end ({:+.1} MiB)",
+         {last:.1} MiB at the end ({:+.1} MiB); database {:.0} MiB",
         runs * hostile,
-        last - warm
+        last - warm,
+        db_size as f64 / (1 << 20) as f64
     );
     assert!(
         last - warm < 32.0,
