@@ -101,6 +101,7 @@ struct RunArgs {
 
 #[derive(Args)]
 struct ResumeArgs {
+    /// The run to continue (see `sandflow runs`)
     run: u64,
     /// The bundle to resume with, if it moved [default: the path the run started with].
     /// Its contents must be the same.
