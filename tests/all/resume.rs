@@ -44,17 +44,23 @@ fn ended(db: &Path) -> Option<BTreeMap<String, String>> {
 }
 
 /// The reference: the same workflow and parameters, run start to end undisturbed (once
-/// per test process).
-fn undisturbed() -> &'static BTreeMap<String, Vec<u8>> {
-    static REFERENCE: OnceLock<BTreeMap<String, Vec<u8>>> = OnceLock::new();
+/// per test process): its outputs, and how long the run took.
+fn reference() -> &'static (BTreeMap<String, Vec<u8>>, Duration) {
+    static REFERENCE: OnceLock<(BTreeMap<String, Vec<u8>>, Duration)> = OnceLock::new();
     REFERENCE.get_or_init(|| {
         let scratch = Scratch::default();
         let out = scratch.sandflow(&["run", lattice(), "--params", PARAMS]);
         assert_eq!(out.code, 0, "{out:?}");
         let outputs = outputs(&scratch.db());
         assert_eq!(outputs.len(), 200);
-        outputs
+        let run = Db::open(&scratch.db()).unwrap().run(1).unwrap();
+        let took = run.finished_ms.unwrap() - run.started_ms;
+        (outputs, Duration::from_millis(took))
     })
+}
+
+fn undisturbed() -> &'static BTreeMap<String, Vec<u8>> {
+    &reference().0
 }
 
 fn lattice() -> &'static str {
@@ -119,6 +125,7 @@ fn a_run_killed_again_and_again_resumes_to_the_undisturbed_outputs() {
 
     // Compile the bundle into the cache first, so that kills land in runs, not compiles.
     assert_eq!(scratch.sandflow(&["validate", lattice()]).code, 0);
+    let tenth = reference().1.as_millis() as u64 / 10;
     let mut kills = 0;
     for invocation in 0.. {
         assert!(invocation < 100, "{context}: the run never finished");
@@ -131,33 +138,38 @@ fn a_run_killed_again_and_again_resumes_to_the_undisturbed_outputs() {
                 (BTreeMap::new(), spawn(&scratch, &args, &stderr))
             }
         };
-        // After a dozen kills, let it finish.
-        let kill_at = (kills < 12).then(|| Duration::from_millis(rng.u64(10..=150)));
-        let start = Instant::now();
+        // Each kill lands at a random instant after the invocation's first attempt
+        // started (so that it interrupts the run, however long the start-up took), within
+        // a tenth of an undisturbed run: a dozen kills spread over about half the run.
+        // After a dozen kills, the run may finish.
+        let delay = (kills < 12).then(|| Duration::from_millis(rng.u64(1..=tenth.max(2))));
+        let mut running_since: Option<Instant> = None;
         let status = loop {
             if let Some(status) = child.try_wait().unwrap() {
                 break Some(status);
             }
-            if kill_at.is_some_and(|at| start.elapsed() >= at) {
+            if delay.is_some() && running_since.is_none() && !started(&stderr).is_empty() {
+                running_since = Some(Instant::now());
+            }
+            if let (Some(delay), Some(since)) = (delay, running_since)
+                && since.elapsed() >= delay
+            {
                 child.kill().unwrap();
                 child.wait().unwrap();
+                kills += 1;
                 break None;
             }
-            std::thread::sleep(Duration::from_millis(2));
+            std::thread::sleep(Duration::from_millis(1));
         };
 
         let started = started(&stderr);
-        // A kill counts once tasks were running: it interrupted the run, not the start-up.
-        if status.is_none() && !started.is_empty() {
-            kills += 1;
-        }
         eprintln!(
             "invocation {invocation}: {} tasks had ended, {} attempts started, {}",
             done_before.len(),
             started.len(),
             match status {
                 Some(_) => "finished".to_owned(),
-                None => format!("killed after {:?}", kill_at.unwrap()),
+                None => format!("killed {:?} into the run", delay.unwrap()),
             }
         );
         for task in started {
