@@ -139,8 +139,9 @@ struct Progress {
 impl Runner {
     /// Executes the workflow as a new run, whose tasks get `grants`.
     ///
-    /// Call it inside a multi-threaded tokio runtime: commits block their worker thread
-    /// (through `block_in_place`) while attempts go on running on the others. When
+    /// Call it inside a tokio runtime, multi-threaded for attempts to run in parallel, and
+    /// spawn it there (see [`Runner`]). Commits run on the runtime's blocking threads; the
+    /// run's first and last writes (its record, its end) are made in place. When
     /// `interrupt` completes, attempts in flight are dropped and the run ends `interrupted`.
     pub async fn start(
         &self,
@@ -400,7 +401,7 @@ impl<'a> LiveRun<'a> {
         });
         let finished_ms = now_ms();
         let db = &self.runner.db;
-        tokio::task::block_in_place(|| db.set_run_state(self.run.id, state, Some(finished_ms)))?;
+        db.set_run_state(self.run.id, state, Some(finished_ms))?;
         Ok(RunReport {
             run: RunRecord {
                 state,
