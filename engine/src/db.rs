@@ -112,6 +112,23 @@ pub struct AttemptRecord {
     pub error: Option<Failure>,
 }
 
+/// Closing commits redb's allocator state, which reads the file too: a damaged file can
+/// panic there as well (found by tests/all/mutations.rs), so the close is guarded like
+/// every other call, and its error, which nobody is left to handle, is logged.
+impl Drop for Db {
+    fn drop(&mut self) {
+        let Some(db) = self.db.take() else {
+            return;
+        };
+        let closed = guard(&self.path, || {
+            db.close().map_err(|e| DbError::Storage(e.into()))
+        });
+        if let Err(e) = closed {
+            tracing::warn!("closing the database: {e}");
+        }
+    }
+}
+
 /// A run's state once it has changed since the run was created.
 #[derive(Serialize, Deserialize)]
 struct RunStatus {
@@ -141,7 +158,8 @@ pub struct Completion<'a> {
 }
 
 pub struct Db {
-    db: Database,
+    /// `None` only while being dropped (see `Drop`).
+    db: Option<Database>,
     path: PathBuf,
 }
 
@@ -203,12 +221,12 @@ impl Db {
                 })
         })?;
         let this = Self {
-            db,
+            db: Some(db),
             path: path.to_owned(),
         };
         // Create every table up front so that readers never meet a missing one.
         this.guard(|| {
-            let tx = storage!(this.db.begin_write());
+            let tx = storage!(this.database().begin_write());
             storage!(tx.open_table(RUNS));
             storage!(tx.open_table(RUN_STATES));
             storage!(tx.open_table(TASKS));
@@ -226,10 +244,16 @@ impl Db {
         guard(&self.path, call)
     }
 
+    fn database(&self) -> &Database {
+        self.db
+            .as_ref()
+            .expect("the database stays open until the Db is dropped")
+    }
+
     /// Records a new run and returns its id (ids count up from 1).
     pub fn create_run(&self, build: impl FnOnce(u64) -> RunRecord) -> Result<RunRecord, DbError> {
         self.guard(|| {
-            let tx = storage!(self.db.begin_write());
+            let tx = storage!(self.database().begin_write());
             let record = {
                 let mut meta = storage!(tx.open_table(META));
                 let id = storage!(meta.get(NEXT_RUN_ID)).map_or(1, |v| v.value());
@@ -252,7 +276,7 @@ impl Db {
         finished_ms: Option<u64>,
     ) -> Result<(), DbError> {
         self.guard(|| {
-            let tx = storage!(self.db.begin_write());
+            let tx = storage!(self.database().begin_write());
             {
                 if storage!(storage!(tx.open_table(RUNS)).get(id)).is_none() {
                     return Err(DbError::NoSuchRun(id));
@@ -274,7 +298,7 @@ impl Db {
         completions: &[Completion<'_>],
     ) -> Result<(), DbError> {
         self.guard(|| {
-            let tx = storage!(self.db.begin_write());
+            let tx = storage!(self.database().begin_write());
             {
                 let mut attempt_table = storage!(tx.open_table(ATTEMPTS));
                 for (task, number, record) in attempts {
@@ -303,7 +327,7 @@ impl Db {
 
     pub fn run(&self, id: u64) -> Result<RunRecord, DbError> {
         self.guard(|| {
-            let tx = storage!(self.db.begin_read());
+            let tx = storage!(self.database().begin_read());
             let runs = storage!(tx.open_table(RUNS));
             let states = storage!(tx.open_table(RUN_STATES));
             match storage!(runs.get(id)) {
@@ -316,7 +340,7 @@ impl Db {
     /// Every run, oldest first.
     pub fn runs(&self) -> Result<Vec<RunRecord>, DbError> {
         self.guard(|| {
-            let tx = storage!(self.db.begin_read());
+            let tx = storage!(self.database().begin_read());
             let runs = storage!(tx.open_table(RUNS));
             let states = storage!(tx.open_table(RUN_STATES));
             let mut all = Vec::new();
@@ -334,7 +358,7 @@ impl Db {
     /// The terminal records of a run's finished tasks, by task name.
     pub fn tasks(&self, run: u64) -> Result<Vec<(String, TaskRecord)>, DbError> {
         self.guard(|| {
-            let tx = storage!(self.db.begin_read());
+            let tx = storage!(self.database().begin_read());
             let tasks = storage!(tx.open_table(TASKS));
             let mut all = Vec::new();
             for entry in storage!(tasks.range((run, "")..(run + 1, ""))) {
@@ -352,7 +376,7 @@ impl Db {
     /// task name, then attempt.
     pub fn attempts(&self, run: u64) -> Result<Vec<(String, u32, AttemptRecord)>, DbError> {
         self.guard(|| {
-            let tx = storage!(self.db.begin_read());
+            let tx = storage!(self.database().begin_read());
             let attempts = storage!(tx.open_table(ATTEMPTS));
             let mut all = Vec::new();
             for entry in storage!(attempts.range((run, "", 0)..(run + 1, "", 0))) {
@@ -370,7 +394,7 @@ impl Db {
 
     pub fn output(&self, run: u64, task: &str) -> Result<Option<Vec<u8>>, DbError> {
         self.guard(|| {
-            let tx = storage!(self.db.begin_read());
+            let tx = storage!(self.database().begin_read());
             let outputs = storage!(tx.open_table(OUTPUTS));
             Ok(storage!(outputs.get((run, task))).map(|v| v.value().to_vec()))
         })
@@ -378,7 +402,7 @@ impl Db {
 
     pub fn log(&self, run: u64, task: &str) -> Result<Vec<LogLine>, DbError> {
         self.guard(|| {
-            let tx = storage!(self.db.begin_read());
+            let tx = storage!(self.database().begin_read());
             let logs = storage!(tx.open_table(LOGS));
             match storage!(logs.get((run, task))) {
                 Some(bytes) => Ok(serde_json::from_slice(bytes.value())?),
