@@ -1,11 +1,12 @@
-//! What a task costs: the sandbox's floor (one instantiate + call + drop), the engine end
-//! to end over three DAG shapes, scheduling alone, bundle start, data passing and memory.
+//! What a task costs: the sandbox's floor (one instantiate + call + drop), what the SDK
+//! adds, the engine end to end over three DAG shapes, scheduling alone, bundle start, data
+//! passing and memory.
 //! Prints a Markdown table (the README carries it).
 //!
 //! `cargo bench --bench overhead` measures at full size; `cargo test --benches`, as CI
 //! does, runs every benchmark at a tiny size to prove the harness works. Name groups to run
-//! only those: `cargo bench --bench overhead -- floor shapes` (groups: floor, shapes,
-//! scheduling, start, data, memory).
+//! only those: `cargo bench --bench overhead -- floor shapes` (groups: floor, sdk,
+//! shapes, scheduling, start, data, memory).
 
 #[path = "../../tests/support/plugins.rs"]
 mod plugins;
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 struct Sizes {
     calls: usize,
+    sdk_calls: usize,
     shape: usize,
     dags: [usize; 2],
     chain: usize,
@@ -28,6 +30,7 @@ struct Sizes {
 
 const FULL: Sizes = Sizes {
     calls: 20_000,
+    sdk_calls: 200,
     shape: 10_000,
     dags: [100_000, 1_000_000],
     chain: 100,
@@ -37,6 +40,7 @@ const FULL: Sizes = Sizes {
 
 const TINY: Sizes = Sizes {
     calls: 100,
+    sdk_calls: 10,
     shape: 100,
     dags: [1_000, 10_000],
     chain: 4,
@@ -69,6 +73,9 @@ fn main() {
     println!("|---|---|");
 
     let limit = limit(&bench, sizes.calls, wanted("floor"));
+    if wanted("sdk") {
+        sdk_price(&plugins::plugin("sdk-wide"), sizes.sdk_calls, limit);
+    }
     if wanted("shapes") {
         end_to_end(&bench, sizes.shape, limit);
     }
@@ -92,24 +99,7 @@ fn main() {
 /// thread, through the same sandbox path a run takes (fuel, epoch deadline, WASI context,
 /// host state). Returns the median; prints it (and the native figure) if `show`.
 fn limit(bench: &Path, calls: usize, show: bool) -> Duration {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let sandbox = sandbox(1);
-    let bundle = runtime
-        .block_on(Bundle::load(&sandbox, bench, None))
-        .unwrap();
-    let mut times = Vec::with_capacity(calls);
-    for i in 0..calls + calls / 10 {
-        let start = Instant::now();
-        let output = runtime.block_on(sandbox.run_once(&bundle, "noop")).unwrap();
-        let took = start.elapsed();
-        assert!(output.is_empty());
-        if i >= calls / 10 {
-            times.push(took);
-        }
-    }
+    let mut times = calls_of(bench, "noop", calls);
     let (p50, p99) = percentiles(&mut times);
     if !show {
         return p50;
@@ -131,6 +121,48 @@ fn limit(bench: &Path, calls: usize, show: bool) -> Duration {
         format!("p50 {n50:.1?}, p99 {n99:.1?}"),
     );
     p50
+}
+
+/// What `export_workflow!` adds to a task: the floor's no-op again, in a bundle written
+/// with the SDK whose workflow has `SDK_TASKS` tasks. Every call builds the whole workflow
+/// to find its task, so the excess over the floor grows with the workflow.
+fn sdk_price(sdk_wide: &Path, calls: usize, limit: Duration) {
+    const SDK_TASKS: u32 = 10_000;
+    let last = format!("t{}", SDK_TASKS - 1);
+    let mut times = calls_of(sdk_wide, &last, calls);
+    let (p50, p99) = percentiles(&mut times);
+    let excess = p50.saturating_sub(limit);
+    row(
+        &format!("the same no-op in an SDK bundle of {SDK_TASKS} tasks"),
+        format!(
+            "p50 {p50:.1?}, p99 {p99:.1?}: the floor + {excess:.1?} ({:.0?} per task declared)",
+            excess / SDK_TASKS
+        ),
+    );
+}
+
+/// Times `calls` calls of `task`, each in a fresh instance, after a tenth as many to warm
+/// up.
+fn calls_of(bundle: &Path, task: &str, calls: usize) -> Vec<Duration> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sandbox = sandbox(1);
+    let bundle = runtime
+        .block_on(Bundle::load(&sandbox, bundle, None))
+        .unwrap();
+    let mut times = Vec::with_capacity(calls);
+    for i in 0..calls + calls / 10 {
+        let start = Instant::now();
+        let output = runtime.block_on(sandbox.run_once(&bundle, task));
+        let took = start.elapsed();
+        black_box(output.unwrap());
+        if i >= calls / 10 {
+            times.push(took);
+        }
+    }
+    times
 }
 
 fn native_noop(task: &str) -> Result<Vec<u8>, String> {
