@@ -83,7 +83,7 @@ macro_rules! export_workflow {
                 ::std::vec::Vec<u8>,
                 $crate::bindings::sandflow::plugin::types::TaskError,
             > {
-                $crate::__private::run(&$workflow(), &task)
+                $crate::__private::run($workflow, &task)
             }
         }
 
@@ -101,7 +101,8 @@ pub mod __private {
         workflow.to_wit()
     }
 
-    pub fn run(workflow: &Workflow, task: &str) -> Result<Vec<u8>, wit::TaskError> {
+    pub fn run(build: fn() -> Workflow, task: &str) -> Result<Vec<u8>, wit::TaskError> {
+        let workflow = Workflow::build_for(task, build);
         let Some(task) = workflow.find(task) else {
             return Err(TaskError::fatal(format!(
                 "workflow `{}` has no task `{task}`",

@@ -1,7 +1,16 @@
 use crate::bindings::sandflow::plugin::types as wit;
 use crate::{Context, TaskError};
 use serde::Serialize;
+use std::cell::RefCell;
 use std::time::Duration;
+
+thread_local! {
+    /// The one task [`Workflow::task`] keeps while a workflow is built to run that task.
+    /// The author's `fn() -> Workflow` takes no arguments, so this is how the task's name
+    /// reaches it; keeping only that task spares every call of a large workflow from
+    /// storing thousands of tasks it will never run.
+    static ONLY: RefCell<Option<String>> = const { RefCell::new(None) };
+}
 
 /// A workflow: a name, an optional schedule, and tasks that form a DAG through
 /// [`Task::after`]. The engine validates the DAG (cycles, unknown or duplicate names) before
@@ -30,8 +39,27 @@ impl Workflow {
 
     /// Adds a task.
     pub fn task(mut self, task: Task) -> Self {
-        self.tasks.push(task);
+        let wanted = ONLY.with_borrow(|only| only.as_ref().is_none_or(|only| *only == task.name));
+        if wanted {
+            self.tasks.push(task);
+        }
         self
+    }
+
+    /// Builds the workflow for running the task `name` alone: every other task is dropped
+    /// as soon as it is declared.
+    pub(crate) fn build_for(name: &str, build: impl FnOnce() -> Workflow) -> Workflow {
+        /// Clears the name again even if `build` panics (a panic is a task failure, and
+        /// the instance is never called again, but the SDK should not rely on that).
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                ONLY.set(None);
+            }
+        }
+        ONLY.set(Some(name.to_owned()));
+        let _reset = Reset;
+        build()
     }
 
     /// The workflow's name.
@@ -208,5 +236,39 @@ impl Task {
             timeout_ms: self.timeout.map(millis),
             fuel: self.fuel,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn abc() -> Workflow {
+        ["a", "b", "c"]
+            .into_iter()
+            .fold(Workflow::new("abc"), |workflow, name| {
+                workflow.task(Task::new(name, |_: &Context| Ok(())))
+            })
+    }
+
+    fn names(workflow: &Workflow) -> Vec<&str> {
+        workflow.tasks.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    #[test]
+    fn building_for_one_task_keeps_only_that_task() {
+        assert_eq!(names(&Workflow::build_for("b", abc)), ["b"]);
+        assert!(Workflow::build_for("z", abc).find("z").is_none());
+        // Describing afterwards sees the whole workflow again.
+        assert_eq!(names(&abc()), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_panicking_build_does_not_leave_the_filter_behind() {
+        let panicked = std::panic::catch_unwind(|| {
+            Workflow::build_for("b", || panic!("the author's code panicked"))
+        });
+        assert!(panicked.is_err());
+        assert_eq!(names(&abc()), ["a", "b", "c"]);
     }
 }
