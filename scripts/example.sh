@@ -1,19 +1,34 @@
 #!/usr/bin/env bash
-# Builds the etl example bundle for wasm32-wasip2 and runs it with sandflow, then prints the
-# report the workflow produced. Extra arguments go to `sandflow run` (e.g. --concurrency 1).
+# Builds the engine and the etl example bundle, runs the workflow into a database of its own
+# (target/example.redb), prints the report the workflow produced, and the commands to look
+# further. Extra arguments go to `sandflow run` (e.g. --concurrency 1).
+#
+# Works from any directory and whatever ran before: every path is the repository's, and
+# the plugin is built with an explicit --target, since cargo reads the configuration of
+# the directory it is started in, not the one of the manifest it is given.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-cargo build --release --manifest-path plugins/Cargo.toml -p etl
-cargo build --release -p sandflow
+cargo build --release -p sandflow --target-dir target
+cargo build --release -p etl --manifest-path plugins/Cargo.toml \
+    --target wasm32-wasip2 --target-dir plugins/target
 
 sandflow=target/release/sandflow
 bundle=plugins/target/wasm32-wasip2/release/etl.wasm
+db=target/example.redb
+
 "$sandflow" inspect "$bundle"
 echo
-report=$("$sandflow" run "$bundle" --json "$@")
-run=$(printf '%s' "$report" | sed -n 's/.*"id":\([0-9]*\).*/\1/p')
-"$sandflow" runs show "$run"
-echo
-"$sandflow" output "$run" report
+table=$("$sandflow" --db "$db" run "$bundle" "$@")
+printf '%s\n\n' "$table"
+run=$(printf '%s\n' "$table" | sed -n '1s/^run \([0-9][0-9]*\) .*/\1/p')
+"$sandflow" --db "$db" output "$run" report
+cat <<EOF
+
+Run $run is stored in $db. To look further:
+  $sandflow --db $db runs show $run --logs   # every attempt, with each task's log
+  $sandflow --db $db output $run summary     # one task's output (JSON)
+  $sandflow --db $db runs                    # every run in this database
+  $sandflow inspect $bundle --format dot | dot -Tsvg > etl.svg   # the DAG (Graphviz)
+EOF

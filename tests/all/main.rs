@@ -7,6 +7,7 @@ mod cache;
 mod cli;
 mod etl;
 mod mutations;
+mod readme;
 mod resume;
 mod sandbox_limits;
 mod scheduling;

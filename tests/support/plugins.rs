@@ -15,21 +15,13 @@ pub fn plugin(name: &str) -> PathBuf {
 /// Builds every plugin in `plugins/` for wasm32-wasip2, once per test process. Cargo makes
 /// this a no-op when nothing changed, so every test runs bundles built from this checkout.
 fn build_plugins() -> PathBuf {
-    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let plugins = plugins_dir();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(cargo);
     build
         .current_dir(&plugins)
         .args(["build", "--release", "--target", "wasm32-wasip2"]);
-    // The test build's settings are for the host; the plugin workspace has its own.
-    for var in [
-        "CARGO_TARGET_DIR",
-        "CARGO_BUILD_TARGET",
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-    ] {
-        build.env_remove(var);
-    }
+    without_host_settings(&mut build);
     let status = build.status().expect("cannot run cargo to build plugins/");
     assert!(
         status.success(),
@@ -37,4 +29,23 @@ fn build_plugins() -> PathBuf {
          `rustup target add wasm32-wasip2`)"
     );
     plugins.join("target/wasm32-wasip2/release")
+}
+
+/// The plugin workspace, `plugins/` in the repository.
+pub fn plugins_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins")
+}
+
+/// Clears what the test build sets for the host, so that a plugin build started from it
+/// gets its own target and flags.
+pub fn without_host_settings(command: &mut Command) -> &mut Command {
+    for var in [
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+    ] {
+        command.env_remove(var);
+    }
+    command
 }
