@@ -13,12 +13,12 @@ use crate::host::LogLine;
 use crate::sandbox::Limits;
 use crate::state::{Failure, RunState, TaskState};
 use crate::workflow::WorkflowDef;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, ReadOnlyDatabase, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
+    TableDefinition,
+};
 use serde::{Deserialize, Serialize};
-use std::cell::Cell;
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
-use std::sync::Once;
 
 const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 /// A run's state and end, apart from its record: the record holds the whole workflow,
@@ -53,6 +53,11 @@ pub enum DbError {
     },
     #[error("database error: {0}")]
     Storage(#[from] redb::Error),
+    #[error(
+        "the database {} was opened to be read; writing to it needs `Db::open`",
+        path.display()
+    )]
+    ReadOnly { path: PathBuf },
     #[error("run {0} does not exist (see `sandflow runs`)")]
     NoSuchRun(u64),
     #[error("a stored record does not decode: {0}")]
@@ -117,7 +122,7 @@ pub struct AttemptRecord {
 /// every other call, and its error, which nobody is left to handle, is logged.
 impl Drop for Db {
     fn drop(&mut self) {
-        let Some(db) = self.db.take() else {
+        let Some(Handle::Write(db)) = self.db.take() else {
             return;
         };
         let closed = guard(&self.path, || {
@@ -139,8 +144,11 @@ struct RunStatus {
 /// `record` with its latest state, if that changed since it was created.
 fn with_status(
     mut record: RunRecord,
-    states: &impl ReadableTable<u64, &'static [u8]>,
+    states: &Option<ReadOnlyTable<u64, &'static [u8]>>,
 ) -> Result<RunRecord, DbError> {
+    let Some(states) = states else {
+        return Ok(record);
+    };
     if let Some(bytes) = storage!(states.get(record.id)) {
         let status: RunStatus = serde_json::from_slice(bytes.value())?;
         record.state = status.state;
@@ -159,8 +167,16 @@ pub struct Completion<'a> {
 
 pub struct Db {
     /// `None` only while being dropped (see `Drop`).
-    db: Option<Database>,
+    db: Option<Handle>,
     path: PathBuf,
+}
+
+/// How a database is open: read-write for a run, read-only for the commands that only
+/// look (they never commit, so they never sync), or not at all when a look finds no file.
+enum Handle {
+    Write(Database),
+    Read(ReadOnlyDatabase),
+    Absent,
 }
 
 /// redb trusts its file: some damage to it makes redb panic (an `unreachable!` while
@@ -168,28 +184,7 @@ pub struct Db {
 /// call into redb goes through here, so that damage ends in an error the user can act on,
 /// with the panic's message as its detail instead of a crash report on stderr.
 fn guard<T>(path: &Path, call: impl FnOnce() -> Result<T, DbError>) -> Result<T, DbError> {
-    thread_local! {
-        static GUARDED: Cell<bool> = const { Cell::new(false) };
-    }
-    static QUIET_HOOK: Once = Once::new();
-    QUIET_HOOK.call_once(|| {
-        // Chained, so that every other panic is reported as before.
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            if !GUARDED.get() {
-                previous(info);
-            }
-        }));
-    });
-    let outer = GUARDED.replace(true);
-    let result = std::panic::catch_unwind(AssertUnwindSafe(call));
-    GUARDED.set(outer);
-    result.unwrap_or_else(|panic| {
-        let detail = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_default();
+    crate::contain::contain(call).unwrap_or_else(|detail| {
         Err(DbError::Damaged {
             path: path.to_owned(),
             detail,
@@ -197,8 +192,37 @@ fn guard<T>(path: &Path, call: impl FnOnce() -> Result<T, DbError>) -> Result<T,
     })
 }
 
+fn open_error(path: &Path, error: redb::DatabaseError) -> DbError {
+    match error {
+        redb::DatabaseError::DatabaseAlreadyOpen => DbError::Locked {
+            path: path.to_owned(),
+        },
+        e => DbError::Open {
+            path: path.to_owned(),
+            source: e.into(),
+        },
+    }
+}
+
+/// `table` as `tx` sees it; `None` before the first write that creates it.
+fn table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    tx: &Option<ReadTransaction>,
+    table: TableDefinition<K, V>,
+) -> Result<Option<ReadOnlyTable<K, V>>, DbError> {
+    let Some(tx) = tx else {
+        return Ok(None);
+    };
+    match tx.open_table(table) {
+        Ok(table) => Ok(Some(table)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(DbError::Storage(e.into())),
+    }
+}
+
 impl Db {
-    /// Opens the database at `path`, creating it (and its directory) if needed.
+    /// Opens the database at `path` for a run, creating it (and its directory) if needed.
+    /// Tables are created by the first write that needs them, so that opening costs no
+    /// commit.
     pub fn open(path: &Path) -> Result<Self, DbError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| DbError::Directory {
@@ -210,50 +234,74 @@ impl Db {
             Database::builder()
                 .set_cache_size(CACHE_BYTES)
                 .create(path)
-                .map_err(|e| match e {
-                    redb::DatabaseError::DatabaseAlreadyOpen => DbError::Locked {
-                        path: path.to_owned(),
-                    },
-                    e => DbError::Open {
-                        path: path.to_owned(),
-                        source: e.into(),
-                    },
-                })
+                .map_err(|e| open_error(path, e))
         })?;
-        let this = Self {
-            db: Some(db),
+        Ok(Self {
+            db: Some(Handle::Write(db)),
             path: path.to_owned(),
-        };
-        // Create every table up front so that readers never meet a missing one.
-        this.guard(|| {
-            let tx = storage!(this.database().begin_write());
-            storage!(tx.open_table(RUNS));
-            storage!(tx.open_table(RUN_STATES));
-            storage!(tx.open_table(TASKS));
-            storage!(tx.open_table(OUTPUTS));
-            storage!(tx.open_table(LOGS));
-            storage!(tx.open_table(ATTEMPTS));
-            storage!(tx.open_table(META));
-            storage!(tx.commit());
-            Ok(())
+        })
+    }
+
+    /// Opens the database at `path` to read it: never created, written or synced. A missing
+    /// file reads as a database without runs. A file left by a crash needs redb's repair,
+    /// which only a writer may do: it is opened read-write once for that.
+    pub fn open_read_only(path: &Path) -> Result<Self, DbError> {
+        let opened = guard(path, || {
+            let mut builder = Database::builder();
+            builder.set_cache_size(CACHE_BYTES);
+            match builder.open_read_only(path) {
+                Ok(db) => Ok(Handle::Read(db)),
+                Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+                    if e.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    Ok(Handle::Absent)
+                }
+                Err(redb::DatabaseError::RepairAborted) => builder
+                    .open(path)
+                    .map(Handle::Write)
+                    .map_err(|e| open_error(path, e)),
+                Err(e) => Err(open_error(path, e)),
+            }
         })?;
-        Ok(this)
+        Ok(Self {
+            db: Some(opened),
+            path: path.to_owned(),
+        })
     }
 
     fn guard<T>(&self, call: impl FnOnce() -> Result<T, DbError>) -> Result<T, DbError> {
         guard(&self.path, call)
     }
 
-    fn database(&self) -> &Database {
+    fn handle(&self) -> &Handle {
         self.db
             .as_ref()
             .expect("the database stays open until the Db is dropped")
     }
 
+    /// The database to write to.
+    fn database(&self) -> Result<&Database, DbError> {
+        match self.handle() {
+            Handle::Write(db) => Ok(db),
+            Handle::Read(_) | Handle::Absent => Err(DbError::ReadOnly {
+                path: self.path.clone(),
+            }),
+        }
+    }
+
+    /// A read transaction; `None` when there is no database file.
+    fn begin_read(&self) -> Result<Option<ReadTransaction>, DbError> {
+        Ok(match self.handle() {
+            Handle::Write(db) => Some(storage!(db.begin_read())),
+            Handle::Read(db) => Some(storage!(db.begin_read())),
+            Handle::Absent => None,
+        })
+    }
+
     /// Records a new run and returns its id (ids count up from 1).
     pub fn create_run(&self, build: impl FnOnce(u64) -> RunRecord) -> Result<RunRecord, DbError> {
         self.guard(|| {
-            let tx = storage!(self.database().begin_write());
+            let tx = storage!(self.database()?.begin_write());
             let record = {
                 let mut meta = storage!(tx.open_table(META));
                 let id = storage!(meta.get(NEXT_RUN_ID)).map_or(1, |v| v.value());
@@ -276,7 +324,7 @@ impl Db {
         finished_ms: Option<u64>,
     ) -> Result<(), DbError> {
         self.guard(|| {
-            let tx = storage!(self.database().begin_write());
+            let tx = storage!(self.database()?.begin_write());
             {
                 if storage!(storage!(tx.open_table(RUNS)).get(id)).is_none() {
                     return Err(DbError::NoSuchRun(id));
@@ -298,7 +346,7 @@ impl Db {
         completions: &[Completion<'_>],
     ) -> Result<(), DbError> {
         self.guard(|| {
-            let tx = storage!(self.database().begin_write());
+            let tx = storage!(self.database()?.begin_write());
             {
                 let mut attempt_table = storage!(tx.open_table(ATTEMPTS));
                 for (task, number, record) in attempts {
@@ -327,9 +375,11 @@ impl Db {
 
     pub fn run(&self, id: u64) -> Result<RunRecord, DbError> {
         self.guard(|| {
-            let tx = storage!(self.database().begin_read());
-            let runs = storage!(tx.open_table(RUNS));
-            let states = storage!(tx.open_table(RUN_STATES));
+            let tx = self.begin_read()?;
+            let states = table(&tx, RUN_STATES)?;
+            let Some(runs) = table(&tx, RUNS)? else {
+                return Err(DbError::NoSuchRun(id));
+            };
             match storage!(runs.get(id)) {
                 Some(bytes) => with_status(serde_json::from_slice(bytes.value())?, &states),
                 None => Err(DbError::NoSuchRun(id)),
@@ -340,10 +390,12 @@ impl Db {
     /// Every run, oldest first.
     pub fn runs(&self) -> Result<Vec<RunRecord>, DbError> {
         self.guard(|| {
-            let tx = storage!(self.database().begin_read());
-            let runs = storage!(tx.open_table(RUNS));
-            let states = storage!(tx.open_table(RUN_STATES));
+            let tx = self.begin_read()?;
+            let states = table(&tx, RUN_STATES)?;
             let mut all = Vec::new();
+            let Some(runs) = table(&tx, RUNS)? else {
+                return Ok(all);
+            };
             for entry in storage!(runs.iter()) {
                 let (_, bytes) = storage!(entry);
                 all.push(with_status(
@@ -358,9 +410,10 @@ impl Db {
     /// The terminal records of a run's finished tasks, by task name.
     pub fn tasks(&self, run: u64) -> Result<Vec<(String, TaskRecord)>, DbError> {
         self.guard(|| {
-            let tx = storage!(self.database().begin_read());
-            let tasks = storage!(tx.open_table(TASKS));
             let mut all = Vec::new();
+            let Some(tasks) = table(&self.begin_read()?, TASKS)? else {
+                return Ok(all);
+            };
             for entry in storage!(tasks.range((run, "")..(run + 1, ""))) {
                 let (key, bytes) = storage!(entry);
                 all.push((
@@ -376,9 +429,10 @@ impl Db {
     /// task name, then attempt.
     pub fn attempts(&self, run: u64) -> Result<Vec<(String, u32, AttemptRecord)>, DbError> {
         self.guard(|| {
-            let tx = storage!(self.database().begin_read());
-            let attempts = storage!(tx.open_table(ATTEMPTS));
             let mut all = Vec::new();
+            let Some(attempts) = table(&self.begin_read()?, ATTEMPTS)? else {
+                return Ok(all);
+            };
             for entry in storage!(attempts.range((run, "", 0)..(run + 1, "", 0))) {
                 let (key, bytes) = storage!(entry);
                 let (_, task, number) = key.value();
@@ -394,16 +448,18 @@ impl Db {
 
     pub fn output(&self, run: u64, task: &str) -> Result<Option<Vec<u8>>, DbError> {
         self.guard(|| {
-            let tx = storage!(self.database().begin_read());
-            let outputs = storage!(tx.open_table(OUTPUTS));
+            let Some(outputs) = table(&self.begin_read()?, OUTPUTS)? else {
+                return Ok(None);
+            };
             Ok(storage!(outputs.get((run, task))).map(|v| v.value().to_vec()))
         })
     }
 
     pub fn log(&self, run: u64, task: &str) -> Result<Vec<LogLine>, DbError> {
         self.guard(|| {
-            let tx = storage!(self.database().begin_read());
-            let logs = storage!(tx.open_table(LOGS));
+            let Some(logs) = table(&self.begin_read()?, LOGS)? else {
+                return Ok(Vec::new());
+            };
             match storage!(logs.get((run, task))) {
                 Some(bytes) => Ok(serde_json::from_slice(bytes.value())?),
                 None => Ok(Vec::new()),

@@ -14,6 +14,7 @@
 //! `sandflow` binary is a thin CLI over this library.
 
 pub mod bundle;
+mod contain;
 pub mod dag;
 pub mod db;
 pub mod grants;

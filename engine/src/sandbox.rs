@@ -21,8 +21,7 @@ use crate::host::bindings::{self, BundlePre};
 use crate::host::{HostState, LimitHit, LogLine, TaskIdentity};
 use crate::state::Failure;
 use crate::workflow::WorkflowDef;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
@@ -248,6 +247,32 @@ impl Sandbox {
         }
     }
 
+    /// A store for one call: its memory limiter, `fuel`, and a wall-clock `deadline` (none
+    /// for a timeout too far away to represent).
+    pub(crate) fn store(
+        &self,
+        state: HostState,
+        fuel: u64,
+        deadline: Option<Instant>,
+    ) -> Store<HostState> {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store
+            .set_fuel(fuel)
+            .expect("fuel is enabled in the engine config");
+        // At every tick, running wasm yields to tokio, and traps once its time is up: the
+        // trap unwinds normally, so the log and the cause are kept.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if deadline.is_some_and(|d| Instant::now() >= d) {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store
+    }
+
     /// Runs `call` on a fresh instance of `pre` under the attempt's fuel and deadline.
     async fn execute<R>(
         &self,
@@ -271,23 +296,7 @@ impl Sandbox {
                 };
             }
         };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limiter);
-        store
-            .set_fuel(fuel)
-            .expect("fuel is enabled in the engine config");
-        // At every tick, running wasm yields to tokio, and traps once its time is up: the
-        // trap unwinds normally, so the log and the cause are kept. A timeout too far away
-        // to represent is no deadline at all.
-        let deadline = started.checked_add(timeout);
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            Ok(if deadline.is_some_and(|d| Instant::now() >= d) {
-                UpdateDeadline::Interrupt
-            } else {
-                UpdateDeadline::Yield(1)
-            })
-        });
+        let mut store = self.store(state, fuel, started.checked_add(timeout));
 
         // Wasm blocked in a host call (a WASI sleep, say) never reaches an epoch check;
         // dropping its future a little after the deadline cancels it there.
@@ -377,27 +386,27 @@ fn panic_message(stdio: &[u8]) -> Option<String> {
     Some(format!("{} (at {})", message.trim(), location.trim()))
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped. The thread waits on a
+/// channel rather than sleeping, so that dropping the ticker (the end of every command)
+/// stops it at once instead of after the tick in progress.
 struct EpochTicker {
-    stop: Arc<AtomicBool>,
+    stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl EpochTicker {
     fn start(engine: Engine) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("sandflow-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(EPOCH_TICK) {
                     engine.increment_epoch();
                 }
             })
             .expect("spawning the epoch thread");
         Self {
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         }
     }
@@ -405,7 +414,8 @@ impl EpochTicker {
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        // Disconnecting the channel wakes the thread.
+        drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

@@ -314,7 +314,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             Ok(0)
         }
         Command::Runs { command } => {
-            let db = Db::open(&db_path()?).map_err(Failed::input)?;
+            let db = Db::open_read_only(&db_path()?).map_err(Failed::input)?;
             match command {
                 None => report::list_runs(&db),
                 Some(RunsCommand::Show { run, json, logs }) => {
@@ -324,7 +324,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             Ok(0)
         }
         Command::Output { run, task } => {
-            let db = Db::open(&db_path()?).map_err(Failed::input)?;
+            let db = Db::open_read_only(&db_path()?).map_err(Failed::input)?;
             let output = report::output(&db, run, &task)?;
             let mut stdout = std::io::stdout().lock();
             stdout
