@@ -1,12 +1,12 @@
 //! What a task costs: the sandbox's floor (one instantiate + call + drop), what the SDK
-//! adds, the engine end to end over three DAG shapes, scheduling alone, bundle start, data
+//! adds, whole commands as a user runs them, the engine end to end over three DAG shapes, scheduling alone, bundle start, data
 //! passing and memory.
 //! Prints a Markdown table (the README carries it).
 //!
 //! `cargo bench --bench overhead` measures at full size; `cargo test --benches`, as CI
 //! does, runs every benchmark at a tiny size to prove the harness works. Name groups to run
 //! only those: `cargo bench --bench overhead -- floor shapes` (groups: floor, sdk,
-//! shapes, scheduling, start, data, memory).
+//! commands, shapes, scheduling, start, data, memory).
 
 #[path = "../../tests/support/plugins.rs"]
 mod plugins;
@@ -26,6 +26,7 @@ struct Sizes {
     chain: usize,
     resident: usize,
     loads: usize,
+    commands: usize,
 }
 
 const FULL: Sizes = Sizes {
@@ -36,6 +37,7 @@ const FULL: Sizes = Sizes {
     chain: 100,
     resident: 100_000,
     loads: 10,
+    commands: 10,
 };
 
 const TINY: Sizes = Sizes {
@@ -46,6 +48,7 @@ const TINY: Sizes = Sizes {
     chain: 4,
     resident: 1_000,
     loads: 2,
+    commands: 1,
 };
 
 fn main() {
@@ -74,7 +77,10 @@ fn main() {
 
     let limit = limit(&bench, sizes.calls, wanted("floor"));
     if wanted("sdk") {
-        sdk_price(&plugins::plugin("sdk-wide"), sizes.sdk_calls, limit);
+        sdk_price(sizes.sdk_calls, limit);
+    }
+    if wanted("commands") {
+        commands(sizes.commands);
     }
     if wanted("shapes") {
         end_to_end(&bench, sizes.shape, limit);
@@ -99,7 +105,7 @@ fn main() {
 /// thread, through the same sandbox path a run takes (fuel, epoch deadline, WASI context,
 /// host state). Returns the median; prints it (and the native figure) if `show`.
 fn limit(bench: &Path, calls: usize, show: bool) -> Duration {
-    let mut times = calls_of(bench, "noop", calls);
+    let mut times = Timer::load(bench).calls("noop", b"", calls);
     let (p50, p99) = percentiles(&mut times);
     if !show {
         return p50;
@@ -123,46 +129,131 @@ fn limit(bench: &Path, calls: usize, show: bool) -> Duration {
     p50
 }
 
-/// What `export_workflow!` adds to a task: the floor's no-op again, in a bundle written
-/// with the SDK whose workflow has `SDK_TASKS` tasks. Every call builds the whole workflow
-/// to find its task, so the excess over the floor grows with the workflow.
-fn sdk_price(sdk_wide: &Path, calls: usize, limit: Duration) {
-    const SDK_TASKS: u32 = 10_000;
-    let last = format!("t{}", SDK_TASKS - 1);
-    let mut times = calls_of(sdk_wide, &last, calls);
-    let (p50, p99) = percentiles(&mut times);
-    let excess = p50.saturating_sub(limit);
+/// What the SDK adds to an attempt, and that it does not grow with the workflow: the
+/// floor's no-op again, in a one-task SDK bundle and as the last task of the 10,002-task
+/// SDK fan-out. Each attempt starts from the bundle's snapshot, taken after `describe`.
+fn sdk_price(calls: usize, floor: Duration) {
+    let one = Timer::load(&plugins::plugin("sdk-one"));
+    let (one_p50, one_p99) = percentiles(&mut one.calls("only", b"null", calls));
     row(
-        &format!("the same no-op in an SDK bundle of {SDK_TASKS} tasks"),
+        "the same no-op in a one-task SDK bundle",
         format!(
-            "p50 {p50:.1?}, p99 {p99:.1?}: the floor + {excess:.1?} ({:.0?} per task declared)",
-            excess / SDK_TASKS
+            "p50 {one_p50:.1?}, p99 {one_p99:.1?}: the floor + {:.1?}",
+            one_p50.saturating_sub(floor)
+        ),
+    );
+    let wide = Timer::load(&plugins::plugin("sdk-fanout-10k"));
+    let tasks = &wide.bundle.workflow().tasks;
+    let last = &tasks.last().expect("the fan-out declares tasks").name;
+    let (p50, p99) = percentiles(&mut wide.calls(last, b"null", calls));
+    row(
+        &format!("the same no-op in an SDK bundle of {} tasks", tasks.len()),
+        format!(
+            "p50 {p50:.1?}, p99 {p99:.1?}: {:.2}x the one-task bundle's",
+            p50.as_secs_f64() / one_p50.as_secs_f64()
         ),
     );
 }
 
-/// Times `calls` calls of `task`, each in a fresh instance, after a tenth as many to warm
-/// up.
-fn calls_of(bundle: &Path, task: &str, calls: usize) -> Vec<Duration> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let sandbox = sandbox(1);
-    let bundle = runtime
-        .block_on(Bundle::load(&sandbox, bundle, None))
-        .unwrap();
-    let mut times = Vec::with_capacity(calls);
-    for i in 0..calls + calls / 10 {
-        let start = Instant::now();
-        let output = runtime.block_on(sandbox.run_once(&bundle, task));
-        let took = start.elapsed();
-        black_box(output.unwrap());
-        if i >= calls / 10 {
-            times.push(took);
+/// Whole commands, as a user runs them: `sandflow run BUNDLE` into a fresh database, then
+/// `sandflow output` of the last task, process start included, with the compiled bundle
+/// cached (one run beforehand fills the cache). The median of `repeats`.
+fn commands(repeats: usize) {
+    let sandflow = Path::new(env!("CARGO_BIN_EXE_sandflow"));
+    let cache = tempfile::tempdir().unwrap();
+    // (bundle, the task whose output is read, what it must be)
+    let workloads: [(&str, &str, &str); 4] = [
+        ("sdk-one", "only", "null"),
+        ("sdk-fib-chain", "f39", "270600"),
+        ("sdk-fanout-1k", "join", "null"),
+        ("sdk-fanout-10k", "join", "null"),
+    ];
+    for (name, task, expected) in workloads {
+        let bundle = plugins::plugin(name);
+        let command = |db: &Path, args: &[&str]| {
+            let out = std::process::Command::new(sandflow)
+                .arg("--db")
+                .arg(db)
+                .arg("--cache-dir")
+                .arg(cache.path())
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "sandflow {args:?}: {out:?}");
+            out.stdout
+        };
+        // Returns the time and the task count, from the first line `run` prints: "run 1 of
+        // workflow `NAME` (N tasks)".
+        let once = || {
+            let scratch = tempfile::tempdir().unwrap();
+            let db = scratch.path().join("sandflow.redb");
+            let start = Instant::now();
+            let report = command(&db, &["run", bundle.to_str().unwrap()]);
+            let output = command(&db, &["output", "1", task]);
+            let took = start.elapsed();
+            assert_eq!(String::from_utf8_lossy(&output), expected, "{name}");
+            let report = String::from_utf8_lossy(&report);
+            let tasks: u32 = report
+                .lines()
+                .next()
+                .and_then(|first| first.rsplit_once('(')?.1.split_once(' '))
+                .and_then(|(count, _)| count.parse().ok())
+                .unwrap_or_else(|| panic!("no task count in: {report}"));
+            (took, tasks)
+        };
+        let (_, tasks) = once();
+        let mut times: Vec<Duration> = (0..repeats).map(|_| once().0).collect();
+        let took = percentiles(&mut times).0;
+        row(
+            &format!("`sandflow run` + `output`, {name} ({tasks} tasks)"),
+            format!("{took:.1?} ({:.1?} per task)", took / tasks),
+        );
+    }
+}
+
+/// A bundle in a one-instance sandbox on a current-thread runtime: calls timed one at a
+/// time, each in a fresh instance.
+struct Timer {
+    runtime: tokio::runtime::Runtime,
+    sandbox: Sandbox,
+    bundle: Bundle,
+}
+
+impl Timer {
+    fn load(path: &Path) -> Self {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let sandbox = sandbox(1);
+        let bundle = runtime
+            .block_on(Bundle::load(&sandbox, path, None))
+            .unwrap();
+        Self {
+            runtime,
+            sandbox,
+            bundle,
         }
     }
-    times
+
+    /// Times `calls` calls of `task`, after a tenth as many to warm up; each must return
+    /// `expected`.
+    fn calls(&self, task: &str, expected: &[u8], calls: usize) -> Vec<Duration> {
+        let mut times = Vec::with_capacity(calls);
+        for i in 0..calls + calls / 10 {
+            let start = Instant::now();
+            let output = self
+                .runtime
+                .block_on(self.sandbox.run_once(&self.bundle, task))
+                .unwrap();
+            let took = start.elapsed();
+            assert_eq!(output, expected, "{task} returned something else");
+            if i >= calls / 10 {
+                times.push(took);
+            }
+        }
+        times
+    }
 }
 
 fn native_noop(task: &str) -> Result<Vec<u8>, String> {

@@ -1,13 +1,15 @@
 //! Loading a bundle: read the file, make sure it is a component of the `sandflow:plugin`
-//! world, compile it (or load the compiled artifact from the cache), link it, and ask it to
-//! describe its workflow.
+//! world, pre-initialise and compile it (or load the compiled artifact from the cache), link
+//! it, and ask it to describe its workflow.
 //!
 //! Everything here happens before a run is created, so a bad bundle is refused without
 //! writing anything to the database.
 
+use crate::contain::contain_async;
 use crate::host::HostState;
 use crate::host::bindings::BundlePre;
 use crate::sandbox::Sandbox;
+use crate::snapshot::{self, NotSnapshotted};
 use crate::state::Failure;
 use crate::workflow::WorkflowDef;
 use sha2::{Digest, Sha256};
@@ -89,8 +91,8 @@ impl Bundle {
         let hash = hex(&Sha256::digest(&bytes));
 
         let (component, from_cache) = match cache {
-            Some(dir) => compile_cached(sandbox, dir, &hash, path, &bytes)?,
-            None => (compile(sandbox, path, &bytes)?, false),
+            Some(dir) => compile_cached(sandbox, dir, &hash, path, &bytes).await?,
+            None => (compile_snapshot(sandbox, path, &bytes).await?, false),
         };
         let pre = sandbox
             .prepare(&component)
@@ -192,9 +194,39 @@ fn compile(sandbox: &Sandbox, path: &Path, bytes: &[u8]) -> Result<Component, Bu
     })
 }
 
+/// `bytes` pre-initialised by their own `describe` (see [`crate::snapshot`]) and compiled;
+/// or, when that cannot be done, `bytes` compiled as they are, which also reports what is
+/// wrong with a bad bundle.
+async fn compile_snapshot(
+    sandbox: &Sandbox,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Component, BundleError> {
+    let snapshot = contain_async(snapshot::snapshot(sandbox, bytes)).await;
+    let why_not = match snapshot {
+        Ok(Ok(snapshot)) => match compile(sandbox, path, &snapshot) {
+            Ok(component) => return Ok(component),
+            Err(e) => e.to_string(),
+        },
+        Ok(Err(NotSnapshotted::Describe(failure))) => {
+            return Err(BundleError::Describe {
+                path: path.to_owned(),
+                failure,
+            });
+        }
+        Ok(Err(NotSnapshotted::Unsupported(e))) => format!("{e:#}"),
+        Err(panic) => format!("the snapshot panicked: {panic}"),
+    };
+    tracing::info!(
+        bundle = %path.display(),
+        "running without a snapshot, so every attempt runs `describe`'s code again: {why_not}"
+    );
+    compile(sandbox, path, bytes)
+}
+
 /// Loads the artifact for `hash` from `dir`, or compiles and stores it. A cache that cannot
 /// be read or written costs a compilation and a warning, never the run.
-fn compile_cached(
+async fn compile_cached(
     sandbox: &Sandbox,
     dir: &Path,
     hash: &str,
@@ -206,6 +238,8 @@ fn compile_cached(
     engine
         .precompile_compatibility_hash()
         .hash(&mut config_hash);
+    // Artifacts are snapshots (see `compile_snapshot`); those of older sandflows were not.
+    "pre-initialised by describe".hash(&mut config_hash);
     let artifact = dir.join(format!("{hash}-{:016x}.cwasm", config_hash.finish()));
 
     if artifact.is_file() {
@@ -219,7 +253,7 @@ fn compile_cached(
             ),
         }
     }
-    let component = compile(sandbox, path, bytes)?;
+    let component = compile_snapshot(sandbox, path, bytes).await?;
     if let Err(e) = store_artifact(&component, dir, &artifact) {
         tracing::warn!(dir = %dir.display(), "cannot cache the compiled bundle: {e}");
     }

@@ -3,7 +3,8 @@
 //! A *bundle* (one `.wasm` component built with the `sandflow-sdk` crate) describes a
 //! workflow and carries its task bodies. The data path reads one way:
 //!
-//! - [`bundle`] loads and compiles the component and asks it for its [`workflow`];
+//! - [`bundle`] loads and compiles the component, pre-initialised by `snapshot` so that
+//!   `describe` runs once, and asks it for its [`workflow`];
 //! - [`dag`] validates the workflow into a graph;
 //! - [`scheduler`] runs the graph, each attempt in the [`sandbox`] (through the host API in
 //!   `host`), deciding with [`trigger`] rules what runs after a failure;
@@ -21,6 +22,7 @@ pub mod grants;
 mod host;
 pub mod sandbox;
 pub mod scheduler;
+mod snapshot;
 pub mod state;
 pub mod trigger;
 pub mod workflow;

@@ -338,7 +338,12 @@ pub(crate) struct Execution<T> {
 
 /// Names what stopped the plugin. The limiter's record comes first: a failed `memory.grow`
 /// may surface as a trap of any kind once the guest's allocator gives up.
-fn classify(error: &wasmtime::Error, state: &HostState, budget: u64, timeout: Duration) -> Failure {
+pub(crate) fn classify(
+    error: &wasmtime::Error,
+    state: &HostState,
+    budget: u64,
+    timeout: Duration,
+) -> Failure {
     let limit = state
         .limiter
         .hit

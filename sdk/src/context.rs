@@ -33,6 +33,17 @@ impl Context {
         }
     }
 
+    /// A context that never reaches the host, for unit tests of the SDK itself.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        Self {
+            run_id: "1".into(),
+            task: String::new(),
+            attempt: 1,
+            logical_time_ms: 0,
+        }
+    }
+
     /// The id of the run this attempt belongs to.
     pub fn run_id(&self) -> &str {
         &self.run_id

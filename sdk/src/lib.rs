@@ -74,7 +74,7 @@ macro_rules! export_workflow {
 
         impl $crate::bindings::Guest for __SandflowBundle {
             fn describe() -> $crate::bindings::sandflow::plugin::types::WorkflowDef {
-                $crate::__private::describe(&$workflow())
+                $crate::__private::describe($workflow)
             }
 
             fn run(
@@ -95,21 +95,19 @@ macro_rules! export_workflow {
 #[doc(hidden)]
 pub mod __private {
     use crate::bindings::sandflow::plugin::types as wit;
-    use crate::{Context, TaskError, Workflow};
+    use crate::{Context, Workflow};
 
-    pub fn describe(workflow: &Workflow) -> wit::WorkflowDef {
-        workflow.to_wit()
+    pub fn describe(build: fn() -> Workflow) -> wit::WorkflowDef {
+        build().describe_and_keep()
     }
 
+    /// Runs the task from the workflow `describe` kept, when the engine started this
+    /// instance from the state `describe` left (it pre-initialises bundles); otherwise
+    /// builds the workflow again, keeping only that task.
     pub fn run(build: fn() -> Workflow, task: &str) -> Result<Vec<u8>, wit::TaskError> {
-        let workflow = Workflow::build_for(task, build);
-        let Some(task) = workflow.find(task) else {
-            return Err(TaskError::fatal(format!(
-                "workflow `{}` has no task `{task}`",
-                workflow.name()
-            ))
-            .into());
-        };
-        task.call(&Context::from_host()).map_err(Into::into)
+        let ctx = Context::from_host();
+        Workflow::run_kept(task, &ctx)
+            .unwrap_or_else(|| Workflow::build_for(task, build).run(task, &ctx))
+            .map_err(Into::into)
     }
 }

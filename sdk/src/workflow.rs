@@ -1,10 +1,17 @@
 use crate::bindings::sandflow::plugin::types as wit;
 use crate::{Context, TaskError};
 use serde::Serialize;
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::time::Duration;
 
 thread_local! {
+    /// The workflow `describe` built, sorted by task name. The engine snapshots a bundle's
+    /// instance once `describe` has returned (pre-initialisation) and starts every attempt
+    /// from that snapshot, so an attempt finds its task here without running the author's
+    /// declaring code again: its cost no longer grows with the workflow. An engine that
+    /// does not snapshot calls `run` on a fresh instance, where this is empty.
+    static DESCRIBED: OnceCell<Workflow> = const { OnceCell::new() };
+
     /// The one task [`Workflow::task`] keeps while a workflow is built to run that task.
     /// The author's `fn() -> Workflow` takes no arguments, so this is how the task's name
     /// reaches it; keeping only that task spares every call of a large workflow from
@@ -46,6 +53,40 @@ impl Workflow {
         self
     }
 
+    /// Describes this workflow to the engine and keeps it, sorted by task name, for the
+    /// attempts that start from this instance's snapshot. A later `describe` in the same
+    /// instance (the engine describes every bundle it loads, snapshot or not) keeps the
+    /// first.
+    pub(crate) fn describe_and_keep(mut self) -> wit::WorkflowDef {
+        let described = self.to_wit();
+        self.tasks
+            .sort_by(|a, b| a.name.as_str().cmp(b.name.as_str()));
+        DESCRIBED.with(|kept| {
+            let _ = kept.set(self);
+        });
+        described
+    }
+
+    /// Runs the task `name` of the workflow `describe` kept; `None` if this instance did
+    /// not start from a snapshot taken after `describe`.
+    pub(crate) fn run_kept(name: &str, ctx: &Context) -> Option<Result<Vec<u8>, TaskError>> {
+        DESCRIBED.with(|kept| kept.get().map(|workflow| workflow.run(name, ctx)))
+    }
+
+    /// Runs the task `name`, or fails if the workflow has none of that name.
+    ///
+    /// Expects the tasks sorted by name, as [`Workflow::describe_and_keep`] keeps them and as
+    /// [`Workflow::build_for`] leaves them (one name at most).
+    pub(crate) fn run(&self, name: &str, ctx: &Context) -> Result<Vec<u8>, TaskError> {
+        match self.tasks.binary_search_by(|t| t.name.as_str().cmp(name)) {
+            Ok(found) => self.tasks[found].call(ctx),
+            Err(_) => Err(TaskError::fatal(format!(
+                "workflow `{}` has no task `{name}`",
+                self.name
+            ))),
+        }
+    }
+
     /// Builds the workflow for running the task `name` alone: every other task is dropped
     /// as soon as it is declared.
     pub(crate) fn build_for(name: &str, build: impl FnOnce() -> Workflow) -> Workflow {
@@ -65,10 +106,6 @@ impl Workflow {
     /// The workflow's name.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    pub(crate) fn find(&self, name: &str) -> Option<&Task> {
-        self.tasks.iter().find(|t| t.name == name)
     }
 
     pub(crate) fn to_wit(&self) -> wit::WorkflowDef {
@@ -255,12 +292,57 @@ mod tests {
         workflow.tasks.iter().map(|t| t.name.as_str()).collect()
     }
 
+    /// Each task returns its own name, so a test sees which body ran.
+    fn named(names: &[&'static str]) -> Workflow {
+        names
+            .iter()
+            .fold(Workflow::new("named"), |workflow, &name| {
+                workflow.task(Task::new(name, move |_: &Context| Ok(name)))
+            })
+    }
+
+    fn ran(workflow: &Workflow, task: &str) -> Result<Vec<u8>, TaskError> {
+        workflow.run(task, &Context::for_tests())
+    }
+
     #[test]
     fn building_for_one_task_keeps_only_that_task() {
         assert_eq!(names(&Workflow::build_for("b", abc)), ["b"]);
-        assert!(Workflow::build_for("z", abc).find("z").is_none());
+        assert_eq!(names(&Workflow::build_for("z", abc)), [""; 0]);
         // Describing afterwards sees the whole workflow again.
         assert_eq!(names(&abc()), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn describing_reports_declaration_order_and_keeps_the_tasks_for_run() {
+        let build = || named(&["m", "z", "a", "q"]);
+        let described = build().describe_and_keep();
+        let order: Vec<&str> = described.tasks.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(order, ["m", "z", "a", "q"]);
+        let ctx = Context::for_tests();
+        for task in ["a", "m", "q", "z"] {
+            let output = Workflow::run_kept(task, &ctx).expect("a kept workflow");
+            assert_eq!(output.unwrap(), format!("\"{task}\"").into_bytes());
+        }
+        let missing = Workflow::run_kept("b", &ctx).expect("a kept workflow");
+        assert_eq!(
+            missing.unwrap_err(),
+            TaskError::fatal("workflow `named` has no task `b`")
+        );
+        // A second describe (each load of a snapshot makes one) keeps the first workflow.
+        let again = named(&["other"]).describe_and_keep();
+        assert_eq!(again.tasks.len(), 1);
+        assert!(Workflow::run_kept("a", &ctx).unwrap().is_ok());
+    }
+
+    #[test]
+    fn without_a_kept_workflow_run_reports_none_and_build_for_finds_the_task() {
+        // Thread-locals are per test thread: this thread never described.
+        let ctx = Context::for_tests();
+        assert!(Workflow::run_kept("a", &ctx).is_none());
+        let workflow = Workflow::build_for("q", || named(&["m", "q", "a"]));
+        assert_eq!(ran(&workflow, "q").unwrap(), b"\"q\"");
+        assert!(ran(&workflow, "m").is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod readme;
 mod resume;
 mod sandbox_limits;
 mod scheduling;
+mod snapshot;
 
 #[path = "../support/plugins.rs"]
 mod plugins;
