@@ -31,7 +31,7 @@ struct Sizes {
 
 const FULL: Sizes = Sizes {
     calls: 20_000,
-    sdk_calls: 200,
+    sdk_calls: 2_000,
     shape: 10_000,
     dags: [100_000, 1_000_000],
     chain: 100,

@@ -103,10 +103,14 @@ pub struct SandboxError(wasmtime::Error);
 /// The address space of a 32-bit linear memory, and the pool's default reservation.
 const MAX_MEMORY: usize = 4 << 30;
 
-/// Bytes of each pooled memory slot that are reset in place (only the pages the last
-/// instance dirtied, found with Linux's PAGEMAP_SCAN) instead of with `madvise`, whose TLB
-/// shootdowns across threads cost more than a no-op task itself.
-const KEEP_RESIDENT: usize = 1 << 20;
+/// Bytes of each pooled memory slot that are reset in place (the pages Linux's PAGEMAP_SCAN
+/// reports as the last instance's) instead of with `madvise`, whose TLB shootdowns across
+/// threads cost more than a no-op task itself. Not more: a bundle pre-initialised with a
+/// large workflow (see `snapshot`) has megabytes of image, and the in-place reset copied up
+/// to this many bytes of it back on every attempt (1 MiB: 65 µs an attempt in the
+/// 10,002-task SDK bundle; 128 KiB: 28 µs; the DAG shapes of the overhead bench run at
+/// the same speed with either).
+const KEEP_RESIDENT: usize = 128 << 10;
 /// Tables of Rust guests hold a few hundred entries: a few pages to scan, not a megabyte.
 const TABLE_KEEP_RESIDENT: usize = 16 << 10;
 
