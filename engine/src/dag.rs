@@ -1,7 +1,7 @@
 //! Turns a [`WorkflowDef`] into a validated DAG, or says precisely why it is not one.
 //!
 //! Validation happens before anything runs or is written, so a bad workflow never leaves a
-//! half-started run behind. petgraph finds cycles (Tarjan's strongly connected components,
+//! half-started run behind. petgraph finds cycles (Kosaraju's strongly connected components,
 //! which also lets the error name every task on the cycle); the scheduler then works on a
 //! compact adjacency list indexed like `WorkflowDef::tasks`.
 
@@ -178,26 +178,29 @@ fn find_cycle(workflow: &WorkflowDef, upstream: &[Vec<u32>]) -> Vec<String> {
             graph.add_edge(NodeIndex::new(d as usize), NodeIndex::new(i), ());
         }
     }
-    let component = petgraph::algo::tarjan_scc(&graph)
+    let component = petgraph::algo::kosaraju_scc(&graph)
         .into_iter()
         .find(|scc| scc.len() > 1)
         .expect("Kahn's algorithm stopped early, so a cycle exists");
     // Walk edges inside the component from its first node until a node repeats: the walk
     // always can go on (every node of a strongly connected component has a successor in
-    // it), so it ends on a cycle, which is then cut out of the walk.
+    // it), so it ends on a cycle, which is then cut out of the walk. Each node's place in
+    // the walk is kept, so a cycle through every task is found in linear time.
     let members: std::collections::HashSet<_> = component.iter().copied().collect();
     let mut walk = vec![component[0]];
+    let mut place = HashMap::from([(component[0], 0)]);
     loop {
         let last = *walk.last().expect("walk starts non-empty");
         let next = graph
             .neighbors(last)
             .find(|n| members.contains(n))
             .expect("strongly connected");
-        if let Some(start) = walk.iter().position(|&n| n == next) {
+        if let Some(&start) = place.get(&next) {
             walk.drain(..start);
             walk.push(next);
             break;
         }
+        place.insert(next, walk.len());
         walk.push(next);
     }
     walk.into_iter()
@@ -334,6 +337,33 @@ mod tests {
             panic!()
         };
         assert_eq!(cycle.len(), 3);
+    }
+
+    /// A bundle may describe up to `--max-tasks` tasks (100,000 by default) in any shape,
+    /// so no walk of the graph may recurse once per task: a 100,000-task cycle overflowed
+    /// the main thread's stack inside a recursive strongly-connected-components search.
+    /// Validated here on a thread with a 256 KiB stack, twice that size.
+    #[test]
+    fn a_cycle_through_every_one_of_200_000_tasks_is_found_without_recursion() {
+        const N: usize = 200_000;
+        let tasks = (0..N)
+            .map(|i| TaskDef::new(format!("t{i}"), vec![format!("t{}", (i + N - 1) % N)]))
+            .collect();
+        let w = WorkflowDef {
+            name: "ring".into(),
+            schedule: None,
+            tasks,
+        };
+        let found = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || Dag::build(&w).map(|_| ()))
+            .unwrap()
+            .join()
+            .expect("validation must not overflow its stack");
+        let Err(DagError::Cycle { cycle }) = found else {
+            panic!("expected a cycle, got {found:?}")
+        };
+        assert_eq!(cycle.len(), N + 1);
     }
 
     /// Properties over generated workflows. Names come from a tiny alphabet so that
