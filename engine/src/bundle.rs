@@ -27,6 +27,17 @@ pub enum BundleError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{} is not a regular file; a bundle is a `.wasm` file", path.display())]
+    NotAFile { path: PathBuf },
+    #[error(
+        "bundle {} is {size} bytes, more than the limit of {limit} (raise it with --max-bundle)",
+        path.display()
+    )]
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
     #[error("bundle {} is empty", path.display())]
     Empty { path: PathBuf },
     #[error("{} is not a WebAssembly file (it lacks the `\\0asm` header)", path.display())]
@@ -83,10 +94,7 @@ impl Bundle {
         path: &Path,
         cache: Option<&Path>,
     ) -> Result<Self, BundleError> {
-        let bytes = std::fs::read(path).map_err(|source| BundleError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let bytes = read_bounded(path, sandbox.limits().bundle)?;
         check_header(path, &bytes)?;
         let hash = hex(&Sha256::digest(&bytes));
 
@@ -153,6 +161,40 @@ impl Bundle {
     pub(crate) fn pre(&self) -> &BundlePre<HostState> {
         &self.pre
     }
+}
+
+/// Reads the bundle file, refusing what is not a regular file (a FIFO would block the
+/// open, a device like /dev/zero never ends) and more than `limit` bytes: whatever the
+/// file's size says, no more than `limit + 1` bytes are read.
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, BundleError> {
+    use std::io::Read;
+    let read_error = |source| BundleError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let metadata = std::fs::metadata(path).map_err(read_error)?;
+    if !metadata.is_file() {
+        return Err(BundleError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    let too_large = |size| BundleError::TooLarge {
+        path: path.to_owned(),
+        size,
+        limit,
+    };
+    if metadata.len() > limit {
+        return Err(too_large(metadata.len()));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Tells the common wrong files apart before wasmtime sees them, for clearer messages.

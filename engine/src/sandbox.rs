@@ -72,6 +72,13 @@ pub struct Limits {
     /// ## Default
     /// 100,000.
     pub tasks: usize,
+    /// Size of a bundle file, in bytes; a larger file is refused before it is read.
+    /// Records of older runs lack it and get the default.
+    ///
+    /// ## Default
+    /// 256 MiB.
+    #[serde(default = "default_bundle_size")]
+    pub bundle: u64,
     /// Instances alive at once: the size of the pool, and so the most tasks that can run
     /// concurrently.
     ///
@@ -90,9 +97,14 @@ impl Default for Limits {
             log: 1 << 20,
             stack: 512 << 10,
             tasks: 100_000,
+            bundle: default_bundle_size(),
             instances: 64,
         }
     }
+}
+
+fn default_bundle_size() -> u64 {
+    256 << 20
 }
 
 /// Why the sandbox could not be set up: a configuration wasmtime refuses.

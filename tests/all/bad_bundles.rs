@@ -121,3 +121,39 @@ fn a_memory_limit_below_the_bundles_initial_memory_blames_the_limit() {
     out.assert_bad_input("needs more than the sandbox allows (raise --memory?)");
     assert!(!scratch.db().exists());
 }
+
+/// What is not a regular file is refused before it is opened: a device such as /dev/zero
+/// never ends (it grew sandflow to 24 GB), a FIFO blocks the open, a directory is no
+/// bundle.
+#[test]
+fn what_is_not_a_regular_file_is_refused_unread() {
+    let scratch = Scratch::default();
+    let fifo = scratch.path().join("bundle.fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    for path in [
+        "/dev/zero",
+        fifo.to_str().unwrap(),
+        scratch.path().to_str().unwrap(),
+    ] {
+        refused_file(&scratch, path, "is not a regular file");
+    }
+}
+
+#[test]
+fn a_bundle_larger_than_the_limit_is_refused_unread() {
+    let scratch = Scratch::default();
+    let hello = plugin("hello");
+    let size = std::fs::metadata(&hello).unwrap().len();
+    let limit = (size - 1).to_string();
+    let out = scratch.sandflow(&["validate", hello.to_str().unwrap(), "--max-bundle", &limit]);
+    out.assert_bad_input(&format!(
+        "is {size} bytes, more than the limit of {limit} (raise it with --max-bundle)"
+    ));
+    let exact = size.to_string();
+    let out = scratch.sandflow(&["validate", hello.to_str().unwrap(), "--max-bundle", &exact]);
+    assert_eq!(out.code, 0, "{out:?}");
+}

@@ -156,6 +156,9 @@ struct LimitArgs {
     /// Tasks a workflow may declare [default: 100000]
     #[arg(long, value_name = "N")]
     max_tasks: Option<usize>,
+    /// Largest bundle file sandflow reads [default: 256MiB]
+    #[arg(long, value_name = "SIZE")]
+    max_bundle: Option<bytesize::ByteSize>,
 }
 
 impl LimitArgs {
@@ -173,6 +176,7 @@ impl LimitArgs {
             output: bytes(self.max_output, defaults.output),
             log: bytes(self.max_log, defaults.log),
             tasks: self.max_tasks.unwrap_or(defaults.tasks),
+            bundle: self.max_bundle.map_or(defaults.bundle, |s| s.as_u64()),
             instances: instances(concurrency),
             ..defaults
         }
