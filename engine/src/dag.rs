@@ -30,6 +30,8 @@ pub enum DagError {
     SelfDependency { task: String },
     #[error("task `{task}` lists `{dependency}` more than once in its dependencies")]
     DuplicateDependency { task: String, dependency: String },
+    #[error("task `{task}` {problem}")]
+    Policy { task: String, problem: String },
     #[error("the workflow has a dependency cycle: {}", cycle.join(" -> "))]
     Cycle {
         /// The tasks on the cycle in dependency order; the first is repeated at the end.
@@ -40,6 +42,14 @@ pub enum DagError {
 /// Task names are identifiers that people type and the database keys on; anything longer
 /// is a bug or an attack.
 pub const MAX_NAME_BYTES: usize = 1024;
+
+/// Attempts a task may ask for, the first included: every attempt is stored, so a bundle
+/// must not be able to ask for billions.
+pub const MAX_ATTEMPTS: u32 = 100;
+
+/// The longest wait between two attempts a task may ask for; longer is a typo (or an
+/// attempt to leave a run `up-for-retry` for good).
+pub const MAX_BACKOFF_MS: u64 = 24 * 60 * 60 * 1000;
 
 /// A validated workflow graph. Task `i` is `WorkflowDef::tasks[i]`.
 #[derive(Debug, Clone)]
@@ -66,6 +76,12 @@ impl Dag {
                 return Err(DagError::NameTooLong {
                     len: task.name.len(),
                     prefix: task.name.chars().take(32).collect(),
+                });
+            }
+            if let Some(problem) = policy_problem(task) {
+                return Err(DagError::Policy {
+                    task: task.name.clone(),
+                    problem,
                 });
             }
             if index.insert(task.name.as_str(), i as u32).is_some() {
@@ -133,6 +149,36 @@ impl Dag {
     pub fn topological(&self) -> &[u32] {
         &self.topological
     }
+}
+
+/// What is absurd in a task's declared limits and retry policy. Declared fuel and timeouts
+/// only lower the operator's (the scheduler takes the smaller), so only values that could
+/// never run are refused here.
+fn policy_problem(task: &crate::workflow::TaskDef) -> Option<String> {
+    let retry = &task.retry;
+    if task.fuel == Some(0) {
+        return Some("declares no fuel at all: it could never run".into());
+    }
+    if task.timeout_ms == Some(0) {
+        return Some("declares a timeout of zero: it could never run".into());
+    }
+    if retry.max_attempts == 0 {
+        return Some("allows no attempt at all; 1 means \"never retry\"".into());
+    }
+    if retry.max_attempts > MAX_ATTEMPTS {
+        return Some(format!(
+            "allows {} attempts, more than the limit of {MAX_ATTEMPTS}",
+            retry.max_attempts
+        ));
+    }
+    let backoff = retry.initial_backoff_ms.max(retry.max_backoff_ms);
+    if backoff > MAX_BACKOFF_MS {
+        return Some(format!(
+            "waits up to {} between attempts, more than the limit of one day",
+            humantime::format_duration(std::time::Duration::from_millis(backoff))
+        ));
+    }
+    None
 }
 
 /// Kahn's algorithm, seeded in declaration order so that the order is stable and readable.
@@ -328,6 +374,39 @@ mod tests {
             let downstream = w.tasks.iter().find(|t| t.name == pair[1]).unwrap();
             assert!(downstream.depends_on.contains(&pair[0]), "{cycle:?}");
         }
+    }
+
+    #[test]
+    fn absurd_limits_and_retry_policies_are_refused() {
+        let refused = |change: fn(&mut TaskDef), expected: &str| {
+            let mut w = workflow(&[("a", &[])]);
+            change(&mut w.tasks[0]);
+            let err = Dag::build(&w).unwrap_err();
+            assert!(matches!(err, DagError::Policy { .. }), "{err}");
+            assert!(err.to_string().starts_with("task `a` "), "{err}");
+            assert!(err.to_string().contains(expected), "{err}");
+        };
+        refused(|t| t.fuel = Some(0), "no fuel at all");
+        refused(|t| t.timeout_ms = Some(0), "timeout of zero");
+        refused(|t| t.retry.max_attempts = 0, "no attempt at all");
+        refused(|t| t.retry.max_attempts = u32::MAX, "4294967295 attempts");
+        refused(
+            |t| t.retry.max_backoff_ms = u64::MAX,
+            "more than the limit of one day",
+        );
+        refused(
+            |t| t.retry.initial_backoff_ms = MAX_BACKOFF_MS + 1,
+            "one day",
+        );
+
+        // The largest values allowed, and huge fuel and timeouts, which only lower the
+        // operator's limits.
+        let mut w = workflow(&[("a", &[])]);
+        w.tasks[0].retry.max_attempts = MAX_ATTEMPTS;
+        w.tasks[0].retry.max_backoff_ms = MAX_BACKOFF_MS;
+        w.tasks[0].fuel = Some(u64::MAX);
+        w.tasks[0].timeout_ms = Some(u64::MAX);
+        assert!(Dag::build(&w).is_ok());
     }
 
     #[test]

@@ -514,8 +514,11 @@ impl<'a> LiveRun<'a> {
                 capabilities: self.capabilities.clone(),
             };
             let limits = self.runner.sandbox.limits();
-            let fuel = def.fuel.unwrap_or(limits.fuel);
-            let timeout = def.timeout().unwrap_or(limits.timeout);
+            // What a bundle declares may only lower what the operator allows.
+            let fuel = def.fuel.map_or(limits.fuel, |fuel| fuel.min(limits.fuel));
+            let timeout = def
+                .timeout()
+                .map_or(limits.timeout, |timeout| timeout.min(limits.timeout));
             let (sandbox, bundle) = (self.runner.sandbox.clone(), self.runner.bundle.clone());
             let attempt = self.running.spawn(async move {
                 sandbox

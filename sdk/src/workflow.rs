@@ -140,7 +140,8 @@ pub enum TriggerRule {
 /// How often a task is attempted, and how long to wait between attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retry {
-    /// Attempts in all, the first included: 1 never retries.
+    /// Attempts in all, the first included: 1 never retries. The engine refuses a workflow
+    /// asking for more than 100, or for a backoff longer than a day.
     pub max_attempts: u32,
     /// Wait before the first retry; it doubles for each further one.
     pub initial_backoff: Duration,
@@ -223,7 +224,7 @@ impl Task {
         self
     }
 
-    /// Attempts in all (the first included) with the default backoff.
+    /// Attempts in all (the first included) with the default backoff; at most 100.
     pub fn retries(mut self, max_attempts: u32) -> Self {
         self.retry.max_attempts = max_attempts;
         self
@@ -235,14 +236,15 @@ impl Task {
         self
     }
 
-    /// Wall-clock limit of one attempt. Default: the run's `--timeout`.
+    /// Wall-clock limit of one attempt. Default: the run's `--timeout`, which this can only
+    /// lower: the engine takes the smaller of the two.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
     }
 
     /// Fuel (about one unit per wasm instruction) of one attempt. Default: the run's
-    /// `--fuel`.
+    /// `--fuel`, which this can only lower: the engine takes the smaller of the two.
     pub fn fuel(mut self, fuel: u64) -> Self {
         self.fuel = Some(fuel);
         self

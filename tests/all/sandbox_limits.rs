@@ -152,7 +152,7 @@ fn the_run_fuel_flag_bounds_tasks_without_their_own_budget() {
 }
 
 #[test]
-fn the_run_timeout_flag_bounds_tasks_without_their_own_deadline() {
+fn the_run_timeout_flag_bounds_every_task_whatever_it_declares() {
     let scratch = Scratch::default();
     // `grow` has no timeout of its own; with memory to spare it keeps allocating until the
     // run's deadline stops it.
@@ -164,6 +164,26 @@ fn the_run_timeout_flag_bounds_tasks_without_their_own_deadline() {
     let grow = task(&report, "grow");
     assert_eq!(grow["error"]["kind"], "deadline", "{grow}");
     assert_eq!(grow["error"]["timeout_ms"], 50);
-    // `slow` has its own 300 ms timeout, which the run's default does not replace.
-    assert_eq!(task(&report, "slow")["error"]["timeout_ms"], 300);
+    // `slow` declares 300 ms of its own, but a bundle may only lower the operator's limit.
+    assert_eq!(task(&report, "slow")["error"]["timeout_ms"], 50);
+}
+
+/// A task declaring `u64::MAX` fuel and `Duration::MAX` as its timeout still ends at the
+/// operator's `--fuel` or `--timeout`, whichever comes first: a bundle only lowers them.
+#[test]
+fn a_task_cannot_raise_the_operators_fuel_or_timeout() {
+    let scratch = Scratch::default();
+    let greedy = plugin("greedy");
+    let (code, report) = scratch.run_json(&greedy, &["--fuel", "20000000", "--timeout", "1m"]);
+    assert_eq!(code, 1, "{report}");
+    let error = &task(&report, "forever")["error"];
+    assert_eq!(error["kind"], "out-of-fuel", "{report}");
+    assert_eq!(error["budget"], 20_000_000);
+
+    let (code, report) =
+        scratch.run_json(&greedy, &["--fuel", "10000000000000", "--timeout", "300ms"]);
+    assert_eq!(code, 1, "{report}");
+    let error = &task(&report, "forever")["error"];
+    assert_eq!(error["kind"], "deadline", "{report}");
+    assert_eq!(error["timeout_ms"], 300);
 }
