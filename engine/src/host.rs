@@ -91,6 +91,20 @@ pub(crate) enum LimitHit {
     Log { limit: usize },
 }
 
+/// What a log line costs to keep and store, which the log limit counts: its JSON record
+/// (control characters, quotes and backslashes are escaped, up to six bytes for one) and
+/// its place in memory. Counting the message's bytes alone let a task log empty lines
+/// without end: gigabytes of memory and database, never the limit.
+fn stored_len(message: &str) -> usize {
+    /// `{"level":"debug","message":""}` and a `LogLine` in a `Vec`, rounded up.
+    const LINE_OVERHEAD: usize = 64;
+    let escaped = message
+        .bytes()
+        .filter(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        .count();
+    LINE_OVERHEAD + message.len() + 5 * escaped
+}
+
 pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
@@ -147,7 +161,7 @@ impl types::Host for HostState {}
 
 impl host::Host for HostState {
     fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
-        self.log_bytes = self.log_bytes.saturating_add(message.len());
+        self.log_bytes = self.log_bytes.saturating_add(stored_len(&message));
         if self.log_bytes > self.log_limit {
             return Err(LimitHit::Log {
                 limit: self.log_limit,

@@ -53,6 +53,23 @@ fn workflow() -> Workflow {
             Ok(vec![7u8; 20 << 20])
         }))
         .task(Task::new("log_flood", log_flood))
+        .task(Task::new(
+            "log_empty_lines",
+            |ctx: &Context| -> Result<(), TaskError> {
+                loop {
+                    ctx.info("");
+                }
+            },
+        ))
+        .task(Task::new(
+            "log_escapes",
+            |ctx: &Context| -> Result<(), TaskError> {
+                let line = "\u{1}".repeat(1024);
+                loop {
+                    ctx.info(&line);
+                }
+            },
+        ))
         .task(Task::new("read_file", |ctx: &Context| {
             Ok(std::fs::read_to_string(ctx.params::<Reach>()?.file)?)
         }))
