@@ -216,6 +216,7 @@ impl Sandbox {
         .await
         .outcome
         .map(Into::into)
+        .map_err(Failure::bounded)
     }
 
     /// Runs one attempt of `task` outside any run, with no inputs and empty parameters, under
@@ -248,15 +249,18 @@ impl Sandbox {
             .await;
         let limit = self.limits.output;
         Execution {
-            outcome: execution.outcome.and_then(|returned| match returned {
-                Ok(output) if output.len() > limit => Err(Failure::OutputTooLarge {
-                    size: output.len(),
-                    limit,
-                }),
-                Ok(output) => Ok(output),
-                Err(TaskError::Fatal(message)) => Err(Failure::Fatal { message }),
-                Err(TaskError::Retryable(message)) => Err(Failure::Retryable { message }),
-            }),
+            outcome: execution
+                .outcome
+                .and_then(|returned| match returned {
+                    Ok(output) if output.len() > limit => Err(Failure::OutputTooLarge {
+                        size: output.len(),
+                        limit,
+                    }),
+                    Ok(output) => Ok(output),
+                    Err(TaskError::Fatal(message)) => Err(Failure::Fatal { message }),
+                    Err(TaskError::Retryable(message)) => Err(Failure::Retryable { message }),
+                })
+                .map_err(Failure::bounded),
             fuel_used: execution.fuel_used,
             duration: execution.duration,
             log: execution.log,

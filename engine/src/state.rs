@@ -121,7 +121,48 @@ pub enum Failure {
     Interrupted,
 }
 
+/// The most bytes of a failure's message that are kept. Every attempt's failure is stored
+/// and printed; a plugin's message is not allowed to be a way to fill the database.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
 impl Failure {
+    /// This failure with its message cut to [`MAX_MESSAGE_BYTES`], at a character
+    /// boundary, saying how much was cut.
+    pub fn bounded(self) -> Self {
+        fn cut(message: String) -> String {
+            if message.len() <= MAX_MESSAGE_BYTES {
+                return message;
+            }
+            let mut end = MAX_MESSAGE_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!(
+                "{}… ({} more bytes cut)",
+                &message[..end],
+                message.len() - end
+            )
+        }
+        match self {
+            Self::Fatal { message } => Self::Fatal {
+                message: cut(message),
+            },
+            Self::Retryable { message } => Self::Retryable {
+                message: cut(message),
+            },
+            Self::Panic { message } => Self::Panic {
+                message: cut(message),
+            },
+            Self::Trap { message } => Self::Trap {
+                message: cut(message),
+            },
+            Self::Start { message } => Self::Start {
+                message: cut(message),
+            },
+            other => other,
+        }
+    }
+
     /// Whether the task itself failed, as opposed to the run being stopped around it.
     pub fn counts_against_retries(&self) -> bool {
         !matches!(self, Self::Interrupted)
@@ -143,5 +184,35 @@ impl Failure {
                 | Self::Deadline { .. }
                 | Self::Start { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_cut_at_a_character_boundary_saying_how_much_was_cut() {
+        let short = Failure::Fatal {
+            message: "short".into(),
+        };
+        assert_eq!(short.clone().bounded(), short);
+        // 'é' is two bytes: the cut falls inside one and moves back to its start.
+        let long = format!("x{}", "é".repeat(MAX_MESSAGE_BYTES));
+        let Failure::Panic { message } = (Failure::Panic {
+            message: long.clone(),
+        })
+        .bounded() else {
+            panic!("the kind is kept")
+        };
+        let kept = MAX_MESSAGE_BYTES - 1;
+        assert!(message.starts_with(&long[..kept]), "{}", &message[..20]);
+        assert!(
+            message.ends_with(&format!("… ({} more bytes cut)", long.len() - kept)),
+            "{}",
+            &message[message.len() - 40..]
+        );
+        let limit = Failure::OutOfFuel { budget: 1 };
+        assert_eq!(limit.clone().bounded(), limit);
     }
 }

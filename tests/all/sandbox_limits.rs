@@ -29,6 +29,12 @@ fn hostile_tasks_fail_with_their_causes_while_a_sibling_succeeds() {
             .contains("the plugin gave up")
     );
     assert_eq!(cause("fail")["kind"], "fatal");
+    // A 10 MiB error message is stored cut to 4 KiB, saying so.
+    let huge = cause("huge_error");
+    assert_eq!(huge["kind"], "retryable");
+    let message = huge["message"].as_str().unwrap();
+    assert!(message.len() < 4200, "{} bytes kept", message.len());
+    assert!(message.ends_with("more bytes cut)"), "{}", &message[4000..]);
     assert_eq!(cause("recurse")["kind"], "stack-overflow");
     let trap = cause("trap");
     assert_eq!(trap["kind"], "trap");

@@ -45,6 +45,12 @@ fn workflow() -> Workflow {
         .task(Task::new("fail", |_: &Context| -> Result<(), TaskError> {
             Err(TaskError::fatal("refusing on purpose"))
         }))
+        .task(Task::new(
+            "huge_error",
+            |_: &Context| -> Result<(), TaskError> {
+                Err(TaskError::retryable("e".repeat(10 << 20)))
+            },
+        ))
         .task(Task::new("recurse", |_: &Context| Ok(recurse(0))))
         .task(Task::new("trap", |_: &Context| -> Result<(), TaskError> {
             core::arch::wasm32::unreachable()
