@@ -93,6 +93,9 @@ impl Dag {
 
         let mut upstream = Vec::with_capacity(workflow.tasks.len());
         let mut downstream = vec![Vec::new(); workflow.tasks.len()];
+        // `listed_by[d]` is the last task whose dependencies named `d`: a repeat is found
+        // in constant time, however many dependencies a task lists.
+        let mut listed_by = vec![u32::MAX; workflow.tasks.len()];
         for (i, task) in workflow.tasks.iter().enumerate() {
             let mut deps = Vec::with_capacity(task.depends_on.len());
             for dep in &task.depends_on {
@@ -107,7 +110,7 @@ impl Dag {
                         task: task.name.clone(),
                     });
                 }
-                if deps.contains(&d) {
+                if std::mem::replace(&mut listed_by[d as usize], i as u32) == i as u32 {
                     return Err(DagError::DuplicateDependency {
                         task: task.name.clone(),
                         dependency: dep.clone(),

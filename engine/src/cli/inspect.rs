@@ -18,7 +18,7 @@ pub fn render(workflow: &WorkflowDef, dag: &Dag, format: Format) -> String {
         Format::Text => text(workflow, dag),
         Format::Json => serde_json::to_string_pretty(workflow).expect("workflows serialize") + "\n",
         Format::Dot => dot(workflow),
-        Format::Mermaid => mermaid(workflow),
+        Format::Mermaid => mermaid(workflow, dag),
     }
 }
 
@@ -73,23 +73,17 @@ fn dot(workflow: &WorkflowDef) -> String {
     out + "}\n"
 }
 
-/// Mermaid ids must be simple, so nodes are `t0`, `t1`, … labelled with the task names.
-fn mermaid(workflow: &WorkflowDef) -> String {
-    let id = |name: &str| {
-        workflow
-            .tasks
-            .iter()
-            .position(|t| t.name == name)
-            .map_or_else(|| "unknown".to_owned(), |i| format!("t{i}"))
-    };
+/// Mermaid ids must be simple, so nodes are `t0`, `t1`, … labelled with the task names;
+/// edges come from the validated graph, which already holds every dependency's index.
+fn mermaid(workflow: &WorkflowDef, dag: &Dag) -> String {
     let mut out = String::from("flowchart LR\n");
     for (i, task) in workflow.tasks.iter().enumerate() {
         let label = task.name.replace('"', "#quot;");
         let _ = writeln!(out, "  t{i}[\"{label}\"]");
     }
-    for task in &workflow.tasks {
-        for dep in &task.depends_on {
-            let _ = writeln!(out, "  {} --> {}", id(dep), id(&task.name));
+    for i in 0..workflow.tasks.len() {
+        for &dep in dag.upstream(i) {
+            let _ = writeln!(out, "  t{dep} --> t{i}");
         }
     }
     out

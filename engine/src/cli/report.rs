@@ -115,18 +115,13 @@ pub fn list_runs(db: &Db) -> Result<(), Failed> {
 
 pub fn show_run(db: &Db, id: u64, json: bool, logs: bool) -> Result<(), Failed> {
     let run = db.run(id).map_err(Failed::input)?;
-    let mut stored = db.tasks(id).map_err(Failed::input)?;
+    let mut stored: std::collections::HashMap<String, TaskRecord> =
+        db.tasks(id).map_err(Failed::input)?.into_iter().collect();
     let tasks: Vec<(String, Option<TaskRecord>)> = run
         .workflow
         .tasks
         .iter()
-        .map(|def| {
-            let record = stored
-                .iter()
-                .position(|(name, _)| *name == def.name)
-                .map(|i| stored.swap_remove(i).1);
-            (def.name.clone(), record)
-        })
+        .map(|def| (def.name.clone(), stored.remove(&def.name)))
         .collect();
     let attempts = db.attempts(id).map_err(Failed::input)?;
     if json {
