@@ -15,6 +15,16 @@ use std::collections::HashMap;
 pub enum DagError {
     #[error("workflow `{workflow}` has no tasks")]
     Empty { workflow: String },
+    #[error(
+        "the workflow's name of {len} bytes (starting `{prefix}`) is longer than the limit \
+         of {MAX_NAME_BYTES} bytes"
+    )]
+    WorkflowNameTooLong { len: usize, prefix: String },
+    #[error(
+        "the workflow's schedule of {len} bytes is longer than the limit of \
+         {MAX_SCHEDULE_BYTES} bytes; a cron expression is a few dozen"
+    )]
+    ScheduleTooLong { len: usize },
     #[error("a task has an empty name; every task needs a unique, non-empty name")]
     EmptyName,
     #[error(
@@ -43,6 +53,9 @@ pub enum DagError {
 /// is a bug or an attack.
 pub const MAX_NAME_BYTES: usize = 1024;
 
+/// A cron expression is a few dozen bytes; the schedule is stored with every run.
+pub const MAX_SCHEDULE_BYTES: usize = 256;
+
 /// Attempts a task may ask for, the first included: every attempt is stored, so a bundle
 /// must not be able to ask for billions.
 pub const MAX_ATTEMPTS: u32 = 100;
@@ -65,6 +78,21 @@ impl Dag {
         if workflow.tasks.is_empty() {
             return Err(DagError::Empty {
                 workflow: workflow.name.clone(),
+            });
+        }
+        if workflow.name.len() > MAX_NAME_BYTES {
+            return Err(DagError::WorkflowNameTooLong {
+                len: workflow.name.len(),
+                prefix: workflow.name.chars().take(32).collect(),
+            });
+        }
+        if let Some(schedule) = workflow
+            .schedule
+            .as_ref()
+            .filter(|s| s.len() > MAX_SCHEDULE_BYTES)
+        {
+            return Err(DagError::ScheduleTooLong {
+                len: schedule.len(),
             });
         }
         let mut index = HashMap::with_capacity(workflow.tasks.len());
@@ -333,6 +361,24 @@ mod tests {
         );
         let longest = "n".repeat(MAX_NAME_BYTES);
         assert!(Dag::build(&workflow(&[(longest.as_str(), &[])])).is_ok());
+    }
+
+    /// Both are stored with every run and listed by `sandflow runs`.
+    #[test]
+    fn overlong_workflow_names_and_schedules_are_refused() {
+        let mut w = workflow(&[("a", &[])]);
+        w.name = "w".repeat(MAX_NAME_BYTES + 1);
+        let err = Dag::build(&w).unwrap_err();
+        assert!(matches!(err, DagError::WorkflowNameTooLong { .. }), "{err}");
+        w.name = "w".repeat(MAX_NAME_BYTES);
+        w.schedule = Some("*".repeat(MAX_SCHEDULE_BYTES + 1));
+        let err = Dag::build(&w).unwrap_err();
+        assert!(
+            matches!(err, DagError::ScheduleTooLong { len: 257 }),
+            "{err}"
+        );
+        w.schedule = Some("0 3 * * *".into());
+        assert!(Dag::build(&w).is_ok());
     }
 
     #[test]
