@@ -12,7 +12,7 @@
 mod plugins;
 
 use sandflow::workflow::{TaskDef, WorkflowDef};
-use sandflow::{Bundle, Dag, Db, Grants, Limits, RunOptions, RunState, Runner, Sandbox};
+use sandflow::{Bundle, Dag, Db, Grants, Limits, Params, RunOptions, RunState, Runner, Sandbox};
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
@@ -275,7 +275,7 @@ fn end_to_end(bench: &Path, n: usize, limit: Duration) {
             // The median of three: a run's time depends on how the disk syncs.
             let mut times: Vec<Duration> = (0..3)
                 .map(|_| {
-                    let (took, state) = run(bench, workflow.clone(), concurrency, "{}");
+                    let (took, state) = run(bench, workflow.clone(), concurrency);
                     assert_eq!(state, RunState::Succeeded);
                     took
                 })
@@ -337,7 +337,7 @@ fn bundle_start(etl: &Path, loads: usize) {
 
 /// A chain in which every task reads 1 MiB from the one before and passes 1 MiB on.
 fn data_passing(bench: &Path, n: usize) {
-    let (took, state) = run(bench, passing(n), 2, "{}");
+    let (took, state) = run(bench, passing(n), 2);
     assert_eq!(state, RunState::Succeeded);
     row(
         &format!("{n}-task chain passing 1 MiB per task"),
@@ -370,7 +370,7 @@ fn one_run(shape: &str, n: usize, concurrency: usize) {
         "pass" => passing(n),
         other => panic!("no shape {other}: fan, chain, layered or pass"),
     };
-    let (took, state) = run(&plugins::plugin("bench"), workflow, concurrency, "{}");
+    let (took, state) = run(&plugins::plugin("bench"), workflow, concurrency);
     assert_eq!(state, RunState::Succeeded);
     eprintln!("{n} tasks in {took:.1?}");
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -384,12 +384,7 @@ fn one_run(shape: &str, n: usize, concurrency: usize) {
 
 /// Runs `workflow` on the bench bundle with a fresh database; the wall time of the run
 /// alone (the bundle is loaded and the database opened before the clock starts).
-fn run(
-    bench: &Path,
-    workflow: WorkflowDef,
-    concurrency: usize,
-    params: &str,
-) -> (Duration, RunState) {
+fn run(bench: &Path, workflow: WorkflowDef, concurrency: usize) -> (Duration, RunState) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let sandbox = Arc::new(sandbox(concurrency as u32 + 1));
     let bundle = runtime
@@ -408,13 +403,12 @@ fn run(
         concurrency,
         timeout: None,
     };
-    let params: serde_json::Value = serde_json::from_str(params).unwrap();
     let start = Instant::now();
     // Spawned, as the CLI does (see `Runner`).
     let run = runtime.spawn(async move {
         runner
             .start(
-                &params,
+                &Params::default(),
                 Grants::default(),
                 &options,
                 std::future::pending(),

@@ -11,7 +11,7 @@
 #[path = "../../tests/support/plugins.rs"]
 mod plugins;
 
-use sandflow::{Bundle, Dag, Db, Grants, Limits, RunOptions, Runner, Sandbox, TaskState};
+use sandflow::{Bundle, Dag, Db, Grants, Limits, Params, RunOptions, Runner, Sandbox, TaskState};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -62,7 +62,7 @@ fn main() {
         }
         let report = runtime
             .block_on(runner.start(
-                &serde_json::json!({}),
+                &Params::default(),
                 Grants::default(),
                 &options,
                 std::future::pending(),

@@ -33,5 +33,5 @@ pub use db::{Db, DbError};
 pub use grants::{DirGrant, GrantError, Grants};
 pub use host::{LogLevel, LogLine};
 pub use sandbox::{Limits, Sandbox, SandboxError};
-pub use scheduler::{RunError, RunEvent, RunOptions, RunReport, Runner};
+pub use scheduler::{Params, RunError, RunEvent, RunOptions, RunReport, Runner};
 pub use state::{Failure, RunState, TaskState};

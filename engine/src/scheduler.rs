@@ -40,6 +40,32 @@ pub struct Runner {
     pub db: Arc<Db>,
 }
 
+/// A run's parameters: a JSON document, kept byte for byte as given. Checked to be JSON,
+/// never re-encoded, so tasks see the keys in the user's order, duplicates as written and
+/// numbers at their full precision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params(String);
+
+impl Params {
+    /// `text`, if it is one JSON document.
+    pub fn parse(text: impl Into<String>) -> Result<Self, serde_json::Error> {
+        let text = text.into();
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)?;
+        Ok(Self(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for Params {
+    /// No parameters: `{}`.
+    fn default() -> Self {
+        Self("{}".into())
+    }
+}
+
 /// How a run is driven, whether started or resumed.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -145,7 +171,7 @@ impl Runner {
     /// `interrupt` completes, attempts in flight are dropped and the run ends `interrupted`.
     pub async fn start(
         &self,
-        params: &serde_json::Value,
+        params: &Params,
         grants: Grants,
         options: &RunOptions,
         interrupt: impl Future<Output = ()> + Send,
@@ -160,7 +186,7 @@ impl Runner {
             bundle: path,
             bundle_hash: bundle.hash().to_owned(),
             workflow: bundle.workflow().clone(),
-            params: params.to_string(),
+            params: params.as_str().to_owned(),
             limits: self.sandbox.limits().clone(),
             grants,
             state: RunState::Running,

@@ -72,6 +72,12 @@ impl Context {
             .map_err(|e| TaskError::fatal(format!("run parameters do not fit this task: {e}")))
     }
 
+    /// The run's parameters as the run was started with them: JSON text, byte for byte
+    /// (key order, duplicates and number precision as given).
+    pub fn params_bytes(&self) -> Vec<u8> {
+        host::params()
+    }
+
     /// The output of the upstream task `task`, decoded from JSON.
     ///
     /// Fails if `task` is not declared in this task's `after(...)`, or produced no output.

@@ -127,3 +127,18 @@ fn a_timeout_beyond_any_instant_means_no_deadline() {
     ]);
     assert_eq!(out.code, 0, "{out:?}");
 }
+
+/// Parameters reach tasks byte for byte: key order, duplicate keys and numbers beyond f64
+/// precision as the user wrote them (they were re-encoded: keys sorted, duplicates merged,
+/// big integers turned into floats).
+#[test]
+fn params_reach_the_tasks_exactly_as_given() {
+    let scratch = Scratch::default();
+    let given =
+        r#"{"zebra": 1, "apple": [2, 2], "zebra": 3, "big": 123456789012345678901234567890}"#;
+    let (code, report) = scratch.run_json(&plugin("echo"), &["--params", given]);
+    assert_eq!(code, 0, "{report}");
+    let run = report["id"].to_string();
+    let out = scratch.sandflow(&["output", &run, "params"]);
+    assert_eq!(out.stdout, given, "{out:?}");
+}

@@ -7,7 +7,9 @@ mod report;
 use clap::{Args, Parser, Subcommand};
 use report::Invocation;
 use sandflow::scheduler::RunError;
-use sandflow::{Bundle, Dag, Db, DirGrant, Grants, Limits, RunOptions, RunState, Runner, Sandbox};
+use sandflow::{
+    Bundle, Dag, Db, DirGrant, Grants, Limits, Params, RunOptions, RunState, Runner, Sandbox,
+};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -257,7 +259,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
         Command::Run(args) => {
             let interrupts = Interrupts::watch()?;
             let options = args.drive.options();
-            let params: serde_json::Value = serde_json::from_str(&args.params)
+            let params = Params::parse(args.params)
                 .map_err(|e| Failed::input(format!("--params is not valid JSON: {e}")))?;
             let grants = Grants {
                 dirs: args.dirs.iter().map(|d| DirGrant::parse(d)).collect(),

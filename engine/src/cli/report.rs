@@ -4,16 +4,13 @@
 use super::Failed;
 use indicatif::{ProgressBar, ProgressStyle};
 use sandflow::db::{RunRecord, TaskRecord};
-use sandflow::{Db, Grants, RunError, RunEvent, RunOptions, RunReport, Runner, TaskState};
+use sandflow::{Db, Grants, Params, RunError, RunEvent, RunOptions, RunReport, Runner, TaskState};
 use std::io::IsTerminal;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Whether a run is new or taken up again.
 pub enum Invocation {
-    Start {
-        params: serde_json::Value,
-        grants: Grants,
-    },
+    Start { params: Params, grants: Grants },
     Resume(u64),
 }
 
