@@ -282,3 +282,40 @@ fn a_run_timeout_stops_the_run_and_resume_takes_only_the_original_bundle() {
         .sandflow(&["resume", "7"])
         .assert_bad_input("run 7 does not exist");
 }
+
+/// A `describe` that never returns must not hold the process past SIGTERM: the signal ends
+/// the command at once (exit 130), before anything is written.
+#[test]
+fn sigterm_while_the_bundle_describes_itself_ends_the_command_at_once() {
+    let scratch = Scratch::default();
+    let stderr = scratch.path().join("stderr");
+    let bundle = plugin("describe-loop");
+    let limits = ["--fuel", "10000000000000", "--timeout", "10m"];
+    let mut args = vec!["run", bundle.to_str().unwrap()];
+    args.extend(limits);
+    let mut child = spawn(&scratch, &args, &stderr);
+    std::thread::sleep(Duration::from_millis(500));
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if signalled.elapsed() > Duration::from_secs(20) {
+            child.kill().unwrap();
+            panic!("sandflow still describing 20 s after SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let log = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(status.code(), Some(130), "{log}");
+    assert!(
+        log.contains("interrupted while loading the bundle"),
+        "{log}"
+    );
+    assert!(!scratch.db().exists(), "nothing was started");
+}

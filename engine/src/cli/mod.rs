@@ -257,7 +257,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
     };
     match cli.command {
         Command::Run(args) => {
-            let interrupts = Interrupts::watch()?;
+            let mut interrupts = Interrupts::watch()?;
             let options = args.drive.options();
             let params = Params::parse(args.params)
                 .map_err(|e| Failed::input(format!("--params is not valid JSON: {e}")))?;
@@ -269,14 +269,16 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             grants.resolve().map_err(Failed::input)?;
             let sandbox =
                 Sandbox::new(args.limits.limits(options.concurrency)).map_err(Failed::input)?;
-            let (bundle, dag) = load(&sandbox, &args.bundle, cache.as_deref()).await?;
+            let (bundle, dag) = interrupts
+                .unless(load(&sandbox, &args.bundle, cache.as_deref()))
+                .await?;
             let db = Arc::new(Db::open(&db_path()?).map_err(Failed::input)?);
             let runner = runner(sandbox, bundle, dag, db);
             let invocation = Invocation::Start { params, grants };
             drive(runner, invocation, options, args.drive.json, interrupts).await
         }
         Command::Resume(args) => {
-            let interrupts = Interrupts::watch()?;
+            let mut interrupts = Interrupts::watch()?;
             let options = args.drive.options();
             let db = Arc::new(Db::open(&db_path()?).map_err(Failed::input)?);
             let record = db.run(args.run).map_err(Failed::input)?;
@@ -292,7 +294,9 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             };
             let sandbox = Sandbox::new(limits).map_err(Failed::input)?;
             let path = args.bundle.unwrap_or(record.bundle);
-            let (bundle, dag) = load(&sandbox, &path, cache.as_deref()).await?;
+            let (bundle, dag) = interrupts
+                .unless(load(&sandbox, &path, cache.as_deref()))
+                .await?;
             let runner = runner(sandbox, bundle, dag, db);
             let invocation = Invocation::Resume(args.run);
             drive(runner, invocation, options, args.drive.json, interrupts).await
@@ -370,7 +374,11 @@ async fn drive(
     json: bool,
     interrupts: Interrupts,
 ) -> Result<u8, Failed> {
-    let report = report::run(runner, invocation, options, json, interrupts.next())
+    let interrupted = async move {
+        let mut interrupts = interrupts;
+        interrupts.next().await;
+    };
+    let report = report::run(runner, invocation, options, json, interrupted)
         .await
         .map_err(|e| Failed {
             code: if e.is_bad_input() { 2 } else { 1 },
@@ -417,8 +425,23 @@ impl Interrupts {
         Ok(Self {})
     }
 
+    /// `work`, unless a signal comes first: then the command ends with exit code 130
+    /// before anything was written (a `describe` that sleeps must not hold the process).
+    async fn unless<T>(
+        &mut self,
+        work: impl Future<Output = Result<T, Failed>>,
+    ) -> Result<T, Failed> {
+        tokio::select! {
+            done = work => done,
+            () = self.next() => Err(Failed {
+                message: "interrupted while loading the bundle; nothing was started".into(),
+                code: 130,
+            }),
+        }
+    }
+
     /// Completes on the first of the signals.
-    async fn next(mut self) {
+    async fn next(&mut self) {
         #[cfg(unix)]
         {
             let [interrupt, terminate] = &mut self.signals;
