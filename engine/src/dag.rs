@@ -56,6 +56,10 @@ pub const MAX_NAME_BYTES: usize = 1024;
 /// A cron expression is a few dozen bytes; the schedule is stored with every run.
 pub const MAX_SCHEDULE_BYTES: usize = 256;
 
+/// Deadlines are checked at every tick of the sandbox's epoch (10 ms): a shorter timeout
+/// could not be kept.
+pub const MIN_TIMEOUT_MS: u64 = 10;
+
 /// Attempts a task may ask for, the first included: every attempt is stored, so a bundle
 /// must not be able to ask for billions.
 pub const MAX_ATTEMPTS: u32 = 100;
@@ -190,8 +194,11 @@ fn policy_problem(task: &crate::workflow::TaskDef) -> Option<String> {
     if task.fuel == Some(0) {
         return Some("declares no fuel at all: it could never run".into());
     }
-    if task.timeout_ms == Some(0) {
-        return Some("declares a timeout of zero: it could never run".into());
+    if let Some(ms) = task.timeout_ms.filter(|&ms| ms < MIN_TIMEOUT_MS) {
+        return Some(format!(
+            "declares a timeout of {ms} ms, below {MIN_TIMEOUT_MS} ms, the resolution of \
+             deadlines"
+        ));
     }
     if retry.max_attempts == 0 {
         return Some("allows no attempt at all; 1 means \"never retry\"".into());
@@ -436,7 +443,8 @@ mod tests {
             assert!(err.to_string().contains(expected), "{err}");
         };
         refused(|t| t.fuel = Some(0), "no fuel at all");
-        refused(|t| t.timeout_ms = Some(0), "timeout of zero");
+        refused(|t| t.timeout_ms = Some(0), "timeout of 0 ms, below 10 ms");
+        refused(|t| t.timeout_ms = Some(9), "the resolution of deadlines");
         refused(|t| t.retry.max_attempts = 0, "no attempt at all");
         refused(|t| t.retry.max_attempts = u32::MAX, "4294967295 attempts");
         refused(

@@ -38,6 +38,8 @@ pub enum GrantError {
     },
     #[error("--dir {}: not a directory", path.display())]
     NotADir { path: PathBuf },
+    #[error("two --dir grants would both appear at {guest} inside the sandbox; give each its own")]
+    SameGuestPath { guest: String },
     #[error("--env {name}: sandflow's environment has no such variable (or it is not UTF-8)")]
     Env { name: String },
 }
@@ -77,6 +79,9 @@ impl Grants {
                 Some(guest) => guest.clone(),
                 None => host.to_string_lossy().into_owned(),
             };
+            if dirs.iter().any(|(_, taken)| *taken == guest) {
+                return Err(GrantError::SameGuestPath { guest });
+            }
             dirs.push((host, guest));
         }
         let env = self

@@ -452,6 +452,11 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shortest_timeout_validation_accepts_is_one_epoch_tick() {
+        assert_eq!(EPOCH_TICK.as_millis(), u128::from(crate::dag::MIN_TIMEOUT_MS));
+    }
+
+    #[test]
     fn panic_message_is_recovered_from_stderr() {
         let stderr = b"\nthread '<unnamed>' panicked at src/lib.rs:21:13:\nthe plugin gave up\nnote: run with `RUST_BACKTRACE=1`\n";
         assert_eq!(

@@ -131,6 +131,17 @@ fn grants_that_cannot_be_honoured_are_bad_input() {
         .assert_bad_input(
             "--env SANDFLOW_SURELY_UNSET: sandflow's environment has no such variable",
         );
+    let dir = scratch.path().to_str().unwrap();
+    let (first, second) = (format!("{dir}:/data"), "/tmp:/data".to_owned());
+    scratch
+        .sandflow(&["run", hello, "--dir", &first, "--dir", &second])
+        .assert_bad_input("two --dir grants would both appear at /data inside the sandbox");
+    scratch
+        .sandflow(&["run", hello, "--fuel", "0"])
+        .assert_bad_input("--fuel");
+    scratch
+        .sandflow(&["run", hello, "--timeout", "5ms"])
+        .assert_bad_input("at least 10ms");
     assert!(
         !scratch.db().exists(),
         "bad input must not create the database"

@@ -139,12 +139,12 @@ impl DriveArgs {
 /// Per-attempt limits; each default is `Limits::default()`'s.
 #[derive(Args)]
 struct LimitArgs {
-    /// Fuel per task attempt, unless the task sets its own [default: 10000000000]
-    #[arg(long, value_name = "N")]
+    /// Fuel per task attempt; a task may declare less [default: 10000000000]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     fuel: Option<u64>,
-    /// Wall-clock limit per task attempt, unless the task sets its own, e.g. 30s, 5m
-    /// [default: 60s]
-    #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
+    /// Wall-clock limit per task attempt, at least 10ms (deadlines are checked every
+    /// 10ms); a task may declare less, e.g. 30s, 5m [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = attempt_timeout)]
     timeout: Option<Duration>,
     /// Linear memory per task attempt, e.g. 64MiB [default: 256MiB]
     #[arg(long, value_name = "SIZE")]
@@ -193,6 +193,19 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
         Ok(d) => Ok(d),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// A task attempt's timeout: deadlines are checked at every epoch tick, so a shorter one
+/// could not be kept.
+fn attempt_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = positive_duration(text)?;
+    if timeout < sandflow::sandbox::EPOCH_TICK {
+        return Err(format!(
+            "an attempt's timeout must be at least {}, the resolution of deadlines",
+            humantime::format_duration(sandflow::sandbox::EPOCH_TICK)
+        ));
+    }
+    Ok(timeout)
 }
 
 /// An error that ends the command: its message, and whether it is the user's input (exit
