@@ -26,7 +26,7 @@ run=$(printf '%s\n' "$table" | sed -n '1s/^run \([0-9][0-9]*\) .*/\1/p')
 "$sandflow" --db "$db" output "$run" report
 cat <<EOF
 
-Run $run is stored in $db. To look further:
+Run $run is stored in $db. To look further, from the repository root:
   $sandflow --db $db runs show $run --logs   # every attempt, with each task's log
   $sandflow --db $db output $run summary     # one task's output (JSON)
   $sandflow --db $db runs                    # every run in this database
