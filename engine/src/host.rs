@@ -135,10 +135,7 @@ impl HostState {
         Ok(Self {
             wasi,
             table: ResourceTable::new(),
-            limiter: MemoryCap {
-                limit: memory_limit,
-                hit: None,
-            },
+            limiter: MemoryCap::new(memory_limit),
             identity,
             log: Vec::new(),
             log_bytes: 0,
@@ -212,26 +209,43 @@ impl host::Host for HostState {
 /// Caps linear memory per store. The pooling allocator also caps each memory slot, but that
 /// fails with a generic error; this limiter records which limit was hit so the task's
 /// failure says "memory limit" instead of an opaque trap.
+/// The memory limit of one attempt, over all the linear memories of its instance together:
+/// a component with several memories gets the limit once, not once per memory.
 pub(crate) struct MemoryCap {
     limit: usize,
+    /// Bytes of all memories so far; wasmtime asks this limiter for each memory's initial
+    /// size too, so this starts from the instance's first memory.
+    used: usize,
     pub(crate) hit: Option<LimitHit>,
+}
+
+impl MemoryCap {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            used: 0,
+            hit: None,
+        }
+    }
 }
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.limit {
             let hit = LimitHit::Memory {
                 limit: self.limit,
-                requested: desired,
+                requested: total,
             };
             self.hit = Some(hit);
             return Err(hit.into());
         }
+        self.used = total;
         Ok(true)
     }
 
@@ -280,5 +294,28 @@ impl From<types::TaskDef> for TaskDef {
             timeout_ms: t.timeout_ms,
             fuel: t.fuel,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_limit_covers_all_memories_of_an_instance_together() {
+        const MIB: usize = 1 << 20;
+        let mut cap = MemoryCap::new(4 * MIB);
+        // Two memories created with 1 MiB each, then the first grows to 2 MiB: 3 MiB.
+        assert!(cap.memory_growing(0, MIB, None).unwrap());
+        assert!(cap.memory_growing(0, MIB, None).unwrap());
+        assert!(cap.memory_growing(MIB, 2 * MIB, None).unwrap());
+        // The second growing to 3 MiB would make 5 MiB in all: refused, and named.
+        assert!(cap.memory_growing(MIB, 3 * MIB, None).is_err());
+        assert!(matches!(
+            cap.hit,
+            Some(LimitHit::Memory { limit, requested }) if limit == 4 * MIB && requested == 5 * MIB
+        ));
+        // Growing it to 2 MiB (4 MiB in all) still fits.
+        assert!(cap.memory_growing(MIB, 2 * MIB, None).unwrap());
     }
 }

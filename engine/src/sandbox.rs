@@ -453,7 +453,10 @@ mod tests {
 
     #[test]
     fn the_shortest_timeout_validation_accepts_is_one_epoch_tick() {
-        assert_eq!(EPOCH_TICK.as_millis(), u128::from(crate::dag::MIN_TIMEOUT_MS));
+        assert_eq!(
+            EPOCH_TICK.as_millis(),
+            u128::from(crate::dag::MIN_TIMEOUT_MS)
+        );
     }
 
     #[test]
