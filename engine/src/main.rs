@@ -4,5 +4,20 @@
 mod cli;
 
 fn main() -> std::process::ExitCode {
+    restore_sigpipe();
     cli::main()
+}
+
+/// Rust ignores SIGPIPE, so printing to a pipe whose reader left (`sandflow runs | head`)
+/// fails, and `println!` panics on the failure. A command line tool should end quietly
+/// instead, as other tools do: the default action ends the process at the first write. A
+/// run's report is printed after the run has ended and its end is stored; only its first
+/// line comes earlier, and a run stopped there is resumable like any interrupted one.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any other thread exists; SIG_DFL is a
+    // valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }

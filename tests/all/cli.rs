@@ -142,3 +142,31 @@ fn params_reach_the_tasks_exactly_as_given() {
     let out = scratch.sandflow(&["output", &run, "params"]);
     assert_eq!(out.stdout, given, "{out:?}");
 }
+
+/// A reader that leaves early (`sandflow inspect … | head`) ends sandflow quietly, as it
+/// does other tools: no panic on the broken pipe.
+#[test]
+fn a_reader_leaving_early_ends_sandflow_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let scratch = Scratch::default();
+    // Ten thousand lines: more than a pipe holds, so sandflow is still writing.
+    let wide = plugin("sdk-fanout-10k");
+    let mut child = Command::new(crate::sandflow_bin())
+        .arg("--cache-dir")
+        .arg(scratch.cache())
+        .args(["inspect", wide.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("workflow `sdk-fanout-10k`"), "{first}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), None, "ended by SIGPIPE: {stderr}");
+}
