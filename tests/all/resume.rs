@@ -84,6 +84,15 @@ fn spawn(scratch: &Scratch, args: &[&str], stderr: &Path) -> Child {
         .expect("starting sandflow")
 }
 
+/// Sends SIGTERM to `child`, as a service manager stopping it would.
+fn sigterm(child: &Child) {
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+}
+
 /// The tasks whose attempts the log at `stderr` shows starting.
 fn started(stderr: &Path) -> Vec<String> {
     let log = std::fs::read_to_string(stderr).unwrap();
@@ -218,11 +227,7 @@ fn sigterm_interrupts_the_run_and_resume_finishes_it() {
         std::thread::sleep(Duration::from_millis(5));
     }
     std::thread::sleep(Duration::from_millis(200));
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    sigterm(&child);
     let status = child.wait().unwrap();
     let log = std::fs::read_to_string(&stderr).unwrap();
     assert_eq!(status.code(), Some(130), "{log}");
@@ -295,11 +300,7 @@ fn sigterm_while_the_bundle_describes_itself_ends_the_command_at_once() {
     args.extend(limits);
     let mut child = spawn(&scratch, &args, &stderr);
     std::thread::sleep(Duration::from_millis(500));
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    sigterm(&child);
     let signalled = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
