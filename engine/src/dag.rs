@@ -25,6 +25,11 @@ pub enum DagError {
          {MAX_SCHEDULE_BYTES} bytes; a cron expression is a few dozen"
     )]
     ScheduleTooLong { len: usize },
+    #[error(
+        "the name \"{escaped}\" holds a control or text-direction character; names are \
+         printed on terminals and typed on command lines"
+    )]
+    UnprintableName { escaped: String },
     #[error("a task has an empty name; every task needs a unique, non-empty name")]
     EmptyName,
     #[error(
@@ -89,6 +94,16 @@ impl Dag {
                 len: workflow.name.len(),
                 prefix: workflow.name.chars().take(32).collect(),
             });
+        }
+        for name in std::iter::once(&workflow.name)
+            .chain(&workflow.schedule)
+            .chain(workflow.tasks.iter().map(|t| &t.name))
+        {
+            if name.chars().any(unprintable) {
+                return Err(DagError::UnprintableName {
+                    escaped: name.chars().take(64).flat_map(char::escape_debug).collect(),
+                });
+            }
         }
         if let Some(schedule) = workflow
             .schedule
@@ -184,6 +199,13 @@ impl Dag {
     pub fn topological(&self) -> &[u32] {
         &self.topological
     }
+}
+
+/// Characters that would let a name rewrite the terminal it is printed on (ANSI escapes,
+/// newlines, NUL) or read differently from what it is (bidirectional overrides).
+pub fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
 }
 
 /// What is absurd in a task's declared limits and retry policy. Declared fuel and timeouts
@@ -368,6 +390,30 @@ mod tests {
         );
         let longest = "n".repeat(MAX_NAME_BYTES);
         assert!(Dag::build(&workflow(&[(longest.as_str(), &[])])).is_ok());
+    }
+
+    #[test]
+    fn names_with_control_or_direction_characters_are_refused() {
+        for bad in [
+            "a\u{1b}[31mred",
+            "two\nlines",
+            "nul\0",
+            "\u{202E}txt.exe",
+            "tab\t",
+        ] {
+            let w = workflow(&[(bad, &[])]);
+            let err = Dag::build(&w).unwrap_err();
+            assert!(matches!(err, DagError::UnprintableName { .. }), "{err}");
+            assert!(!err.to_string().contains(bad), "printed raw: {err}");
+        }
+        let mut w = workflow(&[("a", &[])]);
+        w.name = "work\rflow".into();
+        assert!(matches!(
+            Dag::build(&w),
+            Err(DagError::UnprintableName { .. })
+        ));
+        // Any other Unicode is a fine name.
+        assert!(Dag::build(&workflow(&[("données-été ✓", &[])])).is_ok());
     }
 
     /// Both are stored with every run and listed by `sandflow runs`.

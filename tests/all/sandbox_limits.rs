@@ -49,6 +49,17 @@ fn hostile_tasks_fail_with_their_causes_while_a_sibling_succeeds() {
     // A line costs what it takes to store, not its message's length alone.
     assert_eq!(cause("log_empty_lines")["kind"], "log-limit");
     assert_eq!(cause("log_escapes")["kind"], "log-limit");
+    // What a plugin logs reaches the terminal with control characters escaped.
+    let show = scratch.sandflow(&["runs", "show", &report["id"].to_string(), "--logs"]);
+    assert_eq!(show.code, 0, "{show:?}");
+    assert!(
+        show.stdout.contains("[log_escapes] Info: \\u{1}\\u{1}"),
+        "escaped"
+    );
+    assert!(
+        !show.stdout.contains('\u{1}'),
+        "a control character reached the terminal"
+    );
 }
 
 #[test]

@@ -144,7 +144,7 @@ pub fn show_run(db: &Db, id: u64, json: bool, logs: bool) -> Result<(), Failed> 
             let outcome = a
                 .error
                 .as_ref()
-                .map_or_else(|| "success".to_owned(), ToString::to_string);
+                .map_or_else(|| "success".to_owned(), |e| printable(&e.to_string()));
             println!(
                 "{task} #{number}: started +{}, took {}, fuel {}: {outcome}",
                 duration_ms(a.started_ms.saturating_sub(run.started_ms)),
@@ -156,7 +156,7 @@ pub fn show_run(db: &Db, id: u64, json: bool, logs: bool) -> Result<(), Failed> 
     if logs {
         for (name, _) in &tasks {
             for line in db.log(id, name).map_err(Failed::input)? {
-                println!("[{name}] {:?}: {}", line.level, line.message);
+                println!("[{name}] {:?}: {}", line.level, printable(&line.message));
             }
         }
     }
@@ -201,7 +201,7 @@ fn print_table(run: &RunRecord, tasks: &[(String, Option<TaskRecord>)]) {
                 r.fuel_used,
                 r.error
                     .as_ref()
-                    .map(ToString::to_string)
+                    .map(|e| printable(&e.to_string()))
                     .unwrap_or_default()
             ),
             None => println!("{name:<width$}  {:<15}", TaskState::Pending.as_str()),
@@ -272,4 +272,19 @@ fn duration_ms(ms: u64) -> String {
 
 fn timestamp(ms: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+/// Text a plugin chose (log lines, error messages) as it may be shown on a terminal: control
+/// and text-direction characters escaped, so that a plugin cannot move the cursor, recolour
+/// or forge lines of the report. JSON output keeps the text as it is.
+fn printable(text: &str) -> String {
+    text.chars()
+        .fold(String::with_capacity(text.len()), |mut out, c| {
+            if sandflow::dag::unprintable(c) {
+                out.extend(c.escape_unicode());
+            } else {
+                out.push(c);
+            }
+            out
+        })
 }
