@@ -113,20 +113,33 @@ pub(crate) struct HostState {
     pub(crate) log: Vec<LogLine>,
     log_bytes: usize,
     log_limit: usize,
-    pub(crate) stdio: MemoryOutputPipe,
+    /// A task's stdout and stderr, each kept up to the log limit; apart, so that a flood
+    /// of one does not crowd out a panic message written to stderr.
+    stdout: MemoryOutputPipe,
+    pub(crate) stderr: MemoryOutputPipe,
 }
 
 impl HostState {
+    /// The log limit, if stdout or stderr reached it: a task whose output stream filled up
+    /// fails because of that limit, whatever it did next (Rust's `println!` panics).
+    pub(crate) fn output_limit_hit(&self) -> Option<usize> {
+        let full = |pipe: &MemoryOutputPipe| pipe.contents().len() >= self.log_limit;
+        (full(&self.stdout) || full(&self.stderr)).then_some(self.log_limit)
+    }
+
     /// Fails only if a granted directory cannot be opened any more.
     pub(crate) fn new(
         identity: TaskIdentity,
         memory_limit: usize,
         log_limit: usize,
     ) -> wasmtime::Result<Self> {
-        let stdio = MemoryOutputPipe::new(log_limit);
+        let (stdout, stderr) = (
+            MemoryOutputPipe::new(log_limit),
+            MemoryOutputPipe::new(log_limit),
+        );
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(stdio.clone())
-            .stderr(stdio.clone())
+        wasi.stdout(stdout.clone())
+            .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -140,7 +153,8 @@ impl HostState {
             log: Vec::new(),
             log_bytes: 0,
             log_limit,
-            stdio,
+            stdout,
+            stderr,
         })
     }
 }

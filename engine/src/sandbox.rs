@@ -375,13 +375,16 @@ pub(crate) fn classify(
         Some(LimitHit::Log { limit }) => return Failure::LogLimit { limit },
         None => {}
     }
+    if let Some(limit) = state.output_limit_hit() {
+        return Failure::LogLimit { limit };
+    }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => Failure::OutOfFuel { budget },
         Some(Trap::Interrupt) => Failure::Deadline {
             timeout_ms: timeout.as_millis() as u64,
         },
         Some(Trap::StackOverflow) => Failure::StackOverflow,
-        Some(Trap::UnreachableCodeReached) => match panic_message(&state.stdio.contents()) {
+        Some(Trap::UnreachableCodeReached) => match panic_message(&state.stderr.contents()) {
             Some(message) => Failure::Panic { message },
             None => Failure::Trap {
                 message: Trap::UnreachableCodeReached.to_string(),

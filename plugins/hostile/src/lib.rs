@@ -60,6 +60,15 @@ fn workflow() -> Workflow {
         }))
         .task(Task::new("log_flood", log_flood))
         .task(Task::new(
+            "stdout_flood",
+            |_: &Context| -> Result<(), TaskError> {
+                let line = "y".repeat(1000);
+                loop {
+                    println!("{line}");
+                }
+            },
+        ))
+        .task(Task::new(
             "log_empty_lines",
             |ctx: &Context| -> Result<(), TaskError> {
                 loop {
