@@ -294,20 +294,23 @@ fn end_to_end(bench: &Path, n: usize, limit: Duration) {
     }
 }
 
-/// Validation and topological order, without wasm.
+/// Validation and topological order, without wasm: a layered DAG, and a fan-in whose last
+/// task lists all the others but the first (the duplicate-dependency check must stay
+/// linear).
 fn scheduling(n: usize) {
-    let workflow = layered(n);
-    let start = Instant::now();
-    let dag = Dag::build(&workflow).unwrap();
-    let took = start.elapsed();
-    assert_eq!(dag.topological().len(), n);
-    row(
-        &format!("validate + order a {n}-task layered DAG"),
-        format!(
-            "{took:.1?} ({:.0} ns per task)",
-            took.as_nanos() as f64 / n as f64
-        ),
-    );
+    for (shape, workflow) in [("layered DAG", layered(n)), ("fan-out/fan-in", fan(n))] {
+        let start = Instant::now();
+        let dag = Dag::build(&workflow).unwrap();
+        let took = start.elapsed();
+        assert_eq!(dag.topological().len(), n);
+        row(
+            &format!("validate + order a {n}-task {shape}"),
+            format!(
+                "{took:.1?} ({:.0} ns per task)",
+                took.as_nanos() as f64 / n as f64
+            ),
+        );
+    }
 }
 
 /// Compiling the etl bundle, against loading its cached artifact.
