@@ -6,6 +6,13 @@
 //! task attempt, each time in a fresh sandbox: a task keeps no memory between attempts and
 //! talks to other tasks only through their outputs.
 //!
+//! The engine runs your `fn() -> Workflow` once per bundle, not once per attempt: it
+//! snapshots the bundle after describing it, and every attempt starts from the workflow
+//! already built, so a workflow of ten thousand tasks costs an attempt no more than one of
+//! ten. Keep that function free of side effects (printing, randomness, a `HashMap`'s random
+//! seed, reading files or the clock): a bundle whose description calls into the host cannot
+//! be snapshotted, and then every attempt declares the whole workflow again.
+//!
 //! This crate hides the raw component bindings: declare the workflow with [`Workflow`] and
 //! [`Task`], write task bodies as plain functions of a [`Context`], and export the whole with
 //! [`export_workflow!`]. Outputs and inputs are any serde type, encoded as JSON.
