@@ -99,7 +99,7 @@ struct Accessors<'a> {
 
 impl Accessors<'_> {
     /// Calls `func` of the exported instance `interface` and hands its result to `read`;
-    /// `R::default()` after an error, which is kept.
+    /// `O::default()` after an error, which is kept.
     async fn call<R, O>(
         &mut self,
         interface: &str,

@@ -385,12 +385,9 @@ async fn drive(
     invocation: Invocation,
     options: RunOptions,
     json: bool,
-    interrupts: Interrupts,
+    mut interrupts: Interrupts,
 ) -> Result<u8, Failed> {
-    let interrupted = async move {
-        let mut interrupts = interrupts;
-        interrupts.next().await;
-    };
+    let interrupted = async move { interrupts.next().await };
     let report = report::run(runner, invocation, options, json, interrupted)
         .await
         .map_err(|e| Failed {
