@@ -404,7 +404,7 @@ fn run(bench: &Path, workflow: WorkflowDef, concurrency: usize) -> (Duration, Ru
     };
     let options = RunOptions {
         concurrency,
-        timeout: None,
+        ..RunOptions::default()
     };
     let start = Instant::now();
     // Spawned, as the CLI does (see `Runner`).
@@ -437,6 +437,7 @@ fn workflow(tasks: Vec<TaskDef>) -> WorkflowDef {
         name: "bench".into(),
         schedule: None,
         tasks,
+        deterministic: false,
     }
 }
 

@@ -48,7 +48,7 @@ fn main() {
     };
     let options = RunOptions {
         concurrency: 2,
-        timeout: None,
+        ..RunOptions::default()
     };
 
     println!("{:>6}  {:>10}  {:>9}", "RUNS", "RSS", "ELAPSED");

@@ -51,10 +51,21 @@ pub enum BundleError {
     #[error("{} is not a valid WebAssembly component (truncated or corrupt?): {reason}", path.display())]
     Invalid { path: PathBuf, reason: String },
     #[error(
-        "{} needs more than the sandbox allows (raise --memory?): {reason}",
+        "{} needs more memory from the start than the memory limit allows (raise it with \
+         --memory): {reason}",
         path.display()
     )]
-    ExceedsLimits { path: PathBuf, reason: String },
+    ExceedsMemory { path: PathBuf, reason: String },
+    #[error(
+        "{} has more memories, tables or core module instances than a sandflow task may have \
+         (at most {} memories, {} tables and {} core instances in one component, whatever \
+         the flags): {reason}",
+        path.display(),
+        crate::sandbox::MEMORIES_PER_COMPONENT,
+        crate::sandbox::TABLES_PER_COMPONENT,
+        crate::sandbox::CORE_INSTANCES_PER_COMPONENT
+    )]
+    ExceedsShape { path: PathBuf, reason: String },
     #[error(
         "{} is a component, but not a sandflow bundle: {reason}; a bundle implements the \
          `sandflow:plugin/bundle` world, which the sandflow-sdk crate exports for you",
@@ -95,12 +106,33 @@ impl Bundle {
         cache: Option<&Path>,
     ) -> Result<Self, BundleError> {
         let bytes = read_bounded(path, sandbox.limits().bundle)?;
-        check_header(path, &bytes)?;
-        let hash = hex(&Sha256::digest(&bytes));
+        Self::from_bytes(sandbox, path, &bytes, cache).await
+    }
+
+    /// Loads a bundle that is already in memory (an upload, a fuzzer's input) as [`load`]
+    /// would; `path` names it in messages and in the runs it starts.
+    ///
+    /// [`load`]: Self::load
+    pub async fn from_bytes(
+        sandbox: &Sandbox,
+        path: &Path,
+        bytes: &[u8],
+        cache: Option<&Path>,
+    ) -> Result<Self, BundleError> {
+        let limit = sandbox.limits().bundle;
+        if bytes.len() as u64 > limit {
+            return Err(BundleError::TooLarge {
+                path: path.to_owned(),
+                size: bytes.len() as u64,
+                limit,
+            });
+        }
+        check_header(path, bytes)?;
+        let hash = hex(&Sha256::digest(bytes));
 
         let (component, from_cache) = match cache {
-            Some(dir) => compile_cached(sandbox, dir, &hash, path, &bytes).await?,
-            None => (compile_snapshot(sandbox, path, &bytes).await?, false),
+            Some(dir) => compile_cached(sandbox, dir, &hash, path, bytes).await?,
+            None => (compile_snapshot(sandbox, path, bytes).await?, false),
         };
         let pre = sandbox
             .prepare(&component)
@@ -221,15 +253,18 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
 }
 
 /// Compiles `bytes`. The pooling allocator also checks, at compile time, that the
-/// component's initial memories and tables fit its slots; that is a limit, not a broken
-/// file, so it is told apart (by wasmtime's wording: should that change, the error reads as
-/// an invalid component, which is still an exit code 2).
+/// component's memories, tables and instances fit its slots; that is a limit, not a broken
+/// file, so it is told apart, and only the initial size of a memory is one the operator can
+/// raise (by wasmtime's wording: should that change, the error reads as an invalid
+/// component, which is still an exit code 2).
 fn compile(sandbox: &Sandbox, path: &Path, bytes: &[u8]) -> Result<Component, BundleError> {
     Component::new(sandbox.engine(), bytes).map_err(|e| {
         let path = path.to_owned();
         let reason = format!("{e:#}");
-        if reason.contains("pooling allocator") {
-            BundleError::ExceedsLimits { path, reason }
+        if reason.contains("memory has a minimum byte size") {
+            BundleError::ExceedsMemory { path, reason }
+        } else if reason.contains("pooling allocator") {
+            BundleError::ExceedsShape { path, reason }
         } else {
             BundleError::Invalid { path, reason }
         }

@@ -323,6 +323,7 @@ mod tests {
         WorkflowDef {
             name: "test".into(),
             schedule: None,
+            deterministic: false,
             tasks: tasks
                 .iter()
                 .map(|(name, deps)| TaskDef::new(*name, deps.iter().map(|d| (*d).into()).collect()))
@@ -534,6 +535,7 @@ mod tests {
         let w = WorkflowDef {
             name: "ring".into(),
             schedule: None,
+            deterministic: false,
             tasks,
         };
         let found = std::thread::Builder::new()

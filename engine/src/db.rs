@@ -481,6 +481,7 @@ mod tests {
             workflow: WorkflowDef {
                 name: "w".into(),
                 schedule: None,
+                deterministic: false,
                 tasks: vec![],
             },
             params: "{}".into(),

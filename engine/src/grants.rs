@@ -4,13 +4,19 @@
 //! - a host directory, read-only, at a path of the operator's choosing inside the sandbox;
 //! - an environment variable of sandflow's own environment, by name.
 //!
+//! Inside a granted directory only files and directories open (see
+//! [`refuse_special_files`]).
+//!
 //! Grants are stored with the run so that a resumed run gets the same ones. Environment
 //! *values* are not stored (they are often secrets): a resumed run reads them again from
 //! the environment of the process that resumes it.
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+use wasmtime::component::{Linker, Resource};
+use wasmtime_wasi::filesystem::WasiFilesystemView;
+use wasmtime_wasi::p2::bindings::filesystem::types::{self as fs, Host as _, HostDescriptor as _};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiView};
 
 /// What the operator granted, as given on the command line.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +118,57 @@ impl Capabilities {
         }
         Ok(())
     }
+}
+
+/// The WASI interface whose `open-at` [`refuse_special_files`] replaces: the version
+/// wasmtime-wasi links, which also serves guests importing older 0.2 versions.
+const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+
+/// Makes `open-at` refuse, with `access`, to open anything in a granted directory but
+/// files, directories and links to them. Opening a FIFO blocks until a writer comes, in a
+/// thread the task's deadline cannot stop (a host process waiting on it never exited);
+/// devices and sockets are no business of a task either. The type is read by `stat`,
+/// which never blocks, before the open. Grants are read-only, so a task cannot swap in a
+/// link between the two; only another process on the host could.
+pub(crate) fn refuse_special_files<T: WasiView + 'static>(
+    linker: &mut Linker<T>,
+) -> wasmtime::Result<()> {
+    type OpenAt = (
+        Resource<fs::Descriptor>,
+        fs::PathFlags,
+        String,
+        fs::OpenFlags,
+        fs::DescriptorFlags,
+    );
+    linker.allow_shadowing(true);
+    linker.instance(FILESYSTEM_TYPES)?.func_wrap_async(
+        "[method]descriptor.open-at",
+        |mut store, (dir, path_flags, path, open_flags, flags): OpenAt| {
+            Box::new(async move {
+                let mut fs = store.data_mut().filesystem();
+                let looked = Resource::new_borrow(dir.rep());
+                let opened = match fs.stat_at(looked, path_flags, path.clone()).await {
+                    Ok(stat) if !openable(stat.type_) => Err(fs::ErrorCode::Access),
+                    _ => match fs.open_at(dir, path_flags, path, open_flags, flags).await {
+                        Ok(file) => Ok(file),
+                        Err(e) => Err(fs.convert_error_code(e)?),
+                    },
+                };
+                Ok((opened,))
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+fn openable(kind: fs::DescriptorType) -> bool {
+    matches!(
+        kind,
+        fs::DescriptorType::RegularFile
+            | fs::DescriptorType::Directory
+            | fs::DescriptorType::SymbolicLink
+    )
 }
 
 #[cfg(test)]

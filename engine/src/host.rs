@@ -62,6 +62,8 @@ pub(crate) struct TaskIdentity {
     pub params: Arc<[u8]>,
     pub inputs: Option<Arc<dyn InputSource>>,
     pub capabilities: Arc<Capabilities>,
+    /// The workflow runs in deterministic mode (see [`crate::deterministic`]).
+    pub deterministic: bool,
 }
 
 impl TaskIdentity {
@@ -77,6 +79,7 @@ impl TaskIdentity {
             params: Arc::from(&b"{}"[..]),
             inputs: None,
             capabilities: Arc::default(),
+            deterministic: false,
         }
     }
 }
@@ -96,14 +99,16 @@ pub(crate) enum LimitHit {
 /// its place in memory. Counting the message's bytes alone let a task log empty lines
 /// without end: gigabytes of memory and database, never the limit.
 fn stored_len(message: &str) -> usize {
-    /// `{"level":"debug","message":""}` and a `LogLine` in a `Vec`, rounded up.
-    const LINE_OVERHEAD: usize = 64;
     let escaped = message
         .bytes()
         .filter(|&b| b < 0x20 || b == b'"' || b == b'\\')
         .count();
-    LINE_OVERHEAD + message.len() + 5 * escaped
+    RECORD_OVERHEAD + message.len() + 5 * escaped
 }
+
+/// What a stored record costs beyond its message: `{"level":"debug","message":""}` and a
+/// `LogLine` in a `Vec`, rounded up.
+pub(crate) const RECORD_OVERHEAD: usize = 64;
 
 pub(crate) struct HostState {
     wasi: WasiCtx,
@@ -117,6 +122,9 @@ pub(crate) struct HostState {
     /// of one does not crowd out a panic message written to stderr.
     stdout: MemoryOutputPipe,
     pub(crate) stderr: MemoryOutputPipe,
+    /// Bytes sandflow's host functions copied for the plugin since the sandbox last charged
+    /// them to its fuel (see `sandbox::charge_host_call`).
+    pub(crate) copied: usize,
 }
 
 impl HostState {
@@ -144,10 +152,15 @@ impl HostState {
             .allow_udp(false)
             .allow_ip_name_lookup(false);
         identity.capabilities.apply(&mut wasi)?;
+        if identity.deterministic {
+            crate::deterministic::apply(&mut wasi, &identity);
+        }
         let wasi = wasi.build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_HANDLES);
         Ok(Self {
             wasi,
-            table: ResourceTable::new(),
+            table,
             limiter: MemoryCap::new(memory_limit),
             identity,
             log: Vec::new(),
@@ -155,6 +168,7 @@ impl HostState {
             log_limit,
             stdout,
             stderr,
+            copied: 0,
         })
     }
 }
@@ -172,6 +186,7 @@ impl types::Host for HostState {}
 
 impl host::Host for HostState {
     fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
+        self.copied += message.len();
         self.log_bytes = self.log_bytes.saturating_add(stored_len(&message));
         if self.log_bytes > self.log_limit {
             return Err(LimitHit::Log {
@@ -192,6 +207,7 @@ impl host::Host for HostState {
     }
 
     fn input(&mut self, task: String) -> wasmtime::Result<Result<Option<Vec<u8>>, String>> {
+        self.copied += task.len();
         let id = &self.identity;
         if !id.upstream.contains(&task) {
             return Ok(Err(format!(
@@ -199,18 +215,22 @@ impl host::Host for HostState {
                 id.task
             )));
         }
-        match &id.inputs {
-            Some(inputs) => Ok(Ok(inputs.output(&task)?)),
-            None => Ok(Ok(None)),
-        }
+        let output = match &id.inputs {
+            Some(inputs) => inputs.output(&task)?,
+            None => None,
+        };
+        self.copied += output.as_ref().map_or(0, Vec::len);
+        Ok(Ok(output))
     }
 
     fn params(&mut self) -> wasmtime::Result<Vec<u8>> {
+        self.copied += self.identity.params.len();
         Ok(self.identity.params.to_vec())
     }
 
     fn context(&mut self) -> wasmtime::Result<types::TaskContext> {
         let id = &self.identity;
+        self.copied += id.run_id.len() + id.task.len();
         Ok(types::TaskContext {
             run_id: id.run_id.clone(),
             task: id.task.clone(),
@@ -273,6 +293,12 @@ impl ResourceLimiter for MemoryCap {
     }
 }
 
+/// Open files, directories, streams and other WASI handles one attempt may hold at once.
+/// Every open file is a descriptor of the host process: without a cap, one task could take
+/// them all and make every other task's opens fail. A task's stdio and a few granted
+/// directories take about ten.
+pub(crate) const MAX_HANDLES: usize = 256;
+
 /// Function tables of real plugins hold a few thousand entries at most.
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
 
@@ -281,6 +307,7 @@ impl From<types::WorkflowDef> for WorkflowDef {
         WorkflowDef {
             name: w.name,
             schedule: w.schedule,
+            deterministic: w.deterministic,
             tasks: w.tasks.into_iter().map(Into::into).collect(),
         }
     }

@@ -18,6 +18,7 @@ pub mod bundle;
 mod contain;
 pub mod dag;
 pub mod db;
+mod deterministic;
 pub mod grants;
 mod host;
 pub mod sandbox;

@@ -5,7 +5,25 @@ mod cli;
 
 fn main() -> std::process::ExitCode {
     restore_sigpipe();
+    raise_open_file_limit();
     cli::main()
+}
+
+/// Each task may hold up to 256 open handles (see the README's limits), and 64 run at once
+/// by default: more than the soft limit of 1,024 open files many systems start processes
+/// with. The hard limit is the operator's ceiling; the soft one is only a default, which
+/// servers commonly raise to the hard one.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    // SAFETY: `getrlimit` and `setrlimit` only read and write the struct passed to them.
+    unsafe {
+        let mut limit = std::mem::zeroed::<libc::rlimit>();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }
 
 /// Rust ignores SIGPIPE, so printing to a pipe whose reader left (`sandflow runs | head`)

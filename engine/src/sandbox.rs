@@ -24,10 +24,10 @@ use crate::workflow::WorkflowDef;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::{Component, Linker, ResourceTableError};
 use wasmtime::{
-    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
-    UpdateDeadline,
+    CallHook, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    StoreContextMut, Trap, UpdateDeadline, WasmBacktrace,
 };
 
 /// How often the epoch advances; the granularity of yielding, not of deadlines.
@@ -128,9 +128,9 @@ const TABLE_KEEP_RESIDENT: usize = 16 << 10;
 
 /// Components compiled by wit-component hold a handful of core instances (the main module,
 /// shims and fixups for imports) and, for Rust guests, one memory and a few tables.
-const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
-const MEMORIES_PER_COMPONENT: u32 = 2;
-const TABLES_PER_COMPONENT: u32 = 8;
+pub(crate) const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+pub(crate) const MEMORIES_PER_COMPONENT: u32 = 2;
+pub(crate) const TABLES_PER_COMPONENT: u32 = 8;
 
 /// One wasmtime engine with its linker and epoch ticker. Create one per process and share it:
 /// compiled bundles belong to the engine that compiled them.
@@ -177,6 +177,7 @@ impl Sandbox {
         let engine = Engine::new(&config).map_err(SandboxError)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(SandboxError)?;
+        crate::grants::refuse_special_files(&mut linker).map_err(SandboxError)?;
         bindings::Bundle::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |state| state,
@@ -280,6 +281,10 @@ impl Sandbox {
         store
             .set_fuel(fuel)
             .expect("fuel is enabled in the engine config");
+        store.call_hook(|store, hook| match hook {
+            CallHook::ReturningFromHost => charge_host_call(store),
+            _ => Ok(()),
+        });
         // At every tick, running wasm yields to tokio, and traps once its time is up: the
         // trap unwinds normally, so the log and the cause are kept.
         store.set_epoch_deadline(1);
@@ -308,7 +313,7 @@ impl Sandbox {
             Err(e) => {
                 return Execution {
                     outcome: Err(Failure::Start {
-                        message: format!("{e:#}"),
+                        message: reason(&e),
                     }),
                     fuel_used: 0,
                     duration: started.elapsed(),
@@ -326,7 +331,7 @@ impl Sandbox {
                 .instantiate_async(&mut store)
                 .await
                 .map_err(|e| Failure::Start {
-                    message: format!("{e:#}"),
+                    message: reason(&e),
                 })?;
             call(&bundle, &mut store)
                 .await
@@ -348,12 +353,51 @@ impl Sandbox {
     }
 }
 
+/// Fuel a call out of wasm costs, on top of a unit per byte that sandflow's own host
+/// functions copy: fuel counts wasm instructions only, so without this a task calling
+/// `params()` or `input()` in a loop would keep the host busy copying while its budget
+/// hardly moved. 10,000 units is about what a host call's microsecond buys a wasm loop.
+pub(crate) const HOST_CALL_FUEL: u64 = 10_000;
+
+/// Charges the host call that is returning (and any bytes it copied) to the attempt's fuel,
+/// trapping as out-of-fuel when the budget cannot pay for it. Also runs after wasmtime's own
+/// calls out of wasm (growing memory, an epoch yield): rare enough not to matter.
+fn charge_host_call(mut store: StoreContextMut<'_, HostState>) -> wasmtime::Result<()> {
+    let copied = std::mem::take(&mut store.data_mut().copied);
+    let cost = HOST_CALL_FUEL.saturating_add(copied as u64);
+    let fuel = store.get_fuel()?;
+    match fuel.checked_sub(cost) {
+        Some(left) => store.set_fuel(left),
+        None => {
+            store.set_fuel(0)?;
+            Err(Trap::OutOfFuel.into())
+        }
+    }
+}
+
 /// One call's result and what it cost.
 pub(crate) struct Execution<T> {
     pub outcome: Result<T, Failure>,
     pub fuel_used: u64,
     pub duration: Duration,
     pub log: Vec<LogLine>,
+}
+
+impl Execution<Vec<u8>> {
+    /// About what storing this attempt takes: its output or failure, and its log, each
+    /// line with the room its record needs.
+    pub(crate) fn stored_bytes(&self) -> u64 {
+        let result = match &self.outcome {
+            Ok(output) => output.len(),
+            Err(failure) => crate::host::RECORD_OVERHEAD + failure.to_string().len(),
+        };
+        let log: usize = self
+            .log
+            .iter()
+            .map(|line| crate::host::RECORD_OVERHEAD + line.message.len())
+            .sum();
+        (result + log) as u64
+    }
 }
 
 /// Names what stopped the plugin. The limiter's record comes first: a failed `memory.grow`
@@ -378,6 +422,11 @@ pub(crate) fn classify(
     if let Some(limit) = state.output_limit_hit() {
         return Failure::LogLimit { limit };
     }
+    if let Some(ResourceTableError::Full) = error.downcast_ref::<ResourceTableError>() {
+        return Failure::HandleLimit {
+            limit: crate::host::MAX_HANDLES,
+        };
+    }
     match error.downcast_ref::<Trap>() {
         Some(Trap::OutOfFuel) => Failure::OutOfFuel { budget },
         Some(Trap::Interrupt) => Failure::Deadline {
@@ -390,14 +439,28 @@ pub(crate) fn classify(
                 message: Trap::UnreachableCodeReached.to_string(),
             },
         },
-        // The trap's own words; the wasm backtrace in `error`'s context is noise to users.
         Some(trap) => Failure::Trap {
             message: trap.to_string(),
         },
         None => Failure::Trap {
-            message: format!("{error:#}"),
+            message: reason(error),
         },
     }
+}
+
+/// `error`'s causes, outermost first, without the wasm backtrace wasmtime attaches as
+/// context: it lists the plugin's functions by offset, which a user cannot act on, and it
+/// came before the reason (a host call given arguments out of bounds, say).
+pub(crate) fn reason(error: &wasmtime::Error) -> String {
+    let backtrace = error
+        .downcast_ref::<WasmBacktrace>()
+        .map(ToString::to_string);
+    error
+        .chain()
+        .map(ToString::to_string)
+        .filter(|cause| Some(cause) != backtrace.as_ref())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// Rust's default panic hook writes "thread '…' panicked at FILE:LINE:COL:\nMESSAGE" to

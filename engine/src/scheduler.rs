@@ -74,6 +74,23 @@ pub struct RunOptions {
     /// Wall-clock limit of this invocation. When it passes, attempts in flight are
     /// interrupted and the run ends `timed-out`, resumable like an interrupted one.
     pub timeout: Option<Duration>,
+    /// Bytes this invocation may store: outputs, log lines and failure messages. Each is
+    /// bounded per attempt; this bounds them all, since a workflow of many tasks retrying
+    /// many times could otherwise fill the disk. Once it is passed (by at most one task's
+    /// share), attempts in flight are interrupted and the run ends `storage-limit`,
+    /// resumable like an interrupted one.
+    pub max_stored: u64,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 1,
+            timeout: None,
+            // 4 GiB: a hundred thousand tasks with 40 KiB outputs each.
+            max_stored: 4 << 30,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -312,6 +329,8 @@ struct LiveRun<'a> {
     batch: Batch,
     /// At most one commit at a time, so commits land in the order tasks ended.
     committing: Option<Commit>,
+    /// What this invocation's attempts left to store, against `RunOptions::max_stored`.
+    stored: u64,
 }
 
 impl<'a> LiveRun<'a> {
@@ -359,6 +378,7 @@ impl<'a> LiveRun<'a> {
             in_flight: HashMap::new(),
             batch: Batch::default(),
             committing: None,
+            stored: 0,
         }
     }
 
@@ -400,6 +420,9 @@ impl<'a> LiveRun<'a> {
                         ended.extend(self.settle(more));
                     }
                     self.end(ended);
+                    if self.stored > options.max_stored {
+                        break Some(RunState::StorageLimit);
+                    }
                 }
                 Wake::RetryDue => {
                     let now = Instant::now();
@@ -538,6 +561,7 @@ impl<'a> LiveRun<'a> {
                 params: self.params.clone(),
                 inputs: Some(self.inputs.clone()),
                 capabilities: self.capabilities.clone(),
+                deterministic: workflow.deterministic,
             };
             let limits = self.runner.sandbox.limits();
             // What a bundle declares may only lower what the operator allows.
@@ -573,6 +597,7 @@ impl<'a> LiveRun<'a> {
         let task = &mut self.tasks[i];
         task.fuel_used += execution.fuel_used;
         task.duration += execution.duration;
+        self.stored = self.stored.saturating_add(execution.stored_bytes());
         let finished_ms = now_ms();
         self.batch.attempts.push((
             i,

@@ -59,6 +59,9 @@ pub enum RunState {
     Interrupted,
     /// Stopped by the whole-run timeout before every task had ended.
     TimedOut,
+    /// Stopped once this invocation had stored more than it may (outputs, logs and
+    /// failures; see `RunOptions::max_stored`), before every task had ended.
+    StorageLimit,
 }
 
 impl RunState {
@@ -69,6 +72,7 @@ impl RunState {
             Self::Failed => "failed",
             Self::Interrupted => "interrupted",
             Self::TimedOut => "timed-out",
+            Self::StorageLimit => "storage-limit",
         }
     }
 
@@ -107,7 +111,11 @@ pub enum Failure {
     OutputTooLarge { size: usize, limit: usize },
     #[error("log limit of {limit} bytes exceeded")]
     LogLimit { limit: usize },
-    #[error("plugin panicked: {message}")]
+    #[error("held more than {limit} open files, streams and other handles at once")]
+    HandleLimit { limit: usize },
+    /// `message` is what the plugin wrote to stderr, location included: the plugin's own
+    /// account, which the display says, since a plugin can write any location it likes.
+    #[error("plugin panicked, and its stderr says: {message}")]
     Panic { message: String },
     #[error("plugin trapped: {message}")]
     Trap { message: String },

@@ -7,14 +7,20 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// A workflow as its bundle's `describe` returned it, not yet validated (see [`crate::dag`]).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkflowDef {
     pub name: String,
     /// A cron expression for schedulers that start runs on their own.
     pub schedule: Option<String>,
     pub tasks: Vec<TaskDef>,
+    /// Tasks see the run's logical time and seeded random numbers (see
+    /// [`crate::deterministic`]). Runs stored before it existed were not.
+    #[serde(default)]
+    pub deterministic: bool,
 }
 
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskDef {
     pub name: String,
@@ -53,6 +59,7 @@ impl TaskDef {
 }
 
 /// When a task runs, given the terminal states of its upstream tasks (Airflow's rules).
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TriggerRule {
@@ -78,6 +85,7 @@ impl TriggerRule {
     }
 }
 
+#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included. The engine treats 0 like 1.

@@ -26,6 +26,7 @@ pub struct Workflow {
     name: String,
     schedule: Option<String>,
     tasks: Vec<Task>,
+    deterministic: bool,
 }
 
 impl Workflow {
@@ -35,7 +36,19 @@ impl Workflow {
             name: name.into(),
             schedule: None,
             tasks: Vec::new(),
+            deterministic: false,
         }
+    }
+
+    /// Runs the tasks in deterministic mode: the clocks of `std::time` read the run's
+    /// logical time (advancing a microsecond at each reading), and random numbers (WASI
+    /// random, which `getrandom` and `HashMap` use) come from a generator seeded by the run,
+    /// the task and the attempt. A task run again for the same attempt, as a resumed run
+    /// does, then computes what it computed before; a retry, a new attempt, gets new random
+    /// numbers. The random numbers are predictable by design: no keys or secrets from them.
+    pub fn deterministic(mut self) -> Self {
+        self.deterministic = true;
+        self
     }
 
     /// A cron expression saying when a scheduler should start runs, e.g. `"0 3 * * *"`.
@@ -114,6 +127,7 @@ impl Workflow {
             name: self.name.clone(),
             schedule: self.schedule.clone(),
             tasks: self.tasks.iter().map(Task::to_wit).collect(),
+            deterministic: self.deterministic,
         }
     }
 }

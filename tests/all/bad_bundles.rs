@@ -1,26 +1,28 @@
 //! Every kind of bad bundle is refused with its own message and exit code 2, before the
 //! database is even created.
 
-use crate::{Scratch, plugin};
+use crate::{Outcome, Scratch, plugin};
 
-/// Runs `sandflow run` on a file holding `bytes` and checks the refusal.
-fn refused(bytes: &[u8], expected: &str) {
+/// Runs `sandflow run` and `validate` on a file holding `bytes`, checks the refusal, and
+/// returns what `validate` said.
+fn refused(bytes: &[u8], expected: &str) -> Outcome {
     let scratch = Scratch::default();
     let bundle = scratch.path().join("bundle.wasm");
     std::fs::write(&bundle, bytes).unwrap();
-    refused_file(&scratch, bundle.to_str().unwrap(), expected);
+    refused_file(&scratch, bundle.to_str().unwrap(), expected)
 }
 
-fn refused_file(scratch: &Scratch, bundle: &str, expected: &str) {
-    for command in ["run", "validate"] {
-        scratch
-            .sandflow(&[command, bundle])
-            .assert_bad_input(expected);
+fn refused_file(scratch: &Scratch, bundle: &str, expected: &str) -> Outcome {
+    let outcomes = ["run", "validate"].map(|command| scratch.sandflow(&[command, bundle]));
+    for outcome in &outcomes {
+        outcome.assert_bad_input(expected);
     }
     assert!(
         !scratch.db().exists(),
         "a refused bundle must not touch the database"
     );
+    let [_, validate] = outcomes;
+    validate
 }
 
 #[test]
@@ -65,7 +67,7 @@ fn describe_that_traps() {
     refused_file(
         &scratch,
         bundle.to_str().unwrap(),
-        "could not describe its workflow: plugin panicked: this bundle cannot describe itself",
+        "could not describe its workflow: plugin panicked, and its stderr says: this bundle cannot describe itself",
     );
 }
 
@@ -118,8 +120,27 @@ fn a_memory_limit_below_the_bundles_initial_memory_blames_the_limit() {
     let scratch = Scratch::default();
     let hello = plugin("hello");
     let out = scratch.sandflow(&["run", hello.to_str().unwrap(), "--memory", "64KiB"]);
-    out.assert_bad_input("needs more than the sandbox allows (raise --memory?)");
+    out.assert_bad_input("than the memory limit allows (raise it with --memory)");
     assert!(!scratch.db().exists());
+}
+
+/// Three memories are more than an instance may have, which no flag changes: the message
+/// must not send the operator to `--memory`.
+#[test]
+fn a_bundle_with_more_memories_than_an_instance_may_have_is_told_which_limit() {
+    let three_memories = wat::parse_str(
+        "(component
+           (core module $m (memory 1))
+           (core instance (instantiate $m))
+           (core instance (instantiate $m))
+           (core instance (instantiate $m)))",
+    )
+    .unwrap();
+    let out = refused(
+        &three_memories,
+        "at most 2 memories, 8 tables and 16 core instances",
+    );
+    assert!(!out.stderr.contains("--memory"), "{}", out.stderr);
 }
 
 /// What is not a regular file is refused before it is opened: a device such as /dev/zero

@@ -5,6 +5,7 @@
 mod bad_bundles;
 mod cache;
 mod cli;
+mod deterministic;
 mod etl;
 mod mutations;
 mod readme;

@@ -18,6 +18,7 @@ fn hostile_tasks_fail_with_their_causes_while_a_sibling_succeeds() {
     assert_eq!(cause("spin")["kind"], "out-of-fuel");
     assert_eq!(cause("spin")["budget"], 50_000_000);
     assert_eq!(cause("slow")["kind"], "deadline");
+    assert_eq!(cause("host_calls")["kind"], "out-of-fuel");
     let grow = cause("grow");
     assert_eq!(grow["kind"], "memory-limit");
     assert_eq!(grow["limit"], 32 << 20);
@@ -29,7 +30,14 @@ fn hostile_tasks_fail_with_their_causes_while_a_sibling_succeeds() {
             .contains("the plugin gave up")
     );
     assert_eq!(cause("fail")["kind"], "fatal");
-    // A 10 MiB error message is stored cut to 4 KiB, saying so.
+    // The host's reason for refusing a call, without the wasm backtrace before it.
+    let bad_call = cause("bad_host_call");
+    assert_eq!(bad_call["kind"], "trap");
+    let message = bad_call["message"].as_str().unwrap();
+    assert!(message.contains("out of bounds"), "{message}");
+    assert!(!message.contains("backtrace"), "{message}");
+    // A 10 MiB error message is stored cut to 4 KiB, saying so, for each of its attempts.
+    assert_eq!(task(&report, "huge_error")["attempts"], 20);
     let huge = cause("huge_error");
     assert_eq!(huge["kind"], "retryable");
     let message = huge["message"].as_str().unwrap();
@@ -62,6 +70,71 @@ fn hostile_tasks_fail_with_their_causes_while_a_sibling_succeeds() {
         !show.stdout.contains('\u{1}'),
         "a control character reached the terminal"
     );
+    // A panic's location is the plugin's word (it may write any), and is shown as such.
+    assert!(
+        show.stdout.contains(
+            "plugin panicked, and its stderr says: the plugin gave up (at hostile/src/lib.rs:"
+        ),
+        "{}",
+        show.stdout
+    );
+}
+
+/// Fuel counts wasm instructions, and copying is the host's work: a task fetching 100 KiB
+/// of parameters in a loop, uncharged, copies gigabytes until its 5 s deadline. Charged by
+/// the call and the byte, it runs out of its 50M fuel within a few hundred calls.
+#[test]
+fn host_calls_are_charged_to_fuel_by_the_bytes_they_copy() {
+    let scratch = Scratch::default();
+    let params = format!(r#"{{"pad":"{}"}}"#, "x".repeat(100 << 10));
+    let (_, report) = scratch.run_json(
+        &plugin("hostile"),
+        &["--memory", "32MiB", "--params", &params],
+    );
+    let host_calls = task(&report, "host_calls");
+    assert_eq!(host_calls["error"]["kind"], "out-of-fuel", "{host_calls}");
+    assert!(
+        host_calls["duration_us"].as_u64().unwrap() < 2_000_000,
+        "{host_calls}"
+    );
+}
+
+/// Each attempt's output, log and failure are bounded, and so is their sum over a run: the
+/// hostile run stores megabytes of logs and failures, and is stopped at 256 KiB, resumable.
+#[test]
+fn a_run_stops_once_it_has_stored_its_limit() {
+    let scratch = Scratch::default();
+    let bundle = plugin("hostile");
+    let args = ["run", bundle.to_str().unwrap(), "--memory", "32MiB"];
+    let out = scratch.sandflow(&[&args[..], &["--max-stored", "256KiB"]].concat());
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stdout.contains("run 1 storage-limit"), "{}", out.stdout);
+    assert!(out.stderr.contains("sandflow resume 1"), "{}", out.stderr);
+    let stored = std::fs::metadata(scratch.db()).unwrap().len();
+    assert!(stored < 16 << 20, "{stored} bytes in the database");
+}
+
+/// `--run-timeout` ends the run on time even while a task would run for ten minutes.
+#[test]
+fn a_run_timeout_stops_a_task_in_the_middle_of_an_attempt() {
+    let scratch = Scratch::default();
+    let greedy = plugin("greedy");
+    let started = std::time::Instant::now();
+    let (code, report) = scratch.run_json(
+        &greedy,
+        &[
+            "--fuel",
+            "10000000000000",
+            "--timeout",
+            "10m",
+            "--run-timeout",
+            "300ms",
+        ],
+    );
+    assert_eq!(code, 1, "{report}");
+    assert_eq!(report["state"], "timed-out", "{report}");
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
 }
 
 #[test]
@@ -76,6 +149,7 @@ fn files_environment_and_network_are_out_of_reach() {
         assert!(message.contains(expected), "{name}: {message}");
     };
     denied("read_file", "No such file or directory");
+    denied("hoard_files", "No such file or directory");
     denied("write_file", "No such file or directory");
     denied("read_env", "environment variable not found");
     denied("connect", "Permission denied");
@@ -117,6 +191,11 @@ fn granted_directories_are_read_only_and_granted_variables_readable() {
     };
     assert_eq!(output("read_file"), r#""granted""#);
     assert_eq!(output("read_env"), r#""yes""#);
+    // A task holding files open by the hundred stops at its own cap, leaving the host's
+    // descriptors to everybody else.
+    let hoard = task(&report, "hoard_files");
+    assert_eq!(hoard["error"]["kind"], "handle-limit", "{hoard}");
+    assert_eq!(hoard["error"]["limit"], 256, "{hoard}");
     let write = task(&report, "write_file");
     assert_eq!(write["state"], "failed", "{write}");
     assert!(
@@ -129,6 +208,24 @@ fn granted_directories_are_read_only_and_granted_variables_readable() {
     for name in ["read_file", "read_env"] {
         assert_eq!(task(&report, name)["state"], "failed", "{report}");
     }
+
+    // Nor what is no file: opening a FIFO would block a host thread until a writer came,
+    // and sandflow with it. It is refused at once, and the run ends.
+    let made = std::process::Command::new("mkfifo")
+        .arg(data.join("pipe"))
+        .status()
+        .expect("mkfifo runs");
+    assert!(made.success());
+    let report = run(r#"{"file": "/data/pipe"}"#);
+    let fifo = task(&report, "read_file");
+    assert_eq!(fifo["error"]["kind"], "fatal", "{fifo}");
+    assert!(
+        fifo["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Permission denied"),
+        "{fifo}"
+    );
 }
 
 #[test]

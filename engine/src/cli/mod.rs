@@ -122,6 +122,10 @@ struct DriveArgs {
     /// Stop the run after this long, e.g. 10m; it ends `timed-out` and can be resumed
     #[arg(long, value_name = "DURATION", value_parser = positive_duration)]
     run_timeout: Option<Duration>,
+    /// Stop the run once it has stored this much in outputs, logs and failures; it ends
+    /// `storage-limit` and can be resumed [default: 4GiB]
+    #[arg(long, value_name = "SIZE")]
+    max_stored: Option<bytesize::ByteSize>,
     /// Print the report as JSON instead of a table
     #[arg(long)]
     json: bool,
@@ -132,6 +136,9 @@ impl DriveArgs {
         RunOptions {
             concurrency: self.concurrency.map_or_else(cores, |n| n as usize),
             timeout: self.run_timeout,
+            max_stored: self
+                .max_stored
+                .map_or(RunOptions::default().max_stored, |s| s.as_u64()),
         }
     }
 }
@@ -245,7 +252,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    let outcome = runtime.block_on(dispatch(cli));
+    // Everything sandflow started has ended with `dispatch`; what may be left is a thread
+    // of the blocking pool stuck in a system call a task made (a WASI read that never
+    // returns), which dropping the runtime would wait for without end.
+    runtime.shutdown_background();
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(failed) => {
             eprintln!("error: {}", failed.message);
@@ -378,8 +390,8 @@ fn runner(sandbox: Sandbox, bundle: Bundle, dag: Dag, db: Arc<Db>) -> Runner {
 }
 
 /// Starts or resumes a run, stopping it on Ctrl-C or SIGTERM, and turns how it ended into
-/// the exit code: 0 succeeded, 1 failed or timed out, 130 interrupted (as shells report
-/// Ctrl-C).
+/// the exit code: 0 succeeded, 1 failed or stopped by a limit, 130 interrupted (as shells
+/// report Ctrl-C).
 async fn drive(
     runner: Runner,
     invocation: Invocation,

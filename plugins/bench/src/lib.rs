@@ -17,6 +17,7 @@ impl sandflow_sdk::bindings::Guest for Bench {
         types::WorkflowDef {
             name: "bench".into(),
             schedule: None,
+            deterministic: false,
             tasks: vec![types::TaskDef {
                 name: "noop".into(),
                 depends_on: Vec::new(),

@@ -1,9 +1,11 @@
 //! Tasks that misbehave on purpose, each in a way the sandbox must contain, beside `ok`,
 //! which behaves: burn fuel, outlive a deadline, grow memory, read an undeclared input,
-//! panic, recurse, trap, return a huge output, flood the log, and reach for a file (to read
-//! and to write), an environment variable and a socket. No task depends on another, so one run exercises them all at once: every
-//! hostile task must fail with its own cause while `ok` succeeds.
-use sandflow_sdk::{Context, Task, TaskError, Workflow, export_workflow};
+//! panic, recurse, trap, return a huge output, flood the log, call the host in a loop or
+//! wrongly, and reach for a file (to read, to write and to hold open by the hundred), an
+//! environment variable and a socket. No task
+//! depends on another, so one run exercises them all at once: every hostile task must fail
+//! with its own cause while `ok` succeeds.
+use sandflow_sdk::{Context, Retry, Task, TaskError, Workflow, export_workflow};
 use std::time::Duration;
 
 /// What the file, env and write tasks reach for; the defaults are what a sandbox escape
@@ -37,6 +39,17 @@ fn workflow() -> Workflow {
                 .fuel(100_000_000_000)
                 .timeout(Duration::from_millis(300)),
         )
+        // Calls the host without end, so that its own instructions cost little: host
+        // calls are charged to fuel, so it must still run out within its budget.
+        .task(
+            Task::raw("host_calls", |ctx: &Context| {
+                loop {
+                    std::hint::black_box(ctx.params_bytes());
+                }
+            })
+            .fuel(50_000_000)
+            .timeout(Duration::from_secs(5)),
+        )
         .task(Task::new("grow", grow))
         .task(Task::new("sneaky", sneaky))
         .task(Task::new("panic", |_: &Context| -> Result<(), TaskError> {
@@ -45,12 +58,18 @@ fn workflow() -> Workflow {
         .task(Task::new("fail", |_: &Context| -> Result<(), TaskError> {
             Err(TaskError::fatal("refusing on purpose"))
         }))
-        .task(Task::new(
-            "huge_error",
-            |_: &Context| -> Result<(), TaskError> {
+        // A 10 MiB error, again and again, at once: each one stored.
+        .task(
+            Task::new("huge_error", |_: &Context| -> Result<(), TaskError> {
                 Err(TaskError::retryable("e".repeat(10 << 20)))
-            },
-        ))
+            })
+            .retry(Retry {
+                max_attempts: 20,
+                initial_backoff: Duration::ZERO,
+                ..Retry::default()
+            }),
+        )
+        .task(Task::new("bad_host_call", bad_host_call))
         .task(Task::new("recurse", |_: &Context| Ok(recurse(0))))
         .task(Task::new("trap", |_: &Context| -> Result<(), TaskError> {
             core::arch::wasm32::unreachable()
@@ -88,6 +107,16 @@ fn workflow() -> Workflow {
         .task(Task::new("read_file", |ctx: &Context| {
             Ok(std::fs::read_to_string(ctx.params::<Reach>()?.file)?)
         }))
+        .task(Task::new(
+            "hoard_files",
+            |ctx: &Context| -> Result<(), TaskError> {
+                let path = ctx.params::<Reach>()?.file;
+                let mut open = Vec::new();
+                loop {
+                    open.push(std::fs::File::open(&path)?);
+                }
+            },
+        ))
         .task(Task::new("write_file", |ctx: &Context| {
             std::fs::write(ctx.params::<Reach>()?.write, "escaped")?;
             Ok("written")
@@ -100,6 +129,19 @@ fn workflow() -> Workflow {
             std::net::TcpStream::connect("127.0.0.1:22")?;
             Ok("connected")
         }))
+}
+
+/// Calls `host.log` as no binding would: with a message said to lie past the end of
+/// memory. The host must refuse to read it, and say why.
+fn bad_host_call(_: &Context) -> Result<(), TaskError> {
+    #[link(wasm_import_module = "sandflow:plugin/host@0.1.0")]
+    unsafe extern "C" {
+        #[link_name = "log"]
+        fn log(level: i32, message: *const u8, len: usize);
+    }
+    // SAFETY: none; the host is the one that must stay safe.
+    unsafe { log(2, (u32::MAX - 8) as usize as *const u8, 64) };
+    Ok(())
 }
 
 /// Recurses without end; the frame is kept alive so the compiler cannot make it a loop.
