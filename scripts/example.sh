@@ -6,15 +6,19 @@
 # Works from any directory and whatever ran before: every path is the repository's, and
 # the plugin is built with an explicit --target, since cargo reads the configuration of
 # the directory it is started in, not the one of the manifest it is given.
+#
+# The engine is built as the tests build it (the dev profile, its dependencies optimised,
+# the whole workspace so that features resolve alike), so that `./scripts/test.sh` after
+# it reuses wasmtime and cranelift instead of compiling them a second time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-cargo build --release -p sandflow --target-dir target
+cargo build --workspace --target-dir target
 cargo build --release -p etl --manifest-path plugins/Cargo.toml \
     --target wasm32-wasip2 --target-dir plugins/target
 
-sandflow=target/release/sandflow
+sandflow=target/debug/sandflow
 bundle=plugins/target/wasm32-wasip2/release/etl.wasm
 db=target/example.redb
 

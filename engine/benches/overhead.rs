@@ -1,12 +1,13 @@
 //! What a task costs: the sandbox's floor (one instantiate + call + drop), what the SDK
-//! adds, whole commands as a user runs them, the engine end to end over three DAG shapes, scheduling alone, bundle start, data
-//! passing and memory.
+//! adds, whole commands as a user runs them, the host's own work on a 100,000-task
+//! workflow, the engine end to end over three DAG shapes, scheduling alone, bundle start,
+//! data passing and memory.
 //! Prints a Markdown table (the README carries it).
 //!
 //! `cargo bench --bench overhead` measures at full size; `cargo test --benches`, as CI
 //! does, runs every benchmark at a tiny size to prove the harness works. Name groups to run
 //! only those: `cargo bench --bench overhead -- floor shapes` (groups: floor, sdk,
-//! commands, shapes, scheduling, start, data, memory).
+//! commands, host, shapes, scheduling, start, data, memory).
 
 #[path = "../../tests/support/plugins.rs"]
 mod plugins;
@@ -27,6 +28,8 @@ struct Sizes {
     resident: usize,
     loads: usize,
     commands: usize,
+    /// The bundle whose commands the `host` group times.
+    host_work: &'static str,
 }
 
 const FULL: Sizes = Sizes {
@@ -38,6 +41,7 @@ const FULL: Sizes = Sizes {
     resident: 100_000,
     loads: 10,
     commands: 10,
+    host_work: "sdk-chain-100k",
 };
 
 const TINY: Sizes = Sizes {
@@ -49,6 +53,7 @@ const TINY: Sizes = Sizes {
     resident: 1_000,
     loads: 2,
     commands: 1,
+    host_work: "sdk-one",
 };
 
 fn main() {
@@ -81,6 +86,9 @@ fn main() {
     }
     if wanted("commands") {
         commands(sizes.commands);
+    }
+    if wanted("host") {
+        host_work(sizes.host_work);
     }
     if wanted("shapes") {
         end_to_end(&bench, sizes.shape, limit);
@@ -159,7 +167,6 @@ fn sdk_price(calls: usize, floor: Duration) {
 /// `sandflow output` of the last task, process start included, with the compiled bundle
 /// cached (one run beforehand fills the cache). The median of `repeats`.
 fn commands(repeats: usize) {
-    let sandflow = Path::new(env!("CARGO_BIN_EXE_sandflow"));
     let cache = tempfile::tempdir().unwrap();
     // (bundle, the task whose output is read, what it must be)
     let workloads: [(&str, &str, &str); 4] = [
@@ -170,18 +177,7 @@ fn commands(repeats: usize) {
     ];
     for (name, task, expected) in workloads {
         let bundle = plugins::plugin(name);
-        let command = |db: &Path, args: &[&str]| {
-            let out = std::process::Command::new(sandflow)
-                .arg("--db")
-                .arg(db)
-                .arg("--cache-dir")
-                .arg(cache.path())
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "sandflow {args:?}: {out:?}");
-            out.stdout
-        };
+        let command = |db: &Path, args: &[&str]| sandflow(db, cache.path(), args);
         // Returns the time and the task count, from the first line `run` prints: "run 1 of
         // workflow `NAME` (N tasks)".
         let once = || {
@@ -207,6 +203,53 @@ fn commands(repeats: usize) {
         row(
             &format!("`sandflow run` + `output`, {name} ({tasks} tasks)"),
             format!("{took:.1?} ({:.1?} per task)", took / tasks),
+        );
+    }
+}
+
+/// `sandflow ARGS` with its own database and cache; what it printed, once it succeeded.
+fn sandflow(db: &Path, cache: &Path, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandflow"))
+        .arg("--db")
+        .arg(db)
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "sandflow {args:?}: {out:?}");
+    out.stdout
+}
+
+/// The host's own work on a whole workflow, command by command, the compiled bundle
+/// cached: at 100,000 tasks (the default limit) each must stay linear in the workflow.
+fn host_work(name: &str) {
+    let scratch = tempfile::tempdir().unwrap();
+    let (db, cache) = (
+        scratch.path().join("sandflow.redb"),
+        scratch.path().join("cache"),
+    );
+    let bundle = plugins::plugin(name);
+    let bundle = bundle.to_str().unwrap();
+    sandflow(&db, &cache, &["validate", bundle]);
+    let commands: [&[&str]; 7] = [
+        &["validate", bundle],
+        &["inspect", bundle],
+        &["inspect", bundle, "--format", "mermaid"],
+        &["inspect", bundle, "--format", "dot"],
+        &["run", bundle],
+        &["runs", "show", "1"],
+        &["runs", "show", "1", "--json"],
+    ];
+    for args in commands {
+        let start = Instant::now();
+        sandflow(&db, &cache, args);
+        let took = start.elapsed();
+        let shown = args.iter().map(|a| if *a == bundle { name } else { a });
+        let shown: Vec<&str> = shown.collect();
+        row(
+            &format!("`sandflow {}`", shown.join(" ")),
+            format!("{took:.1?}"),
         );
     }
 }

@@ -22,21 +22,38 @@ pub fn fan_out(name: &str, width: usize) -> Workflow {
         .task(Task::new("join", noop).after(names))
 }
 
+/// A chain of `length` no-op tasks `c0` → `c1` → ….
+pub fn chain(name: &str, length: usize) -> Workflow {
+    chained(Workflow::new(name), "c", length, |i| {
+        Task::new(format!("c{i}"), noop)
+    })
+}
+
 /// A chain of `length` tasks `f0` → `f1` → …, each computing `fib(n)` by naive recursion
 /// and adding its upstream task's result: CPU work with data passed along.
 pub fn fib_chain(length: usize, n: u32) -> Workflow {
-    (0..length).fold(Workflow::new("sdk-fib-chain"), |workflow, i| {
-        let task = Task::new(format!("f{i}"), move |ctx: &Context| {
+    chained(Workflow::new("sdk-fib-chain"), "f", length, |i| {
+        Task::new(format!("f{i}"), move |ctx: &Context| {
             let upstream: u64 = match i {
                 0 => 0,
                 _ => ctx.input(&format!("f{}", i - 1))?,
             };
             Ok(upstream + fib(n))
-        });
-        match i {
-            0 => workflow.task(task),
-            _ => workflow.task(task.after([format!("f{}", i - 1)])),
-        }
+        })
+    })
+}
+
+/// Adds `length` tasks made by `task`, each after the one before it; `task(i)` must be
+/// named `{prefix}{i}`.
+fn chained(
+    workflow: Workflow,
+    prefix: &str,
+    length: usize,
+    task: impl Fn(usize) -> Task,
+) -> Workflow {
+    (0..length).fold(workflow, |workflow, i| match i {
+        0 => workflow.task(task(0)),
+        _ => workflow.task(task(i).after([format!("{prefix}{}", i - 1)])),
     })
 }
 
