@@ -7,14 +7,15 @@
 # the plugin is built with an explicit --target, since cargo reads the configuration of
 # the directory it is started in, not the one of the manifest it is given.
 #
-# The engine is built as the tests build it (the dev profile, its dependencies optimised,
-# the whole workspace so that features resolve alike), so that `./scripts/test.sh` after
-# it reuses wasmtime and cranelift instead of compiling them a second time.
+# The engine is built as the tests build it: the dev profile (its dependencies optimised),
+# every target of the workspace, so that dev-dependencies resolve features alike (without
+# the test targets, memchr, fnv and regex-syntax resolve other features, and wasmtime and
+# cranelift would be compiled a second time). `./scripts/test.sh` after it then only runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-cargo build --workspace --target-dir target
+cargo build --workspace --all-targets --target-dir target
 cargo build --release -p etl --manifest-path plugins/Cargo.toml \
     --target wasm32-wasip2 --target-dir plugins/target
 

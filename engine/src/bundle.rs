@@ -8,7 +8,7 @@
 use crate::contain::contain_async;
 use crate::host::HostState;
 use crate::host::bindings::BundlePre;
-use crate::sandbox::Sandbox;
+use crate::sandbox::{RunLimits, Sandbox, SandboxError};
 use crate::snapshot::{self, NotSnapshotted};
 use crate::state::Failure;
 use crate::workflow::WorkflowDef;
@@ -74,6 +74,9 @@ pub enum BundleError {
     WrongWorld { path: PathBuf, reason: String },
     #[error("bundle {} could not describe its workflow: {failure}", path.display())]
     Describe { path: PathBuf, failure: Failure },
+    /// The limits to describe it under do not fit the sandbox.
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
     #[error(
         "bundle {} describes {tasks} tasks, more than the limit of {limit} (raise it with \
          --max-tasks)",
@@ -84,6 +87,34 @@ pub enum BundleError {
         tasks: usize,
         limit: usize,
     },
+}
+
+/// What a bundle may be, checked as it is loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleLimits {
+    /// Size of the bundle, in bytes; a larger file is refused before it is read.
+    ///
+    /// ## Default
+    /// 256 MiB.
+    pub bytes: u64,
+    /// Tasks its workflow may declare.
+    ///
+    /// ## Default
+    /// 100,000.
+    pub tasks: usize,
+    /// What its `describe` runs under, once when the bundle is first compiled (to snapshot
+    /// it) and once at each load.
+    pub describe: RunLimits,
+}
+
+impl Default for BundleLimits {
+    fn default() -> Self {
+        Self {
+            bytes: 256 << 20,
+            tasks: 100_000,
+            describe: RunLimits::default(),
+        }
+    }
 }
 
 /// A loaded bundle: compiled, linked, and described. Cheap to share across tasks.
@@ -103,10 +134,11 @@ impl Bundle {
     pub async fn load(
         sandbox: &Sandbox,
         path: &Path,
+        limits: &BundleLimits,
         cache: Option<&Path>,
     ) -> Result<Self, BundleError> {
-        let bytes = read_bounded(path, sandbox.limits().bundle)?;
-        Self::from_bytes(sandbox, path, &bytes, cache).await
+        let bytes = read_bounded(path, limits.bytes)?;
+        Self::from_bytes(sandbox, path, &bytes, limits, cache).await
     }
 
     /// Loads a bundle that is already in memory (an upload, a fuzzer's input) as [`load`]
@@ -117,9 +149,11 @@ impl Bundle {
         sandbox: &Sandbox,
         path: &Path,
         bytes: &[u8],
+        limits: &BundleLimits,
         cache: Option<&Path>,
     ) -> Result<Self, BundleError> {
-        let limit = sandbox.limits().bundle;
+        sandbox.check(&limits.describe)?;
+        let limit = limits.bytes;
         if bytes.len() as u64 > limit {
             return Err(BundleError::TooLarge {
                 path: path.to_owned(),
@@ -131,8 +165,8 @@ impl Bundle {
         let hash = hex(&Sha256::digest(bytes));
 
         let (component, from_cache) = match cache {
-            Some(dir) => compile_cached(sandbox, dir, &hash, path, bytes).await?,
-            None => (compile_snapshot(sandbox, path, bytes).await?, false),
+            Some(dir) => compile_cached(sandbox, dir, &hash, path, bytes, limits).await?,
+            None => (compile_snapshot(sandbox, path, bytes, limits).await?, false),
         };
         let pre = sandbox
             .prepare(&component)
@@ -141,13 +175,13 @@ impl Bundle {
                 reason: format!("{e:#}"),
             })?;
         let workflow = sandbox
-            .describe(&pre)
+            .describe(&pre, &limits.describe)
             .await
             .map_err(|failure| BundleError::Describe {
                 path: path.to_owned(),
                 failure,
             })?;
-        let limit = sandbox.limits().tasks;
+        let limit = limits.tasks;
         if workflow.tasks.len() > limit {
             return Err(BundleError::TooManyTasks {
                 path: path.to_owned(),
@@ -278,8 +312,9 @@ async fn compile_snapshot(
     sandbox: &Sandbox,
     path: &Path,
     bytes: &[u8],
+    limits: &BundleLimits,
 ) -> Result<Component, BundleError> {
-    let snapshot = contain_async(snapshot::snapshot(sandbox, bytes)).await;
+    let snapshot = contain_async(snapshot::snapshot(sandbox, bytes, &limits.describe)).await;
     let why_not = match snapshot {
         Ok(Ok(snapshot)) => match compile(sandbox, path, &snapshot) {
             Ok(component) => return Ok(component),
@@ -309,6 +344,7 @@ async fn compile_cached(
     hash: &str,
     path: &Path,
     bytes: &[u8],
+    limits: &BundleLimits,
 ) -> Result<(Component, bool), BundleError> {
     let engine = sandbox.engine();
     let mut config_hash = std::hash::DefaultHasher::new();
@@ -330,7 +366,7 @@ async fn compile_cached(
             ),
         }
     }
-    let component = compile_snapshot(sandbox, path, bytes).await?;
+    let component = compile_snapshot(sandbox, path, bytes, limits).await?;
     if let Err(e) = store_artifact(&component, dir, &artifact) {
         tracing::warn!(dir = %dir.display(), "cannot cache the compiled bundle: {e}");
     }

@@ -10,7 +10,7 @@
 
 use crate::grants::Grants;
 use crate::host::LogLine;
-use crate::sandbox::Limits;
+use crate::sandbox::RunLimits;
 use crate::state::{Failure, RunState, TaskState};
 use crate::workflow::WorkflowDef;
 use redb::{
@@ -87,7 +87,7 @@ pub struct RunRecord {
     /// The run parameters as given (JSON text).
     pub params: String,
     /// What the run's attempts ran under; a resumed run keeps them.
-    pub limits: Limits,
+    pub limits: RunLimits,
     pub grants: Grants,
     pub state: RunState,
     pub started_ms: u64,
@@ -485,7 +485,7 @@ mod tests {
                 tasks: vec![],
             },
             params: "{}".into(),
-            limits: Limits::default(),
+            limits: RunLimits::default(),
             grants: Grants::default(),
             state: RunState::Running,
             started_ms: 1,

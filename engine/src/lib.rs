@@ -12,7 +12,8 @@
 //! - [`grants`] holds what an operator lets a run's tasks reach beyond the sandbox.
 //!
 //! [`state`] holds the vocabulary of states and failure causes they all share. The
-//! `sandflow` binary is a thin CLI over this library.
+//! `sandflow` binary (crate `sandflow-cli`) is a thin CLI over this library, which has none
+//! of its dependencies.
 
 pub mod bundle;
 mod contain;
@@ -28,11 +29,11 @@ pub mod state;
 pub mod trigger;
 pub mod workflow;
 
-pub use bundle::{Bundle, BundleError};
+pub use bundle::{Bundle, BundleError, BundleLimits};
 pub use dag::{Dag, DagError};
 pub use db::{Db, DbError};
 pub use grants::{DirGrant, GrantError, Grants};
 pub use host::{LogLevel, LogLine};
-pub use sandbox::{Limits, Sandbox, SandboxError};
-pub use scheduler::{Params, RunError, RunEvent, RunOptions, RunReport, Runner};
+pub use sandbox::{EngineConfig, RunLimits, Sandbox, SandboxError};
+pub use scheduler::{NewRun, Params, RunError, RunEvent, RunOptions, RunReport, Runner};
 pub use state::{Failure, RunState, TaskState};

@@ -20,7 +20,7 @@ use crate::host::bindings::sandflow::plugin::types::TaskError;
 use crate::host::bindings::{self, BundlePre};
 use crate::host::{HostState, LimitHit, LogLine, TaskIdentity};
 use crate::state::Failure;
-use crate::workflow::WorkflowDef;
+use crate::workflow::{TaskDef, WorkflowDef};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -33,21 +33,56 @@ use wasmtime::{
 /// How often the epoch advances; the granularity of yielding, not of deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// The resource limits every task attempt runs under. Stored with each run, so that a
+/// How the process's one wasmtime engine is built: what every instance on it lives within.
+/// Fixed for the sandbox's life; runs with different [`RunLimits`] share it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Instances alive at once: the size of the pool, and so the most attempts (and
+    /// `describe` calls) that run at once. A run that wants more waits for a slot.
+    ///
+    /// ## Default
+    /// 64.
+    pub instances: u32,
+    /// The most linear memory any attempt may be given, in bytes: the size of the pool's
+    /// memory slots. A run's memory limit must fit in it, and a bundle whose memories start
+    /// larger is refused when it is compiled.
+    ///
+    /// ## Default
+    /// 256 MiB.
+    pub max_memory: usize,
+    /// Wasm stack of every attempt, in bytes.
+    ///
+    /// ## Default
+    /// 512 KiB.
+    pub stack: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            instances: 64,
+            max_memory: RunLimits::default().memory,
+            stack: 512 << 10,
+        }
+    }
+}
+
+/// The limits one run's attempts run under, each enforced per store: runs on one sandbox
+/// may each have their own, within its [`EngineConfig`]. Stored with the run, so that a
 /// resumed run runs under the limits it started with.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Limits {
-    /// Fuel of one attempt, unless the task declares its own.
+pub struct RunLimits {
+    /// Fuel of one attempt; a task may declare less.
     ///
     /// ## Default
     /// 10^10, about a second of CPU in a tight loop.
     pub fuel: u64,
-    /// Wall-clock time of one attempt, unless the task declares its own.
+    /// Wall-clock time of one attempt; a task may declare less.
     ///
     /// ## Default
     /// 60 s.
     pub timeout: Duration,
-    /// Linear memory of one attempt, in bytes.
+    /// Linear memory of one attempt, all its memories together, in bytes.
     ///
     /// ## Default
     /// 256 MiB.
@@ -62,32 +97,9 @@ pub struct Limits {
     /// ## Default
     /// 1 MiB.
     pub log: usize,
-    /// Wasm stack of one attempt, in bytes.
-    ///
-    /// ## Default
-    /// 512 KiB.
-    pub stack: usize,
-    /// Tasks a workflow may declare; a bundle describing more is refused.
-    ///
-    /// ## Default
-    /// 100,000.
-    pub tasks: usize,
-    /// Size of a bundle file, in bytes; a larger file is refused before it is read.
-    /// Records of older runs lack it and get the default.
-    ///
-    /// ## Default
-    /// 256 MiB.
-    #[serde(default = "default_bundle_size")]
-    pub bundle: u64,
-    /// Instances alive at once: the size of the pool, and so the most tasks that can run
-    /// concurrently.
-    ///
-    /// ## Default
-    /// 64.
-    pub instances: u32,
 }
 
-impl Default for Limits {
+impl Default for RunLimits {
     fn default() -> Self {
         Self {
             fuel: 10_000_000_000,
@@ -95,22 +107,36 @@ impl Default for Limits {
             memory: 256 << 20,
             output: 16 << 20,
             log: 1 << 20,
-            stack: 512 << 10,
-            tasks: 100_000,
-            bundle: default_bundle_size(),
-            instances: 64,
         }
     }
 }
 
-fn default_bundle_size() -> u64 {
-    256 << 20
+impl RunLimits {
+    /// These limits as `task` lowers them: what a bundle declares may only lower what the
+    /// operator allows.
+    pub(crate) fn for_task(&self, task: &TaskDef) -> Self {
+        Self {
+            fuel: task.fuel.map_or(self.fuel, |fuel| fuel.min(self.fuel)),
+            timeout: task
+                .timeout()
+                .map_or(self.timeout, |timeout| timeout.min(self.timeout)),
+            ..self.clone()
+        }
+    }
 }
 
-/// Why the sandbox could not be set up: a configuration wasmtime refuses.
+/// Why the sandbox could not be set up, or cannot run under the limits asked for.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot configure the WebAssembly sandbox: {0:#}")]
-pub struct SandboxError(wasmtime::Error);
+#[non_exhaustive]
+pub enum SandboxError {
+    #[error("cannot configure the WebAssembly sandbox: {0:#}")]
+    Config(wasmtime::Error),
+    #[error(
+        "the memory limit of {limit} bytes is more than this sandbox's memory slots hold \
+         ({slot} bytes)"
+    )]
+    MemoryAboveSlot { limit: usize, slot: usize },
+}
 
 /// The address space of a 32-bit linear memory, and the pool's default reservation.
 const MAX_MEMORY: usize = 4 << 30;
@@ -137,21 +163,21 @@ pub(crate) const TABLES_PER_COMPONENT: u32 = 8;
 pub struct Sandbox {
     engine: Engine,
     linker: Linker<HostState>,
-    limits: Limits,
+    config: EngineConfig,
     /// Stops its thread when the sandbox is dropped.
     _ticker: EpochTicker,
 }
 
 impl Sandbox {
-    pub fn new(limits: Limits) -> Result<Self, SandboxError> {
-        if limits.memory > MAX_MEMORY {
-            return Err(SandboxError(wasmtime::format_err!(
+    pub fn new(config: EngineConfig) -> Result<Self, SandboxError> {
+        if config.max_memory > MAX_MEMORY {
+            return Err(SandboxError::Config(wasmtime::format_err!(
                 "the memory limit of {} bytes is more than 4 GiB, the most a 32-bit \
                  WebAssembly memory can address",
-                limits.memory
+                config.max_memory
             )));
         }
-        let n = limits.instances.max(1);
+        let n = config.instances.max(1);
         let mut pool = PoolingAllocationConfig::new();
         pool.total_component_instances(n)
             .total_core_instances(n * CORE_INSTANCES_PER_COMPONENT)
@@ -162,37 +188,49 @@ impl Sandbox {
             .max_tables_per_component(TABLES_PER_COMPONENT)
             .table_elements(crate::host::MAX_TABLE_ELEMENTS)
             .total_stacks(n)
-            .max_memory_size(limits.memory)
+            .max_memory_size(config.max_memory)
             .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(TABLE_KEEP_RESIDENT)
             .pagemap_scan(wasmtime::Enabled::Auto);
 
-        let mut config = Config::new();
-        config
+        let mut wasmtime_config = Config::new();
+        wasmtime_config
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .consume_fuel(true)
             .epoch_interruption(true)
-            .max_wasm_stack(limits.stack)
+            .max_wasm_stack(config.stack)
             .wasm_component_model(true);
-        let engine = Engine::new(&config).map_err(SandboxError)?;
+        let engine = Engine::new(&wasmtime_config).map_err(SandboxError::Config)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(SandboxError)?;
-        crate::grants::refuse_special_files(&mut linker).map_err(SandboxError)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(SandboxError::Config)?;
+        crate::grants::refuse_special_files(&mut linker).map_err(SandboxError::Config)?;
         bindings::Bundle::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |state| state,
         )
-        .map_err(SandboxError)?;
+        .map_err(SandboxError::Config)?;
         Ok(Self {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
-            limits,
+            config,
         })
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Whether attempts can run under `limits` here: their memory must fit in a slot.
+    pub fn check(&self, limits: &RunLimits) -> Result<(), SandboxError> {
+        let slot = self.config.max_memory;
+        if limits.memory > slot {
+            return Err(SandboxError::MemoryAboveSlot {
+                limit: limits.memory,
+                slot,
+            });
+        }
+        Ok(())
     }
 
     pub(crate) fn engine(&self) -> &Engine {
@@ -204,14 +242,14 @@ impl Sandbox {
         BundlePre::new(self.linker.instantiate_pre(component)?)
     }
 
-    /// Asks the bundle for its workflow, under the default fuel and timeout.
+    /// Asks the bundle for its workflow, under `limits`.
     pub(crate) async fn describe(
         &self,
         pre: &BundlePre<HostState>,
+        limits: &RunLimits,
     ) -> Result<WorkflowDef, Failure> {
         let identity = TaskIdentity::standalone();
-        let (fuel, timeout) = (self.limits.fuel, self.limits.timeout);
-        self.execute(pre, identity, fuel, timeout, async |bundle, store| {
+        self.execute(pre, identity, limits, async |bundle, store| {
             bundle.call_describe(store).await
         })
         .await
@@ -220,35 +258,37 @@ impl Sandbox {
         .map_err(Failure::bounded)
     }
 
-    /// Runs one attempt of `task` outside any run, with no inputs and empty parameters, under
-    /// the default fuel and timeout: sandflow's price for one sandboxed call, for tools and
-    /// benchmarks.
-    pub async fn run_once(&self, bundle: &Bundle, task: &str) -> Result<Vec<u8>, Failure> {
+    /// Runs one attempt of `task` outside any run, with no inputs and empty parameters,
+    /// under `limits` (not lowered by the task's own): sandflow's price for one sandboxed
+    /// call, for tools and benchmarks.
+    pub async fn run_once(
+        &self,
+        bundle: &Bundle,
+        task: &str,
+        limits: &RunLimits,
+    ) -> Result<Vec<u8>, Failure> {
         let identity = TaskIdentity {
             task: task.to_owned(),
             ..TaskIdentity::standalone()
         };
-        let (fuel, timeout) = (self.limits.fuel, self.limits.timeout);
-        self.run_task(bundle.pre(), identity, fuel, timeout)
-            .await
-            .outcome
+        self.run_task(bundle.pre(), identity, limits).await.outcome
     }
 
-    /// Runs one attempt of the task `identity` names.
+    /// Runs one attempt of the task `identity` names, under `limits` as the task lowered
+    /// them (see [`RunLimits::for_task`]).
     pub(crate) async fn run_task(
         &self,
         pre: &BundlePre<HostState>,
         identity: TaskIdentity,
-        fuel: u64,
-        timeout: Duration,
+        limits: &RunLimits,
     ) -> Execution<Vec<u8>> {
         let task = identity.task.clone();
         let execution = self
-            .execute(pre, identity, fuel, timeout, async |bundle, store| {
+            .execute(pre, identity, limits, async |bundle, store| {
                 bundle.call_run(store, &task).await
             })
             .await;
-        let limit = self.limits.output;
+        let limit = limits.output;
         Execution {
             outcome: execution
                 .outcome
@@ -298,17 +338,17 @@ impl Sandbox {
         store
     }
 
-    /// Runs `call` on a fresh instance of `pre` under the attempt's fuel and deadline.
+    /// Runs `call` on a fresh instance of `pre` under `limits`.
     async fn execute<R>(
         &self,
         pre: &BundlePre<HostState>,
         identity: TaskIdentity,
-        fuel: u64,
-        timeout: Duration,
+        limits: &RunLimits,
         call: impl AsyncFnOnce(&bindings::Bundle, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Execution<R> {
         let started = Instant::now();
-        let state = match HostState::new(identity, self.limits.memory, self.limits.log) {
+        let (fuel, timeout) = (limits.fuel, limits.timeout);
+        let state = match HostState::new(identity, limits.memory, limits.log) {
             Ok(state) => state,
             Err(e) => {
                 return Execution {

@@ -14,7 +14,7 @@ use crate::dag::Dag;
 use crate::db::{AttemptRecord, Completion, Db, DbError, RunRecord, TaskRecord};
 use crate::grants::{Capabilities, GrantError, Grants};
 use crate::host::{InputSource, LogLine, TaskIdentity};
-use crate::sandbox::{Execution, Sandbox};
+use crate::sandbox::{Execution, RunLimits, Sandbox, SandboxError};
 use crate::state::{Failure, RunState, TaskState};
 use crate::trigger::{self, Decision};
 use crate::workflow::RetryPolicy;
@@ -66,6 +66,18 @@ impl Default for Params {
     }
 }
 
+/// What a new run is, fixed for its life: a resumed run keeps all of it.
+#[derive(Debug, Clone, Default)]
+pub struct NewRun {
+    pub params: Params,
+    /// What the run's tasks may reach beyond the sandbox.
+    pub grants: Grants,
+    /// What its attempts run under; they must fit the sandbox's [`EngineConfig`].
+    ///
+    /// [`EngineConfig`]: crate::sandbox::EngineConfig
+    pub limits: RunLimits,
+}
+
 /// How a run is driven, whether started or resumed.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -100,6 +112,8 @@ pub enum RunError {
     Db(#[from] DbError),
     #[error(transparent)]
     Grant(#[from] GrantError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
     #[error("run {run} has already {state}: there is nothing left to resume")]
     Final { run: u64, state: RunState },
     #[error(
@@ -126,6 +140,7 @@ impl RunError {
         match self {
             Self::Db(e) => matches!(e, DbError::NoSuchRun(_)),
             Self::Grant(_)
+            | Self::Sandbox(_)
             | Self::Final { .. }
             | Self::BundleChanged { .. }
             | Self::WorkflowChanged { .. } => true,
@@ -180,7 +195,7 @@ struct Progress {
 }
 
 impl Runner {
-    /// Executes the workflow as a new run, whose tasks get `grants`.
+    /// Executes the workflow as a new run.
     ///
     /// Call it inside a tokio runtime, multi-threaded for attempts to run in parallel, and
     /// spawn it there (see [`Runner`]). Commits run on the runtime's blocking threads; the
@@ -188,12 +203,17 @@ impl Runner {
     /// `interrupt` completes, attempts in flight are dropped and the run ends `interrupted`.
     pub async fn start(
         &self,
-        params: &Params,
-        grants: Grants,
+        new: NewRun,
         options: &RunOptions,
         interrupt: impl Future<Output = ()> + Send,
         observer: &mut Observer<'_>,
     ) -> Result<RunReport, RunError> {
+        let NewRun {
+            params,
+            grants,
+            limits,
+        } = new;
+        self.sandbox.check(&limits)?;
         let capabilities = grants.resolve()?;
         let bundle = &self.bundle;
         // Absolute, so that `resume` finds the bundle from any directory.
@@ -204,7 +224,7 @@ impl Runner {
             bundle_hash: bundle.hash().to_owned(),
             workflow: bundle.workflow().clone(),
             params: params.as_str().to_owned(),
-            limits: self.sandbox.limits().clone(),
+            limits,
             grants,
             state: RunState::Running,
             started_ms: now_ms(),
@@ -217,8 +237,7 @@ impl Runner {
 
     /// Continues run `id`, which a crash, an interrupt or its timeout left unfinished:
     /// tasks that ended keep their records and outputs and never run again; the others
-    /// run with the run's own parameters and grants. Build the sandbox from the run's
-    /// stored limits, so that its tasks run under the limits they started with.
+    /// run with the run's own parameters, grants and limits (which must fit the sandbox).
     pub async fn resume(
         &self,
         id: u64,
@@ -244,6 +263,7 @@ impl Runner {
         if run.workflow != *self.bundle.workflow() {
             return Err(RunError::WorkflowChanged { run: id });
         }
+        self.sandbox.check(&run.limits)?;
         let capabilities = run.grants.resolve()?;
         let prior = Prior::load(&self.db, id)?;
         self.db.set_run_state(id, RunState::Running, None)?;
@@ -361,7 +381,7 @@ impl<'a> LiveRun<'a> {
             .filter(|&i| tasks[i].waiting_on == 0)
             .collect();
         Self {
-            concurrency: concurrency.clamp(1, runner.sandbox.limits().instances as usize),
+            concurrency: concurrency.clamp(1, runner.sandbox.config().instances as usize),
             params: Arc::from(run.params.as_bytes()),
             inputs: Arc::new(RunInputs {
                 db: runner.db.clone(),
@@ -563,18 +583,11 @@ impl<'a> LiveRun<'a> {
                 capabilities: self.capabilities.clone(),
                 deterministic: workflow.deterministic,
             };
-            let limits = self.runner.sandbox.limits();
-            // What a bundle declares may only lower what the operator allows.
-            let fuel = def.fuel.map_or(limits.fuel, |fuel| fuel.min(limits.fuel));
-            let timeout = def
-                .timeout()
-                .map_or(limits.timeout, |timeout| timeout.min(limits.timeout));
+            let limits = self.run.limits.for_task(def);
             let (sandbox, bundle) = (self.runner.sandbox.clone(), self.runner.bundle.clone());
-            let attempt = self.running.spawn(async move {
-                sandbox
-                    .run_task(bundle.pre(), identity, fuel, timeout)
-                    .await
-            });
+            let attempt = self
+                .running
+                .spawn(async move { sandbox.run_task(bundle.pre(), identity, &limits).await });
             self.in_flight.insert(attempt.id(), i);
         }
     }

@@ -22,7 +22,7 @@
 
 use crate::host::bindings;
 use crate::host::{HostState, TaskIdentity};
-use crate::sandbox::{Sandbox, classify};
+use crate::sandbox::{RunLimits, Sandbox, classify};
 use crate::state::Failure;
 use std::time::Instant;
 use wasmtime::Store;
@@ -45,9 +45,12 @@ impl From<wasmtime::Error> for NotSnapshotted {
     }
 }
 
-/// The component `bytes` pre-initialised by its `describe` export, under the sandbox's
-/// default fuel, timeout and memory.
-pub(crate) async fn snapshot(sandbox: &Sandbox, bytes: &[u8]) -> Result<Vec<u8>, NotSnapshotted> {
+/// The component `bytes` pre-initialised by its `describe` export, run under `limits`.
+pub(crate) async fn snapshot(
+    sandbox: &Sandbox,
+    bytes: &[u8],
+    limits: &RunLimits,
+) -> Result<Vec<u8>, NotSnapshotted> {
     let mut wizer = Wizer::new();
     // Keep `describe`: every load asks the snapshot for its workflow.
     wizer.init_func("describe").keep_init_func(true);
@@ -57,7 +60,6 @@ pub(crate) async fn snapshot(sandbox: &Sandbox, bytes: &[u8]) -> Result<Vec<u8>,
     let mut linker = Linker::new(engine);
     linker.define_unknown_imports_as_traps(&component)?;
 
-    let limits = sandbox.limits();
     let state = HostState::new(TaskIdentity::standalone(), limits.memory, limits.log)?;
     let deadline = Instant::now().checked_add(limits.timeout);
     let mut store = sandbox.store(state, limits.fuel, deadline);

@@ -5,18 +5,26 @@
 
 use libfuzzer_sys::fuzz_target;
 use sandflow::dag::Dag;
-use sandflow::{Bundle, Limits, Sandbox};
+use sandflow::{Bundle, BundleLimits, EngineConfig, RunLimits, Sandbox};
 use std::path::Path;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-static SANDBOX: LazyLock<Sandbox> = LazyLock::new(|| {
-    Sandbox::new(Limits {
+static LIMITS: LazyLock<BundleLimits> = LazyLock::new(|| BundleLimits {
+    describe: RunLimits {
         fuel: 100_000_000,
         timeout: Duration::from_secs(1),
         memory: 16 << 20,
+        ..RunLimits::default()
+    },
+    ..BundleLimits::default()
+});
+
+static SANDBOX: LazyLock<Sandbox> = LazyLock::new(|| {
+    Sandbox::new(EngineConfig {
+        max_memory: LIMITS.describe.memory,
         instances: 2,
-        ..Limits::default()
+        ..EngineConfig::default()
     })
     .expect("the sandbox configuration is valid")
 });
@@ -33,6 +41,7 @@ fuzz_target!(|bytes: &[u8]| {
         &SANDBOX,
         Path::new("fuzzed.wasm"),
         bytes,
+        &LIMITS,
         None,
     ));
     match loaded {

@@ -2,19 +2,20 @@
 //! and a damaged artifact costs a recompilation, not a failure.
 
 use crate::plugin;
-use sandflow::{Bundle, Limits, Sandbox};
+use sandflow::{Bundle, BundleLimits, EngineConfig, Sandbox};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_load_uses_the_cached_artifact() {
     let cache = tempfile::tempdir().unwrap();
-    let sandbox = Sandbox::new(Limits::default()).unwrap();
+    let sandbox = Sandbox::new(EngineConfig::default()).unwrap();
+    let limits = BundleLimits::default();
     let bundle = plugin("etl");
 
-    let first = Bundle::load(&sandbox, &bundle, Some(cache.path()))
+    let first = Bundle::load(&sandbox, &bundle, &limits, Some(cache.path()))
         .await
         .unwrap();
     assert!(!first.loaded_from_cache());
-    let second = Bundle::load(&sandbox, &bundle, Some(cache.path()))
+    let second = Bundle::load(&sandbox, &bundle, &limits, Some(cache.path()))
         .await
         .unwrap();
     assert!(second.loaded_from_cache());
@@ -31,11 +32,11 @@ async fn second_load_uses_the_cached_artifact() {
         std::fs::write(&damaged, b"garbage").unwrap();
         std::fs::rename(&damaged, &path).unwrap();
     }
-    let third = Bundle::load(&sandbox, &bundle, Some(cache.path()))
+    let third = Bundle::load(&sandbox, &bundle, &limits, Some(cache.path()))
         .await
         .unwrap();
     assert!(!third.loaded_from_cache());
-    let fourth = Bundle::load(&sandbox, &bundle, Some(cache.path()))
+    let fourth = Bundle::load(&sandbox, &bundle, &limits, Some(cache.path()))
         .await
         .unwrap();
     assert!(fourth.loaded_from_cache());

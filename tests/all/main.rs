@@ -1,6 +1,6 @@
 //! End-to-end tests: real bundles built from `plugins/` for wasm32-wasip2, run by the real
 //! `sandflow` binary or library. One module per area. They are the `all` test target of the
-//! engine package (see engine/Cargo.toml): `cargo test --workspace` runs them.
+//! command-line package (see cli/Cargo.toml): `cargo test --workspace` runs them.
 
 mod bad_bundles;
 mod cache;

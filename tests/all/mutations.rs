@@ -1,13 +1,13 @@
 //! Generated bad input: a real bundle or database with random bytes overwritten must be
 //! refused with an error (or, if the damage happens to be harmless, accepted), never crash
 //! the engine. Each case compiles a bundle, so the default case count is small; run longer
-//! with `PROPTEST_CASES=2000 cargo test -p sandflow --test all mutations`.
+//! with `PROPTEST_CASES=2000 cargo test -p sandflow-cli --test all mutations`.
 
 use crate::{Scratch, plugin};
 use proptest::prelude::*;
 use proptest::sample::Index;
-use sandflow::{Bundle, Dag, Limits, Sandbox};
-use std::sync::OnceLock;
+use sandflow::{Bundle, BundleLimits, Dag, EngineConfig, RunLimits, Sandbox};
+use std::sync::{LazyLock, OnceLock};
 
 /// Overwrites the bytes at `flips` (positions anywhere in `bytes`).
 fn mutate(mut bytes: Vec<u8>, flips: &[(Index, u8)]) -> Vec<u8> {
@@ -18,13 +18,21 @@ fn mutate(mut bytes: Vec<u8>, flips: &[(Index, u8)]) -> Vec<u8> {
     bytes
 }
 
+static LIMITS: LazyLock<BundleLimits> = LazyLock::new(|| BundleLimits {
+    describe: RunLimits {
+        memory: 32 << 20,
+        ..RunLimits::default()
+    },
+    ..BundleLimits::default()
+});
+
 fn sandbox() -> &'static Sandbox {
     static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
     SANDBOX.get_or_init(|| {
-        Sandbox::new(Limits {
-            memory: 32 << 20,
+        Sandbox::new(EngineConfig {
+            max_memory: LIMITS.describe.memory,
             instances: 2,
-            ..Limits::default()
+            ..EngineConfig::default()
         })
         .unwrap()
     })
@@ -47,7 +55,7 @@ proptest! {
         let path = scratch.path().join("bundle.wasm");
         std::fs::write(&path, &bytes).unwrap();
         let runtime = tokio::runtime::Runtime::new().unwrap();
-        if let Ok(bundle) = runtime.block_on(Bundle::load(sandbox(), &path, None)) {
+        if let Ok(bundle) = runtime.block_on(Bundle::load(sandbox(), &path, &LIMITS, None)) {
             // A harmless change: the workflow it describes is still validated.
             let _ = Dag::build(bundle.workflow());
         }

@@ -1,16 +1,16 @@
 //! What `run`, `runs` and `output` print: a progress bar while a run is live (on a
 //! terminal only), then one table row per task.
 
-use super::Failed;
+use crate::Failed;
 use indicatif::{ProgressBar, ProgressStyle};
 use sandflow::db::{RunRecord, TaskRecord};
-use sandflow::{Db, Grants, Params, RunError, RunEvent, RunOptions, RunReport, Runner, TaskState};
+use sandflow::{Db, NewRun, RunError, RunEvent, RunOptions, RunReport, Runner, TaskState};
 use std::io::IsTerminal;
 use std::time::{Duration, UNIX_EPOCH};
 
 /// Whether a run is new or taken up again.
 pub enum Invocation {
-    Start { params: Params, grants: Grants },
+    Start(NewRun),
     Resume(u64),
 }
 
@@ -58,11 +58,7 @@ pub async fn run(
     };
     let report = tokio::spawn(async move {
         match invocation {
-            Invocation::Start { params, grants } => {
-                runner
-                    .start(&params, grants, &options, interrupt, &mut observer)
-                    .await
-            }
+            Invocation::Start(new) => runner.start(new, &options, interrupt, &mut observer).await,
             Invocation::Resume(id) => runner.resume(id, &options, interrupt, &mut observer).await,
         }
     })

@@ -8,10 +8,13 @@
 //! `-- --fresh-db` gives every run a database of its own, to tell the engine's memory
 //! from what redb keeps for a database that grows with every run's logs.
 
-#[path = "../../tests/support/plugins.rs"]
+#[path = "../tests/support/plugins.rs"]
 mod plugins;
 
-use sandflow::{Bundle, Dag, Db, Grants, Limits, Params, RunOptions, Runner, Sandbox, TaskState};
+use sandflow::{
+    Bundle, BundleLimits, Dag, Db, EngineConfig, NewRun, RunLimits, RunOptions, Runner, Sandbox,
+    TaskState,
+};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -26,16 +29,25 @@ fn main() {
     let fresh_db = args.iter().any(|a| a == "--fresh-db");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let scratch = tempfile::tempdir().unwrap();
+    let limits = RunLimits {
+        memory: 32 << 20,
+        ..RunLimits::default()
+    };
     let sandbox = Arc::new(
-        Sandbox::new(Limits {
-            memory: 32 << 20,
+        Sandbox::new(EngineConfig {
+            max_memory: limits.memory,
             instances: 3,
-            ..Limits::default()
+            ..EngineConfig::default()
         })
         .unwrap(),
     );
+    let bundle_limits = BundleLimits {
+        describe: limits.clone(),
+        ..BundleLimits::default()
+    };
+    let hostile = plugins::plugin("hostile");
     let bundle = runtime
-        .block_on(Bundle::load(&sandbox, &plugins::plugin("hostile"), None))
+        .block_on(Bundle::load(&sandbox, &hostile, &bundle_limits, None))
         .unwrap();
     let dag = Dag::build(bundle.workflow()).unwrap();
     let db_path = |run: usize| scratch.path().join(format!("soak-{run}.redb"));
@@ -62,8 +74,10 @@ fn main() {
         }
         let report = runtime
             .block_on(runner.start(
-                &Params::default(),
-                Grants::default(),
+                NewRun {
+                    limits: limits.clone(),
+                    ..NewRun::default()
+                },
                 &options,
                 std::future::pending(),
                 &mut |_| {},

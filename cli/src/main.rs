@@ -1,5 +1,7 @@
-//! Flags, commands and exit codes. Flags are parsed by clap, then turned into the library's
-//! validated types (`Limits`, `RunOptions`) before anything is loaded or written.
+//! The `sandflow` command line: a thin layer over the `sandflow` library that parses flags,
+//! prints reports and maps outcomes to exit codes (0 success, 1 run failed, 2 bad input).
+//! Flags are parsed by clap, then turned into the library's validated types (`RunLimits`,
+//! `BundleLimits`, `RunOptions`) before anything is loaded or written.
 
 mod inspect;
 mod report;
@@ -8,7 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use report::Invocation;
 use sandflow::scheduler::RunError;
 use sandflow::{
-    Bundle, Dag, Db, DirGrant, Grants, Limits, Params, RunOptions, RunState, Runner, Sandbox,
+    Bundle, BundleLimits, Dag, Db, DirGrant, EngineConfig, Grants, NewRun, Params, RunLimits,
+    RunOptions, RunState, Runner, Sandbox,
 };
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -143,7 +146,8 @@ impl DriveArgs {
     }
 }
 
-/// Per-attempt limits; each default is `Limits::default()`'s.
+/// Per-attempt and per-bundle limits; each default is `RunLimits::default()`'s or
+/// `BundleLimits::default()`'s.
 #[derive(Args)]
 struct LimitArgs {
     /// Fuel per task attempt; a task may declare less [default: 10000000000]
@@ -171,25 +175,41 @@ struct LimitArgs {
 }
 
 impl LimitArgs {
-    fn limits(&self, concurrency: usize) -> Limits {
-        let defaults = Limits::default();
+    fn run_limits(&self) -> RunLimits {
+        let defaults = RunLimits::default();
         let bytes = |size: Option<bytesize::ByteSize>, default: usize| {
             size.map_or(default, |s| {
                 usize::try_from(s.as_u64()).unwrap_or(usize::MAX)
             })
         };
-        Limits {
+        RunLimits {
             fuel: self.fuel.unwrap_or(defaults.fuel),
             timeout: self.timeout.unwrap_or(defaults.timeout),
             memory: bytes(self.memory, defaults.memory),
             output: bytes(self.max_output, defaults.output),
             log: bytes(self.max_log, defaults.log),
-            tasks: self.max_tasks.unwrap_or(defaults.tasks),
-            bundle: self.max_bundle.map_or(defaults.bundle, |s| s.as_u64()),
-            instances: instances(concurrency),
-            ..defaults
         }
     }
+
+    fn bundle_limits(&self) -> BundleLimits {
+        let defaults = BundleLimits::default();
+        BundleLimits {
+            bytes: self.max_bundle.map_or(defaults.bytes, |s| s.as_u64()),
+            tasks: self.max_tasks.unwrap_or(defaults.tasks),
+            describe: self.run_limits(),
+        }
+    }
+}
+
+/// A sandbox for one command: one pool slot per concurrent attempt, plus one for
+/// `describe`, each as large as `limits` allow.
+fn sandbox(limits: &RunLimits, concurrency: usize) -> Result<Sandbox, Failed> {
+    Sandbox::new(EngineConfig {
+        instances: u32::try_from(concurrency + 1).unwrap_or(u32::MAX),
+        max_memory: limits.memory,
+        ..EngineConfig::default()
+    })
+    .map_err(Failed::input)
 }
 
 /// A duration like `30s` or `5m`, refusing zero: a task or run that may not run at all is a
@@ -231,7 +251,9 @@ impl Failed {
     }
 }
 
-pub fn main() -> ExitCode {
+fn main() -> ExitCode {
+    restore_sigpipe();
+    raise_open_file_limit();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // clap prints help and usage errors itself and exits 0 or 2.
@@ -292,14 +314,24 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             };
             // Checked now, so that a bad grant is refused before the database is touched.
             grants.resolve().map_err(Failed::input)?;
-            let sandbox =
-                Sandbox::new(args.limits.limits(options.concurrency)).map_err(Failed::input)?;
+            let limits = args.limits.run_limits();
+            let sandbox = sandbox(&limits, options.concurrency)?;
+            let bundle_limits = args.limits.bundle_limits();
             let (bundle, dag) = interrupts
-                .unless(load(&sandbox, &args.bundle, cache.as_deref()))
+                .unless(load(
+                    &sandbox,
+                    &args.bundle,
+                    &bundle_limits,
+                    cache.as_deref(),
+                ))
                 .await?;
             let db = Arc::new(Db::open(&db_path()?).map_err(Failed::input)?);
             let runner = runner(sandbox, bundle, dag, db);
-            let invocation = Invocation::Start { params, grants };
+            let invocation = Invocation::Start(NewRun {
+                params,
+                grants,
+                limits,
+            });
             drive(runner, invocation, options, args.drive.json, interrupts).await
         }
         Command::Resume(args) => {
@@ -313,14 +345,14 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
                     state: record.state,
                 }));
             }
-            let limits = Limits {
-                instances: instances(options.concurrency),
-                ..record.limits
-            };
-            let sandbox = Sandbox::new(limits).map_err(Failed::input)?;
+            let sandbox = sandbox(&record.limits, options.concurrency)?;
             let path = args.bundle.unwrap_or(record.bundle);
+            let bundle_limits = BundleLimits {
+                describe: record.limits,
+                ..BundleLimits::default()
+            };
             let (bundle, dag) = interrupts
-                .unless(load(&sandbox, &path, cache.as_deref()))
+                .unless(load(&sandbox, &path, &bundle_limits, cache.as_deref()))
                 .await?;
             let runner = runner(sandbox, bundle, dag, db);
             let invocation = Invocation::Resume(args.run);
@@ -331,14 +363,16 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             format,
             limits,
         } => {
-            let sandbox = Sandbox::new(limits.limits(1)).map_err(Failed::input)?;
-            let (bundle, dag) = load(&sandbox, &bundle, cache.as_deref()).await?;
+            let sandbox = sandbox(&limits.run_limits(), 1)?;
+            let bundle_limits = limits.bundle_limits();
+            let (bundle, dag) = load(&sandbox, &bundle, &bundle_limits, cache.as_deref()).await?;
             print!("{}", inspect::render(bundle.workflow(), &dag, format));
             Ok(0)
         }
         Command::Validate { bundle, limits } => {
-            let sandbox = Sandbox::new(limits.limits(1)).map_err(Failed::input)?;
-            let (bundle, _) = load(&sandbox, &bundle, cache.as_deref()).await?;
+            let sandbox = sandbox(&limits.run_limits(), 1)?;
+            let bundle_limits = limits.bundle_limits();
+            let (bundle, _) = load(&sandbox, &bundle, &bundle_limits, cache.as_deref()).await?;
             let workflow = bundle.workflow();
             println!(
                 "{}: workflow `{}` with {} tasks is valid",
@@ -373,11 +407,6 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
 
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-/// One pool instance per concurrent attempt, plus one for `describe`.
-fn instances(concurrency: usize) -> u32 {
-    u32::try_from(concurrency + 1).unwrap_or(u32::MAX)
 }
 
 fn runner(sandbox: Sandbox, bundle: Bundle, dag: Dag, db: Arc<Db>) -> Runner {
@@ -484,9 +513,10 @@ impl Interrupts {
 async fn load(
     sandbox: &Sandbox,
     path: &Path,
+    limits: &BundleLimits,
     cache: Option<&Path>,
 ) -> Result<(Bundle, Dag), Failed> {
-    let bundle = Bundle::load(sandbox, path, cache)
+    let bundle = Bundle::load(sandbox, path, limits, cache)
         .await
         .map_err(Failed::input)?;
     let dag = Dag::build(bundle.workflow()).map_err(|e| {
@@ -496,4 +526,35 @@ async fn load(
         ))
     })?;
     Ok((bundle, dag))
+}
+
+/// Rust ignores SIGPIPE, so printing to a pipe whose reader left (`sandflow runs | head`)
+/// fails, and `println!` panics on the failure. A command line tool should end quietly
+/// instead, as other tools do: the default action ends the process at the first write. A
+/// run's report is printed after the run has ended and its end is stored; only its first
+/// line comes earlier, and a run stopped there is resumable like any interrupted one.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any other thread exists; SIG_DFL is a
+    // valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Each task may hold up to 256 open handles (see the README's limits), and 64 run at once
+/// by default: more than the soft limit of 1,024 open files many systems start processes
+/// with. The hard limit is the operator's ceiling; the soft one is only a default, which
+/// servers commonly raise to the hard one.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    // SAFETY: `getrlimit` and `setrlimit` only read and write the struct passed to them.
+    unsafe {
+        let mut limit = std::mem::zeroed::<libc::rlimit>();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }

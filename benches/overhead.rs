@@ -9,11 +9,14 @@
 //! only those: `cargo bench --bench overhead -- floor shapes` (groups: floor, sdk,
 //! commands, host, shapes, scheduling, start, data, memory).
 
-#[path = "../../tests/support/plugins.rs"]
+#[path = "../tests/support/plugins.rs"]
 mod plugins;
 
 use sandflow::workflow::{TaskDef, WorkflowDef};
-use sandflow::{Bundle, Dag, Db, Grants, Limits, Params, RunOptions, RunState, Runner, Sandbox};
+use sandflow::{
+    Bundle, BundleLimits, Dag, Db, EngineConfig, NewRun, RunLimits, RunOptions, RunState, Runner,
+    Sandbox,
+};
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
@@ -270,7 +273,7 @@ impl Timer {
             .unwrap();
         let sandbox = sandbox(1);
         let bundle = runtime
-            .block_on(Bundle::load(&sandbox, path, None))
+            .block_on(Bundle::load(&sandbox, path, &BundleLimits::default(), None))
             .unwrap();
         Self {
             runtime,
@@ -287,7 +290,10 @@ impl Timer {
             let start = Instant::now();
             let output = self
                 .runtime
-                .block_on(self.sandbox.run_once(&self.bundle, task))
+                .block_on(
+                    self.sandbox
+                        .run_once(&self.bundle, task, &RunLimits::default()),
+                )
                 .unwrap();
             let took = start.elapsed();
             assert_eq!(output, expected, "{task} returned something else");
@@ -364,7 +370,7 @@ fn bundle_start(etl: &Path, loads: usize) {
     let load = |cache: Option<&Path>| {
         let start = Instant::now();
         runtime
-            .block_on(Bundle::load(&sandbox, etl, cache))
+            .block_on(Bundle::load(&sandbox, etl, &BundleLimits::default(), cache))
             .unwrap();
         start.elapsed()
     };
@@ -434,7 +440,12 @@ fn run(bench: &Path, workflow: WorkflowDef, concurrency: usize) -> (Duration, Ru
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let sandbox = Arc::new(sandbox(concurrency as u32 + 1));
     let bundle = runtime
-        .block_on(Bundle::load(&sandbox, bench, None))
+        .block_on(Bundle::load(
+            &sandbox,
+            bench,
+            &BundleLimits::default(),
+            None,
+        ))
         .unwrap()
         .with_workflow(workflow);
     let dag = Dag::build(bundle.workflow()).unwrap();
@@ -454,8 +465,7 @@ fn run(bench: &Path, workflow: WorkflowDef, concurrency: usize) -> (Duration, Ru
     let run = runtime.spawn(async move {
         runner
             .start(
-                &Params::default(),
-                Grants::default(),
+                NewRun::default(),
                 &options,
                 std::future::pending(),
                 &mut |_| {},
@@ -467,10 +477,9 @@ fn run(bench: &Path, workflow: WorkflowDef, concurrency: usize) -> (Duration, Ru
 }
 
 fn sandbox(instances: u32) -> Sandbox {
-    Sandbox::new(Limits {
+    Sandbox::new(EngineConfig {
         instances,
-        tasks: usize::MAX,
-        ..Limits::default()
+        ..EngineConfig::default()
     })
     .unwrap()
 }
