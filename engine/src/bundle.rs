@@ -22,40 +22,76 @@ use wasmtime::component::Component;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BundleError {
+    /// The file could not be read.
     #[error("cannot read bundle {}: {source}", path.display())]
     Read {
+        /// The bundle file, as given.
         path: PathBuf,
+        /// Why it could not be read.
         source: std::io::Error,
     },
+    /// The path is a directory, a FIFO or a device.
     #[error("{} is not a regular file; a bundle is a `.wasm` file", path.display())]
-    NotAFile { path: PathBuf },
+    NotAFile {
+        /// The bundle file, as given.
+        path: PathBuf,
+    },
+    /// The file is larger than `BundleLimits::bytes`.
     #[error(
         "bundle {} is {size} bytes, more than the limit of {limit} (raise it with --max-bundle)",
         path.display()
     )]
     TooLarge {
+        /// The bundle file, as given.
         path: PathBuf,
+        /// Its size, in bytes.
         size: u64,
+        /// The limit it exceeds.
         limit: u64,
     },
+    /// The file is empty.
     #[error("bundle {} is empty", path.display())]
-    Empty { path: PathBuf },
+    Empty {
+        /// The bundle file, as given.
+        path: PathBuf,
+    },
+    /// The file does not start with WebAssembly's magic number.
     #[error("{} is not a WebAssembly file (it lacks the `\\0asm` header)", path.display())]
-    NotWasm { path: PathBuf },
+    NotWasm {
+        /// The bundle file, as given.
+        path: PathBuf,
+    },
+    /// A core module, where a component is needed.
     #[error(
         "{} is a core WebAssembly module, not a component: build the plugin with \
          `cargo build --target wasm32-wasip2`",
         path.display()
     )]
-    CoreModule { path: PathBuf },
+    CoreModule {
+        /// The bundle file, as given.
+        path: PathBuf,
+    },
+    /// wasmtime cannot compile the component.
     #[error("{} is not a valid WebAssembly component (truncated or corrupt?): {reason}", path.display())]
-    Invalid { path: PathBuf, reason: String },
+    Invalid {
+        /// The bundle file, as given.
+        path: PathBuf,
+        /// wasmtime's own words.
+        reason: String,
+    },
+    /// A memory starts larger than the sandbox's memory slots.
     #[error(
         "{} needs more memory from the start than the memory limit allows (raise it with \
          --memory): {reason}",
         path.display()
     )]
-    ExceedsMemory { path: PathBuf, reason: String },
+    ExceedsMemory {
+        /// The bundle file, as given.
+        path: PathBuf,
+        /// wasmtime's own words.
+        reason: String,
+    },
+    /// More memories, tables or core instances than a pool slot holds.
     #[error(
         "{} has more memories, tables or core module instances than a sandflow task may have \
          (at most {} memories, {} tables and {} core instances in one component, whatever \
@@ -65,26 +101,47 @@ pub enum BundleError {
         crate::sandbox::TABLES_PER_COMPONENT,
         crate::sandbox::CORE_INSTANCES_PER_COMPONENT
     )]
-    ExceedsShape { path: PathBuf, reason: String },
+    ExceedsShape {
+        /// The bundle file, as given.
+        path: PathBuf,
+        /// wasmtime's own words.
+        reason: String,
+    },
+    /// The component does not implement sandflow's world.
     #[error(
         "{} is a component, but not a sandflow bundle: {reason}; a bundle implements the \
          `sandflow:plugin/bundle` world, which the sandflow-sdk crate exports for you",
         path.display()
     )]
-    WrongWorld { path: PathBuf, reason: String },
+    WrongWorld {
+        /// The bundle file, as given.
+        path: PathBuf,
+        /// wasmtime's own words.
+        reason: String,
+    },
+    /// Its `describe` failed (trapped, hit a limit, returned an error).
     #[error("bundle {} could not describe its workflow: {failure}", path.display())]
-    Describe { path: PathBuf, failure: Failure },
+    Describe {
+        /// The bundle file, as given.
+        path: PathBuf,
+        /// Why `describe` failed.
+        failure: Failure,
+    },
     /// The limits to describe it under do not fit the sandbox.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// The workflow declares more tasks than `BundleLimits::tasks`.
     #[error(
         "bundle {} describes {tasks} tasks, more than the limit of {limit} (raise it with \
          --max-tasks)",
         path.display()
     )]
     TooManyTasks {
+        /// The bundle file, as given.
         path: PathBuf,
+        /// How many tasks it declares.
         tasks: usize,
+        /// The limit it exceeds.
         limit: usize,
     },
 }
@@ -198,6 +255,7 @@ impl Bundle {
         })
     }
 
+    /// The path the bundle was loaded from (or named by).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -207,6 +265,7 @@ impl Bundle {
         &self.hash
     }
 
+    /// The workflow its `describe` returned, not yet validated (see [`crate::dag`]).
     pub fn workflow(&self) -> &WorkflowDef {
         &self.workflow
     }

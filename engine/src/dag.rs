@@ -13,40 +13,92 @@ use std::collections::HashMap;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DagError {
+    /// The workflow has no task.
     #[error("workflow `{workflow}` has no tasks")]
-    Empty { workflow: String },
+    Empty {
+        /// The workflow's name.
+        workflow: String,
+    },
+    /// The workflow's name is longer than 1 KiB.
     #[error(
         "the workflow's name of {len} bytes (starting `{prefix}`) is longer than the limit \
          of {MAX_NAME_BYTES} bytes"
     )]
-    WorkflowNameTooLong { len: usize, prefix: String },
+    WorkflowNameTooLong {
+        /// Its length, in bytes.
+        len: usize,
+        /// Its beginning, to recognise it by.
+        prefix: String,
+    },
+    /// The schedule is longer than 256 bytes.
     #[error(
         "the workflow's schedule of {len} bytes is longer than the limit of \
          {MAX_SCHEDULE_BYTES} bytes; a cron expression is a few dozen"
     )]
-    ScheduleTooLong { len: usize },
+    ScheduleTooLong {
+        /// Its length, in bytes.
+        len: usize,
+    },
+    /// A name holds a control or text-direction character.
     #[error(
         "the name \"{escaped}\" holds a control or text-direction character; names are \
          printed on terminals and typed on command lines"
     )]
-    UnprintableName { escaped: String },
+    UnprintableName {
+        /// The name, escaped.
+        escaped: String,
+    },
+    /// A task's name is empty.
     #[error("a task has an empty name; every task needs a unique, non-empty name")]
     EmptyName,
+    /// A task's name is longer than 1 KiB.
     #[error(
         "a task name of {len} bytes (starting `{prefix}`) is longer than the limit of \
          {MAX_NAME_BYTES} bytes"
     )]
-    NameTooLong { len: usize, prefix: String },
+    NameTooLong {
+        /// Its length, in bytes.
+        len: usize,
+        /// Its beginning, to recognise it by.
+        prefix: String,
+    },
+    /// Two tasks share a name.
     #[error("task `{task}` is declared more than once; task names must be unique")]
-    DuplicateTask { task: String },
+    DuplicateTask {
+        /// The task at fault.
+        task: String,
+    },
+    /// A task depends on a task the workflow does not declare.
     #[error("task `{task}` depends on `{dependency}`, which is not a task of this workflow")]
-    UnknownDependency { task: String, dependency: String },
+    UnknownDependency {
+        /// The task at fault.
+        task: String,
+        /// The dependency it names.
+        dependency: String,
+    },
+    /// A task depends on itself.
     #[error("task `{task}` depends on itself")]
-    SelfDependency { task: String },
+    SelfDependency {
+        /// The task at fault.
+        task: String,
+    },
+    /// A task names the same dependency twice.
     #[error("task `{task}` lists `{dependency}` more than once in its dependencies")]
-    DuplicateDependency { task: String, dependency: String },
+    DuplicateDependency {
+        /// The task at fault.
+        task: String,
+        /// The dependency it names.
+        dependency: String,
+    },
+    /// A retry policy, fuel or timeout the engine does not accept.
     #[error("task `{task}` {problem}")]
-    Policy { task: String, problem: String },
+    Policy {
+        /// The task at fault.
+        task: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The dependencies form a cycle.
     #[error("the workflow has a dependency cycle: {}", cycle.join(" -> "))]
     Cycle {
         /// The tasks on the cycle in dependency order; the first is repeated at the end.
@@ -177,10 +229,12 @@ impl Dag {
         })
     }
 
+    /// Tasks in the graph, as in the workflow.
     pub fn len(&self) -> usize {
         self.upstream.len()
     }
 
+    /// Whether the graph has no task (a validated one never has).
     pub fn is_empty(&self) -> bool {
         self.upstream.is_empty()
     }

@@ -36,38 +36,66 @@ const NEXT_RUN_ID: &str = "next_run_id";
 /// the outputs it writes; runs read back only recent outputs, so a small cache serves them.
 const CACHE_BYTES: usize = 64 << 20;
 
+/// Why the database could not be opened, read or written. Each message names the file
+/// and, where there is one, the fix.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DbError {
+    /// Another process holds the database open for writing.
     #[error(
         "the database {} is in use by another sandflow process; wait for it, or pass another --db",
         path.display()
     )]
-    Locked { path: PathBuf },
+    Locked {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// redb cannot open the file.
     #[error("cannot open the database {}: {source}", path.display())]
-    Open { path: PathBuf, source: redb::Error },
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// The underlying error.
+        source: redb::Error,
+    },
+    /// The directory to keep the database in cannot be created.
     #[error("cannot create the database directory {}: {source}", path.display())]
     Directory {
+        /// The database file.
         path: PathBuf,
+        /// The underlying error.
         source: std::io::Error,
     },
+    /// redb failed while reading or writing.
     #[error("database error: {0}")]
     Storage(#[from] redb::Error),
+    /// A write through a handle opened with `Db::open_read_only`.
     #[error(
         "the database {} was opened to be read; writing to it needs `Db::open`",
         path.display()
     )]
-    ReadOnly { path: PathBuf },
+    ReadOnly {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// No run has this id.
     #[error("run {0} does not exist (see `sandflow runs`)")]
     NoSuchRun(u64),
+    /// A stored record is not what this version of sandflow wrote.
     #[error("a stored record does not decode: {0}")]
     Corrupt(#[from] serde_json::Error),
+    /// redb panicked on the file: it is damaged.
     #[error(
         "the database {} is damaged ({detail}); move it aside to start afresh, or restore \
          it from a backup",
         path.display()
     )]
-    Damaged { path: PathBuf, detail: String },
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What redb said.
+        detail: String,
+    },
 }
 
 /// Shorthand: every redb error type converts into `DbError::Storage`.
@@ -80,38 +108,54 @@ macro_rules! storage {
 /// A run as stored: what ran, with which parameters, and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
+    /// Numbered from 1 in the order runs were created.
     pub id: u64,
+    /// Where the bundle was loaded from, absolute: where `resume` looks for it.
     pub bundle: PathBuf,
+    /// SHA-256 of the bundle, hex-encoded: which code ran.
     pub bundle_hash: String,
+    /// The workflow as the bundle described it when the run started.
     pub workflow: WorkflowDef,
     /// The run parameters as given (JSON text).
     pub params: String,
     /// What the run's attempts ran under; a resumed run keeps them.
     pub limits: RunLimits,
+    /// What the run's tasks may reach beyond the sandbox.
     pub grants: Grants,
+    /// Where the run stands.
     pub state: RunState,
+    /// When the run was created, in milliseconds since the Unix epoch: also its
+    /// logical time.
     pub started_ms: u64,
+    /// When it last stopped or ended; `None` while it runs.
     pub finished_ms: Option<u64>,
 }
 
 /// A task's terminal state in a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskRecord {
+    /// A terminal state.
     pub state: TaskState,
+    /// Attempts made, the last included.
     pub attempts: u32,
+    /// Fuel of all attempts together.
     pub fuel_used: u64,
     /// Wall-clock time of all attempts together, in microseconds.
     pub duration_us: u64,
     /// The cause of the last failed attempt, if the task did not succeed.
     pub error: Option<Failure>,
+    /// When the task reached its state, in milliseconds since the Unix epoch.
     pub finished_ms: u64,
 }
 
 /// One attempt of a task, however it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptRecord {
+    /// When the attempt started, in milliseconds since the Unix epoch.
     pub started_ms: u64,
+    /// When it ended.
     pub finished_ms: u64,
+    /// Fuel it used (see the README on attempts stopped by their deadline).
     pub fuel_used: u64,
     /// `None` when the attempt succeeded.
     pub error: Option<Failure>,
@@ -159,12 +203,18 @@ fn with_status(
 
 /// One task's terminal record with what it produced, written together.
 pub struct Completion<'a> {
+    /// The task's name.
     pub task: &'a str,
+    /// Its terminal record.
     pub record: TaskRecord,
+    /// What it returned, if it succeeded.
     pub output: Option<&'a [u8]>,
+    /// What it logged in its last attempt.
     pub log: &'a [LogLine],
 }
 
+/// The run database: runs, task records, outputs, logs and attempts, in one redb file.
+/// Opened for writing by one process at a time; read-only handles never write.
 pub struct Db {
     /// `None` only while being dropped (see `Drop`).
     db: Option<Handle>,
@@ -373,6 +423,7 @@ impl Db {
         })
     }
 
+    /// Run `id`'s record, with its current state.
     pub fn run(&self, id: u64) -> Result<RunRecord, DbError> {
         self.guard(|| {
             let tx = self.begin_read()?;
@@ -446,6 +497,7 @@ impl Db {
         })
     }
 
+    /// What `task` of run `run` returned, if it succeeded.
     pub fn output(&self, run: u64, task: &str) -> Result<Option<Vec<u8>>, DbError> {
         self.guard(|| {
             let Some(outputs) = table(&self.begin_read()?, OUTPUTS)? else {
@@ -455,6 +507,7 @@ impl Db {
         })
     }
 
+    /// The lines `task` of run `run` logged, in order.
     pub fn log(&self, run: u64, task: &str) -> Result<Vec<LogLine>, DbError> {
         self.guard(|| {
             let Some(logs) = table(&self.begin_read()?, LOGS)? else {

@@ -1,11 +1,11 @@
 //! Capabilities an operator grants a run's tasks. Tasks get nothing by default (see
-//! [`crate::host`]); a grant opens exactly one door, for one run:
+//! `host`); a grant opens exactly one door, for one run:
 //!
 //! - a host directory, read-only, at a path of the operator's choosing inside the sandbox;
 //! - an environment variable of sandflow's own environment, by name.
 //!
 //! Inside a granted directory only files and directories open (see
-//! [`refuse_special_files`]).
+//! `refuse_special_files`).
 //!
 //! Grants are stored with the run so that a resumed run gets the same ones. Environment
 //! *values* are not stored (they are often secrets): a resumed run reads them again from
@@ -21,6 +21,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiView};
 /// What the operator granted, as given on the command line.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grants {
+    /// Host directories tasks may read.
     pub dirs: Vec<DirGrant>,
     /// Names of environment variables tasks may read.
     pub env: Vec<String>,
@@ -29,25 +30,42 @@ pub struct Grants {
 /// A host directory tasks may read, and where they see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirGrant {
+    /// The directory on the host.
     pub host: PathBuf,
     /// `None`: the directory's absolute host path.
     pub guest: Option<String>,
 }
 
+/// Why a grant cannot be honoured on this machine.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum GrantError {
+    /// The directory cannot be resolved.
     #[error("--dir {}: {source}", path.display())]
     Dir {
+        /// The directory as given.
         path: PathBuf,
+        /// Why it cannot be resolved.
         source: std::io::Error,
     },
+    /// The path is not a directory.
     #[error("--dir {}: not a directory", path.display())]
-    NotADir { path: PathBuf },
+    NotADir {
+        /// The directory as given.
+        path: PathBuf,
+    },
+    /// Two directories would appear at one path inside the sandbox.
     #[error("two --dir grants would both appear at {guest} inside the sandbox; give each its own")]
-    SameGuestPath { guest: String },
+    SameGuestPath {
+        /// The path inside the sandbox.
+        guest: String,
+    },
+    /// sandflow's environment lacks the variable.
     #[error("--env {name}: sandflow's environment has no such variable (or it is not UTF-8)")]
-    Env { name: String },
+    Env {
+        /// The variable's name.
+        name: String,
+    },
 }
 
 impl DirGrant {

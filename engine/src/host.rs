@@ -36,17 +36,25 @@ pub trait InputSource: Send + Sync {
 /// One line a task logged through `host.log`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogLine {
+    /// How much it matters.
     pub level: LogLevel,
+    /// What the task said.
     pub message: String,
 }
 
+/// How much a log line matters, as the plugin said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
+    /// Finest detail.
     Trace,
+    /// Detail for debugging.
     Debug,
+    /// Normal progress.
     Info,
+    /// Something unexpected the task got past.
     Warn,
+    /// A failure.
     Error,
 }
 

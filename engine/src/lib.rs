@@ -14,6 +14,31 @@
 //! [`state`] holds the vocabulary of states and failure causes they all share. The
 //! `sandflow` binary (crate `sandflow-cli`) is a thin CLI over this library, which has none
 //! of its dependencies.
+//!
+//! # Embedding
+//!
+//! A host builds one [`Sandbox`] and shares it; every run brings its own [`RunLimits`]
+//! (within the sandbox's [`EngineConfig`]), parameters and grants:
+//!
+//! ```no_run
+//! use sandflow::{Bundle, BundleLimits, Dag, Db, EngineConfig, NewRun, RunOptions, Runner, Sandbox};
+//! use std::{path::Path, sync::Arc};
+//!
+//! # async fn embed() -> Result<(), Box<dyn std::error::Error>> {
+//! let sandbox = Arc::new(Sandbox::new(EngineConfig::default())?);
+//! let limits = BundleLimits::default();
+//! let bundle = Bundle::load(&sandbox, Path::new("etl.wasm"), &limits, None).await?;
+//! let dag = Arc::new(Dag::build(bundle.workflow())?);
+//! let db = Arc::new(Db::open(Path::new("runs.redb"))?);
+//! let runner = Runner { sandbox, bundle: Arc::new(bundle), dag, db };
+//! let (options, never) = (RunOptions::default(), std::future::pending());
+//! let report = runner.start(NewRun::default(), &options, never, &mut |_| {}).await?;
+//! println!("run {} {}", report.run.id, report.run.state);
+//! # Ok(())
+//! # }
+//! ```
+
+#![deny(missing_docs)]
 
 pub mod bundle;
 mod contain;

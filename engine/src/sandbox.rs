@@ -10,10 +10,10 @@
 //!   passed. A tokio timeout a few ticks later backs that up for a plugin blocked in a host
 //!   call (e.g. a WASI sleep), where no epoch check runs.
 //! - **Async calls**: every attempt is a future, so cancelling it means dropping it.
-//! - **A fresh `Store` per attempt** from a pre-instantiated [`bindings::BundlePre`]: no state
+//! - **A fresh `Store` per attempt** from a pre-instantiated `BundlePre`: no state
 //!   crosses attempts, tasks or tenants, and type-checking of imports happens once per bundle.
 //! - **Memory, table and stack caps** per store, with the limit that was hit recorded.
-//! - **WASI with nothing granted** (see [`crate::host`]).
+//! - **WASI with nothing granted** (see `host`).
 
 use crate::bundle::Bundle;
 use crate::host::bindings::sandflow::plugin::types::TaskError;
@@ -129,13 +129,20 @@ impl RunLimits {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SandboxError {
+    /// wasmtime refused the configuration.
     #[error("cannot configure the WebAssembly sandbox: {0:#}")]
     Config(wasmtime::Error),
+    /// A run's memory limit is larger than the pool's slots.
     #[error(
         "the memory limit of {limit} bytes is more than this sandbox's memory slots hold \
          ({slot} bytes)"
     )]
-    MemoryAboveSlot { limit: usize, slot: usize },
+    MemoryAboveSlot {
+        /// The run's memory limit, in bytes.
+        limit: usize,
+        /// The size of a slot, in bytes.
+        slot: usize,
+    },
 }
 
 /// The address space of a 32-bit linear memory, and the pool's default reservation.
@@ -169,6 +176,7 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// Builds the engine, its instance pool and linker, and starts its epoch ticker.
     pub fn new(config: EngineConfig) -> Result<Self, SandboxError> {
         if config.max_memory > MAX_MEMORY {
             return Err(SandboxError::Config(wasmtime::format_err!(
@@ -217,6 +225,7 @@ impl Sandbox {
         })
     }
 
+    /// What the engine was built with.
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }

@@ -34,9 +34,13 @@ use tokio::task::JoinSet;
 /// is a wake-up across threads.
 #[derive(Clone)]
 pub struct Runner {
+    /// The engine attempts run on.
     pub sandbox: Arc<Sandbox>,
+    /// The loaded bundle: its workflow and task bodies.
     pub bundle: Arc<Bundle>,
+    /// Its workflow, validated.
     pub dag: Arc<Dag>,
+    /// Where the run is kept.
     pub db: Arc<Db>,
 }
 
@@ -54,6 +58,7 @@ impl Params {
         Ok(Self(text))
     }
 
+    /// The parameters as given.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -69,6 +74,7 @@ impl Default for Params {
 /// What a new run is, fixed for its life: a resumed run keeps all of it.
 #[derive(Debug, Clone, Default)]
 pub struct NewRun {
+    /// Handed to every task as given (see [`Params`]).
     pub params: Params,
     /// What the run's tasks may reach beyond the sandbox.
     pub grants: Grants,
@@ -105,33 +111,53 @@ impl Default for RunOptions {
     }
 }
 
+/// Why a run could not start or go on. A run that starts and fails is not an error: it
+/// ends in a [`RunReport`] whose state says so.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
+    /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// A grant cannot be honoured.
     #[error(transparent)]
     Grant(#[from] GrantError),
+    /// The run's limits do not fit the sandbox.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),
+    /// The run has ended for good.
     #[error("run {run} has already {state}: there is nothing left to resume")]
-    Final { run: u64, state: RunState },
+    Final {
+        /// The run's id.
+        run: u64,
+        /// How it ended.
+        state: RunState,
+    },
+    /// The bundle to resume with is not the one the run started with.
     #[error(
         "run {run} started with a bundle whose SHA-256 is {expected}, but {} has {found}; \
          resume it with the bundle it started with (--bundle)",
         path.display()
     )]
     BundleChanged {
+        /// The run's id.
         run: u64,
+        /// The bundle given.
         path: PathBuf,
+        /// SHA-256 of the bundle the run started with.
         expected: String,
+        /// SHA-256 of the bundle given.
         found: String,
     },
+    /// The bundle describes another workflow than the run started with.
     #[error(
         "the bundle describes another workflow than run {run} started with; resume it with \
          the bundle it started with"
     )]
-    WorkflowChanged { run: u64 },
+    WorkflowChanged {
+        /// The run's id.
+        run: u64,
+    },
 }
 
 impl RunError {
@@ -156,15 +182,23 @@ pub type Observer<'a> = dyn FnMut(RunEvent<'_>) + Send + 'a;
 pub enum RunEvent<'a> {
     /// The run is recorded (or, resumed, reopened); `done` of its tasks had already ended.
     Started {
+        /// The run's record.
         run: &'a RunRecord,
+        /// Tasks that had ended in earlier invocations.
         done: usize,
     },
+    /// An attempt of `task` started.
     TaskStarted {
+        /// The task's name.
         task: &'a str,
+        /// The attempt's number, from 1.
         attempt: u32,
     },
+    /// `task` reached its terminal state, durably.
     TaskFinished {
+        /// The task's name.
         task: &'a str,
+        /// Its record.
         record: &'a TaskRecord,
     },
 }
@@ -172,7 +206,9 @@ pub enum RunEvent<'a> {
 /// How a run ended (or stopped), with every task's record in declaration order.
 #[derive(Debug, Clone)]
 pub struct RunReport {
+    /// The run's record, with how it ended.
     pub run: RunRecord,
+    /// Every task's record, in declaration order.
     pub tasks: Vec<(String, TaskRecord)>,
 }
 

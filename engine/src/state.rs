@@ -9,10 +9,15 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TaskState {
+    /// Waiting for its upstream tasks, or for a slot.
     Pending,
+    /// An attempt is in flight.
     Running,
+    /// An attempt failed and the retry policy allows another, after its backoff.
     UpForRetry,
+    /// An attempt returned an output.
     Success,
+    /// Its last attempt failed, and no retry is left.
     Failed,
     /// Not run because its trigger rule could no longer be met after upstream failures.
     UpstreamFailed,
@@ -21,6 +26,7 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// Whether the task has ended in this run, for good.
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
@@ -28,6 +34,7 @@ impl TaskState {
         )
     }
 
+    /// The state's name, as stored and printed.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
@@ -52,8 +59,11 @@ impl fmt::Display for TaskState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunState {
+    /// Its tasks are running, or its process died (see `resume`).
     Running,
+    /// Every task ended, none failed.
     Succeeded,
+    /// Every task ended, and one failed or was upstream-failed.
     Failed,
     /// Stopped by Ctrl-C or SIGTERM before every task had ended.
     Interrupted,
@@ -65,6 +75,7 @@ pub enum RunState {
 }
 
 impl RunState {
+    /// The state's name, as stored and printed.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Running => "running",
@@ -95,33 +106,78 @@ impl fmt::Display for RunState {
 pub enum Failure {
     /// The task returned a fatal error.
     #[error("task failed: {message}")]
-    Fatal { message: String },
+    Fatal {
+        /// What the task, the plugin or the engine said.
+        message: String,
+    },
     /// The task returned a retryable error.
     #[error("task failed (retryable): {message}")]
-    Retryable { message: String },
+    Retryable {
+        /// What the task, the plugin or the engine said.
+        message: String,
+    },
+    /// The attempt used up its fuel.
     #[error("ran out of fuel (budget {budget})")]
-    OutOfFuel { budget: u64 },
+    OutOfFuel {
+        /// The attempt's fuel.
+        budget: u64,
+    },
+    /// The attempt outlived its timeout.
     #[error("deadline of {} exceeded", humantime::format_duration(Duration::from_millis(*timeout_ms)))]
-    Deadline { timeout_ms: u64 },
+    Deadline {
+        /// The attempt's timeout, in milliseconds.
+        timeout_ms: u64,
+    },
+    /// The attempt asked for more memory than its limit.
     #[error("memory limit of {limit} bytes exceeded (asked for {requested} bytes)")]
-    MemoryLimit { limit: usize, requested: usize },
+    MemoryLimit {
+        /// The limit, in bytes (handles for `handle-limit`).
+        limit: usize,
+        /// What the attempt asked for in all, in bytes.
+        requested: usize,
+    },
+    /// The wasm stack overflowed.
     #[error("wasm stack overflow (unbounded recursion?)")]
     StackOverflow,
+    /// The task returned more than the output limit.
     #[error("output of {size} bytes exceeds the limit of {limit} bytes")]
-    OutputTooLarge { size: usize, limit: usize },
+    OutputTooLarge {
+        /// The output's size, in bytes.
+        size: usize,
+        /// The limit, in bytes (handles for `handle-limit`).
+        limit: usize,
+    },
+    /// The task logged (or wrote to stdout or stderr) more than the log limit.
     #[error("log limit of {limit} bytes exceeded")]
-    LogLimit { limit: usize },
+    LogLimit {
+        /// The limit, in bytes (handles for `handle-limit`).
+        limit: usize,
+    },
+    /// The task held too many WASI handles at once.
     #[error("held more than {limit} open files, streams and other handles at once")]
-    HandleLimit { limit: usize },
+    HandleLimit {
+        /// The limit, in bytes (handles for `handle-limit`).
+        limit: usize,
+    },
     /// `message` is what the plugin wrote to stderr, location included: the plugin's own
     /// account, which the display says, since a plugin can write any location it likes.
     #[error("plugin panicked, and its stderr says: {message}")]
-    Panic { message: String },
+    Panic {
+        /// What the task, the plugin or the engine said.
+        message: String,
+    },
+    /// The plugin trapped, or a host call refused its arguments.
     #[error("plugin trapped: {message}")]
-    Trap { message: String },
+    Trap {
+        /// What the task, the plugin or the engine said.
+        message: String,
+    },
     /// The task could not even start: instantiation failed, or the pool was exhausted.
     #[error("could not start the task: {message}")]
-    Start { message: String },
+    Start {
+        /// What the task, the plugin or the engine said.
+        message: String,
+    },
     /// The run was stopped (Ctrl-C, SIGTERM, the run timeout) while the attempt ran. Not
     /// the task's fault: it does not count against its retries, and a resumed run runs
     /// the task again.

@@ -8,8 +8,11 @@ use crate::workflow::TriggerRule;
 /// What becomes of a task once its upstream tasks have ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
+    /// Its trigger rule is met: it runs.
     Run,
+    /// Its rule cannot be met, and nothing upstream failed: `skipped`.
     Skip,
+    /// Its rule cannot be met because upstream tasks failed: `upstream-failed`.
     UpstreamFailed,
 }
 

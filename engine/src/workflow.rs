@@ -10,22 +10,29 @@ use std::time::Duration;
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkflowDef {
+    /// What runs call the workflow.
     pub name: String,
     /// A cron expression for schedulers that start runs on their own.
     pub schedule: Option<String>,
+    /// Its tasks, in the order the bundle declared them.
     pub tasks: Vec<TaskDef>,
     /// Tasks see the run's logical time and seeded random numbers (see
-    /// [`crate::deterministic`]). Runs stored before it existed were not.
+    /// the README's "Deterministic mode"). Runs stored before it existed were not.
     #[serde(default)]
     pub deterministic: bool,
 }
 
+/// One task as declared: its name, what it waits for, and how it is run.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskDef {
+    /// Unique in the workflow; what `run` is called with.
     pub name: String,
+    /// The tasks that must end first, and whose outputs this one may read.
     pub depends_on: Vec<String>,
+    /// When it runs, given how its upstream tasks ended.
     pub trigger: TriggerRule,
+    /// How often it is attempted.
     pub retry: RetryPolicy,
     /// Wall-clock limit of one attempt in milliseconds; `None` means the run's default.
     pub timeout_ms: Option<u64>,
@@ -53,6 +60,7 @@ impl TaskDef {
         }
     }
 
+    /// The timeout the task declares, if any.
     pub fn timeout(&self) -> Option<Duration> {
         self.timeout_ms.map(Duration::from_millis)
     }
@@ -63,11 +71,17 @@ impl TaskDef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TriggerRule {
+    /// Every upstream task succeeded (the default).
     AllSuccess,
+    /// Every upstream task ended, however.
     AllDone,
+    /// Every upstream task failed.
     AllFailed,
+    /// At least one upstream task succeeded.
     OneSuccess,
+    /// At least one upstream task failed.
     OneFailed,
+    /// No upstream task failed.
     NoneFailed,
 }
 
@@ -85,12 +99,15 @@ impl TriggerRule {
     }
 }
 
+/// How often a task is attempted, and how long it waits between attempts.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included. The engine treats 0 like 1.
     pub max_attempts: u32,
+    /// Wait before the first retry, in milliseconds; it doubles for each further one.
     pub initial_backoff_ms: u64,
+    /// The longest wait between two attempts, in milliseconds.
     pub max_backoff_ms: u64,
     /// Retry running out of fuel or memory too.
     pub on_limits: bool,
