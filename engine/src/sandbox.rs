@@ -24,6 +24,7 @@ use crate::workflow::{TaskDef, WorkflowDef};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::component::{Component, Linker, ResourceTableError};
 use wasmtime::{
     CallHook, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
@@ -171,6 +172,9 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<HostState>,
     config: EngineConfig,
+    /// One permit per pool slot: an instance is only created holding one, so that runs
+    /// sharing the sandbox wait for a slot instead of failing to instantiate.
+    slots: Semaphore,
     /// Stops its thread when the sandbox is dropped.
     _ticker: EpochTicker,
 }
@@ -221,6 +225,7 @@ impl Sandbox {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
+            slots: Semaphore::new(n as usize),
             config,
         })
     }
@@ -228,6 +233,15 @@ impl Sandbox {
     /// What the engine was built with.
     pub fn config(&self) -> &EngineConfig {
         &self.config
+    }
+
+    /// Waits for a free slot of the pool; the instance made while holding it gives it back
+    /// when the permit drops (after its store).
+    pub(crate) async fn slot(&self) -> SemaphorePermit<'_> {
+        self.slots
+            .acquire()
+            .await
+            .expect("the sandbox never closes its semaphore")
     }
 
     /// Whether attempts can run under `limits` here: their memory must fit in a slot.
@@ -355,6 +369,9 @@ impl Sandbox {
         limits: &RunLimits,
         call: impl AsyncFnOnce(&bindings::Bundle, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Execution<R> {
+        // Declared before the store, so dropped after it. The attempt's clock starts once
+        // it has its slot: waiting for one is not the task's time.
+        let _slot = self.slot().await;
         let started = Instant::now();
         let (fuel, timeout) = (limits.fuel, limits.timeout);
         let state = match HostState::new(identity, limits.memory, limits.log) {

@@ -12,6 +12,7 @@ mod readme;
 mod resume;
 mod sandbox_limits;
 mod scheduling;
+mod shared_sandbox;
 mod snapshot;
 
 #[path = "../support/plugins.rs"]
