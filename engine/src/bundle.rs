@@ -289,8 +289,9 @@ impl Bundle {
 }
 
 /// Reads the bundle file, refusing what is not a regular file (a FIFO would block the
-/// open, a device like /dev/zero never ends) and more than `limit` bytes: whatever the
-/// file's size says, no more than `limit + 1` bytes are read.
+/// open, a device like /dev/zero never ends) and, by its size, more than `limit` bytes.
+/// Whatever the size says, no more than `limit + 1` bytes are read; a file that grew past
+/// the limit meanwhile is refused by `from_bytes`, which checks what was read.
 fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, BundleError> {
     use std::io::Read;
     let read_error = |source| BundleError::Read {
@@ -303,22 +304,18 @@ fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, BundleError> {
             path: path.to_owned(),
         });
     }
-    let too_large = |size| BundleError::TooLarge {
-        path: path.to_owned(),
-        size,
-        limit,
-    };
     if metadata.len() > limit {
-        return Err(too_large(metadata.len()));
+        return Err(BundleError::TooLarge {
+            path: path.to_owned(),
+            size: metadata.len(),
+            limit,
+        });
     }
     let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
     let file = std::fs::File::open(path).map_err(read_error)?;
     file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(read_error)?;
-    if bytes.len() as u64 > limit {
-        return Err(too_large(bytes.len() as u64));
-    }
     Ok(bytes)
 }
 
