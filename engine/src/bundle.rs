@@ -347,8 +347,8 @@ fn check_header(path: &Path, bytes: &[u8]) -> Result<(), BundleError> {
 /// file, so it is told apart, and only the initial size of a memory is one the operator can
 /// raise (by wasmtime's wording: should that change, the error reads as an invalid
 /// component, which is still an exit code 2).
-fn compile(sandbox: &Sandbox, path: &Path, bytes: &[u8]) -> Result<Component, BundleError> {
-    Component::new(sandbox.engine(), bytes).map_err(|e| {
+async fn compile(sandbox: &Sandbox, path: &Path, bytes: &[u8]) -> Result<Component, BundleError> {
+    sandbox.compile(bytes.to_vec()).await.map_err(|e| {
         let path = path.to_owned();
         let reason = format!("{e:#}");
         if reason.contains("memory has a minimum byte size") {
@@ -372,7 +372,7 @@ async fn compile_snapshot(
 ) -> Result<Component, BundleError> {
     let snapshot = contain_async(snapshot::snapshot(sandbox, bytes, &limits.describe)).await;
     let why_not = match snapshot {
-        Ok(Ok(snapshot)) => match compile(sandbox, path, &snapshot) {
+        Ok(Ok(snapshot)) => match compile(sandbox, path, &snapshot).await {
             Ok(component) => return Ok(component),
             Err(e) => e.to_string(),
         },
@@ -389,7 +389,7 @@ async fn compile_snapshot(
         bundle = %path.display(),
         "running without a snapshot, so every attempt runs `describe`'s code again: {why_not}"
     );
-    compile(sandbox, path, bytes)
+    compile(sandbox, path, bytes).await
 }
 
 /// Loads the artifact for `hash` from `dir`, or compiles and stores it. A cache that cannot

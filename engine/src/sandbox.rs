@@ -260,6 +260,17 @@ impl Sandbox {
         &self.engine
     }
 
+    /// Compiles `bytes` on a blocking thread: compiling a bundle takes hundreds of
+    /// milliseconds of CPU, which on an async thread would stall every run sharing it.
+    pub(crate) async fn compile(&self, bytes: Vec<u8>) -> wasmtime::Result<Component> {
+        let engine = self.engine.clone();
+        match tokio::task::spawn_blocking(move || Component::new(&engine, &bytes)).await {
+            Ok(compiled) => compiled,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(wasmtime::format_err!("the compilation was cancelled: {e}")),
+        }
+    }
+
     /// Links `component` against the host once, so each attempt only instantiates.
     pub(crate) fn prepare(&self, component: &Component) -> wasmtime::Result<BundlePre<HostState>> {
         BundlePre::new(self.linker.instantiate_pre(component)?)

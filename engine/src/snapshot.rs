@@ -26,7 +26,7 @@ use crate::sandbox::{RunLimits, Sandbox, classify};
 use crate::state::Failure;
 use std::time::Instant;
 use wasmtime::Store;
-use wasmtime::component::{Component, ComponentType, Instance, Lift, Linker, WasmList};
+use wasmtime::component::{ComponentType, Instance, Lift, Linker, WasmList};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
 /// Why a bundle was not snapshotted.
@@ -55,9 +55,8 @@ pub(crate) async fn snapshot(
     // Keep `describe`: every load asks the snapshot for its workflow.
     wizer.init_func("describe").keep_init_func(true);
     let (context, instrumented) = wizer.instrument_component(bytes)?;
-    let engine = sandbox.engine();
-    let component = Component::new(engine, &instrumented)?;
-    let mut linker = Linker::new(engine);
+    let component = sandbox.compile(instrumented).await?;
+    let mut linker = Linker::new(sandbox.engine());
     linker.define_unknown_imports_as_traps(&component)?;
 
     let state = HostState::new(TaskIdentity::standalone(), limits.memory, limits.log)?;

@@ -41,3 +41,42 @@ async fn second_load_uses_the_cached_artifact() {
         .unwrap();
     assert!(fourth.loaded_from_cache());
 }
+
+/// Compiling takes hundreds of milliseconds of CPU; it runs on a blocking thread, so the
+/// async thread goes on serving other work meanwhile (other runs, in a host). On a
+/// one-thread runtime, a 1 ms ticker counts how often it got the thread during a load that
+/// compiles twice (the snapshot and the bundle): compiling on the async thread left it
+/// almost none.
+#[test]
+fn compiling_leaves_the_async_thread_free() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let sandbox = Sandbox::new(EngineConfig::default()).unwrap();
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_millis(1));
+                loop {
+                    every.tick().await;
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        let started = std::time::Instant::now();
+        Bundle::load(&sandbox, &plugin("etl"), &BundleLimits::default(), None)
+            .await
+            .unwrap();
+        let took = started.elapsed();
+        ticker.abort();
+        let ticks = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        // At least one tick per 4 ms of the load: the thread was free most of the time.
+        assert!(
+            u128::from(ticks) * 4 >= took.as_millis(),
+            "{ticks} ticks in {took:?}"
+        );
+    });
+}
