@@ -106,7 +106,7 @@ pub(crate) enum LimitHit {
 /// (control characters, quotes and backslashes are escaped, up to six bytes for one) and
 /// its place in memory. Counting the message's bytes alone let a task log empty lines
 /// without end: gigabytes of memory and database, never the limit.
-fn stored_len(message: &str) -> usize {
+pub(crate) fn stored_len(message: &str) -> usize {
     let escaped = message
         .bytes()
         .filter(|&b| b < 0x20 || b == b'"' || b == b'\\')

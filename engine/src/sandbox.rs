@@ -462,7 +462,7 @@ pub(crate) struct Execution<T> {
 
 impl Execution<Vec<u8>> {
     /// About what storing this attempt takes: its output or failure, and its log, each
-    /// line with the room its record needs.
+    /// line counted as the log limit counts it.
     pub(crate) fn stored_bytes(&self) -> u64 {
         let result = match &self.outcome {
             Ok(output) => output.len(),
@@ -471,7 +471,7 @@ impl Execution<Vec<u8>> {
         let log: usize = self
             .log
             .iter()
-            .map(|line| crate::host::RECORD_OVERHEAD + line.message.len())
+            .map(|line| crate::host::stored_len(&line.message))
             .sum();
         (result + log) as u64
     }
