@@ -14,8 +14,8 @@ mod plugins;
 
 use sandflow::workflow::{TaskDef, WorkflowDef};
 use sandflow::{
-    Bundle, BundleLimits, Dag, Db, EngineConfig, NewRun, RunLimits, RunOptions, RunState, Runner,
-    Sandbox,
+    Bundle, BundleLimits, Dag, Engine, EngineConfig, Flow, NewRun, RedbStore, RunLimits,
+    RunOptions, RunState, Sandbox,
 };
 use std::hint::black_box;
 use std::path::Path;
@@ -438,50 +438,38 @@ fn one_run(shape: &str, n: usize, concurrency: usize) {
 /// alone (the bundle is loaded and the database opened before the clock starts).
 fn run(bench: &Path, workflow: WorkflowDef, concurrency: usize) -> (Duration, RunState) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let sandbox = Arc::new(sandbox(concurrency as u32 + 1));
+    let scratch = tempfile::tempdir().unwrap();
+    let store = Arc::new(RedbStore::open(&scratch.path().join("bench.redb")).unwrap());
+    let engine = Engine::new(config(concurrency as u32 + 1), store).unwrap();
     let bundle = runtime
-        .block_on(Bundle::load(
-            &sandbox,
-            bench,
-            &BundleLimits::default(),
-            None,
-        ))
+        .block_on(engine.load(bench, &BundleLimits::default()))
         .unwrap()
         .with_workflow(workflow);
-    let dag = Dag::build(bundle.workflow()).unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let runner = Runner {
-        sandbox,
-        bundle: Arc::new(bundle),
-        dag: Arc::new(dag),
-        db: Arc::new(Db::open(&scratch.path().join("bench.redb")).unwrap()),
-    };
+    let flow = Flow::new(bundle).unwrap();
     let options = RunOptions {
         concurrency,
         ..RunOptions::default()
     };
     let start = Instant::now();
-    // Spawned, as the CLI does (see `Runner`).
-    let run = runtime.spawn(async move {
-        runner
-            .start(
-                NewRun::default(),
-                &options,
-                std::future::pending(),
-                &mut |_| {},
-            )
-            .await
-    });
-    let report = runtime.block_on(run).unwrap().unwrap();
+    let report = runtime
+        .block_on(async {
+            let mut run = engine.start(&flow, NewRun::default(), options).await?;
+            run.ignore_events();
+            run.join().await
+        })
+        .unwrap();
     (start.elapsed(), report.run.state)
 }
 
-fn sandbox(instances: u32) -> Sandbox {
-    Sandbox::new(EngineConfig {
+fn config(instances: u32) -> EngineConfig {
+    EngineConfig {
         instances,
         ..EngineConfig::default()
-    })
-    .unwrap()
+    }
+}
+
+fn sandbox(instances: u32) -> Sandbox {
+    Sandbox::new(config(instances)).unwrap()
 }
 
 fn workflow(tasks: Vec<TaskDef>) -> WorkflowDef {

@@ -12,7 +12,7 @@
 mod plugins;
 
 use sandflow::{
-    Bundle, BundleLimits, Dag, Db, EngineConfig, NewRun, RunLimits, RunOptions, Runner, Sandbox,
+    BundleLimits, Engine, EngineConfig, Flow, NewRun, RedbStore, RunLimits, RunOptions, Sandbox,
     TaskState,
 };
 use std::sync::Arc;
@@ -33,31 +33,25 @@ fn main() {
         memory: 32 << 20,
         ..RunLimits::default()
     };
-    let sandbox = Arc::new(
-        Sandbox::new(EngineConfig {
-            max_memory: limits.memory,
-            instances: 3,
-            ..EngineConfig::default()
-        })
-        .unwrap(),
-    );
+    let db_path = |run: usize| scratch.path().join(format!("soak-{run}.redb"));
+    let mut db_of = 1;
+    let config = EngineConfig {
+        max_memory: limits.memory,
+        instances: 3,
+        ..EngineConfig::default()
+    };
+    let sandbox = Arc::new(Sandbox::new(config).unwrap());
+    let store = |run| Arc::new(RedbStore::open(&db_path(run)).unwrap());
+    let mut engine = Engine::from_sandbox(sandbox.clone(), store(db_of));
     let bundle_limits = BundleLimits {
         describe: limits.clone(),
         ..BundleLimits::default()
     };
     let hostile = plugins::plugin("hostile");
     let bundle = runtime
-        .block_on(Bundle::load(&sandbox, &hostile, &bundle_limits, None))
+        .block_on(engine.load(&hostile, &bundle_limits))
         .unwrap();
-    let dag = Dag::build(bundle.workflow()).unwrap();
-    let db_path = |run: usize| scratch.path().join(format!("soak-{run}.redb"));
-    let mut db_of = 1;
-    let mut runner = Runner {
-        sandbox,
-        bundle: Arc::new(bundle),
-        dag: Arc::new(dag),
-        db: Arc::new(Db::open(&db_path(db_of)).unwrap()),
-    };
+    let flow = Flow::new(bundle).unwrap();
     let options = RunOptions {
         concurrency: 2,
         ..RunOptions::default()
@@ -68,20 +62,20 @@ fn main() {
     let mut samples = Vec::new();
     for run in 1..=runs {
         if fresh_db && run > 1 {
-            runner.db = Arc::new(Db::open(&db_path(run)).unwrap());
+            engine = Engine::from_sandbox(sandbox.clone(), store(run));
             std::fs::remove_file(db_path(db_of)).unwrap();
             db_of = run;
         }
+        let new = NewRun {
+            limits: limits.clone(),
+            ..NewRun::default()
+        };
         let report = runtime
-            .block_on(runner.start(
-                NewRun {
-                    limits: limits.clone(),
-                    ..NewRun::default()
-                },
-                &options,
-                std::future::pending(),
-                &mut |_| {},
-            ))
+            .block_on(async {
+                let mut run = engine.start(&flow, new, options.clone()).await?;
+                run.ignore_events();
+                run.join().await
+            })
             .unwrap();
         for (name, record) in &report.tasks {
             let expected = if name == "ok" {
@@ -100,7 +94,7 @@ fn main() {
     // After the first tenth, the allocator and pools are warm: later growth would be a leak.
     let warm = samples[samples.len().min(2) - 1];
     let last = *samples.last().unwrap();
-    let hostile = runner.bundle.workflow().tasks.len() - 1;
+    let hostile = flow.bundle().workflow().tasks.len() - 1;
     let db_size = std::fs::metadata(db_path(db_of)).map_or(0, |m| m.len());
     println!(
         "{runs} runs ({} hostile attempts): resident memory {warm:.1} MiB once warm, \

@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use report::Invocation;
 use sandflow::scheduler::RunError;
 use sandflow::{
-    Bundle, BundleLimits, Dag, Db, DirGrant, EngineConfig, Grants, NewRun, Params, RunLimits,
-    RunOptions, RunState, Runner, Sandbox,
+    Bundle, BundleLimits, DirGrant, Engine, EngineConfig, Flow, GrantPolicy, Grants, HostGrants,
+    NewRun, Params, RedbStore, RunLimits, RunOptions, RunState, Sandbox, Store,
 };
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -203,12 +203,13 @@ impl LimitArgs {
 
 /// A sandbox for one command: one pool slot per concurrent attempt, plus one for
 /// `describe`, each as large as `limits` allow.
-fn sandbox(limits: &RunLimits, concurrency: usize) -> Result<Sandbox, Failed> {
+fn sandbox(limits: &RunLimits, concurrency: usize) -> Result<Arc<Sandbox>, Failed> {
     Sandbox::new(EngineConfig {
         instances: u32::try_from(concurrency + 1).unwrap_or(u32::MAX),
         max_memory: limits.memory,
         ..EngineConfig::default()
     })
+    .map(Arc::new)
     .map_err(Failed::input)
 }
 
@@ -313,32 +314,39 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
                 env: args.env,
             };
             // Checked now, so that a bad grant is refused before the database is touched.
-            grants.resolve().map_err(Failed::input)?;
+            HostGrants
+                .resolve("", &grants)
+                .await
+                .map_err(Failed::input)?;
             let limits = args.limits.run_limits();
             let sandbox = sandbox(&limits, options.concurrency)?;
             let bundle_limits = args.limits.bundle_limits();
-            let (bundle, dag) = interrupts
-                .unless(load(
-                    &sandbox,
-                    &args.bundle,
-                    &bundle_limits,
-                    cache.as_deref(),
-                ))
-                .await?;
-            let db = Arc::new(Db::open(&db_path()?).map_err(Failed::input)?);
-            let runner = runner(sandbox, bundle, dag, db);
+            let loading = load(&sandbox, &args.bundle, &bundle_limits, cache.as_deref());
+            let flow = interrupts.unless(loading).await?;
+            // Opened once the bundle is known good: a refused bundle leaves no database.
+            let store = Arc::new(RedbStore::open(&db_path()?).map_err(Failed::input)?);
+            let engine = Engine::from_sandbox(sandbox, store);
             let invocation = Invocation::Start(NewRun {
+                tenant: String::new(),
                 params,
                 grants,
                 limits,
             });
-            drive(runner, invocation, options, args.drive.json, interrupts).await
+            drive(
+                &engine,
+                &flow,
+                invocation,
+                options,
+                args.drive.json,
+                interrupts,
+            )
+            .await
         }
         Command::Resume(args) => {
             let mut interrupts = Interrupts::watch()?;
             let options = args.drive.options();
-            let db = Arc::new(Db::open(&db_path()?).map_err(Failed::input)?);
-            let record = db.run(args.run).map_err(Failed::input)?;
+            let store = Arc::new(RedbStore::open(&db_path()?).map_err(Failed::input)?);
+            let record = store.run(args.run).await.map_err(Failed::input)?;
             if record.state.is_final() {
                 return Err(Failed::input(RunError::Final {
                     run: record.id,
@@ -351,12 +359,19 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
                 describe: record.limits,
                 ..BundleLimits::default()
             };
-            let (bundle, dag) = interrupts
-                .unless(load(&sandbox, &path, &bundle_limits, cache.as_deref()))
-                .await?;
-            let runner = runner(sandbox, bundle, dag, db);
+            let loading = load(&sandbox, &path, &bundle_limits, cache.as_deref());
+            let flow = interrupts.unless(loading).await?;
+            let engine = Engine::from_sandbox(sandbox, store);
             let invocation = Invocation::Resume(args.run);
-            drive(runner, invocation, options, args.drive.json, interrupts).await
+            drive(
+                &engine,
+                &flow,
+                invocation,
+                options,
+                args.drive.json,
+                interrupts,
+            )
+            .await
         }
         Command::Inspect {
             bundle,
@@ -365,36 +380,39 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
         } => {
             let sandbox = sandbox(&limits.run_limits(), 1)?;
             let bundle_limits = limits.bundle_limits();
-            let (bundle, dag) = load(&sandbox, &bundle, &bundle_limits, cache.as_deref()).await?;
-            print!("{}", inspect::render(bundle.workflow(), &dag, format));
+            let flow = load(&sandbox, &bundle, &bundle_limits, cache.as_deref()).await?;
+            print!(
+                "{}",
+                inspect::render(flow.bundle().workflow(), flow.dag(), format)
+            );
             Ok(0)
         }
         Command::Validate { bundle, limits } => {
             let sandbox = sandbox(&limits.run_limits(), 1)?;
             let bundle_limits = limits.bundle_limits();
-            let (bundle, _) = load(&sandbox, &bundle, &bundle_limits, cache.as_deref()).await?;
-            let workflow = bundle.workflow();
+            let flow = load(&sandbox, &bundle, &bundle_limits, cache.as_deref()).await?;
+            let workflow = flow.bundle().workflow();
             println!(
                 "{}: workflow `{}` with {} tasks is valid",
-                bundle.path().display(),
+                bundle.display(),
                 workflow.name,
                 workflow.tasks.len()
             );
             Ok(0)
         }
         Command::Runs { command } => {
-            let db = Db::open_read_only(&db_path()?).map_err(Failed::input)?;
+            let store = RedbStore::open_read_only(&db_path()?).map_err(Failed::input)?;
             match command {
-                None => report::list_runs(&db),
+                None => report::list_runs(&store).await,
                 Some(RunsCommand::Show { run, json, logs }) => {
-                    report::show_run(&db, run, json, logs)
+                    report::show_run(&store, run, json, logs).await
                 }
             }?;
             Ok(0)
         }
         Command::Output { run, task } => {
-            let db = Db::open_read_only(&db_path()?).map_err(Failed::input)?;
-            let output = report::output(&db, run, &task)?;
+            let store = RedbStore::open_read_only(&db_path()?).map_err(Failed::input)?;
+            let output = report::output(&store, run, &task).await?;
             let mut stdout = std::io::stdout().lock();
             stdout
                 .write_all(&output)
@@ -409,27 +427,19 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-fn runner(sandbox: Sandbox, bundle: Bundle, dag: Dag, db: Arc<Db>) -> Runner {
-    Runner {
-        sandbox: Arc::new(sandbox),
-        bundle: Arc::new(bundle),
-        dag: Arc::new(dag),
-        db,
-    }
-}
-
 /// Starts or resumes a run, stopping it on Ctrl-C or SIGTERM, and turns how it ended into
 /// the exit code: 0 succeeded, 1 failed or stopped by a limit, 130 interrupted (as shells
 /// report Ctrl-C).
 async fn drive(
-    runner: Runner,
+    engine: &Engine,
+    flow: &Flow,
     invocation: Invocation,
     options: RunOptions,
     json: bool,
     mut interrupts: Interrupts,
 ) -> Result<u8, Failed> {
     let interrupted = async move { interrupts.next().await };
-    let report = report::run(runner, invocation, options, json, interrupted)
+    let report = report::run(engine, flow, invocation, options, json, interrupted)
         .await
         .map_err(|e| Failed {
             code: if e.is_bad_input() { 2 } else { 1 },
@@ -510,22 +520,22 @@ impl Interrupts {
 
 /// Loads and validates a bundle: everything that can be wrong with the user's input is
 /// found here, before a database is opened.
+/// The bundle at `path`, loaded, with its workflow validated.
 async fn load(
     sandbox: &Sandbox,
     path: &Path,
     limits: &BundleLimits,
     cache: Option<&Path>,
-) -> Result<(Bundle, Dag), Failed> {
+) -> Result<Flow, Failed> {
     let bundle = Bundle::load(sandbox, path, limits, cache)
         .await
         .map_err(Failed::input)?;
-    let dag = Dag::build(bundle.workflow()).map_err(|e| {
+    Flow::new(bundle).map_err(|e| {
         Failed::input(format!(
             "bundle {} describes an invalid workflow: {e}",
             path.display()
         ))
-    })?;
-    Ok((bundle, dag))
+    })
 }
 
 /// Rust ignores SIGPIPE, so printing to a pipe whose reader left (`sandflow runs | head`)

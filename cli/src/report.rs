@@ -4,7 +4,9 @@
 use crate::Failed;
 use indicatif::{ProgressBar, ProgressStyle};
 use sandflow::db::{RunRecord, TaskRecord};
-use sandflow::{Db, NewRun, RunError, RunEvent, RunOptions, RunReport, Runner, TaskState};
+use sandflow::{
+    Engine, Flow, NewRun, RunError, RunEvent, RunFilter, RunOptions, RunReport, Store, TaskState,
+};
 use std::io::IsTerminal;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -14,18 +16,22 @@ pub enum Invocation {
     Resume(u64),
 }
 
-/// Starts or resumes the run with a progress bar, and prints the report. The run is
-/// spawned onto the runtime, so that its loop shares worker threads with its attempts (see
-/// `Runner`).
+/// Starts or resumes the run with a progress bar, and prints the report; `interrupt`
+/// stops the run.
 pub async fn run(
-    runner: Runner,
+    engine: &Engine,
+    flow: &Flow,
     invocation: Invocation,
     options: RunOptions,
     json: bool,
-    interrupt: impl Future<Output = ()> + Send + 'static,
+    interrupt: impl Future<Output = ()>,
 ) -> Result<RunReport, RunError> {
+    let mut handle = match invocation {
+        Invocation::Start(new) => engine.start(flow, new, options).await?,
+        Invocation::Resume(id) => engine.resume(flow, id, options).await?,
+    };
     let bar = if std::io::stdout().is_terminal() && !json {
-        let bar = ProgressBar::new(runner.dag.len() as u64);
+        let bar = ProgressBar::new(flow.dag().len() as u64);
         bar.set_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} tasks  {elapsed}  {msg}")
                 .expect("the template is valid"),
@@ -34,38 +40,40 @@ pub async fn run(
     } else {
         ProgressBar::hidden()
     };
-    let progress = bar.clone();
-    let mut observer = move |event: RunEvent<'_>| match event {
-        RunEvent::Started { run, done } => {
-            progress.set_position(done as u64);
-            if !json {
-                let resumed = match done {
-                    0 => String::new(),
-                    done => format!(", resumed with {done} done"),
-                };
-                progress.suspend(|| {
-                    println!(
-                        "run {} of workflow `{}` ({} tasks{resumed})",
-                        run.id,
-                        run.workflow.name,
-                        run.workflow.tasks.len()
-                    );
-                });
+    let (record, done) = (handle.record(), handle.done_before());
+    bar.set_position(done as u64);
+    if !json {
+        let resumed = match done {
+            0 => String::new(),
+            done => format!(", resumed with {done} done"),
+        };
+        bar.suspend(|| {
+            println!(
+                "run {} of workflow `{}` ({} tasks{resumed})",
+                record.id,
+                record.workflow.name,
+                record.workflow.tasks.len()
+            );
+        });
+    }
+    let mut interrupt = std::pin::pin!(interrupt);
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            event = handle.next_event() => match event {
+                Some(RunEvent::TaskStarted { task, .. }) => bar.set_message(task),
+                Some(RunEvent::TaskFinished { .. }) => bar.inc(1),
+                Some(_) => {}
+                None => break,
+            },
+            () = &mut interrupt, if !interrupted => {
+                interrupted = true;
+                handle.interrupt();
             }
         }
-        RunEvent::TaskStarted { task, .. } => progress.set_message(task.to_owned()),
-        RunEvent::TaskFinished { .. } => progress.inc(1),
-    };
-    let report = tokio::spawn(async move {
-        match invocation {
-            Invocation::Start(new) => runner.start(new, &options, interrupt, &mut observer).await,
-            Invocation::Resume(id) => runner.resume(id, &options, interrupt, &mut observer).await,
-        }
-    })
-    .await
-    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    }
     bar.finish_and_clear();
-    let report = report?;
+    let report = handle.join().await?;
     let tasks: Vec<(String, Option<TaskRecord>)> = report
         .tasks
         .iter()
@@ -79,8 +87,11 @@ pub async fn run(
     Ok(report)
 }
 
-pub fn list_runs(db: &Db) -> Result<(), Failed> {
-    let runs = db.runs().map_err(Failed::input)?;
+pub async fn list_runs(store: &dyn Store) -> Result<(), Failed> {
+    let runs = store
+        .runs(&RunFilter::default())
+        .await
+        .map_err(Failed::input)?;
     if runs.is_empty() {
         println!("no runs yet: start one with `sandflow run BUNDLE`");
         return Ok(());
@@ -106,17 +117,21 @@ pub fn list_runs(db: &Db) -> Result<(), Failed> {
     Ok(())
 }
 
-pub fn show_run(db: &Db, id: u64, json: bool, logs: bool) -> Result<(), Failed> {
-    let run = db.run(id).map_err(Failed::input)?;
-    let mut stored: std::collections::HashMap<String, TaskRecord> =
-        db.tasks(id).map_err(Failed::input)?.into_iter().collect();
+pub async fn show_run(store: &dyn Store, id: u64, json: bool, logs: bool) -> Result<(), Failed> {
+    let run = store.run(id).await.map_err(Failed::input)?;
+    let mut stored: std::collections::HashMap<String, TaskRecord> = store
+        .tasks(id)
+        .await
+        .map_err(Failed::input)?
+        .into_iter()
+        .collect();
     let tasks: Vec<(String, Option<TaskRecord>)> = run
         .workflow
         .tasks
         .iter()
         .map(|def| (def.name.clone(), stored.remove(&def.name)))
         .collect();
-    let attempts = db.attempts(id).map_err(Failed::input)?;
+    let attempts = store.attempts(id).await.map_err(Failed::input)?;
     if json {
         let mut report = to_json(&run, &tasks);
         report["attempts"] = attempts
@@ -151,7 +166,7 @@ pub fn show_run(db: &Db, id: u64, json: bool, logs: bool) -> Result<(), Failed> 
     }
     if logs {
         for (name, _) in &tasks {
-            for line in db.log(id, name).map_err(Failed::input)? {
+            for line in store.log(id, name).await.map_err(Failed::input)? {
                 println!("[{name}] {:?}: {}", line.level, printable(&line.message));
             }
         }
@@ -160,18 +175,19 @@ pub fn show_run(db: &Db, id: u64, json: bool, logs: bool) -> Result<(), Failed> 
 }
 
 /// A task's output, or a message saying why there is none.
-pub fn output(db: &Db, run: u64, task: &str) -> Result<Vec<u8>, Failed> {
-    if let Some(output) = db.output(run, task).map_err(Failed::input)? {
+pub async fn output(store: &dyn Store, run: u64, task: &str) -> Result<Vec<u8>, Failed> {
+    if let Some(output) = store.output(run, task).await.map_err(Failed::input)? {
         return Ok(output);
     }
-    let record = db.run(run).map_err(Failed::input)?;
+    let record = store.run(run).await.map_err(Failed::input)?;
     if !record.workflow.tasks.iter().any(|t| t.name == task) {
         return Err(Failed::input(format!(
             "run {run} has no task `{task}` (see `sandflow runs show {run}`)"
         )));
     }
-    let state = db
+    let state = store
         .tasks(run)
+        .await
         .map_err(Failed::input)?
         .into_iter()
         .find(|(name, _)| name == task)

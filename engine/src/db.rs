@@ -7,11 +7,21 @@
 //! in the database rather than a guess.
 //!
 //! Records are JSON: readable with any redb tool, and tolerant of added fields.
+//!
+//! [`Db`] is the file, read and written synchronously; [`RedbStore`] is the [`Store`] over
+//! it that runs use, with one writer thread that commits the writes of every run together.
+//!
+//! [`Store`]: crate::store::Store
+
+mod group_commit;
+
+pub use group_commit::RedbStore;
 
 use crate::grants::Grants;
 use crate::host::LogLine;
 use crate::sandbox::RunLimits;
 use crate::state::{Failure, RunState, TaskState};
+use crate::store::{Attempt, Completion, RunFilter, StoreError};
 use crate::workflow::WorkflowDef;
 use redb::{
     Database, ReadOnlyDatabase, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
@@ -110,6 +120,9 @@ macro_rules! storage {
 pub struct RunRecord {
     /// Numbered from 1 in the order runs were created.
     pub id: u64,
+    /// Who started the run: its tenant on a shared host, empty for the command line.
+    #[serde(default)]
+    pub tenant: String,
     /// Where the bundle was loaded from, absolute: where `resume` looks for it.
     pub bundle: PathBuf,
     /// SHA-256 of the bundle, hex-encoded: which code ran.
@@ -201,16 +214,35 @@ fn with_status(
     Ok(record)
 }
 
-/// One task's terminal record with what it produced, written together.
-pub struct Completion<'a> {
-    /// The task's name.
-    pub task: &'a str,
-    /// Its terminal record.
-    pub record: TaskRecord,
-    /// What it returned, if it succeeded.
-    pub output: Option<&'a [u8]>,
-    /// What it logged in its last attempt.
-    pub log: &'a [LogLine],
+/// A write, as the writer thread batches them.
+pub(crate) enum Write {
+    CreateRun(Box<RunRecord>),
+    SetRunState {
+        id: u64,
+        state: RunState,
+        finished_ms: Option<u64>,
+    },
+    Complete {
+        run: u64,
+        attempts: Vec<Attempt>,
+        completions: Vec<Completion>,
+    },
+}
+
+/// What one write did.
+pub(crate) enum Written {
+    /// The run created, with its id.
+    Run(Box<RunRecord>),
+    Done,
+}
+
+impl From<DbError> for StoreError {
+    fn from(error: DbError) -> Self {
+        match error {
+            DbError::NoSuchRun(id) => Self::NoSuchRun(id),
+            e => Self::Backend(std::sync::Arc::new(e)),
+        }
+    }
 }
 
 /// The run database: runs, task records, outputs, logs and attempts, in one redb file.
@@ -348,78 +380,78 @@ impl Db {
         })
     }
 
-    /// Records a new run and returns its id (ids count up from 1).
-    pub fn create_run(&self, build: impl FnOnce(u64) -> RunRecord) -> Result<RunRecord, DbError> {
+    /// Applies `writes` in one durable transaction, in order. A write that names a run
+    /// that does not exist fails alone; a failure of the storage fails them all.
+    pub(crate) fn write(
+        &self,
+        writes: Vec<Write>,
+    ) -> Result<Vec<Result<Written, DbError>>, DbError> {
         self.guard(|| {
             let tx = storage!(self.database()?.begin_write());
-            let record = {
+            let mut done = Vec::with_capacity(writes.len());
+            {
                 let mut meta = storage!(tx.open_table(META));
-                let id = storage!(meta.get(NEXT_RUN_ID)).map_or(1, |v| v.value());
-                storage!(meta.insert(NEXT_RUN_ID, id + 1));
-                let record = build(id);
                 let mut runs = storage!(tx.open_table(RUNS));
-                storage!(runs.insert(id, serde_json::to_vec(&record)?.as_slice()));
-                record
-            };
-            storage!(tx.commit());
-            Ok(record)
-        })
-    }
-
-    /// Moves a run to `state`: finished at `finished_ms`, or (`None`) running again.
-    pub fn set_run_state(
-        &self,
-        id: u64,
-        state: RunState,
-        finished_ms: Option<u64>,
-    ) -> Result<(), DbError> {
-        self.guard(|| {
-            let tx = storage!(self.database()?.begin_write());
-            {
-                if storage!(storage!(tx.open_table(RUNS)).get(id)).is_none() {
-                    return Err(DbError::NoSuchRun(id));
-                }
-                let status = serde_json::to_vec(&RunStatus { state, finished_ms })?;
-                storage!(storage!(tx.open_table(RUN_STATES)).insert(id, status.as_slice()));
-            }
-            storage!(tx.commit());
-            Ok(())
-        })
-    }
-
-    /// Writes the finished attempts and each completion's record, output and log, all in
-    /// one durable transaction. `attempts` holds (task, attempt number, record).
-    pub fn complete(
-        &self,
-        run: u64,
-        attempts: &[(&str, u32, AttemptRecord)],
-        completions: &[Completion<'_>],
-    ) -> Result<(), DbError> {
-        self.guard(|| {
-            let tx = storage!(self.database()?.begin_write());
-            {
+                let mut states = storage!(tx.open_table(RUN_STATES));
                 let mut attempt_table = storage!(tx.open_table(ATTEMPTS));
-                for (task, number, record) in attempts {
-                    let record = serde_json::to_vec(record)?;
-                    storage!(attempt_table.insert((run, *task, *number), record.as_slice()));
-                }
                 let mut tasks = storage!(tx.open_table(TASKS));
                 let mut outputs = storage!(tx.open_table(OUTPUTS));
                 let mut logs = storage!(tx.open_table(LOGS));
-                for c in completions {
-                    let record = serde_json::to_vec(&c.record)?;
-                    storage!(tasks.insert((run, c.task), record.as_slice()));
-                    if let Some(output) = c.output {
-                        storage!(outputs.insert((run, c.task), output));
-                    }
-                    if !c.log.is_empty() {
-                        let log = serde_json::to_vec(c.log)?;
-                        storage!(logs.insert((run, c.task), log.as_slice()));
-                    }
+                for write in writes {
+                    done.push(match write {
+                        Write::CreateRun(mut record) => {
+                            let id = storage!(meta.get(NEXT_RUN_ID)).map_or(1, |v| v.value());
+                            storage!(meta.insert(NEXT_RUN_ID, id + 1));
+                            record.id = id;
+                            storage!(runs.insert(id, serde_json::to_vec(&record)?.as_slice()));
+                            Ok(Written::Run(record))
+                        }
+                        Write::SetRunState {
+                            id,
+                            state,
+                            finished_ms,
+                        } => {
+                            if storage!(runs.get(id)).is_none() {
+                                Err(DbError::NoSuchRun(id))
+                            } else {
+                                let status = serde_json::to_vec(&RunStatus { state, finished_ms })?;
+                                storage!(states.insert(id, status.as_slice()));
+                                Ok(Written::Done)
+                            }
+                        }
+                        Write::Complete {
+                            run,
+                            attempts,
+                            completions,
+                        } => {
+                            for (task, number, record) in &attempts {
+                                let record = serde_json::to_vec(record)?;
+                                storage!(
+                                    attempt_table
+                                        .insert((run, task.as_str(), *number), record.as_slice())
+                                );
+                            }
+                            for c in &completions {
+                                let key = (run, c.task.as_str());
+                                storage!(
+                                    tasks.insert(key, serde_json::to_vec(&c.record)?.as_slice())
+                                );
+                                if let Some(output) = &c.output {
+                                    storage!(outputs.insert(key, &output[..]));
+                                }
+                                if !c.log.is_empty() {
+                                    storage!(
+                                        logs.insert(key, serde_json::to_vec(&c.log)?.as_slice())
+                                    );
+                                }
+                            }
+                            Ok(Written::Done)
+                        }
+                    });
                 }
             }
             storage!(tx.commit());
-            Ok(())
+            Ok(done)
         })
     }
 
@@ -438,23 +470,28 @@ impl Db {
         })
     }
 
-    /// Every run, oldest first.
-    pub fn runs(&self) -> Result<Vec<RunRecord>, DbError> {
+    /// The runs `filter` lets through, oldest first.
+    pub fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, DbError> {
         self.guard(|| {
             let tx = self.begin_read()?;
             let states = table(&tx, RUN_STATES)?;
-            let mut all = Vec::new();
+            let mut found = Vec::new();
             let Some(runs) = table(&tx, RUNS)? else {
-                return Ok(all);
+                return Ok(found);
             };
-            for entry in storage!(runs.iter()) {
+            let limit = filter.limit.unwrap_or(usize::MAX);
+            let first = filter.after.map_or(0, |id| id.saturating_add(1));
+            for entry in storage!(runs.range(first..)) {
+                if found.len() >= limit {
+                    break;
+                }
                 let (_, bytes) = storage!(entry);
-                all.push(with_status(
-                    serde_json::from_slice(bytes.value())?,
-                    &states,
-                )?);
+                let run = with_status(serde_json::from_slice(bytes.value())?, &states)?;
+                if filter.matches(&run) {
+                    found.push(run);
+                }
             }
-            Ok(all)
+            Ok(found)
         })
     }
 
@@ -518,144 +555,5 @@ impl Db {
                 None => Ok(Vec::new()),
             }
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::host::LogLevel;
-
-    fn run_record(id: u64) -> RunRecord {
-        RunRecord {
-            id,
-            bundle: "b.wasm".into(),
-            bundle_hash: "abc".into(),
-            workflow: WorkflowDef {
-                name: "w".into(),
-                schedule: None,
-                deterministic: false,
-                tasks: vec![],
-            },
-            params: "{}".into(),
-            limits: RunLimits::default(),
-            grants: Grants::default(),
-            state: RunState::Running,
-            started_ms: 1,
-            finished_ms: None,
-        }
-    }
-
-    fn task_record(state: TaskState) -> TaskRecord {
-        TaskRecord {
-            state,
-            attempts: 1,
-            fuel_used: 42,
-            duration_us: 3_000,
-            error: None,
-            finished_ms: 5,
-        }
-    }
-
-    #[test]
-    fn runs_get_increasing_ids_and_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("nested/dir/s.redb")).unwrap();
-        let first = db.create_run(run_record).unwrap();
-        let second = db.create_run(run_record).unwrap();
-        assert_eq!((first.id, second.id), (1, 2));
-        db.set_run_state(2, RunState::Succeeded, Some(9)).unwrap();
-        let stored = db.run(2).unwrap();
-        assert_eq!(stored.state, RunState::Succeeded);
-        assert_eq!(stored.finished_ms, Some(9));
-        assert_eq!(db.runs().unwrap(), vec![first, stored]);
-        assert!(matches!(db.run(3), Err(DbError::NoSuchRun(3))));
-    }
-
-    #[test]
-    fn completions_keep_record_output_and_log_together_per_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(&dir.path().join("s.redb")).unwrap();
-        let log = [LogLine {
-            level: LogLevel::Info,
-            message: "hi".into(),
-        }];
-        let mut failed = task_record(TaskState::Failed);
-        failed.error = Some(Failure::OutOfFuel { budget: 7 });
-        let retried = AttemptRecord {
-            started_ms: 1,
-            finished_ms: 2,
-            fuel_used: 3,
-            error: Some(Failure::Trap {
-                message: "boom".into(),
-            }),
-        };
-        let succeeded = AttemptRecord {
-            error: None,
-            ..retried.clone()
-        };
-        db.complete(
-            1,
-            &[("a", 1, retried.clone()), ("a", 2, succeeded.clone())],
-            &[
-                Completion {
-                    task: "a",
-                    record: task_record(TaskState::Success),
-                    output: Some(b"out"),
-                    log: &log,
-                },
-                Completion {
-                    task: "b",
-                    record: failed.clone(),
-                    output: None,
-                    log: &[],
-                },
-            ],
-        )
-        .unwrap();
-        // Another run's task of the same name stays apart.
-        db.complete(
-            2,
-            &[("a", 1, succeeded.clone())],
-            &[Completion {
-                task: "a",
-                record: task_record(TaskState::Skipped),
-                output: None,
-                log: &[],
-            }],
-        )
-        .unwrap();
-
-        let tasks = db.tasks(1).unwrap();
-        assert_eq!(
-            tasks,
-            vec![
-                ("a".to_owned(), task_record(TaskState::Success)),
-                ("b".to_owned(), failed)
-            ]
-        );
-        assert_eq!(db.output(1, "a").unwrap().as_deref(), Some(&b"out"[..]));
-        assert_eq!(db.output(1, "b").unwrap(), None);
-        assert_eq!(db.output(2, "a").unwrap(), None);
-        assert_eq!(db.log(1, "a").unwrap(), log);
-        assert_eq!(db.tasks(2).unwrap().len(), 1);
-        assert_eq!(
-            db.attempts(1).unwrap(),
-            vec![("a".to_owned(), 1, retried), ("a".to_owned(), 2, succeeded)]
-        );
-        assert_eq!(db.attempts(2).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn reopening_keeps_everything() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        {
-            let db = Db::open(&path).unwrap();
-            db.create_run(run_record).unwrap();
-        }
-        let db = Db::open(&path).unwrap();
-        assert_eq!(db.runs().unwrap().len(), 1);
-        assert_eq!(db.create_run(run_record).unwrap().id, 2);
     }
 }

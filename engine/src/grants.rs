@@ -8,8 +8,12 @@
 //! `refuse_special_files`).
 //!
 //! Grants are stored with the run so that a resumed run gets the same ones. Environment
-//! *values* are not stored (they are often secrets): a resumed run reads them again from
-//! the environment of the process that resumes it.
+//! *values* are not stored (they are often secrets): a resumed run resolves them again.
+//!
+//! What a name in a grant means is the host's to say, through a [`GrantPolicy`]. On the
+//! command line ([`HostGrants`]) the operator is the user, so `--env NAME` reads sandflow's
+//! own environment and `--dir` a host directory. A service must never let a tenant name
+//! the host's variables or directories: its policy reads the tenant's own secrets instead.
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -84,9 +88,28 @@ impl DirGrant {
     }
 }
 
+/// Turns a run's grants into what its tasks get, for the run's tenant.
+#[async_trait::async_trait]
+pub trait GrantPolicy: Send + Sync {
+    /// What `grants` give `tenant`'s run, or why they cannot be honoured.
+    async fn resolve(&self, tenant: &str, grants: &Grants) -> Result<Capabilities, GrantError>;
+}
+
+/// The operator's own policy, for the command line: directories of this machine, variables
+/// of sandflow's environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostGrants;
+
+#[async_trait::async_trait]
+impl GrantPolicy for HostGrants {
+    async fn resolve(&self, _tenant: &str, grants: &Grants) -> Result<Capabilities, GrantError> {
+        grants.resolve_on_host()
+    }
+}
+
 impl Grants {
     /// Checks every grant against this machine and reads the granted variables' values.
-    pub fn resolve(&self) -> Result<Capabilities, GrantError> {
+    fn resolve_on_host(&self) -> Result<Capabilities, GrantError> {
         let mut dirs = Vec::with_capacity(self.dirs.len());
         for grant in &self.dirs {
             let dir_error = |source| GrantError::Dir {
@@ -217,8 +240,8 @@ mod tests {
             dirs: vec![DirGrant { host, guest: None }],
             env: vec![],
         };
-        assert!(dirs(dir.path().into()).resolve().is_ok());
-        let err = |g: Grants| g.resolve().unwrap_err().to_string();
+        assert!(dirs(dir.path().into()).resolve_on_host().is_ok());
+        let err = |g: Grants| g.resolve_on_host().unwrap_err().to_string();
         assert!(err(dirs(file)).contains("not a directory"));
         assert!(err(dirs(dir.path().join("missing"))).contains("No such file"));
         let env = Grants {

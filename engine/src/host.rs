@@ -19,7 +19,11 @@ pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "bundle",
-        imports: { default: trappable },
+        // `input` reads the store, which may be across a network.
+        imports: {
+            "sandflow:plugin/host.input": async | trappable,
+            default: trappable,
+        },
         exports: { default: async },
     });
 }
@@ -27,10 +31,11 @@ pub(crate) mod bindings {
 use bindings::sandflow::plugin::{host, types};
 
 /// Where a task's upstream outputs come from. The scheduler implements it over the
-/// database, so the sandbox never depends on how runs are stored.
+/// store, so the sandbox never depends on how runs are stored.
+#[async_trait::async_trait]
 pub trait InputSource: Send + Sync {
     /// The stored output of `task` in this run, `None` if it has none.
-    fn output(&self, task: &str) -> wasmtime::Result<Option<Vec<u8>>>;
+    async fn output(&self, task: &str) -> wasmtime::Result<Option<Vec<u8>>>;
 }
 
 /// One line a task logged through `host.log`.
@@ -214,7 +219,7 @@ impl host::Host for HostState {
         Ok(())
     }
 
-    fn input(&mut self, task: String) -> wasmtime::Result<Result<Option<Vec<u8>>, String>> {
+    async fn input(&mut self, task: String) -> wasmtime::Result<Result<Option<Vec<u8>>, String>> {
         self.copied += task.len();
         let id = &self.identity;
         if !id.upstream.contains(&task) {
@@ -224,7 +229,7 @@ impl host::Host for HostState {
             )));
         }
         let output = match &id.inputs {
-            Some(inputs) => inputs.output(&task)?,
+            Some(inputs) => inputs.output(&task).await?,
             None => None,
         };
         self.copied += output.as_ref().map_or(0, Vec::len);

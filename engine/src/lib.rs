@@ -8,7 +8,8 @@
 //! - [`dag`] validates the workflow into a graph;
 //! - [`scheduler`] runs the graph, each attempt in the [`sandbox`] (through the host API in
 //!   `host`), deciding with [`trigger`] rules what runs after a failure;
-//! - [`db`] stores runs, task records and outputs in redb;
+//! - [`store`] is where runs, task records and outputs are kept, [`db`] its redb
+//!   implementation;
 //! - [`grants`] holds what an operator lets a run's tasks reach beyond the sandbox.
 //!
 //! [`state`] holds the vocabulary of states and failure causes they all share. The
@@ -17,22 +18,24 @@
 //!
 //! # Embedding
 //!
-//! A host builds one [`Sandbox`] and shares it; every run brings its own [`RunLimits`]
-//! (within the sandbox's [`EngineConfig`]), parameters and grants:
+//! A host creates one [`Engine`] and shares it; every run brings its own [`RunLimits`]
+//! (within the engine's [`EngineConfig`]), parameters and grants, and is started by one
+//! call that returns a [`RunHandle`]:
 //!
 //! ```no_run
-//! use sandflow::{Bundle, BundleLimits, Dag, Db, EngineConfig, NewRun, RunOptions, Runner, Sandbox};
+//! use sandflow::{BundleLimits, Engine, EngineConfig, Flow, NewRun, RedbStore, RunOptions};
 //! use std::{path::Path, sync::Arc};
 //!
 //! # async fn embed() -> Result<(), Box<dyn std::error::Error>> {
-//! let sandbox = Arc::new(Sandbox::new(EngineConfig::default())?);
-//! let limits = BundleLimits::default();
-//! let bundle = Bundle::load(&sandbox, Path::new("etl.wasm"), &limits, None).await?;
-//! let dag = Arc::new(Dag::build(bundle.workflow())?);
-//! let db = Arc::new(Db::open(Path::new("runs.redb"))?);
-//! let runner = Runner { sandbox, bundle: Arc::new(bundle), dag, db };
-//! let (options, never) = (RunOptions::default(), std::future::pending());
-//! let report = runner.start(NewRun::default(), &options, never, &mut |_| {}).await?;
+//! let store = Arc::new(RedbStore::open(Path::new("runs.redb"))?);
+//! let engine = Engine::new(EngineConfig::default(), store)?;
+//! let bundle = engine.load(Path::new("etl.wasm"), &BundleLimits::default()).await?;
+//! let flow = Flow::new(bundle)?;
+//! let mut run = engine.start(&flow, NewRun::default(), RunOptions::default()).await?;
+//! while let Some(event) = run.next_event().await {
+//!     println!("{event:?}");
+//! }
+//! let report = run.join().await?;
 //! println!("run {} {}", report.run.id, report.run.state);
 //! # Ok(())
 //! # }
@@ -45,20 +48,24 @@ mod contain;
 pub mod dag;
 pub mod db;
 mod deterministic;
+mod engine;
 pub mod grants;
 mod host;
 pub mod sandbox;
 pub mod scheduler;
 mod snapshot;
 pub mod state;
+pub mod store;
 pub mod trigger;
 pub mod workflow;
 
 pub use bundle::{Bundle, BundleError, BundleLimits};
 pub use dag::{Dag, DagError};
-pub use db::{Db, DbError};
-pub use grants::{DirGrant, GrantError, Grants};
+pub use db::{Db, DbError, RedbStore};
+pub use engine::{Engine, Flow, RunHandle};
+pub use grants::{DirGrant, GrantError, GrantPolicy, Grants, HostGrants};
 pub use host::{LogLevel, LogLine};
 pub use sandbox::{EngineConfig, RunLimits, Sandbox, SandboxError};
-pub use scheduler::{NewRun, Params, RunError, RunEvent, RunOptions, RunReport, Runner};
+pub use scheduler::{NewRun, Params, RunError, RunEvent, RunOptions, RunReport};
 pub use state::{Failure, RunState, TaskState};
+pub use store::{RunFilter, Store, StoreError};

@@ -11,11 +11,12 @@
 
 use crate::bundle::Bundle;
 use crate::dag::Dag;
-use crate::db::{AttemptRecord, Completion, Db, DbError, RunRecord, TaskRecord};
-use crate::grants::{Capabilities, GrantError, Grants};
+use crate::db::{AttemptRecord, RunRecord, TaskRecord};
+use crate::grants::{Capabilities, GrantError, GrantPolicy, Grants};
 use crate::host::{InputSource, LogLine, TaskIdentity};
 use crate::sandbox::{Execution, RunLimits, Sandbox, SandboxError};
 use crate::state::{Failure, RunState, TaskState};
+use crate::store::{Attempt, Completion, Store, StoreError};
 use crate::trigger::{self, Decision};
 use crate::workflow::RetryPolicy;
 use std::cmp::Reverse;
@@ -23,25 +24,21 @@ use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 /// Everything a run needs besides its options: the sandbox, the loaded bundle and its
-/// validated graph, and the database that makes the run durable.
+/// validated graph, and the store that makes the run durable.
 ///
-/// Cheap to clone and `'static`, so that a run can be spawned onto the runtime: spawned,
-/// the run's loop shares the worker threads with its attempts, which start in the same
-/// worker's queue; driven by `block_on` from another thread, every start and every end
-/// is a wake-up across threads.
-#[derive(Clone)]
-pub struct Runner {
-    /// The engine attempts run on.
+/// `'static`, so that a run can be spawned onto the runtime: spawned, the run's loop
+/// shares the worker threads with its attempts, which start in the same worker's queue;
+/// driven by `block_on` from another thread, every start and every end is a wake-up
+/// across threads.
+pub(crate) struct Runner {
     pub sandbox: Arc<Sandbox>,
-    /// The loaded bundle: its workflow and task bodies.
     pub bundle: Arc<Bundle>,
-    /// Its workflow, validated.
     pub dag: Arc<Dag>,
-    /// Where the run is kept.
-    pub db: Arc<Db>,
+    pub store: Arc<dyn Store>,
 }
 
 /// A run's parameters: a JSON document, kept byte for byte as given. Checked to be JSON,
@@ -74,6 +71,9 @@ impl Default for Params {
 /// What a new run is, fixed for its life: a resumed run keeps all of it.
 #[derive(Debug, Clone, Default)]
 pub struct NewRun {
+    /// Who starts it; the [`GrantPolicy`] resolves its grants for this tenant. Empty on
+    /// the command line.
+    pub tenant: String,
     /// Handed to every task as given (see [`Params`]).
     pub params: Params,
     /// What the run's tasks may reach beyond the sandbox.
@@ -116,9 +116,9 @@ impl Default for RunOptions {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
-    /// The database failed.
+    /// The store failed.
     #[error(transparent)]
-    Db(#[from] DbError),
+    Store(#[from] StoreError),
     /// A grant cannot be honoured.
     #[error(transparent)]
     Grant(#[from] GrantError),
@@ -158,13 +158,23 @@ pub enum RunError {
         /// The run's id.
         run: u64,
     },
+    /// The run's loop panicked: a bug in sandflow. The run stays `running` in the store,
+    /// so that a resume takes it up.
+    #[error("run {run} stopped on an internal error: {message}")]
+    Internal {
+        /// The run's id.
+        run: u64,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 impl RunError {
     /// Whether the caller asked for something impossible, rather than the run failing.
     pub fn is_bad_input(&self) -> bool {
         match self {
-            Self::Db(e) => matches!(e, DbError::NoSuchRun(_)),
+            Self::Store(e) => matches!(e, StoreError::NoSuchRun(_)),
+            Self::Internal { .. } => false,
             Self::Grant(_)
             | Self::Sandbox(_)
             | Self::Final { .. }
@@ -174,34 +184,28 @@ impl RunError {
     }
 }
 
-/// Sees every [`RunEvent`]; `Send` so that a run can be spawned.
-pub type Observer<'a> = dyn FnMut(RunEvent<'_>) + Send + 'a;
-
-/// What happened during a run, for progress displays.
-#[derive(Debug)]
-pub enum RunEvent<'a> {
-    /// The run is recorded (or, resumed, reopened); `done` of its tasks had already ended.
-    Started {
-        /// The run's record.
-        run: &'a RunRecord,
-        /// Tasks that had ended in earlier invocations.
-        done: usize,
-    },
+/// What happens during a run, as its handle reports it (see [`crate::RunHandle`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum RunEvent {
     /// An attempt of `task` started.
     TaskStarted {
         /// The task's name.
-        task: &'a str,
+        task: String,
         /// The attempt's number, from 1.
         attempt: u32,
     },
     /// `task` reached its terminal state, durably.
     TaskFinished {
         /// The task's name.
-        task: &'a str,
+        task: String,
         /// Its record.
-        record: &'a TaskRecord,
+        record: TaskRecord,
     },
 }
+
+/// Where a run's events go; nobody listening is fine.
+type Events = mpsc::UnboundedSender<RunEvent>;
 
 /// How a run ended (or stopped), with every task's record in declaration order.
 #[derive(Debug, Clone)]
@@ -231,31 +235,26 @@ struct Progress {
 }
 
 impl Runner {
-    /// Executes the workflow as a new run.
-    ///
-    /// Call it inside a tokio runtime, multi-threaded for attempts to run in parallel, and
-    /// spawn it there (see [`Runner`]). Commits run on the runtime's blocking threads; the
-    /// run's first and last writes (its record, its end) are made in place. When
-    /// `interrupt` completes, attempts in flight are dropped and the run ends `interrupted`.
-    pub async fn start(
+    /// Records a new run, once its limits fit the sandbox and its grants resolve.
+    pub(crate) async fn create(
         &self,
         new: NewRun,
-        options: &RunOptions,
-        interrupt: impl Future<Output = ()> + Send,
-        observer: &mut Observer<'_>,
-    ) -> Result<RunReport, RunError> {
+        policy: &dyn GrantPolicy,
+    ) -> Result<(RunRecord, Capabilities), RunError> {
         let NewRun {
+            tenant,
             params,
             grants,
             limits,
         } = new;
         self.sandbox.check(&limits)?;
-        let capabilities = grants.resolve()?;
+        let capabilities = policy.resolve(&tenant, &grants).await?;
         let bundle = &self.bundle;
         // Absolute, so that `resume` finds the bundle from any directory.
         let path = std::path::absolute(bundle.path()).unwrap_or_else(|_| bundle.path().into());
-        let run = self.db.create_run(|id| RunRecord {
-            id,
+        let run = RunRecord {
+            id: 0,
+            tenant,
             bundle: path,
             bundle_hash: bundle.hash().to_owned(),
             workflow: bundle.workflow().clone(),
@@ -265,23 +264,19 @@ impl Runner {
             state: RunState::Running,
             started_ms: now_ms(),
             finished_ms: None,
-        })?;
-        let live = LiveRun::new(self, &run, capabilities, options.concurrency);
-        live.drive(Prior::default(), options, interrupt, observer)
-            .await
+        };
+        Ok((self.store.create_run(run).await?, capabilities))
     }
 
-    /// Continues run `id`, which a crash, an interrupt or its timeout left unfinished:
+    /// Reopens run `id`, which a crash, an interrupt or its timeout left unfinished:
     /// tasks that ended keep their records and outputs and never run again; the others
     /// run with the run's own parameters, grants and limits (which must fit the sandbox).
-    pub async fn resume(
+    pub(crate) async fn reopen(
         &self,
         id: u64,
-        options: &RunOptions,
-        interrupt: impl Future<Output = ()> + Send,
-        observer: &mut Observer<'_>,
-    ) -> Result<RunReport, RunError> {
-        let mut run = self.db.run(id)?;
+        policy: &dyn GrantPolicy,
+    ) -> Result<(RunRecord, Capabilities, Prior), RunError> {
+        let mut run = self.store.run(id).await?;
         if run.state.is_final() {
             return Err(RunError::Final {
                 run: id,
@@ -300,19 +295,38 @@ impl Runner {
             return Err(RunError::WorkflowChanged { run: id });
         }
         self.sandbox.check(&run.limits)?;
-        let capabilities = run.grants.resolve()?;
-        let prior = Prior::load(&self.db, id)?;
-        self.db.set_run_state(id, RunState::Running, None)?;
+        let capabilities = policy.resolve(&run.tenant, &run.grants).await?;
+        let prior = Prior::load(&*self.store, id).await?;
+        self.store
+            .set_run_state(id, RunState::Running, None)
+            .await?;
         run.state = RunState::Running;
         run.finished_ms = None;
-        let live = LiveRun::new(self, &run, capabilities, options.concurrency);
-        live.drive(prior, options, interrupt, observer).await
+        Ok((run, capabilities, prior))
+    }
+
+    /// Drives a created or reopened run until it ends or `interrupt` stops it.
+    ///
+    /// Call it inside a tokio runtime, multi-threaded for attempts to run in parallel, and
+    /// spawn it there (see [`Runner`]). When `interrupt` completes, attempts in flight are
+    /// dropped and the run ends `interrupted`.
+    pub(crate) async fn drive(
+        &self,
+        run: &RunRecord,
+        capabilities: Capabilities,
+        prior: Prior,
+        options: &RunOptions,
+        interrupt: impl Future<Output = ()> + Send,
+        events: &Events,
+    ) -> Result<RunReport, RunError> {
+        let live = LiveRun::new(self, run, capabilities, options.concurrency);
+        live.drive(prior, options, interrupt, events).await
     }
 }
 
-/// What earlier invocations of a run left in the database.
+/// What earlier invocations of a run left in the store.
 #[derive(Default)]
-struct Prior {
+pub(crate) struct Prior {
     /// Terminal records, by task.
     records: HashMap<String, TaskRecord>,
     /// Every recorded attempt, by task, in attempt order.
@@ -320,15 +334,20 @@ struct Prior {
 }
 
 impl Prior {
-    fn load(db: &Db, run: u64) -> Result<Self, DbError> {
+    async fn load(store: &dyn Store, run: u64) -> Result<Self, StoreError> {
         let mut attempts: HashMap<String, Vec<(u32, AttemptRecord)>> = HashMap::new();
-        for (task, number, record) in db.attempts(run)? {
+        for (task, number, record) in store.attempts(run).await? {
             attempts.entry(task).or_default().push((number, record));
         }
         Ok(Self {
-            records: db.tasks(run)?.into_iter().collect(),
+            records: store.tasks(run).await?.into_iter().collect(),
             attempts,
         })
+    }
+
+    /// Tasks that had ended.
+    pub(crate) fn done(&self) -> usize {
+        self.records.len()
     }
 }
 
@@ -354,14 +373,14 @@ impl Batch {
     }
 }
 
-/// A commit on a blocking thread; it yields the tasks it made durable, with their records.
-type Commit = tokio::task::JoinHandle<Result<Vec<(usize, TaskRecord)>, DbError>>;
+/// A commit handed to the store; it yields the tasks it made durable, with their records.
+type Commit = tokio::task::JoinHandle<Result<Vec<(usize, TaskRecord)>, StoreError>>;
 
 /// What woke the loop.
 enum Wake {
     Attempt(Result<(tokio::task::Id, Execution<Vec<u8>>), tokio::task::JoinError>),
     RetryDue,
-    Committed(Result<Vec<(usize, TaskRecord)>, DbError>),
+    Committed(Result<Vec<(usize, TaskRecord)>, StoreError>),
     Stop(RunState),
 }
 
@@ -420,7 +439,7 @@ impl<'a> LiveRun<'a> {
             concurrency: concurrency.clamp(1, runner.sandbox.config().instances as usize),
             params: Arc::from(run.params.as_bytes()),
             inputs: Arc::new(RunInputs {
-                db: runner.db.clone(),
+                store: runner.store.clone(),
                 run: run.id,
                 uncommitted: Mutex::default(),
             }),
@@ -445,17 +464,13 @@ impl<'a> LiveRun<'a> {
         prior: Prior,
         options: &RunOptions,
         interrupt: impl Future<Output = ()> + Send,
-        observer: &mut Observer<'_>,
+        events: &Events,
     ) -> Result<RunReport, RunError> {
-        observer(RunEvent::Started {
-            run: self.run,
-            done: prior.records.len(),
-        });
         self.restore(prior);
         let deadline = options.timeout.and_then(|t| Instant::now().checked_add(t));
         let mut interrupt = std::pin::pin!(interrupt);
         let stopped = loop {
-            self.start_ready(observer);
+            self.start_ready(events);
             self.hand_off_commit();
             if self.is_over() {
                 break None;
@@ -491,13 +506,13 @@ impl<'a> LiveRun<'a> {
                 }
                 Wake::Committed(committed) => {
                     self.committing = None;
-                    self.report(committed?, observer);
+                    self.report(committed?, events);
                 }
                 Wake::Stop(state) => break Some(state),
             }
         };
         if stopped.is_some() {
-            self.stop(observer).await?;
+            self.stop(events).await?;
         }
         let state = stopped.unwrap_or(if self.any_failed() {
             RunState::Failed
@@ -505,8 +520,10 @@ impl<'a> LiveRun<'a> {
             RunState::Succeeded
         });
         let finished_ms = now_ms();
-        let db = &self.runner.db;
-        db.set_run_state(self.run.id, state, Some(finished_ms))?;
+        let store = &self.runner.store;
+        store
+            .set_run_state(self.run.id, state, Some(finished_ms))
+            .await?;
         Ok(RunReport {
             run: RunRecord {
                 state,
@@ -571,7 +588,7 @@ impl<'a> LiveRun<'a> {
     /// Ends an invocation early: attempts in flight are dropped (at their next epoch
     /// check) and recorded as interrupted; whatever ended before is committed as usual.
     /// Unfinished tasks keep no record, so a resume runs them.
-    async fn stop(&mut self, observer: &mut Observer<'_>) -> Result<(), DbError> {
+    async fn stop(&mut self, events: &Events) -> Result<(), StoreError> {
         self.running.abort_all();
         let mut ended = Vec::new();
         while let Some(joined) = self.running.join_next_with_id().await {
@@ -581,7 +598,7 @@ impl<'a> LiveRun<'a> {
         loop {
             if let Some(commit) = self.committing.take() {
                 let committed = wait_for(&mut Some(commit)).await?;
-                self.report(committed, observer);
+                self.report(committed, events);
             }
             if self.batch.is_empty() {
                 return Ok(());
@@ -592,7 +609,7 @@ impl<'a> LiveRun<'a> {
 
     /// Starts ready tasks until `concurrency` attempts are in flight, unless outputs
     /// waiting for their commit fill their allowance.
-    fn start_ready(&mut self, observer: &mut Observer<'_>) {
+    fn start_ready(&mut self, events: &Events) {
         let workflow = self.runner.bundle.workflow();
         while self.running.len() < self.concurrency
             && !self.inputs.backlogged()
@@ -604,8 +621,9 @@ impl<'a> LiveRun<'a> {
             task.state = TaskState::Running;
             task.attempt_started_ms = now_ms();
             tracing::debug!(task = %def.name, attempt = task.attempts, "attempt started");
-            observer(RunEvent::TaskStarted {
-                task: &def.name,
+            // Nobody listening is fine.
+            let _ = events.send(RunEvent::TaskStarted {
+                task: def.name.clone(),
                 attempt: task.attempts,
             });
             let identity = TaskIdentity {
@@ -759,52 +777,47 @@ impl<'a> LiveRun<'a> {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
-        let names: Vec<String> = {
-            let workflow = self.runner.bundle.workflow();
-            let task_names = batch.ended.iter().map(|e| e.task);
-            let attempt_names = batch.attempts.iter().map(|(i, _, _)| *i);
-            task_names
-                .chain(attempt_names)
-                .map(|i| workflow.tasks[i].name.clone())
-                .collect()
-        };
+        let workflow = self.runner.bundle.workflow();
+        let name = |i: usize| workflow.tasks[i].name.clone();
         let records: Vec<(usize, TaskRecord)> = batch
             .ended
             .iter()
             .map(|e| (e.task, record_of(&self.tasks[e.task])))
             .collect();
-        let (db, run) = (self.runner.db.clone(), self.run.id);
-        self.committing = Some(tokio::task::spawn_blocking(move || {
-            let (task_names, attempt_names) = names.split_at(batch.ended.len());
-            let attempts: Vec<(&str, u32, AttemptRecord)> = attempt_names
-                .iter()
-                .zip(batch.attempts)
-                .map(|(name, (_, n, record))| (name.as_str(), n, record))
-                .collect();
-            let completions: Vec<Completion<'_>> = task_names
-                .iter()
-                .zip(&batch.ended)
-                .zip(&records)
-                .map(|((name, e), (_, record))| Completion {
-                    task: name,
-                    record: record.clone(),
-                    output: e.output.as_deref(),
-                    log: &e.log,
-                })
-                .collect();
-            db.complete(run, &attempts, &completions)?;
+        let attempts: Vec<Attempt> = batch
+            .attempts
+            .into_iter()
+            .map(|(i, number, record)| (name(i), number, record))
+            .collect();
+        let completions: Vec<Completion> = batch
+            .ended
+            .into_iter()
+            .zip(&records)
+            .map(|(e, (_, record))| Completion {
+                task: name(e.task),
+                record: record.clone(),
+                output: e.output,
+                log: e.log,
+            })
+            .collect();
+        let (store, run) = (self.runner.store.clone(), self.run.id);
+        self.committing = Some(tokio::spawn(async move {
+            store.complete(run, attempts, completions).await?;
             Ok(records)
         }));
     }
 
     /// Tasks whose ends are now durable: their outputs are read from the database from
     /// now on, and they are reported done.
-    fn report(&mut self, committed: Vec<(usize, TaskRecord)>, observer: &mut Observer<'_>) {
+    fn report(&mut self, committed: Vec<(usize, TaskRecord)>, events: &Events) {
         let workflow = self.runner.bundle.workflow();
-        for (i, record) in &committed {
-            let task = &workflow.tasks[*i].name;
+        for (i, record) in committed {
+            let task = &workflow.tasks[i].name;
             self.inputs.release(task);
-            observer(RunEvent::TaskFinished { task, record });
+            let _ = events.send(RunEvent::TaskFinished {
+                task: task.clone(),
+                record,
+            });
         }
     }
 
@@ -828,7 +841,7 @@ impl<'a> LiveRun<'a> {
 
 /// Waits for the commit in flight, if any (forever if none); a commit never panics
 /// (redb's panics are caught in `db`), so a panic here is passed on as it was.
-async fn wait_for(commit: &mut Option<Commit>) -> Result<Vec<(usize, TaskRecord)>, DbError> {
+async fn wait_for(commit: &mut Option<Commit>) -> Result<Vec<(usize, TaskRecord)>, StoreError> {
     match commit {
         Some(handle) => match handle.await {
             Ok(committed) => committed,
@@ -895,9 +908,9 @@ fn record_of(task: &Progress) -> TaskRecord {
 /// not by memory.
 const MAX_UNCOMMITTED_BYTES: usize = 64 << 20;
 
-/// Upstream outputs: from memory while their commit is pending, then from the database.
+/// Upstream outputs: from memory while their commit is pending, then from the store.
 struct RunInputs {
-    db: Arc<Db>,
+    store: Arc<dyn Store>,
     run: u64,
     uncommitted: Mutex<Uncommitted>,
 }
@@ -932,12 +945,14 @@ impl RunInputs {
     }
 }
 
+#[async_trait::async_trait]
 impl InputSource for RunInputs {
-    fn output(&self, task: &str) -> wasmtime::Result<Option<Vec<u8>>> {
-        if let Some(output) = self.held().outputs.get(task) {
-            return Ok(Some(output.to_vec()));
+    async fn output(&self, task: &str) -> wasmtime::Result<Option<Vec<u8>>> {
+        let held = self.held().outputs.get(task).map(|output| output.to_vec());
+        if held.is_some() {
+            return Ok(held);
         }
-        Ok(self.db.output(self.run, task)?)
+        Ok(self.store.output(self.run, task).await?)
     }
 }
 

@@ -1,17 +1,21 @@
-//! One sandbox shared by runs at once, as a host serving many tenants shares it: each run
+//! One engine shared by runs at once, as a host serving many tenants shares it: each run
 //! has its own limits, and runs that want more instances than the pool holds wait for a
 //! slot instead of failing to start.
 
 use crate::plugin;
 use sandflow::db::TaskRecord;
 use sandflow::{
-    Bundle, BundleLimits, Dag, Db, EngineConfig, NewRun, RunLimits, RunOptions, RunState, Runner,
-    Sandbox, TaskState,
+    BundleLimits, Engine, EngineConfig, Flow, NewRun, RedbStore, RunLimits, RunOptions, RunState,
+    TaskState,
 };
 use std::sync::Arc;
 
-/// A run of `runner`'s bundle under `limits`, two attempts at a time.
-async fn run(runner: Runner, limits: RunLimits) -> (RunState, Vec<(String, TaskRecord)>) {
+/// A run of `flow` on `engine` under `limits`, two attempts at a time.
+async fn run(
+    engine: &Engine,
+    flow: &Flow,
+    limits: RunLimits,
+) -> (RunState, Vec<(String, TaskRecord)>) {
     let options = RunOptions {
         concurrency: 2,
         ..RunOptions::default()
@@ -20,48 +24,35 @@ async fn run(runner: Runner, limits: RunLimits) -> (RunState, Vec<(String, TaskR
         limits,
         ..NewRun::default()
     };
-    let never = std::future::pending();
-    let report = runner
-        .start(new, &options, never, &mut |_| {})
-        .await
-        .unwrap();
+    let mut handle = engine.start(flow, new, options).await.unwrap();
+    handle.ignore_events();
+    let report = handle.join().await.unwrap();
     (report.run.state, report.tasks)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runs_share_a_sandbox_each_under_its_own_limits_waiting_for_slots() {
+async fn runs_share_an_engine_each_under_its_own_limits_waiting_for_slots() {
     // Two slots for three runs of two attempts each at once.
-    let sandbox = Arc::new(
-        Sandbox::new(EngineConfig {
-            instances: 2,
-            ..EngineConfig::default()
-        })
-        .unwrap(),
-    );
-    let bundle = Bundle::load(
-        &sandbox,
-        &plugin("sdk-fanout-1k"),
-        &BundleLimits::default(),
-        None,
-    )
-    .await
-    .unwrap();
-    let dag = Arc::new(Dag::build(bundle.workflow()).unwrap());
     let scratch = tempfile::tempdir().unwrap();
-    let runner = Runner {
-        sandbox: sandbox.clone(),
-        bundle: Arc::new(bundle),
-        dag,
-        db: Arc::new(Db::open(&scratch.path().join("runs.redb")).unwrap()),
+    let store = Arc::new(RedbStore::open(&scratch.path().join("runs.redb")).unwrap());
+    let config = EngineConfig {
+        instances: 2,
+        ..EngineConfig::default()
     };
+    let engine = Engine::new(config, store).unwrap();
+    let bundle = engine
+        .load(&plugin("sdk-fanout-1k"), &BundleLimits::default())
+        .await
+        .unwrap();
+    let flow = Flow::new(bundle).unwrap();
     let starved = RunLimits {
         fuel: 1_000,
         ..RunLimits::default()
     };
     let ((a, a_tasks), (b, b_tasks), (c, _)) = tokio::join!(
-        run(runner.clone(), RunLimits::default()),
-        run(runner.clone(), starved),
-        run(runner, RunLimits::default()),
+        run(&engine, &flow, RunLimits::default()),
+        run(&engine, &flow, starved),
+        run(&engine, &flow, RunLimits::default()),
     );
 
     // No attempt failed for want of a slot: the runs with the default limits succeeded.

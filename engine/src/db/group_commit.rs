@@ -1,0 +1,240 @@
+//! The redb [`Store`]: reads go straight to the file; writes go to one writer thread,
+//! which commits every write waiting when it turns in one transaction.
+//!
+//! A redb commit costs a few `fdatasync`s whatever it holds, so what decides throughput is
+//! how many writes share one. With a writer per store instead of a commit per run, a host
+//! running a thousand small runs at once pays for one commit where it paid a thousand:
+//! their starts, task completions and ends all ride together. A write waits at most for
+//! the commit before its own.
+
+use super::{Db, DbError, Write, Written};
+use crate::db::{RunRecord, TaskRecord};
+use crate::host::LogLine;
+use crate::state::RunState;
+use crate::store::{Attempt, Completion, RunFilter, Store, StoreError};
+use std::path::Path;
+use std::sync::{Arc, mpsc};
+use tokio::sync::oneshot;
+
+/// Requests one transaction may carry: bounds the memory and the latency of one commit
+/// when writes come faster than the disk syncs.
+const MAX_BATCH: usize = 4096;
+
+/// A write and where to say how it went.
+struct Request {
+    write: Write,
+    reply: oneshot::Sender<Result<Written, StoreError>>,
+}
+
+/// The embedded store: one redb file, opened by one process at a time.
+pub struct RedbStore {
+    db: Arc<Db>,
+    /// `None` when opened read-only.
+    writer: Option<Writer>,
+}
+
+struct Writer {
+    requests: mpsc::Sender<Request>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database at `path` for running workflows.
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let db = Arc::new(Db::open(path)?);
+        let (requests, queue) = mpsc::channel();
+        let writing = db.clone();
+        let thread = std::thread::Builder::new()
+            .name("sandflow-store".into())
+            .spawn(move || commit_loop(&writing, &queue))
+            .map_err(|source| DbError::Directory {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            db,
+            writer: Some(Writer { requests, thread }),
+        })
+    }
+
+    /// Opens the database at `path` to look at it (see [`Db::open_read_only`]); its writes
+    /// fail.
+    pub fn open_read_only(path: &Path) -> Result<Self, DbError> {
+        Ok(Self {
+            db: Arc::new(Db::open_read_only(path)?),
+            writer: None,
+        })
+    }
+
+    /// The file underneath, for synchronous reads.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    async fn submit(&self, write: Write) -> Result<Written, StoreError> {
+        let Some(writer) = &self.writer else {
+            // Read-only: the database refuses the write with its own message.
+            let mut done = self.db.write(vec![write])?;
+            return done
+                .pop()
+                .expect("one result per write")
+                .map_err(Into::into);
+        };
+        let (reply, answer) = oneshot::channel();
+        writer
+            .requests
+            .send(Request { write, reply })
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Waits for a write, takes every other write already waiting, commits them together and
+/// answers each; ends when the store is dropped.
+fn commit_loop(db: &Db, queue: &mpsc::Receiver<Request>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH
+            && let Ok(more) = queue.try_recv()
+        {
+            batch.push(more);
+        }
+        let (writes, replies): (Vec<_>, Vec<_>) =
+            batch.into_iter().map(|r| (r.write, r.reply)).unzip();
+        match db.write(writes) {
+            Ok(done) => {
+                for (reply, result) in replies.into_iter().zip(done) {
+                    // A caller that stopped waiting does not care how it went.
+                    let _ = reply.send(result.map_err(Into::into));
+                }
+            }
+            Err(e) => {
+                let e = StoreError::from(e);
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Lets the writer finish what it holds, so that the database closes cleanly before the
+/// process exits.
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        if let Some(Writer { requests, thread }) = self.writer.take() {
+            drop(requests);
+            if thread.join().is_err() {
+                tracing::error!("the database writer thread panicked");
+            }
+        }
+    }
+}
+
+/// Reads answer at once, on the caller's thread: they are short page reads, which a hop to
+/// a blocking thread would cost more than.
+#[async_trait::async_trait]
+impl Store for RedbStore {
+    async fn create_run(&self, run: RunRecord) -> Result<RunRecord, StoreError> {
+        match self.submit(Write::CreateRun(Box::new(run))).await? {
+            Written::Run(run) => Ok(*run),
+            Written::Done => unreachable!("creating a run returns it"),
+        }
+    }
+
+    async fn set_run_state(
+        &self,
+        id: u64,
+        state: RunState,
+        finished_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let write = Write::SetRunState {
+            id,
+            state,
+            finished_ms,
+        };
+        self.submit(write).await.map(drop)
+    }
+
+    async fn complete(
+        &self,
+        run: u64,
+        attempts: Vec<Attempt>,
+        completions: Vec<Completion>,
+    ) -> Result<(), StoreError> {
+        let write = Write::Complete {
+            run,
+            attempts,
+            completions,
+        };
+        self.submit(write).await.map(drop)
+    }
+
+    async fn run(&self, id: u64) -> Result<RunRecord, StoreError> {
+        Ok(self.db.run(id)?)
+    }
+
+    async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        Ok(self.db.runs(filter)?)
+    }
+
+    async fn tasks(&self, run: u64) -> Result<Vec<(String, TaskRecord)>, StoreError> {
+        Ok(self.db.tasks(run)?)
+    }
+
+    async fn attempts(&self, run: u64) -> Result<Vec<Attempt>, StoreError> {
+        Ok(self.db.attempts(run)?)
+    }
+
+    async fn output(&self, run: u64, task: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.output(run, task)?)
+    }
+
+    async fn log(&self, run: u64, task: &str) -> Result<Vec<LogLine>, StoreError> {
+        Ok(self.db.log(run, task)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redb_store_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut n = 0;
+        conformance::check(|| {
+            n += 1;
+            RedbStore::open(&dir.path().join(format!("{n}.redb"))).unwrap()
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let first = RedbStore::open(&path).unwrap();
+        first.create_run(conformance::run_record("")).await.unwrap();
+        drop(first);
+        let store = RedbStore::open(&path).unwrap();
+        assert_eq!(store.runs(&RunFilter::default()).await.unwrap().len(), 1);
+        let second = store.create_run(conformance::run_record("")).await.unwrap();
+        assert_eq!(second.id, 2);
+    }
+
+    #[tokio::test]
+    async fn a_read_only_store_refuses_writes_and_reads_a_missing_file_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open_read_only(&dir.path().join("none.redb")).unwrap();
+        assert!(store.runs(&RunFilter::default()).await.unwrap().is_empty());
+        let refused = store.create_run(conformance::run_record("")).await;
+        assert!(
+            refused
+                .unwrap_err()
+                .to_string()
+                .contains("opened to be read")
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! The one value a host creates and shares: the sandbox (wasmtime engine, instance pool,
+//! epoch ticker), where compiled bundles are cached, the store, and the policy that
+//! resolves grants. Runs of many bundles and tenants execute on it at once, each under its
+//! own limits, and each started by one call that returns a [`RunHandle`].
+
+use crate::bundle::{Bundle, BundleError, BundleLimits};
+use crate::dag::{Dag, DagError};
+use crate::db::RunRecord;
+use crate::grants::{GrantPolicy, HostGrants};
+use crate::sandbox::{EngineConfig, Sandbox, SandboxError};
+use crate::scheduler::{NewRun, RunError, RunEvent, RunOptions, RunReport, Runner};
+use crate::store::Store;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+
+/// A host's engine. Cheap to clone: clones share everything.
+#[derive(Clone)]
+pub struct Engine {
+    sandbox: Arc<Sandbox>,
+    store: Arc<dyn Store>,
+    policy: Arc<dyn GrantPolicy>,
+    cache: Option<PathBuf>,
+}
+
+/// A bundle loaded and its workflow validated: what runs start from. Cheap to clone.
+#[derive(Clone)]
+pub struct Flow {
+    bundle: Arc<Bundle>,
+    dag: Arc<Dag>,
+}
+
+impl Flow {
+    /// Validates `bundle`'s workflow.
+    pub fn new(bundle: Bundle) -> Result<Self, DagError> {
+        let dag = Dag::build(bundle.workflow())?;
+        Ok(Self {
+            bundle: Arc::new(bundle),
+            dag: Arc::new(dag),
+        })
+    }
+
+    /// The bundle.
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+
+    /// Its validated graph.
+    pub fn dag(&self) -> &Dag {
+        &self.dag
+    }
+}
+
+impl Engine {
+    /// An engine whose sandbox `config` sizes, keeping runs in `store`, resolving grants on
+    /// this machine ([`HostGrants`]) and compiling every bundle afresh.
+    pub fn new(config: EngineConfig, store: Arc<dyn Store>) -> Result<Self, SandboxError> {
+        Ok(Self::from_sandbox(Arc::new(Sandbox::new(config)?), store))
+    }
+
+    /// An engine on a sandbox that already exists: one that loaded a bundle before the
+    /// store was opened, or one shared by engines over several stores.
+    pub fn from_sandbox(sandbox: Arc<Sandbox>, store: Arc<dyn Store>) -> Self {
+        Self {
+            sandbox,
+            store,
+            policy: Arc::new(HostGrants),
+            cache: None,
+        }
+    }
+
+    /// Resolves grants through `policy`: a service resolves them per tenant, never from
+    /// the host.
+    pub fn with_grant_policy(self, policy: Arc<dyn GrantPolicy>) -> Self {
+        Self { policy, ..self }
+    }
+
+    /// Keeps compiled bundles in `dir` (see [`Bundle::load`]).
+    pub fn with_cache(self, dir: PathBuf) -> Self {
+        Self {
+            cache: Some(dir),
+            ..self
+        }
+    }
+
+    /// The sandbox attempts run in.
+    pub fn sandbox(&self) -> &Sandbox {
+        &self.sandbox
+    }
+
+    /// Where runs are kept.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Loads the bundle at `path` (see [`Bundle::load`]).
+    pub async fn load(&self, path: &Path, limits: &BundleLimits) -> Result<Bundle, BundleError> {
+        Bundle::load(&self.sandbox, path, limits, self.cache.as_deref()).await
+    }
+
+    /// Loads a bundle from memory, `name` naming it (see [`Bundle::from_bytes`]).
+    pub async fn load_bytes(
+        &self,
+        name: &Path,
+        bytes: &[u8],
+        limits: &BundleLimits,
+    ) -> Result<Bundle, BundleError> {
+        Bundle::from_bytes(&self.sandbox, name, bytes, limits, self.cache.as_deref()).await
+    }
+
+    /// Records a new run of `flow` and starts it on the runtime; the run is in the store
+    /// when this returns. A full instance pool makes its attempts wait for a slot.
+    pub async fn start(
+        &self,
+        flow: &Flow,
+        new: NewRun,
+        options: RunOptions,
+    ) -> Result<RunHandle, RunError> {
+        let runner = self.runner(flow);
+        let (run, capabilities) = runner.create(new, &*self.policy).await?;
+        Ok(RunHandle::spawn(
+            runner,
+            run,
+            capabilities,
+            Default::default(),
+            options,
+        ))
+    }
+
+    /// Takes up run `id` of `flow` where an earlier invocation left it (see
+    /// [`RunError`] for what may refuse it).
+    pub async fn resume(
+        &self,
+        flow: &Flow,
+        id: u64,
+        options: RunOptions,
+    ) -> Result<RunHandle, RunError> {
+        let runner = self.runner(flow);
+        let (run, capabilities, prior) = runner.reopen(id, &*self.policy).await?;
+        Ok(RunHandle::spawn(runner, run, capabilities, prior, options))
+    }
+
+    fn runner(&self, flow: &Flow) -> Runner {
+        Runner {
+            sandbox: self.sandbox.clone(),
+            bundle: flow.bundle.clone(),
+            dag: flow.dag.clone(),
+            store: self.store.clone(),
+        }
+    }
+}
+
+/// A run going on: its events, a way to stop it, and its end.
+///
+/// Events queue until read; a host that does not want them calls
+/// [`ignore_events`](Self::ignore_events). Dropping the handle leaves the run going.
+pub struct RunHandle {
+    run: RunRecord,
+    done: usize,
+    events: mpsc::UnboundedReceiver<RunEvent>,
+    stop: watch::Sender<bool>,
+    ended: tokio::task::JoinHandle<Result<RunReport, RunError>>,
+}
+
+impl RunHandle {
+    fn spawn(
+        runner: Runner,
+        run: RunRecord,
+        capabilities: crate::grants::Capabilities,
+        prior: crate::scheduler::Prior,
+        options: RunOptions,
+    ) -> Self {
+        let (events, received) = mpsc::unbounded_channel();
+        let (stop, mut stopped) = watch::channel(false);
+        let done = prior.done();
+        let record = run.clone();
+        let ended = tokio::spawn(async move {
+            let interrupt = async move {
+                // A dropped sender is no request to stop.
+                if stopped.wait_for(|stop| *stop).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            };
+            runner
+                .drive(&run, capabilities, prior, &options, interrupt, &events)
+                .await
+        });
+        Self {
+            run: record,
+            done,
+            events: received,
+            stop,
+            ended,
+        }
+    }
+
+    /// The run's id.
+    pub fn id(&self) -> u64 {
+        self.run.id
+    }
+
+    /// The run as it was recorded (or, resumed, reopened).
+    pub fn record(&self) -> &RunRecord {
+        &self.run
+    }
+
+    /// Tasks that had ended before this invocation (0 for a new run).
+    pub fn done_before(&self) -> usize {
+        self.done
+    }
+
+    /// The next event, or `None` once the run has ended and every event was read.
+    pub async fn next_event(&mut self) -> Option<RunEvent> {
+        self.events.recv().await
+    }
+
+    /// Drops events from now on instead of queueing them.
+    pub fn ignore_events(&mut self) {
+        self.events.close();
+    }
+
+    /// Stops the run: attempts in flight are dropped, and the run ends `interrupted`,
+    /// resumable. Ending it takes as long as committing what ended before.
+    pub fn interrupt(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Waits for the run to end (or stop) and reports how.
+    pub async fn join(self) -> Result<RunReport, RunError> {
+        let run = self.run.id;
+        match self.ended.await {
+            Ok(report) => report,
+            Err(e) => Err(RunError::Internal {
+                run,
+                message: e.to_string(),
+            }),
+        }
+    }
+}

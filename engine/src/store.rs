@@ -1,0 +1,128 @@
+//! Where runs are kept: the one seam between the scheduler and durability.
+//!
+//! The scheduler depends on the [`Store`] trait only, never on a database: the embedded
+//! redb store ([`crate::db::RedbStore`]) implements it today, a PostgreSQL store shared by
+//! many workers can implement it tomorrow, and the same conformance tests check both.
+//!
+//! The store owns batching. Each run hands over what ended since its last commit and waits
+//! for that to be durable; the store may write the batches of many runs, and the creation
+//! of new runs, in one transaction. A run never has two commits in flight, so its commits
+//! land in the order its tasks ended whatever the store does across runs.
+
+use crate::db::{AttemptRecord, RunRecord, TaskRecord};
+use crate::host::LogLine;
+use crate::state::RunState;
+use std::sync::Arc;
+
+/// Why the store could not answer. Cheap to clone: one failed group commit fails every
+/// request it carried.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No run has this id.
+    #[error("run {0} does not exist (see `sandflow runs`)")]
+    NoSuchRun(u64),
+    /// The storage behind the store failed; the message says what and where.
+    #[error(transparent)]
+    Backend(Arc<dyn std::error::Error + Send + Sync>),
+    /// The store was shut down while a request waited.
+    #[error("the store has shut down")]
+    Closed,
+}
+
+/// One task's terminal record with what it produced, written together.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The task's name.
+    pub task: String,
+    /// Its terminal record.
+    pub record: TaskRecord,
+    /// What it returned, if it succeeded.
+    pub output: Option<Arc<[u8]>>,
+    /// What it logged in its last attempt.
+    pub log: Vec<LogLine>,
+}
+
+/// One finished attempt of a task: (task, attempt number from 1, record).
+pub type Attempt = (String, u32, AttemptRecord);
+
+/// Which runs to list, oldest first: every field narrows the list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    /// Runs of this tenant only.
+    pub tenant: Option<String>,
+    /// Runs of the workflow of this name only.
+    pub workflow: Option<String>,
+    /// Runs in this state only.
+    pub state: Option<RunState>,
+    /// Runs started at or after this instant (milliseconds since the Unix epoch).
+    pub since_ms: Option<u64>,
+    /// Runs started before this instant.
+    pub until_ms: Option<u64>,
+    /// Runs whose id is greater: the cursor of the page before.
+    pub after: Option<u64>,
+    /// At most this many runs.
+    pub limit: Option<usize>,
+}
+
+impl RunFilter {
+    /// Whether `run` passes every field but the cursor and the limit.
+    pub fn matches(&self, run: &RunRecord) -> bool {
+        self.tenant.as_ref().is_none_or(|t| *t == run.tenant)
+            && self
+                .workflow
+                .as_ref()
+                .is_none_or(|w| *w == run.workflow.name)
+            && self.state.is_none_or(|s| s == run.state)
+            && self.since_ms.is_none_or(|t| run.started_ms >= t)
+            && self.until_ms.is_none_or(|t| run.started_ms < t)
+    }
+}
+
+/// Durable run state: runs, task records, attempts, outputs and logs.
+///
+/// Writes are durable when they return. Reads see every write that returned before them.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Records `run` under a new id (ids count up from 1; the one given is ignored) and
+    /// returns it as stored.
+    async fn create_run(&self, run: RunRecord) -> Result<RunRecord, StoreError>;
+
+    /// Moves run `id` to `state`: finished at `finished_ms`, or (`None`) running again.
+    async fn set_run_state(
+        &self,
+        id: u64,
+        state: RunState,
+        finished_ms: Option<u64>,
+    ) -> Result<(), StoreError>;
+
+    /// Writes finished attempts and each completion's record, output and log, all at once:
+    /// nobody sees one without the others.
+    async fn complete(
+        &self,
+        run: u64,
+        attempts: Vec<Attempt>,
+        completions: Vec<Completion>,
+    ) -> Result<(), StoreError>;
+
+    /// Run `id`'s record, with its current state.
+    async fn run(&self, id: u64) -> Result<RunRecord, StoreError>;
+
+    /// The runs `filter` lets through, oldest first.
+    async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// The terminal records of a run's finished tasks, by task name.
+    async fn tasks(&self, run: u64) -> Result<Vec<(String, TaskRecord)>, StoreError>;
+
+    /// Every recorded attempt of a run's tasks, ordered by task name, then attempt.
+    async fn attempts(&self, run: u64) -> Result<Vec<Attempt>, StoreError>;
+
+    /// What `task` of run `run` returned, if it succeeded.
+    async fn output(&self, run: u64, task: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// The lines `task` of run `run` logged in its last attempt, in order.
+    async fn log(&self, run: u64, task: &str) -> Result<Vec<LogLine>, StoreError>;
+}
+
+#[cfg(test)]
+pub(crate) mod conformance;

@@ -1,0 +1,229 @@
+//! What every [`Store`] must do, as tests any implementation runs through [`check`]: the
+//! redb store now, a PostgreSQL store later, each on a fresh, empty store per test.
+
+use super::{Completion, RunFilter, Store, StoreError};
+use crate::db::{AttemptRecord, RunRecord, TaskRecord};
+use crate::grants::Grants;
+use crate::host::{LogLevel, LogLine};
+use crate::sandbox::RunLimits;
+use crate::state::{Failure, RunState, TaskState};
+use crate::workflow::WorkflowDef;
+use std::sync::Arc;
+
+/// Runs every conformance test, each on a store `fresh` makes.
+pub(crate) async fn check<S: Store>(mut fresh: impl FnMut() -> S) {
+    runs_get_increasing_ids_and_keep_their_state(&fresh()).await;
+    completions_keep_record_output_and_log_together_per_run(&fresh()).await;
+    filters_narrow_and_pages_follow_on(&fresh()).await;
+    concurrent_writes_all_land(Arc::new(fresh())).await;
+}
+
+/// A run of workflow `w` with no tasks, for tenant `tenant`.
+pub(crate) fn run_record(tenant: &str) -> RunRecord {
+    RunRecord {
+        id: 0,
+        tenant: tenant.into(),
+        bundle: "b.wasm".into(),
+        bundle_hash: "abc".into(),
+        workflow: WorkflowDef {
+            name: "w".into(),
+            schedule: None,
+            deterministic: false,
+            tasks: vec![],
+        },
+        params: "{}".into(),
+        limits: RunLimits::default(),
+        grants: Grants::default(),
+        state: RunState::Running,
+        started_ms: 1,
+        finished_ms: None,
+    }
+}
+
+fn task_record(state: TaskState) -> TaskRecord {
+    TaskRecord {
+        state,
+        attempts: 1,
+        fuel_used: 42,
+        duration_us: 3_000,
+        error: None,
+        finished_ms: 5,
+    }
+}
+
+async fn runs_get_increasing_ids_and_keep_their_state(store: &impl Store) {
+    let first = store.create_run(run_record("")).await.unwrap();
+    let second = store.create_run(run_record("")).await.unwrap();
+    assert_eq!((first.id, second.id), (1, 2));
+    assert_eq!(store.run(1).await.unwrap(), first);
+    store
+        .set_run_state(2, RunState::Succeeded, Some(9))
+        .await
+        .unwrap();
+    let ended = store.run(2).await.unwrap();
+    assert_eq!(
+        (ended.state, ended.finished_ms),
+        (RunState::Succeeded, Some(9))
+    );
+    store
+        .set_run_state(2, RunState::Running, None)
+        .await
+        .unwrap();
+    assert_eq!(store.run(2).await.unwrap(), second, "running again");
+    assert!(matches!(store.run(3).await, Err(StoreError::NoSuchRun(3))));
+    let missing = store.set_run_state(3, RunState::Failed, Some(1)).await;
+    assert!(matches!(missing, Err(StoreError::NoSuchRun(3))));
+}
+
+async fn completions_keep_record_output_and_log_together_per_run(store: &impl Store) {
+    let log = vec![LogLine {
+        level: LogLevel::Info,
+        message: "hi".into(),
+    }];
+    let mut failed = task_record(TaskState::Failed);
+    failed.error = Some(Failure::OutOfFuel { budget: 7 });
+    let retried = AttemptRecord {
+        started_ms: 1,
+        finished_ms: 2,
+        fuel_used: 3,
+        error: Some(Failure::Trap {
+            message: "boom".into(),
+        }),
+    };
+    let succeeded = AttemptRecord {
+        error: None,
+        ..retried.clone()
+    };
+    let completion = |task: &str, record, output: Option<&[u8]>, log: &[LogLine]| Completion {
+        task: task.into(),
+        record,
+        output: output.map(Arc::from),
+        log: log.to_vec(),
+    };
+    store
+        .complete(
+            1,
+            vec![
+                ("a".into(), 1, retried.clone()),
+                ("a".into(), 2, succeeded.clone()),
+            ],
+            vec![
+                completion("a", task_record(TaskState::Success), Some(b"out"), &log),
+                completion("b", failed.clone(), None, &[]),
+            ],
+        )
+        .await
+        .unwrap();
+    // Another run's task of the same name stays apart.
+    store
+        .complete(
+            2,
+            vec![("a".into(), 1, succeeded.clone())],
+            vec![completion("a", task_record(TaskState::Skipped), None, &[])],
+        )
+        .await
+        .unwrap();
+
+    let tasks = store.tasks(1).await.unwrap();
+    let expected = [
+        ("a".to_owned(), task_record(TaskState::Success)),
+        ("b".to_owned(), failed),
+    ];
+    assert_eq!(tasks, expected);
+    assert_eq!(store.output(1, "a").await.unwrap().unwrap(), b"out");
+    assert_eq!(store.output(1, "b").await.unwrap(), None);
+    assert_eq!(store.output(2, "a").await.unwrap(), None);
+    assert_eq!(store.log(1, "a").await.unwrap(), log);
+    assert!(store.log(1, "b").await.unwrap().is_empty());
+    assert_eq!(store.tasks(2).await.unwrap().len(), 1);
+    let attempts = [("a".into(), 1, retried), ("a".into(), 2, succeeded)];
+    assert_eq!(store.attempts(1).await.unwrap(), attempts);
+    assert_eq!(store.attempts(2).await.unwrap().len(), 1);
+    assert!(
+        store.tasks(3).await.unwrap().is_empty(),
+        "no such run: nothing"
+    );
+}
+
+async fn filters_narrow_and_pages_follow_on(store: &impl Store) {
+    for (i, tenant) in ["red", "blue", "red", "red", "blue"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut run = run_record(tenant);
+        run.started_ms = 100 * (i as u64 + 1);
+        if i == 3 {
+            run.workflow.name = "other".into();
+        }
+        store.create_run(run).await.unwrap();
+    }
+    store
+        .set_run_state(3, RunState::Failed, Some(301))
+        .await
+        .unwrap();
+    let ids = |filter: RunFilter| async move {
+        let runs = store.runs(&filter).await.unwrap();
+        runs.into_iter().map(|r| r.id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(RunFilter::default()).await, [1, 2, 3, 4, 5]);
+    let red = || RunFilter {
+        tenant: Some("red".into()),
+        ..RunFilter::default()
+    };
+    assert_eq!(ids(red()).await, [1, 3, 4]);
+    let named = RunFilter {
+        workflow: Some("other".into()),
+        ..red()
+    };
+    assert_eq!(ids(named).await, [4]);
+    let failed = RunFilter {
+        state: Some(RunState::Failed),
+        ..RunFilter::default()
+    };
+    assert_eq!(ids(failed).await, [3], "the state as it is now");
+    let window = RunFilter {
+        since_ms: Some(200),
+        until_ms: Some(400),
+        ..RunFilter::default()
+    };
+    assert_eq!(ids(window).await, [2, 3]);
+    let page = |after| RunFilter {
+        after,
+        limit: Some(2),
+        ..red()
+    };
+    assert_eq!(ids(page(None)).await, [1, 3]);
+    assert_eq!(ids(page(Some(3))).await, [4]);
+    assert!(ids(page(Some(4))).await.is_empty());
+}
+
+/// Writes from many runs at once, as group commit batches them, each land once.
+async fn concurrent_writes_all_land<S: Store>(store: Arc<S>) {
+    let mut writers = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let store = store.clone();
+        writers.spawn(async move {
+            let run = store.create_run(run_record("")).await.unwrap();
+            let done = Completion {
+                task: "t".into(),
+                record: task_record(TaskState::Success),
+                output: Some(Arc::from(run.id.to_string().as_bytes())),
+                log: vec![],
+            };
+            store.complete(run.id, vec![], vec![done]).await.unwrap();
+            store
+                .set_run_state(run.id, RunState::Succeeded, Some(2))
+                .await
+                .unwrap();
+            run.id
+        });
+    }
+    let mut ids = writers.join_all().await;
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=64).collect::<Vec<u64>>(), "every run once");
+    for id in ids {
+        assert_eq!(store.run(id).await.unwrap().state, RunState::Succeeded);
+        let output = store.output(id, "t").await.unwrap().unwrap();
+        assert_eq!(output, id.to_string().as_bytes());
+    }
+}
