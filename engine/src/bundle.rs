@@ -439,7 +439,7 @@ fn store_artifact(component: &Component, dir: &Path, artifact: &Path) -> std::io
     std::fs::rename(&tmp, artifact)
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     bytes
         .iter()

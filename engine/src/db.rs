@@ -115,6 +115,9 @@ macro_rules! storage {
     };
 }
 
+// After the macro, which it uses.
+mod tenants;
+
 /// A run as stored: what ran, with which parameters, and how it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -227,12 +230,16 @@ pub(crate) enum Write {
         attempts: Vec<Attempt>,
         completions: Vec<Completion>,
     },
+    /// A tenant and the other writes of tenancy (see `tenants`).
+    Tenancy(tenants::Write),
 }
 
 /// What one write did.
 pub(crate) enum Written {
     /// The run created, with its id.
     Run(Box<RunRecord>),
+    /// Whether what was to be removed was there.
+    Removed(bool),
     Done,
 }
 
@@ -447,6 +454,7 @@ impl Db {
                             }
                             Ok(Written::Done)
                         }
+                        Write::Tenancy(write) => tenants::apply(&tx, write),
                     });
                 }
             }

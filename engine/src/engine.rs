@@ -8,7 +8,8 @@ use crate::dag::{Dag, DagError};
 use crate::db::RunRecord;
 use crate::grants::{GrantPolicy, HostGrants};
 use crate::sandbox::{EngineConfig, Sandbox, SandboxError};
-use crate::scheduler::{NewRun, RunError, RunEvent, RunOptions, RunReport, Runner};
+use crate::scheduler::{NewRun, RunError, RunEvent, RunOptions, RunReport, Runner, Stop};
+use crate::state::RunState;
 use crate::store::Store;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -158,7 +159,7 @@ pub struct RunHandle {
     run: RunRecord,
     done: usize,
     events: mpsc::UnboundedReceiver<RunEvent>,
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Option<Stop>>,
     ended: tokio::task::JoinHandle<Result<RunReport, RunError>>,
 }
 
@@ -171,18 +172,12 @@ impl RunHandle {
         options: RunOptions,
     ) -> Self {
         let (events, received) = mpsc::unbounded_channel();
-        let (stop, mut stopped) = watch::channel(false);
+        let (stop, stops) = watch::channel(None);
         let done = prior.done();
         let record = run.clone();
         let ended = tokio::spawn(async move {
-            let interrupt = async move {
-                // A dropped sender is no request to stop.
-                if stopped.wait_for(|stop| *stop).await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            };
             runner
-                .drive(&run, capabilities, prior, &options, interrupt, &events)
+                .drive(&run, capabilities, prior, &options, stops, &events)
                 .await
         });
         Self {
@@ -222,7 +217,22 @@ impl RunHandle {
     /// Stops the run: attempts in flight are dropped, and the run ends `interrupted`,
     /// resumable. Ending it takes as long as committing what ended before.
     pub fn interrupt(&self) {
-        self.stop.send_replace(true);
+        self.stop
+            .send_replace(Some(Stop::Now(RunState::Interrupted)));
+    }
+
+    /// Stops the run for good: attempts in flight are dropped, and the run ends
+    /// `cancelled`, which cannot be resumed.
+    pub fn cancel(&self) {
+        self.stop.send_replace(Some(Stop::Now(RunState::Cancelled)));
+    }
+
+    /// Lets the attempts in flight end but starts no other; then the run ends
+    /// `interrupted`, resumable. A later [`interrupt`](Self::interrupt) stops it at once:
+    /// what a host shutting down calls when the grace period it allows is over.
+    pub fn drain(&self) {
+        self.stop
+            .send_replace(Some(Stop::Drain(RunState::Interrupted)));
     }
 
     /// Waits for the run to end (or stop) and reports how.

@@ -56,6 +56,7 @@ pub mod scheduler;
 mod snapshot;
 pub mod state;
 pub mod store;
+pub mod tenant;
 pub mod trigger;
 pub mod workflow;
 
@@ -68,4 +69,5 @@ pub use host::{LogLevel, LogLine};
 pub use sandbox::{EngineConfig, RunLimits, Sandbox, SandboxError};
 pub use scheduler::{NewRun, Params, RunError, RunEvent, RunOptions, RunReport};
 pub use state::{Failure, RunState, TaskState};
-pub use store::{RunFilter, Store, StoreError};
+pub use store::{RunFilter, Store, StoreError, StoredBundle};
+pub use tenant::{Quotas, Tenant};

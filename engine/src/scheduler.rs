@@ -24,7 +24,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 /// Everything a run needs besides its options: the sandbox, the loaded bundle and its
@@ -207,6 +207,30 @@ pub enum RunEvent {
 /// Where a run's events go; nobody listening is fine.
 type Events = mpsc::UnboundedSender<RunEvent>;
 
+/// A request to stop a run before it ends by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Start no attempt more; end in `state` once those in flight have ended.
+    Drain(RunState),
+    /// Drop the attempts in flight and end in `state` now.
+    Now(RunState),
+}
+
+/// Where stop requests come from; `None` until one is made.
+pub(crate) type Stops = watch::Receiver<Option<Stop>>;
+
+/// The next stop request not yet seen, or never if nobody can make one any more.
+async fn next_stop(stops: &mut Stops) -> Stop {
+    loop {
+        if stops.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        if let Some(stop) = *stops.borrow_and_update() {
+            return stop;
+        }
+    }
+}
+
 /// How a run ended (or stopped), with every task's record in declaration order.
 #[derive(Debug, Clone)]
 pub struct RunReport {
@@ -305,22 +329,21 @@ impl Runner {
         Ok((run, capabilities, prior))
     }
 
-    /// Drives a created or reopened run until it ends or `interrupt` stops it.
+    /// Drives a created or reopened run until it ends or a request from `stops` stops it.
     ///
     /// Call it inside a tokio runtime, multi-threaded for attempts to run in parallel, and
-    /// spawn it there (see [`Runner`]). When `interrupt` completes, attempts in flight are
-    /// dropped and the run ends `interrupted`.
+    /// spawn it there (see [`Runner`]).
     pub(crate) async fn drive(
         &self,
         run: &RunRecord,
         capabilities: Capabilities,
         prior: Prior,
         options: &RunOptions,
-        interrupt: impl Future<Output = ()> + Send,
+        stops: Stops,
         events: &Events,
     ) -> Result<RunReport, RunError> {
         let live = LiveRun::new(self, run, capabilities, options.concurrency);
-        live.drive(prior, options, interrupt, events).await
+        live.drive(prior, options, stops, events).await
     }
 }
 
@@ -457,30 +480,42 @@ impl<'a> LiveRun<'a> {
         }
     }
 
-    /// Turns the loop until every task has ended and is committed, or `interrupt` or the
-    /// timeout stops the run first; then records how the run ended.
+    /// Turns the loop until every task has ended and is committed, or a stop request or
+    /// the timeout stops the run first; then records how the run ended.
     async fn drive(
         mut self,
         prior: Prior,
         options: &RunOptions,
-        interrupt: impl Future<Output = ()> + Send,
+        mut stops: Stops,
         events: &Events,
     ) -> Result<RunReport, RunError> {
         self.restore(prior);
         let deadline = options.timeout.and_then(|t| Instant::now().checked_add(t));
-        let mut interrupt = std::pin::pin!(interrupt);
+        // Set while draining: the state to end in once no attempt is in flight.
+        let mut draining = None;
         let stopped = loop {
-            self.start_ready(events);
+            if draining.is_none() {
+                self.start_ready(events);
+            }
             self.hand_off_commit();
             if self.is_over() {
                 break None;
+            }
+            if draining.is_some() && self.running.is_empty() {
+                break draining;
             }
             let next_retry = self.retries.peek().map(|Reverse((at, _))| *at);
             let wake = tokio::select! {
                 Some(joined) = self.running.join_next_with_id() => Wake::Attempt(joined),
                 () = sleep_until(next_retry) => Wake::RetryDue,
                 committed = wait_for(&mut self.committing) => Wake::Committed(committed),
-                () = &mut interrupt => Wake::Stop(RunState::Interrupted),
+                stop = next_stop(&mut stops) => match stop {
+                    Stop::Now(state) => Wake::Stop(state),
+                    Stop::Drain(state) => {
+                        draining = Some(state);
+                        continue;
+                    }
+                },
                 () = sleep_until(deadline) => Wake::Stop(RunState::TimedOut),
             };
             match wake {

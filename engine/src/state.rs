@@ -55,7 +55,8 @@ impl fmt::Display for TaskState {
 }
 
 /// Where a run stands. A run left `running` by a process that died, and a run stopped
-/// early (`interrupted`, `timed-out`), can be resumed; `succeeded` and `failed` are final.
+/// early (`interrupted`, `timed-out`, `storage-limit`), can be resumed; `succeeded`,
+/// `failed` and `cancelled` are final.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunState {
@@ -72,6 +73,8 @@ pub enum RunState {
     /// Stopped once this invocation had stored more than it may (outputs, logs and
     /// failures; see `RunOptions::max_stored`), before every task had ended.
     StorageLimit,
+    /// Stopped for good at a user's request, before every task had ended.
+    Cancelled,
 }
 
 impl RunState {
@@ -84,12 +87,13 @@ impl RunState {
             Self::Interrupted => "interrupted",
             Self::TimedOut => "timed-out",
             Self::StorageLimit => "storage-limit",
+            Self::Cancelled => "cancelled",
         }
     }
 
-    /// Whether every task has ended, so there is nothing left to resume.
+    /// Whether the run is over for good, so there is nothing left to resume.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
     }
 }
 

@@ -12,6 +12,8 @@
 use crate::db::{AttemptRecord, RunRecord, TaskRecord};
 use crate::host::LogLine;
 use crate::state::RunState;
+use crate::tenant::Tenant;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Why the store could not answer. Cheap to clone: one failed group commit fails every
@@ -79,7 +81,24 @@ impl RunFilter {
     }
 }
 
-/// Durable run state: runs, task records, attempts, outputs and logs.
+/// A bundle a tenant uploaded: what it is, without its bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredBundle {
+    /// Whose it is.
+    pub tenant: String,
+    /// SHA-256 of its bytes, hex-encoded: its id.
+    pub hash: String,
+    /// The name of the workflow it describes.
+    pub workflow: String,
+    /// How many tasks that workflow declares.
+    pub tasks: usize,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// When it was uploaded, in milliseconds since the Unix epoch.
+    pub uploaded_ms: u64,
+}
+
+/// Durable state: runs, task records, attempts, outputs and logs; tenants and bundles.
 ///
 /// Writes are durable when they return. Reads see every write that returned before them.
 #[async_trait::async_trait]
@@ -122,6 +141,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// The lines `task` of run `run` logged in its last attempt, in order.
     async fn log(&self, run: u64, task: &str) -> Result<Vec<LogLine>, StoreError>;
+
+    /// Adds `tenant`, or replaces the tenant of its name (a new token, new quotas).
+    async fn put_tenant(&self, tenant: Tenant) -> Result<(), StoreError>;
+
+    /// Removes tenant `name` and its token; its runs and bundles stay. Whether it existed.
+    async fn remove_tenant(&self, name: &str) -> Result<bool, StoreError>;
+
+    /// Every tenant, by name.
+    async fn tenants(&self) -> Result<Vec<Tenant>, StoreError>;
+
+    /// The tenant whose token hashes to `token_hash` (see [`crate::tenant::token_hash`]).
+    async fn tenant_by_token(&self, token_hash: &str) -> Result<Option<Tenant>, StoreError>;
+
+    /// Keeps a tenant's bundle, replacing one of the same hash.
+    async fn put_bundle(&self, bundle: StoredBundle, bytes: Arc<[u8]>) -> Result<(), StoreError>;
+
+    /// Removes `tenant`'s bundle `hash`. Whether it existed.
+    async fn remove_bundle(&self, tenant: &str, hash: &str) -> Result<bool, StoreError>;
+
+    /// `tenant`'s bundles, by hash.
+    async fn bundles(&self, tenant: &str) -> Result<Vec<StoredBundle>, StoreError>;
+
+    /// The bytes of `tenant`'s bundle `hash`.
+    async fn bundle_bytes(&self, tenant: &str, hash: &str) -> Result<Option<Vec<u8>>, StoreError>;
 }
 
 #[cfg(test)]

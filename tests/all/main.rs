@@ -6,13 +6,14 @@ mod bad_bundles;
 mod cache;
 mod cli;
 mod deterministic;
+mod engine;
 mod etl;
 mod mutations;
 mod readme;
 mod resume;
 mod sandbox_limits;
 mod scheduling;
-mod shared_sandbox;
+
 mod snapshot;
 
 #[path = "../support/plugins.rs"]

@@ -7,11 +7,12 @@
 //! their starts, task completions and ends all ride together. A write waits at most for
 //! the commit before its own.
 
-use super::{Db, DbError, Write, Written};
+use super::{Db, DbError, Write, Written, tenants};
 use crate::db::{RunRecord, TaskRecord};
 use crate::host::LogLine;
 use crate::state::RunState;
-use crate::store::{Attempt, Completion, RunFilter, Store, StoreError};
+use crate::store::{Attempt, Completion, RunFilter, Store, StoreError, StoredBundle};
+use crate::tenant::Tenant;
 use std::path::Path;
 use std::sync::{Arc, mpsc};
 use tokio::sync::oneshot;
@@ -69,6 +70,13 @@ impl RedbStore {
     /// The file underneath, for synchronous reads.
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    async fn removed(&self, write: tenants::Write) -> Result<bool, StoreError> {
+        match self.submit(Write::Tenancy(write)).await? {
+            Written::Removed(removed) => Ok(removed),
+            _ => unreachable!("a removal says whether there was something to remove"),
+        }
     }
 
     async fn submit(&self, write: Write) -> Result<Written, StoreError> {
@@ -138,7 +146,7 @@ impl Store for RedbStore {
     async fn create_run(&self, run: RunRecord) -> Result<RunRecord, StoreError> {
         match self.submit(Write::CreateRun(Box::new(run))).await? {
             Written::Run(run) => Ok(*run),
-            Written::Done => unreachable!("creating a run returns it"),
+            _ => unreachable!("creating a run returns it"),
         }
     }
 
@@ -192,6 +200,45 @@ impl Store for RedbStore {
 
     async fn log(&self, run: u64, task: &str) -> Result<Vec<LogLine>, StoreError> {
         Ok(self.db.log(run, task)?)
+    }
+
+    async fn put_tenant(&self, tenant: Tenant) -> Result<(), StoreError> {
+        let write = Write::Tenancy(tenants::Write::PutTenant(Box::new(tenant)));
+        self.submit(write).await.map(drop)
+    }
+
+    async fn remove_tenant(&self, name: &str) -> Result<bool, StoreError> {
+        self.removed(tenants::Write::RemoveTenant(name.to_owned()))
+            .await
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        Ok(self.db.tenants()?)
+    }
+
+    async fn tenant_by_token(&self, token_hash: &str) -> Result<Option<Tenant>, StoreError> {
+        Ok(self.db.tenant_by_token(token_hash)?)
+    }
+
+    async fn put_bundle(&self, bundle: StoredBundle, bytes: Arc<[u8]>) -> Result<(), StoreError> {
+        let write = Write::Tenancy(tenants::Write::PutBundle(Box::new(bundle), bytes));
+        self.submit(write).await.map(drop)
+    }
+
+    async fn remove_bundle(&self, tenant: &str, hash: &str) -> Result<bool, StoreError> {
+        self.removed(tenants::Write::RemoveBundle {
+            tenant: tenant.to_owned(),
+            hash: hash.to_owned(),
+        })
+        .await
+    }
+
+    async fn bundles(&self, tenant: &str) -> Result<Vec<StoredBundle>, StoreError> {
+        Ok(self.db.bundles(tenant)?)
+    }
+
+    async fn bundle_bytes(&self, tenant: &str, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.bundle_bytes(tenant, hash)?)
     }
 }
 

@@ -1,12 +1,13 @@
 //! What every [`Store`] must do, as tests any implementation runs through [`check`]: the
 //! redb store now, a PostgreSQL store later, each on a fresh, empty store per test.
 
-use super::{Completion, RunFilter, Store, StoreError};
+use super::{Completion, RunFilter, Store, StoreError, StoredBundle};
 use crate::db::{AttemptRecord, RunRecord, TaskRecord};
 use crate::grants::Grants;
 use crate::host::{LogLevel, LogLine};
 use crate::sandbox::RunLimits;
 use crate::state::{Failure, RunState, TaskState};
+use crate::tenant::{Quotas, Tenant, token_hash};
 use crate::workflow::WorkflowDef;
 use std::sync::Arc;
 
@@ -16,6 +17,8 @@ pub(crate) async fn check<S: Store>(mut fresh: impl FnMut() -> S) {
     completions_keep_record_output_and_log_together_per_run(&fresh()).await;
     filters_narrow_and_pages_follow_on(&fresh()).await;
     concurrent_writes_all_land(Arc::new(fresh())).await;
+    tenants_are_found_by_their_current_token_only(&fresh()).await;
+    bundles_belong_to_their_tenant(&fresh()).await;
 }
 
 /// A run of workflow `w` with no tasks, for tenant `tenant`.
@@ -226,4 +229,76 @@ async fn concurrent_writes_all_land<S: Store>(store: Arc<S>) {
         let output = store.output(id, "t").await.unwrap().unwrap();
         assert_eq!(output, id.to_string().as_bytes());
     }
+}
+
+fn tenant(name: &str, token: &str) -> Tenant {
+    Tenant {
+        name: name.into(),
+        token_hash: token_hash(token),
+        weight: 1,
+        quotas: Quotas::default(),
+        created_ms: 7,
+    }
+}
+
+async fn tenants_are_found_by_their_current_token_only(store: &impl Store) {
+    store.put_tenant(tenant("red", "r1")).await.unwrap();
+    store.put_tenant(tenant("blue", "b1")).await.unwrap();
+    let found = |token: &'static str| async move {
+        let tenant = store.tenant_by_token(&token_hash(token)).await.unwrap();
+        tenant.map(|t| t.name)
+    };
+    assert_eq!(found("r1").await.as_deref(), Some("red"));
+    assert_eq!(found("nobody").await, None);
+    // A new token replaces the old one.
+    let mut rotated = tenant("red", "r2");
+    rotated.weight = 3;
+    store.put_tenant(rotated.clone()).await.unwrap();
+    assert_eq!(found("r1").await, None);
+    assert_eq!(found("r2").await.as_deref(), Some("red"));
+    let names: Vec<String> = store
+        .tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["blue", "red"]);
+    assert_eq!(store.tenants().await.unwrap()[1], rotated);
+    assert!(store.remove_tenant("red").await.unwrap());
+    assert!(!store.remove_tenant("red").await.unwrap());
+    assert_eq!(found("r2").await, None);
+    assert_eq!(found("b1").await.as_deref(), Some("blue"));
+}
+
+async fn bundles_belong_to_their_tenant(store: &impl Store) {
+    let bundle = |tenant: &str, hash: &str| StoredBundle {
+        tenant: tenant.into(),
+        hash: hash.into(),
+        workflow: "w".into(),
+        tasks: 2,
+        bytes: 3,
+        uploaded_ms: 4,
+    };
+    let code: Arc<[u8]> = Arc::from(&b"\0asm"[..]);
+    for (tenant, hash) in [("red", "aa"), ("red", "bb"), ("re", "aa"), ("reda", "cc")] {
+        store
+            .put_bundle(bundle(tenant, hash), code.clone())
+            .await
+            .unwrap();
+    }
+    let hashes = |tenant: &'static str| async move {
+        let bundles = store.bundles(tenant).await.unwrap();
+        bundles.into_iter().map(|b| b.hash).collect::<Vec<_>>()
+    };
+    assert_eq!(hashes("red").await, ["aa", "bb"], "neither re's nor reda's");
+    assert_eq!(hashes("re").await, ["aa"]);
+    assert!(hashes("blue").await.is_empty());
+    let bytes = store.bundle_bytes("red", "bb").await.unwrap();
+    assert_eq!(bytes.as_deref(), Some(&code[..]));
+    assert_eq!(store.bundle_bytes("blue", "bb").await.unwrap(), None);
+    assert!(store.remove_bundle("red", "bb").await.unwrap());
+    assert!(!store.remove_bundle("red", "bb").await.unwrap());
+    assert_eq!(store.bundle_bytes("red", "bb").await.unwrap(), None);
+    assert_eq!(hashes("red").await, ["aa"]);
 }
