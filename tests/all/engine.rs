@@ -5,7 +5,7 @@ use crate::plugin;
 use sandflow::db::TaskRecord;
 use sandflow::{
     BundleLimits, Engine, EngineConfig, Flow, NewRun, RedbStore, RunEvent, RunLimits, RunOptions,
-    RunState, Store, TaskState,
+    RunState, TaskState,
 };
 use std::sync::Arc;
 
