@@ -5,6 +5,8 @@
 
 mod inspect;
 mod report;
+mod serve;
+mod tenant;
 
 use clap::{Args, Parser, Subcommand};
 use report::Invocation;
@@ -69,6 +71,13 @@ enum Command {
     },
     /// Write a task's output bytes to stdout
     Output { run: u64, task: String },
+    /// Serve the multi-tenant HTTP API until SIGTERM, then drain
+    Serve(serve::ServeArgs),
+    /// Add, list, remove and change the tenants of `sandflow serve`
+    Tenant {
+        #[command(subcommand)]
+        command: tenant::TenantCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -410,6 +419,11 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             }?;
             Ok(0)
         }
+        Command::Serve(args) => {
+            let interrupts = Interrupts::watch()?;
+            serve::serve(args, &db_path()?, cache.as_deref(), interrupts).await
+        }
+        Command::Tenant { command } => tenant::tenant(command, &db_path()?).await,
         Command::Output { run, task } => {
             let store = RedbStore::open_read_only(&db_path()?).map_err(Failed::input)?;
             let output = report::output(&store, run, &task).await?;

@@ -68,7 +68,7 @@ pub async fn run(
             },
             () = &mut interrupt, if !interrupted => {
                 interrupted = true;
-                handle.interrupt();
+                handle.control().interrupt();
             }
         }
     }

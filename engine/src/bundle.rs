@@ -219,7 +219,7 @@ impl Bundle {
             });
         }
         check_header(path, bytes)?;
-        let hash = hex(&Sha256::digest(bytes));
+        let hash = content_hash(bytes);
 
         let (component, from_cache) = match cache {
             Some(dir) => compile_cached(sandbox, dir, &hash, path, bytes, limits).await?,
@@ -437,6 +437,11 @@ fn store_artifact(component: &Component, dir: &Path, artifact: &Path) -> std::io
     let tmp = artifact.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, artifact)
+}
+
+/// A bundle's id: the SHA-256 of its bytes, hex-encoded, as [`Bundle::hash`] gives it.
+pub fn content_hash(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -159,7 +159,7 @@ pub struct RunHandle {
     run: RunRecord,
     done: usize,
     events: mpsc::UnboundedReceiver<RunEvent>,
-    stop: watch::Sender<Option<Stop>>,
+    control: RunControl,
     ended: tokio::task::JoinHandle<Result<RunReport, RunError>>,
 }
 
@@ -184,7 +184,9 @@ impl RunHandle {
             run: record,
             done,
             events: received,
-            stop,
+            control: RunControl {
+                stop: Arc::new(stop),
+            },
             ended,
         }
     }
@@ -214,6 +216,32 @@ impl RunHandle {
         self.events.close();
     }
 
+    /// How to stop the run, from anywhere: the control outlives the handle.
+    pub fn control(&self) -> &RunControl {
+        &self.control
+    }
+
+    /// Waits for the run to end (or stop) and reports how.
+    pub async fn join(self) -> Result<RunReport, RunError> {
+        let run = self.run.id;
+        match self.ended.await {
+            Ok(report) => report,
+            Err(e) => Err(RunError::Internal {
+                run,
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// Stops a run from anywhere: cheap to clone, kept by whoever may cancel the run while
+/// another task waits for its end.
+#[derive(Clone)]
+pub struct RunControl {
+    stop: Arc<watch::Sender<Option<Stop>>>,
+}
+
+impl RunControl {
     /// Stops the run: attempts in flight are dropped, and the run ends `interrupted`,
     /// resumable. Ending it takes as long as committing what ended before.
     pub fn interrupt(&self) {
@@ -233,17 +261,5 @@ impl RunHandle {
     pub fn drain(&self) {
         self.stop
             .send_replace(Some(Stop::Drain(RunState::Interrupted)));
-    }
-
-    /// Waits for the run to end (or stop) and reports how.
-    pub async fn join(self) -> Result<RunReport, RunError> {
-        let run = self.run.id;
-        match self.ended.await {
-            Ok(report) => report,
-            Err(e) => Err(RunError::Internal {
-                run,
-                message: e.to_string(),
-            }),
-        }
     }
 }

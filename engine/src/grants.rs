@@ -70,6 +70,9 @@ pub enum GrantError {
         /// The variable's name.
         name: String,
     },
+    /// The host's policy refuses the grant; the message says why, in the host's words.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl DirGrant {
@@ -151,6 +154,15 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// Environment variables and nothing else: what a policy that grants no host
+    /// directories resolves grants to.
+    pub fn environment(env: Vec<(String, String)>) -> Self {
+        Self {
+            dirs: Vec::new(),
+            env,
+        }
+    }
+
     /// Adds the granted directories (read-only) and variables to a WASI context.
     pub(crate) fn apply(&self, wasi: &mut WasiCtxBuilder) -> wasmtime::Result<()> {
         wasi.envs(&self.env);

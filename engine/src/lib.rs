@@ -62,8 +62,8 @@ pub mod workflow;
 
 pub use bundle::{Bundle, BundleError, BundleLimits};
 pub use dag::{Dag, DagError};
-pub use db::{Db, DbError, RedbStore};
-pub use engine::{Engine, Flow, RunHandle};
+pub use db::{Db, DbError, RedbStore, RunRecord, TaskRecord};
+pub use engine::{Engine, Flow, RunControl, RunHandle};
 pub use grants::{DirGrant, GrantError, GrantPolicy, Grants, HostGrants};
 pub use host::{LogLevel, LogLine};
 pub use sandbox::{EngineConfig, RunLimits, Sandbox, SandboxError};

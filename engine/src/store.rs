@@ -165,6 +165,21 @@ pub trait Store: Send + Sync + 'static {
 
     /// The bytes of `tenant`'s bundle `hash`.
     async fn bundle_bytes(&self, tenant: &str, hash: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Sets `tenant`'s secret `name` to `value`, or (`None`) removes it. Whether it was set
+    /// before.
+    async fn set_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: Option<String>,
+    ) -> Result<bool, StoreError>;
+
+    /// `tenant`'s secret `name`.
+    async fn secret(&self, tenant: &str, name: &str) -> Result<Option<String>, StoreError>;
+
+    /// The names of `tenant`'s secrets, sorted; never their values.
+    async fn secret_names(&self, tenant: &str) -> Result<Vec<String>, StoreError>;
 }
 
 #[cfg(test)]

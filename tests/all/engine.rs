@@ -104,7 +104,7 @@ async fn started(engine: &Engine, flow: &Flow) -> sandflow::RunHandle {
 async fn a_drained_run_lets_its_attempt_end_starts_no_other_and_resumes_later() {
     let (_scratch, engine, flow) = scheduling().await;
     let run = started(&engine, &flow).await;
-    run.drain();
+    run.control().drain();
     let report = run.join().await.unwrap();
     assert_eq!(report.run.state, RunState::Interrupted);
     let ended: Vec<(&str, TaskState)> = report
@@ -139,7 +139,7 @@ async fn a_drained_run_lets_its_attempt_end_starts_no_other_and_resumes_later() 
 async fn a_cancelled_run_stops_at_once_for_good() {
     let (_scratch, engine, flow) = scheduling().await;
     let run = started(&engine, &flow).await;
-    run.cancel();
+    run.control().cancel();
     let report = run.join().await.unwrap();
     assert_eq!(report.run.state, RunState::Cancelled);
     let records = engine.store().tasks(report.run.id).await.unwrap();

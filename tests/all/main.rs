@@ -13,6 +13,7 @@ mod readme;
 mod resume;
 mod sandbox_limits;
 mod scheduling;
+mod serve;
 
 mod snapshot;
 

@@ -72,6 +72,7 @@ impl RedbStore {
         &self.db
     }
 
+    /// Submits a write that says whether something was there before it.
     async fn removed(&self, write: tenants::Write) -> Result<bool, StoreError> {
         match self.submit(Write::Tenancy(write)).await? {
             Written::Removed(removed) => Ok(removed),
@@ -239,6 +240,28 @@ impl Store for RedbStore {
 
     async fn bundle_bytes(&self, tenant: &str, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
         Ok(self.db.bundle_bytes(tenant, hash)?)
+    }
+
+    async fn set_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: Option<String>,
+    ) -> Result<bool, StoreError> {
+        self.removed(tenants::Write::Secret {
+            tenant: tenant.to_owned(),
+            name: name.to_owned(),
+            value,
+        })
+        .await
+    }
+
+    async fn secret(&self, tenant: &str, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.db.secret(tenant, name)?)
+    }
+
+    async fn secret_names(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.db.secret_names(tenant)?)
     }
 }
 

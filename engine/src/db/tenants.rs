@@ -1,4 +1,5 @@
-//! Tenants, their token index and their bundles, in the same redb file as their runs.
+//! Tenants, their token index, their bundles and their secrets, in the same redb file as
+//! their runs.
 
 use super::{Db, DbError, Written, table};
 use crate::store::StoredBundle;
@@ -12,6 +13,8 @@ const TOKENS: TableDefinition<&str, &str> = TableDefinition::new("tokens");
 /// (tenant, SHA-256) → what the bundle is; its bytes apart, so that a listing reads no code.
 const BUNDLES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("bundles");
 const BUNDLE_BYTES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("bundle_bytes");
+/// (tenant, name) → value.
+const SECRETS: TableDefinition<(&str, &str), &str> = TableDefinition::new("secrets");
 
 /// Writes of tenancy, batched with every other write.
 pub(crate) enum Write {
@@ -22,6 +25,12 @@ pub(crate) enum Write {
     RemoveBundle {
         tenant: String,
         hash: String,
+    },
+    /// Sets a secret, or (`None`) removes it.
+    Secret {
+        tenant: String,
+        name: String,
+        value: Option<String>,
     },
 }
 
@@ -62,6 +71,19 @@ pub(super) fn apply(tx: &WriteTransaction, write: Write) -> Result<Written, DbEr
             let removed = storage!(storage!(tx.open_table(BUNDLES)).remove(key)).is_some();
             storage!(storage!(tx.open_table(BUNDLE_BYTES)).remove(key));
             Ok(Written::Removed(removed))
+        }
+        Write::Secret {
+            tenant,
+            name,
+            value,
+        } => {
+            let mut secrets = storage!(tx.open_table(SECRETS));
+            let key = (tenant.as_str(), name.as_str());
+            let existed = match value {
+                Some(value) => storage!(secrets.insert(key, value.as_str())).is_some(),
+                None => storage!(secrets.remove(key)).is_some(),
+            };
+            Ok(Written::Removed(existed))
         }
     }
 }
@@ -125,6 +147,35 @@ impl Db {
                 return Ok(None);
             };
             Ok(storage!(bytes.get((tenant, hash))).map(|v| v.value().to_vec()))
+        })
+    }
+
+    /// `tenant`'s secret `name`.
+    pub fn secret(&self, tenant: &str, name: &str) -> Result<Option<String>, DbError> {
+        self.guard(|| {
+            let Some(secrets) = table(&self.begin_read()?, SECRETS)? else {
+                return Ok(None);
+            };
+            Ok(storage!(secrets.get((tenant, name))).map(|v| v.value().to_owned()))
+        })
+    }
+
+    /// The names of `tenant`'s secrets, sorted.
+    pub fn secret_names(&self, tenant: &str) -> Result<Vec<String>, DbError> {
+        self.guard(|| {
+            let mut names = Vec::new();
+            let Some(secrets) = table(&self.begin_read()?, SECRETS)? else {
+                return Ok(names);
+            };
+            for entry in storage!(secrets.range((tenant, "")..)) {
+                let (key, _) = storage!(entry);
+                let (owner, name) = key.value();
+                if owner != tenant {
+                    break;
+                }
+                names.push(name.to_owned());
+            }
+            Ok(names)
         })
     }
 }

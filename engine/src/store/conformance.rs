@@ -19,6 +19,7 @@ pub(crate) async fn check<S: Store>(mut fresh: impl FnMut() -> S) {
     concurrent_writes_all_land(Arc::new(fresh())).await;
     tenants_are_found_by_their_current_token_only(&fresh()).await;
     bundles_belong_to_their_tenant(&fresh()).await;
+    secrets_belong_to_their_tenant(&fresh()).await;
 }
 
 /// A run of workflow `w` with no tasks, for tenant `tenant`.
@@ -301,4 +302,22 @@ async fn bundles_belong_to_their_tenant(store: &impl Store) {
     assert!(!store.remove_bundle("red", "bb").await.unwrap());
     assert_eq!(store.bundle_bytes("red", "bb").await.unwrap(), None);
     assert_eq!(hashes("red").await, ["aa"]);
+}
+
+async fn secrets_belong_to_their_tenant(store: &impl Store) {
+    let set = |tenant: &'static str, name: &'static str, value: Option<&str>| {
+        let value = value.map(str::to_owned);
+        async move { store.set_secret(tenant, name, value).await.unwrap() }
+    };
+    assert!(!set("red", "KEY", Some("one")).await, "new");
+    assert!(set("red", "KEY", Some("two")).await, "replaced");
+    set("red", "OTHER", Some("x")).await;
+    set("reda", "KEY", Some("not red's")).await;
+    let secret = store.secret("red", "KEY").await.unwrap();
+    assert_eq!(secret.as_deref(), Some("two"));
+    assert_eq!(store.secret("blue", "KEY").await.unwrap(), None);
+    assert_eq!(store.secret_names("red").await.unwrap(), ["KEY", "OTHER"]);
+    assert!(set("red", "KEY", None).await);
+    assert!(!set("red", "KEY", None).await);
+    assert_eq!(store.secret_names("red").await.unwrap(), ["OTHER"]);
 }

@@ -1,0 +1,74 @@
+//! `sandflow serve`: the multi-tenant HTTP service, over the run database.
+
+use crate::{Failed, Interrupts};
+use clap::Args;
+use sandflow::{Engine, EngineConfig, RedbStore, RunLimits};
+use sandflow_server::{Service, ServiceConfig};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free one
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Task attempts the engine runs at once, over all tenants
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    instances: u32,
+    /// Largest linear memory any tenant's attempt may have; tenants' quotas must fit it
+    /// [default: 256MiB]
+    #[arg(long, value_name = "SIZE")]
+    max_memory: Option<bytesize::ByteSize>,
+    /// How long attempts in flight may go on after SIGTERM before they are interrupted
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    grace: Duration,
+}
+
+/// Serves until SIGTERM or Ctrl-C, then drains. Runs a previous process left in flight go
+/// on first.
+pub async fn serve(
+    args: ServeArgs,
+    db: &Path,
+    cache: Option<&Path>,
+    mut interrupts: Interrupts,
+) -> Result<u8, Failed> {
+    let config = EngineConfig {
+        instances: args.instances,
+        max_memory: args.max_memory.map_or(RunLimits::default().memory, |m| {
+            usize::try_from(m.as_u64()).unwrap_or(usize::MAX)
+        }),
+        ..EngineConfig::default()
+    };
+    let store = Arc::new(RedbStore::open(db).map_err(Failed::input)?);
+    let engine = Engine::new(config, store).map_err(Failed::input)?;
+    let engine = match cache {
+        Some(dir) => engine.with_cache(dir.to_owned()),
+        None => engine,
+    };
+    let service = Service::new(engine, ServiceConfig { grace: args.grace });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Failed::input(format!("cannot listen on {}: {e}", args.listen)))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| Failed::input(format!("cannot listen on {}: {e}", args.listen)))?;
+    let resumed = service.resume_in_flight().await.map_err(|e| Failed {
+        message: format!("cannot take up the runs left in flight: {e}"),
+        code: 1,
+    })?;
+    if resumed > 0 {
+        tracing::info!("{resumed} runs left in flight go on");
+    }
+    // The first line, which scripts and tests wait for.
+    println!("listening on http://{address}");
+    let shutdown = async move { interrupts.next().await };
+    sandflow_server::serve(listener, service, shutdown)
+        .await
+        .map_err(|e| Failed {
+            message: format!("the server failed: {e}"),
+            code: 1,
+        })?;
+    Ok(0)
+}

@@ -1,0 +1,84 @@
+//! A tenant's secrets: written and listed by name, never read back.
+
+use super::{Json, Path};
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::service::Service;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Secrets a tenant may keep, and how long a value may be: environment variables, not
+/// files.
+const MAX_SECRETS: usize = 100;
+const MAX_VALUE_BYTES: usize = 64 << 10;
+
+#[derive(Serialize)]
+pub struct Names {
+    names: Vec<String>,
+}
+
+pub async fn list(
+    State(service): State<Arc<Service>>,
+    Caller(tenant): Caller,
+) -> Result<Json<Names>, ApiError> {
+    let names = service.engine().store().secret_names(&tenant.name).await?;
+    Ok(Json(Names { names }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Value {
+    value: String,
+}
+
+/// Sets a secret: 201 when new, 204 when replaced. The value is never answered.
+pub async fn set(
+    State(service): State<Arc<Service>>,
+    Caller(tenant): Caller,
+    Path(name): Path<String>,
+    Json(Value { value }): Json<Value>,
+) -> Result<StatusCode, ApiError> {
+    let valid = !name.is_empty()
+        && name.len() <= 256
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !valid {
+        return Err(ApiError::bad_request(
+            "a secret's name is 1 to 256 ASCII letters, digits and underscores, as an \
+             environment variable's",
+        ));
+    }
+    if value.len() > MAX_VALUE_BYTES || value.contains('\0') {
+        return Err(ApiError::bad_request(format!(
+            "a secret's value is at most {MAX_VALUE_BYTES} bytes, without NUL"
+        )));
+    }
+    let store = service.engine().store();
+    let names = store.secret_names(&tenant.name).await?;
+    if names.len() >= MAX_SECRETS && !names.contains(&name) {
+        return Err(ApiError::quota(
+            StatusCode::CONFLICT,
+            format!("a tenant may keep {MAX_SECRETS} secrets; remove one first"),
+        ));
+    }
+    let replaced = store.set_secret(&tenant.name, &name, Some(value)).await?;
+    Ok(if replaced {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::CREATED
+    })
+}
+
+pub async fn remove(
+    State(service): State<Arc<Service>>,
+    Caller(tenant): Caller,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let store = service.engine().store();
+    if store.set_secret(&tenant.name, &name, None).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("secret {name} does not exist")))
+    }
+}

@@ -1,0 +1,384 @@
+//! The service's state: the engine, the flows loaded from tenants' bundles, the runs in
+//! flight (to cancel them and to drain them at shutdown), and each tenant's run rate.
+
+use crate::error::ApiError;
+use crate::grants::TenantSecrets;
+use crate::limiter::RateLimiter;
+use axum::http::StatusCode;
+use sandflow::workflow::TaskDef;
+use sandflow::{
+    BundleLimits, Engine, Flow, Grants, NewRun, Params, RunControl, RunFilter, RunHandle,
+    RunOptions, RunRecord, RunState, StoreError, StoredBundle, Tenant,
+};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+
+/// How the service behaves, beside its engine.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// How long attempts in flight may go on at shutdown before they are interrupted.
+    pub grace: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A multi-tenant host over one engine. Create it with [`Service::new`], serve its
+/// [`router`](crate::router), and call [`drain`](Service::drain) before exiting.
+pub struct Service {
+    engine: Engine,
+    config: ServiceConfig,
+    /// Loaded bundles by (tenant, hash): a bundle compiles once per process.
+    flows: tokio::sync::Mutex<HashMap<(String, String), Flow>>,
+    live: Mutex<HashMap<u64, RunControl>>,
+    /// Signalled when the last live run ends.
+    idle: Notify,
+    draining: AtomicBool,
+    starts: RateLimiter,
+}
+
+/// What a tenant asks to start.
+pub struct StartRun {
+    pub bundle: String,
+    pub params: Params,
+    /// Names of the tenant's secrets the run's tasks get as environment variables.
+    pub env: Vec<String>,
+}
+
+impl Service {
+    /// A service over `engine`, whose grants it resolves from tenants' secrets only.
+    pub fn new(engine: Engine, config: ServiceConfig) -> Arc<Self> {
+        let policy = TenantSecrets {
+            store: engine.store().clone(),
+        };
+        Arc::new(Self {
+            engine: engine.with_grant_policy(Arc::new(policy)),
+            config,
+            flows: Default::default(),
+            live: Mutex::default(),
+            idle: Notify::new(),
+            draining: AtomicBool::new(false),
+            starts: RateLimiter::default(),
+        })
+    }
+
+    /// The engine runs execute on.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Whether the service has begun shutting down: it starts nothing more.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Takes up every run a previous process left in flight (killed, or drained at its
+    /// shutdown): tasks that ended are never run again. Returns how many went on.
+    pub async fn resume_in_flight(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let store = self.engine.store();
+        let mut resumed = 0;
+        for state in [RunState::Running, RunState::Interrupted] {
+            let filter = RunFilter {
+                state: Some(state),
+                ..RunFilter::default()
+            };
+            for run in store.runs(&filter).await? {
+                match self.resume(&run).await {
+                    Ok(()) => resumed += 1,
+                    Err(e) => tracing::warn!(run = run.id, "not resumed: {e:?}"),
+                }
+            }
+        }
+        Ok(resumed)
+    }
+
+    async fn resume(self: &Arc<Self>, run: &RunRecord) -> Result<(), ApiError> {
+        let tenant = self
+            .engine
+            .store()
+            .tenants()
+            .await?
+            .into_iter()
+            .find(|t| t.name == run.tenant)
+            .ok_or_else(|| ApiError::not_found(format!("tenant {}", run.tenant)))?;
+        let flow = self.flow(&tenant, &run.bundle_hash).await?;
+        let handle = self.engine.resume(&flow, run.id, options(&tenant)).await?;
+        self.watch(handle);
+        Ok(())
+    }
+
+    /// Stops starting anything, lets attempts in flight end for the grace period, then
+    /// interrupts what is left; returns once every run is recorded as stopped. Runs left
+    /// `interrupted` go on when the service starts again.
+    pub async fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        for control in self.controls() {
+            control.drain();
+        }
+        if tokio::time::timeout(self.config.grace, self.idle())
+            .await
+            .is_err()
+        {
+            for control in self.controls() {
+                control.interrupt();
+            }
+            self.idle().await;
+        }
+    }
+
+    fn controls(&self) -> Vec<RunControl> {
+        self.live_runs().values().cloned().collect()
+    }
+
+    fn live_runs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, RunControl>> {
+        // Consistent even if a holder panicked: every change is one insert or remove.
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.live_runs().is_empty() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Keeps `handle`'s control while its run lives, and forgets it when the run ends.
+    fn watch(self: &Arc<Self>, mut handle: RunHandle) {
+        let id = handle.id();
+        handle.ignore_events();
+        self.live_runs().insert(id, handle.control().clone());
+        // A run started while the drain was collecting controls is drained too.
+        if self.is_draining() {
+            handle.control().drain();
+        }
+        let service = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle.join().await {
+                tracing::error!(run = id, "run failed to go on: {e}");
+            }
+            let mut live = service.live_runs();
+            live.remove(&id);
+            if live.is_empty() {
+                service.idle.notify_waiters();
+            }
+        });
+    }
+
+    /// Checks, compiles and keeps a tenant's bundle; a bundle it already has is returned
+    /// as it is. `Ok((bundle, true))` when it is new.
+    pub async fn upload(
+        &self,
+        tenant: &Tenant,
+        bytes: Vec<u8>,
+    ) -> Result<(StoredBundle, bool), ApiError> {
+        let quotas = &tenant.quotas;
+        if bytes.len() as u64 > quotas.max_bundle_bytes {
+            return Err(ApiError::quota(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the bundle is {} bytes; the tenant's quota allows {} bytes",
+                    bytes.len(),
+                    quotas.max_bundle_bytes
+                ),
+            ));
+        }
+        let hash = sandflow::bundle::content_hash(&bytes);
+        let store = self.engine.store();
+        if let Some(known) = store
+            .bundles(&tenant.name)
+            .await?
+            .into_iter()
+            .find(|b| b.hash == hash)
+        {
+            return Ok((known, false));
+        }
+        let flow = self.compile(tenant, &hash, &bytes).await?;
+        let workflow = flow.bundle().workflow();
+        let bundle = StoredBundle {
+            tenant: tenant.name.clone(),
+            hash: hash.clone(),
+            workflow: workflow.name.clone(),
+            tasks: workflow.tasks.len(),
+            bytes: bytes.len() as u64,
+            uploaded_ms: now_ms(),
+        };
+        store.put_bundle(bundle.clone(), Arc::from(bytes)).await?;
+        let key = (tenant.name.clone(), hash);
+        self.flows.lock().await.insert(key, flow);
+        Ok((bundle, true))
+    }
+
+    /// The tenant's bundle `hash`, loaded: from memory, or compiled again from the store.
+    pub async fn flow(&self, tenant: &Tenant, hash: &str) -> Result<Flow, ApiError> {
+        let key = (tenant.name.clone(), hash.to_owned());
+        // Held while compiling, so that two requests never compile one bundle twice.
+        let mut flows = self.flows.lock().await;
+        if let Some(flow) = flows.get(&key) {
+            return Ok(flow.clone());
+        }
+        let bytes = self
+            .engine
+            .store()
+            .bundle_bytes(&tenant.name, hash)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("bundle {hash} does not exist")))?;
+        let flow = self.compile(tenant, hash, &bytes).await?;
+        flows.insert(key, flow.clone());
+        Ok(flow)
+    }
+
+    /// Forgets a bundle, unless a run of it is in flight.
+    pub async fn remove_bundle(&self, tenant: &Tenant, hash: &str) -> Result<(), ApiError> {
+        let store = self.engine.store();
+        let filter = RunFilter {
+            tenant: Some(tenant.name.clone()),
+            state: Some(RunState::Running),
+            ..RunFilter::default()
+        };
+        if let Some(run) = store
+            .runs(&filter)
+            .await?
+            .into_iter()
+            .find(|r| r.bundle_hash == hash)
+        {
+            return Err(ApiError::conflict(format!(
+                "run {} of this bundle is in flight; cancel it or wait for its end",
+                run.id
+            )));
+        }
+        let mut flows = self.flows.lock().await;
+        if !store.remove_bundle(&tenant.name, hash).await? {
+            return Err(ApiError::not_found(format!("bundle {hash} does not exist")));
+        }
+        flows.remove(&(tenant.name.clone(), hash.to_owned()));
+        Ok(())
+    }
+
+    /// Compiles and validates a bundle as `sandflow validate` would, under the tenant's
+    /// quotas: what it may declare, and what its tasks may ask for.
+    async fn compile(&self, tenant: &Tenant, hash: &str, bytes: &[u8]) -> Result<Flow, ApiError> {
+        let invalid = |message: String| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_bundle", message)
+        };
+        let quotas = &tenant.quotas;
+        let limits = BundleLimits {
+            bytes: quotas.max_bundle_bytes,
+            describe: quotas.limits.clone(),
+            ..BundleLimits::default()
+        };
+        let name = format!("{hash}.wasm");
+        let bundle = self
+            .engine
+            .load_bytes(Path::new(&name), bytes, &limits)
+            .await
+            .map_err(|e| invalid(e.to_string()))?;
+        for task in &bundle.workflow().tasks {
+            check_task(task, tenant)
+                .map_err(|m| ApiError::quota(StatusCode::UNPROCESSABLE_ENTITY, m))?;
+        }
+        Flow::new(bundle)
+            .map_err(|e| invalid(format!("the bundle describes an invalid workflow: {e}")))
+    }
+
+    /// Starts a run of one of the tenant's bundles, within its quotas.
+    pub async fn start(
+        self: &Arc<Self>,
+        tenant: &Tenant,
+        request: StartRun,
+    ) -> Result<RunRecord, ApiError> {
+        if self.is_draining() {
+            return Err(ApiError::unavailable());
+        }
+        let per_minute = tenant.quotas.runs_per_minute;
+        if !self.starts.allow(&tenant.name, per_minute) {
+            return Err(ApiError::quota(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("the tenant may start {per_minute} runs per minute; wait, then retry"),
+            ));
+        }
+        let flow = self.flow(tenant, &request.bundle).await?;
+        let new = NewRun {
+            tenant: tenant.name.clone(),
+            params: request.params,
+            grants: Grants {
+                dirs: Vec::new(),
+                env: request.env,
+            },
+            limits: tenant.quotas.limits.clone(),
+        };
+        let handle = self.engine.start(&flow, new, options(tenant)).await?;
+        let record = handle.record().clone();
+        self.watch(handle);
+        Ok(record)
+    }
+
+    /// Cancels run `id` if it is in flight here; whether it was.
+    pub fn cancel(&self, id: u64) -> bool {
+        match self.live_runs().get(&id) {
+            Some(control) => {
+                control.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Run `id`, if it is the tenant's: another tenant's run does not exist for it.
+    pub async fn run_of(&self, tenant: &Tenant, id: u64) -> Result<RunRecord, ApiError> {
+        match self.engine.store().run(id).await {
+            Ok(run) if run.tenant == tenant.name => Ok(run),
+            Ok(_) | Err(StoreError::NoSuchRun(_)) => {
+                Err(ApiError::not_found(format!("run {id} does not exist")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// How a tenant's runs are driven: as many attempts at once as its quota allows, and no
+/// more stored than its quota.
+fn options(tenant: &Tenant) -> RunOptions {
+    RunOptions {
+        concurrency: tenant.quotas.concurrent_attempts.max(1) as usize,
+        max_stored: tenant.quotas.max_stored_bytes,
+        ..RunOptions::default()
+    }
+}
+
+/// Refuses a task that asks for more than the tenant may have.
+fn check_task(task: &TaskDef, tenant: &Tenant) -> Result<(), String> {
+    let limits = &tenant.quotas.limits;
+    if let Some(fuel) = task.fuel.filter(|&f| f > limits.fuel) {
+        return Err(format!(
+            "task `{}` asks for {fuel} fuel; the tenant's quota allows {}",
+            task.name, limits.fuel
+        ));
+    }
+    if let Some(timeout) = task.timeout().filter(|&t| t > limits.timeout) {
+        return Err(format!(
+            "task `{}` asks for a timeout of {timeout:?}; the tenant's quota allows {:?}",
+            task.name, limits.timeout
+        ));
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

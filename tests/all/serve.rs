@@ -1,0 +1,462 @@
+//! `sandflow serve` as tenants and operators meet it: the real binary on a loopback port,
+//! driven over HTTP.
+
+use crate::{Scratch, plugin, sandflow_bin};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `sandflow serve` over a scratch database; killed when dropped.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(scratch: &Scratch) -> Self {
+        let mut child = Command::new(sandflow_bin())
+            .arg("--db")
+            .arg(scratch.db())
+            .arg("--cache-dir")
+            .arg(scratch.cache())
+            .args(["serve", "--listen", "127.0.0.1:0", "--grace", "10s"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting sandflow serve");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first line: {line:?}"))
+            .to_owned();
+        Self { child, url }
+    }
+
+    fn api(&self, token: &str) -> Api {
+        Api {
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into(),
+            url: format!("{}/api/v1", self.url),
+            token: token.to_owned(),
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Waits for the server to exit; its exit code.
+    fn wait(mut self) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < deadline, "the server did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Adds a tenant with `sandflow tenant add` and returns its token.
+fn tenant(scratch: &Scratch, name: &str, quotas: &[&str]) -> String {
+    let mut args = vec!["tenant", "add", name];
+    args.extend_from_slice(quotas);
+    let out = scratch.sandflow(&args);
+    assert_eq!(out.code, 0, "{out:?}");
+    out.stdout.trim().to_owned()
+}
+
+/// One tenant's view of the API.
+struct Api {
+    agent: ureq::Agent,
+    url: String,
+    token: String,
+}
+
+/// An answer: its status, and its body as JSON (`Value::Null` when it is not JSON).
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, String::from_utf8_lossy(&self.body))
+    }
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
+    /// Asserts an error answer: `status`, the API's one error shape, and `code`.
+    fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        let json = self.json();
+        assert_eq!(json["error"]["code"], code, "{json}");
+        assert!(
+            json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+}
+
+impl Api {
+    fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Answer {
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.url))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .header("Content-Type", "application/json");
+        let mut response = match body {
+            Some(body) => self.agent.run(request.body(body.to_vec()).unwrap()),
+            None => self.agent.run(request.body(()).unwrap()),
+        }
+        .expect("the server answers");
+        Answer {
+            status: response.status().as_u16(),
+            body: response
+                .body_mut()
+                .with_config()
+                .limit(64 << 20)
+                .read_to_vec()
+                .unwrap(),
+        }
+    }
+
+    fn get(&self, path: &str) -> Answer {
+        self.request("GET", path, None)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Answer {
+        self.request("POST", path, Some(body.to_string().as_bytes()))
+    }
+
+    /// Uploads the plugin `name`; its hash.
+    fn upload(&self, name: &str) -> String {
+        let bytes = std::fs::read(plugin(name)).unwrap();
+        let answer = self.request("POST", "/bundles", Some(&bytes));
+        assert!(matches!(answer.status, 200 | 201), "{answer:?}");
+        answer.json()["hash"].as_str().unwrap().to_owned()
+    }
+
+    /// Starts a run; its id.
+    fn start(&self, body: &Value) -> u64 {
+        let answer = self.post("/runs", body);
+        assert_eq!(
+            answer.status,
+            201,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        answer.json()["id"].as_u64().unwrap()
+    }
+
+    /// Waits for run `id` to end for good; its detail.
+    fn finished(&self, id: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let run = self.get(&format!("/runs/{id}")).json();
+            if ["succeeded", "failed", "cancelled"].contains(&run["state"].as_str().unwrap()) {
+                return run;
+            }
+            assert!(Instant::now() < deadline, "run {id} never ended: {run}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn tenants_see_only_their_own_bundles_runs_outputs_and_logs() {
+    let scratch = Scratch::default();
+    let (red, blue) = (tenant(&scratch, "red", &[]), tenant(&scratch, "blue", &[]));
+    let server = Server::start(&scratch);
+    let (red, blue) = (server.api(&red), server.api(&blue));
+
+    let hello = red.upload("hello");
+    assert_eq!(
+        red.upload("hello"),
+        hello,
+        "the same bytes, the same bundle"
+    );
+    let run = red.start(&json!({ "bundle": hello, "params": { "name": "red" } }));
+    let done = red.finished(run);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let output = red.get(&format!("/runs/{run}/tasks/greet/output"));
+    assert_eq!(output.status, 200);
+    assert!(
+        String::from_utf8_lossy(&output.body).contains("red"),
+        "{output:?}"
+    );
+
+    // Everything of red's is, to blue, exactly what does not exist.
+    let absent = [
+        format!("/runs/{run}"),
+        format!("/runs/{run}/tasks/greet/output"),
+        format!("/runs/{run}/tasks/greet/logs"),
+        format!("/bundles/{hello}"),
+        "/runs/99999".to_owned(),
+    ];
+    for path in &absent {
+        blue.get(path).assert_error(404, "not_found");
+    }
+    blue.post(&format!("/runs/{run}/cancel"), &json!({}))
+        .assert_error(404, "not_found");
+    blue.request("DELETE", &format!("/bundles/{hello}"), None)
+        .assert_error(404, "not_found");
+    blue.post("/runs", &json!({ "bundle": hello }))
+        .assert_error(404, "not_found");
+    assert_eq!(blue.get("/runs").json()["runs"], json!([]));
+    assert_eq!(blue.get("/bundles").json()["bundles"], json!([]));
+    // And the other way round.
+    let blues = blue.upload("hello");
+    let blue_run = blue.start(&json!({ "bundle": blues }));
+    red.get(&format!("/runs/{blue_run}"))
+        .assert_error(404, "not_found");
+    let listed = red.get("/runs").json();
+    assert_eq!(listed["runs"].as_array().unwrap().len(), 1, "{listed}");
+
+    server
+        .api("not-a-token")
+        .get("/runs")
+        .assert_error(401, "unauthorized");
+    let anonymous = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent()
+        .get(format!("{}/api/v1/runs", server.url))
+        .call()
+        .unwrap();
+    assert_eq!(anonymous.status().as_u16(), 401);
+}
+
+#[test]
+fn bad_requests_answer_4xx_in_one_shape() {
+    let scratch = Scratch::default();
+    let token = tenant(&scratch, "red", &[]);
+    let server = Server::start(&scratch);
+    let api = server.api(&token);
+    api.request("POST", "/runs", Some(b"{not json"))
+        .assert_error(400, "bad_request");
+    api.post("/runs", &json!({ "bundle": "x", "surprise": 1 }))
+        .assert_error(422, "bad_request");
+    api.post("/runs", &json!({ "bundle": "0000" }))
+        .assert_error(404, "not_found");
+    api.get("/runs/abc").assert_error(400, "bad_request");
+    api.get("/runs?limit=0").assert_error(400, "bad_request");
+    api.get("/runs?state=sleeping")
+        .assert_error(400, "bad_request");
+    api.request("DELETE", "/runs", None)
+        .assert_error(405, "method_not_allowed");
+    api.get("/nowhere").assert_error(404, "not_found");
+    let not_wasm = api.request("POST", "/bundles", Some(b"not a bundle"));
+    not_wasm.assert_error(422, "invalid_bundle");
+    let cyclic = std::fs::read(plugin("cyclic")).unwrap();
+    let answer = api.request("POST", "/bundles", Some(&cyclic));
+    answer.assert_error(422, "invalid_bundle");
+    assert!(
+        answer.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cycle")
+    );
+    let huge = vec![b' '; 2 << 20];
+    api.request("POST", "/runs", Some(&huge))
+        .assert_error(413, "too_large");
+    let health = api
+        .agent
+        .get(format!("{}/healthz", server.url))
+        .call()
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+}
+
+#[test]
+fn quotas_refuse_with_a_message_naming_them() {
+    let scratch = Scratch::default();
+    let quotas = [
+        "--runs-per-minute",
+        "2",
+        "--fuel",
+        "100000",
+        "--max-bundle",
+        "1MiB",
+    ];
+    let token = tenant(&scratch, "red", &quotas);
+    let server = Server::start(&scratch);
+    let api = server.api(&token);
+
+    // `scheduling` declares tasks with 1,000,000 fuel: more than the tenant may have.
+    let scheduling = std::fs::read(plugin("scheduling")).unwrap();
+    let answer = api.request("POST", "/bundles", Some(&scheduling));
+    answer.assert_error(422, "quota_exceeded");
+    let message = answer.json()["error"]["message"].to_string();
+    assert!(
+        message.contains("1000000 fuel") && message.contains("100000"),
+        "{message}"
+    );
+
+    let big = vec![0u8; 2 << 20];
+    api.request("POST", "/bundles", Some(&big))
+        .assert_error(413, "quota_exceeded");
+
+    let hello = api.upload("hello");
+    api.start(&json!({ "bundle": hello }));
+    api.start(&json!({ "bundle": hello }));
+    let third = api.post("/runs", &json!({ "bundle": hello }));
+    third.assert_error(429, "quota_exceeded");
+    assert!(
+        third.json()["error"]["message"]
+            .to_string()
+            .contains("2 runs per minute")
+    );
+}
+
+#[test]
+fn runs_get_the_tenants_secrets_never_the_hosts_environment() {
+    let scratch = Scratch::default();
+    // What `hostile` declares, so that its upload passes.
+    let token = tenant(
+        &scratch,
+        "red",
+        &["--fuel", "100000000000", "--timeout", "5s"],
+    );
+    let server = Server::start(&scratch);
+    let api = server.api(&token);
+    let set = api.request("PUT", "/secrets/API_KEY", Some(br#"{"value":"s3cret"}"#));
+    assert_eq!(set.status, 201, "{set:?}");
+    let names = api.get("/secrets").json();
+    assert_eq!(names["names"], json!(["API_KEY"]));
+    assert!(
+        !names.to_string().contains("s3cret"),
+        "values are never answered"
+    );
+    api.request("PUT", "/secrets/BAD-NAME", Some(br#"{"value":"x"}"#))
+        .assert_error(400, "bad_request");
+
+    let hostile = api.upload("hostile");
+    // The server's own environment has HOME; a tenant can never name it.
+    let home = api.post("/runs", &json!({ "bundle": hostile, "env": ["HOME"] }));
+    home.assert_error(400, "bad_request");
+    assert!(
+        home.json()["error"]["message"]
+            .to_string()
+            .contains("no secret named HOME")
+    );
+
+    let run = api.start(&json!({
+        "bundle": hostile,
+        "env": ["API_KEY"],
+        "params": { "env": "API_KEY" },
+    }));
+    api.finished(run);
+    let read = api.get(&format!("/runs/{run}/tasks/read_env/output"));
+    assert_eq!(read.status, 200, "{read:?}");
+    assert!(String::from_utf8_lossy(&read.body).contains("s3cret"));
+}
+
+#[test]
+fn a_cancelled_run_ends_cancelled() {
+    let scratch = Scratch::default();
+    let token = tenant(&scratch, "red", &["--concurrency", "1"]);
+    let server = Server::start(&scratch);
+    let api = server.api(&token);
+    let lattice = api.upload("lattice");
+    let run = api.start(&json!({ "bundle": lattice, "params": { "work": 10_000_000 } }));
+    let cancel = api.post(&format!("/runs/{run}/cancel"), &json!({}));
+    assert_eq!(cancel.status, 202, "{cancel:?}");
+    assert_eq!(api.finished(run)["state"], "cancelled");
+    api.post(&format!("/runs/{run}/cancel"), &json!({}))
+        .assert_error(409, "conflict");
+}
+
+/// Every task of a finished run succeeded once: none that had ended ran again.
+fn each_task_succeeded_once(run: &Value) {
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let mut successes = std::collections::HashMap::<&str, usize>::new();
+    for attempt in run["attempts"].as_array().unwrap() {
+        if attempt["error"].is_null() {
+            *successes
+                .entry(attempt["task"].as_str().unwrap())
+                .or_default() += 1;
+        }
+    }
+    let tasks = run["tasks"].as_array().unwrap();
+    assert_eq!(successes.len(), tasks.len(), "{run}");
+    assert!(successes.values().all(|&n| n == 1), "{successes:?}");
+}
+
+#[test]
+fn runs_in_flight_go_on_after_a_kill_or_a_drain_and_nothing_ended_runs_again() {
+    let scratch = Scratch::default();
+    let token = tenant(&scratch, "red", &["--concurrency", "2"]);
+    let params = json!({ "work": 2_000_000 });
+
+    // SIGKILL in the middle of a run.
+    let server = Server::start(&scratch);
+    let api = server.api(&token);
+    let lattice = api.upload("lattice");
+    let killed = api.start(&json!({ "bundle": lattice, "params": params }));
+    wait_for_tasks(&api, killed);
+    drop(server);
+
+    // SIGTERM in the middle of another: the server drains and exits 0.
+    let server = Server::start(&scratch);
+    let api = server.api(&token);
+    let drained = api.start(&json!({ "bundle": lattice, "params": params }));
+    wait_for_tasks(&api, drained);
+    server.signal("-TERM");
+    assert_eq!(server.wait(), Some(0));
+
+    // Both go on by themselves.
+    let server = Server::start(&scratch);
+    let api = server.api(&token);
+    each_task_succeeded_once(&api.finished(killed));
+    each_task_succeeded_once(&api.finished(drained));
+}
+
+/// Waits until some of run `id`'s tasks have ended, but not all.
+fn wait_for_tasks(api: &Api, id: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let run = api.get(&format!("/runs/{id}")).json();
+        let ended = run["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == "success")
+            .count();
+        if ended > 0 {
+            assert_eq!(run["state"], "running", "the run ended too soon: {run}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "no task ended: {run}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
