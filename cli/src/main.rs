@@ -145,12 +145,12 @@ struct DriveArgs {
 
 impl DriveArgs {
     fn options(&self) -> RunOptions {
+        let defaults = RunOptions::default();
         RunOptions {
             concurrency: self.concurrency.map_or_else(cores, |n| n as usize),
             timeout: self.run_timeout,
-            max_stored: self
-                .max_stored
-                .map_or(RunOptions::default().max_stored, |s| s.as_u64()),
+            max_stored: self.max_stored.map_or(defaults.max_stored, |s| s.as_u64()),
+            ..defaults
         }
     }
 }

@@ -167,7 +167,8 @@ pub struct TaskRecord {
 /// One attempt of a task, however it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptRecord {
-    /// When the attempt started, in milliseconds since the Unix epoch.
+    /// When the attempt began to run (it had its slot of the pool), in milliseconds since
+    /// the Unix epoch.
     pub started_ms: u64,
     /// When it ended.
     pub finished_ms: u64,

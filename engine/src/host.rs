@@ -6,6 +6,7 @@
 //! granted the run (see [`crate::grants`]): no sockets ever, closed stdin, stdout/stderr
 //! captured into a bounded buffer, and by default no directories and no environment.
 
+use crate::fair::Share;
 use crate::grants::Capabilities;
 use crate::workflow::{RetryPolicy, TaskDef, TriggerRule, WorkflowDef};
 use std::collections::HashSet;
@@ -77,6 +78,8 @@ pub(crate) struct TaskIdentity {
     pub capabilities: Arc<Capabilities>,
     /// The workflow runs in deterministic mode (see [`crate::deterministic`]).
     pub deterministic: bool,
+    /// Whose turn the attempt waits for to get a slot of the pool.
+    pub share: Arc<Share>,
 }
 
 impl TaskIdentity {
@@ -93,6 +96,7 @@ impl TaskIdentity {
             inputs: None,
             capabilities: Arc::default(),
             deterministic: false,
+            share: Arc::default(),
         }
     }
 }

@@ -49,6 +49,7 @@ pub mod dag;
 pub mod db;
 mod deterministic;
 mod engine;
+mod fair;
 pub mod grants;
 mod host;
 pub mod sandbox;

@@ -16,6 +16,7 @@
 //! - **WASI with nothing granted** (see `host`).
 
 use crate::bundle::Bundle;
+use crate::fair::{FairSlots, Share, Slot};
 use crate::host::bindings::sandflow::plugin::types::TaskError;
 use crate::host::bindings::{self, BundlePre};
 use crate::host::{HostState, LimitHit, LogLine, TaskIdentity};
@@ -24,7 +25,6 @@ use crate::workflow::{TaskDef, WorkflowDef};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, SemaphorePermit};
 use wasmtime::component::{Component, Linker, ResourceTableError};
 use wasmtime::{
     CallHook, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
@@ -172,9 +172,9 @@ pub struct Sandbox {
     engine: Engine,
     linker: Linker<HostState>,
     config: EngineConfig,
-    /// One permit per pool slot: an instance is only created holding one, so that runs
-    /// sharing the sandbox wait for a slot instead of failing to instantiate.
-    slots: Semaphore,
+    /// One per pool slot: an instance is only created holding one, so that runs sharing
+    /// the sandbox wait for a slot instead of failing to instantiate, each tenant in turn.
+    slots: FairSlots,
     /// Stops its thread when the sandbox is dropped.
     _ticker: EpochTicker,
 }
@@ -225,7 +225,7 @@ impl Sandbox {
             _ticker: EpochTicker::start(engine.clone()),
             engine,
             linker,
-            slots: Semaphore::new(n as usize),
+            slots: FairSlots::new(n as usize),
             config,
         })
     }
@@ -235,13 +235,10 @@ impl Sandbox {
         &self.config
     }
 
-    /// Waits for a free slot of the pool; the instance made while holding it gives it back
-    /// when the permit drops (after its store).
-    pub(crate) async fn slot(&self) -> SemaphorePermit<'_> {
-        self.slots
-            .acquire()
-            .await
-            .expect("the sandbox never closes its semaphore")
+    /// Waits for a free slot of the pool, in `share`'s tenant's turn; the instance made
+    /// while holding it gives it back when the slot drops (after its store).
+    pub(crate) async fn slot(&self, share: &Share) -> Slot {
+        self.slots.acquire(share).await
     }
 
     /// Whether attempts can run under `limits` here: their memory must fit in a slot.
@@ -382,7 +379,7 @@ impl Sandbox {
     ) -> Execution<R> {
         // Declared before the store, so dropped after it. The attempt's clock starts once
         // it has its slot: waiting for one is not the task's time.
-        let _slot = self.slot().await;
+        let _slot = self.slot(&identity.share).await;
         let started = Instant::now();
         let (fuel, timeout) = (limits.fuel, limits.timeout);
         let state = match HostState::new(identity, limits.memory, limits.log) {

@@ -12,6 +12,7 @@
 use crate::bundle::Bundle;
 use crate::dag::Dag;
 use crate::db::{AttemptRecord, RunRecord, TaskRecord};
+use crate::fair::Share;
 use crate::grants::{Capabilities, GrantError, GrantPolicy, Grants};
 use crate::host::{InputSource, LogLine, TaskIdentity};
 use crate::sandbox::{Execution, RunLimits, Sandbox, SandboxError};
@@ -98,6 +99,13 @@ pub struct RunOptions {
     /// share), attempts in flight are interrupted and the run ends `storage-limit`,
     /// resumable like an interrupted one.
     pub max_stored: u64,
+    /// The run's tenant's weight against other tenants' when runs sharing the engine wait
+    /// for its slots: a freed slot goes to the tenant with the fewest attempts running for
+    /// its weight. At least 1.
+    pub weight: u32,
+    /// Attempts the run's tenant may have running at once over all its runs on the engine;
+    /// `None`: only the pool bounds them.
+    pub tenant_attempts: Option<u32>,
 }
 
 impl Default for RunOptions {
@@ -107,6 +115,8 @@ impl Default for RunOptions {
             timeout: None,
             // 4 GiB: a hundred thousand tasks with 40 KiB outputs each.
             max_stored: 4 << 30,
+            weight: 1,
+            tenant_attempts: None,
         }
     }
 }
@@ -254,8 +264,6 @@ struct Progress {
     last_failure: Option<Failure>,
     /// When the task reached its terminal state; 0 until then.
     finished_ms: u64,
-    /// When the attempt in flight (or the last one) started.
-    attempt_started_ms: u64,
 }
 
 impl Runner {
@@ -342,7 +350,7 @@ impl Runner {
         stops: Stops,
         events: &Events,
     ) -> Result<RunReport, RunError> {
-        let live = LiveRun::new(self, run, capabilities, options.concurrency);
+        let live = LiveRun::new(self, run, capabilities, options);
         live.drive(prior, options, stops, events).await
     }
 }
@@ -396,12 +404,16 @@ impl Batch {
     }
 }
 
+/// An attempt's execution, and when it ended (milliseconds since the Unix epoch): taken as
+/// it ends, not when the loop gets to it.
+type Finished = (Execution<Vec<u8>>, u64);
+
 /// A commit handed to the store; it yields the tasks it made durable, with their records.
 type Commit = tokio::task::JoinHandle<Result<Vec<(usize, TaskRecord)>, StoreError>>;
 
 /// What woke the loop.
 enum Wake {
-    Attempt(Result<(tokio::task::Id, Execution<Vec<u8>>), tokio::task::JoinError>),
+    Attempt(Result<(tokio::task::Id, Finished), tokio::task::JoinError>),
     RetryDue,
     Committed(Result<Vec<(usize, TaskRecord)>, StoreError>),
     Stop(RunState),
@@ -416,11 +428,12 @@ struct LiveRun<'a> {
     params: Arc<[u8]>,
     inputs: Arc<RunInputs>,
     capabilities: Arc<Capabilities>,
+    share: Arc<Share>,
     tasks: Vec<Progress>,
     ready: VecDeque<usize>,
     /// Tasks up for retry, by the instant their backoff ends.
     retries: BinaryHeap<Reverse<(Instant, usize)>>,
-    running: JoinSet<Execution<Vec<u8>>>,
+    running: JoinSet<Finished>,
     /// Which task each attempt in flight belongs to, so that even an attempt that panicked
     /// inside the engine can be charged to its task instead of taking the run down.
     in_flight: HashMap<tokio::task::Id, usize>,
@@ -436,7 +449,7 @@ impl<'a> LiveRun<'a> {
         runner: &'a Runner,
         run: &'a RunRecord,
         capabilities: Capabilities,
-        concurrency: usize,
+        options: &RunOptions,
     ) -> Self {
         let dag = &runner.dag;
         let tasks: Vec<Progress> = (0..dag.len())
@@ -449,7 +462,6 @@ impl<'a> LiveRun<'a> {
                 duration: Duration::ZERO,
                 last_failure: None,
                 finished_ms: 0,
-                attempt_started_ms: 0,
             })
             .collect();
         let ready = dag
@@ -459,7 +471,9 @@ impl<'a> LiveRun<'a> {
             .filter(|&i| tasks[i].waiting_on == 0)
             .collect();
         Self {
-            concurrency: concurrency.clamp(1, runner.sandbox.config().instances as usize),
+            concurrency: options
+                .concurrency
+                .clamp(1, runner.sandbox.config().instances as usize),
             params: Arc::from(run.params.as_bytes()),
             inputs: Arc::new(RunInputs {
                 store: runner.store.clone(),
@@ -467,6 +481,11 @@ impl<'a> LiveRun<'a> {
                 uncommitted: Mutex::default(),
             }),
             capabilities: Arc::new(capabilities),
+            share: Arc::new(Share {
+                tenant: Arc::from(run.tenant.as_str()),
+                weight: options.weight,
+                max_attempts: options.tenant_attempts,
+            }),
             runner,
             run,
             tasks,
@@ -654,7 +673,6 @@ impl<'a> LiveRun<'a> {
             let task = &mut self.tasks[i];
             task.attempts += 1;
             task.state = TaskState::Running;
-            task.attempt_started_ms = now_ms();
             tracing::debug!(task = %def.name, attempt = task.attempts, "attempt started");
             // Nobody listening is fine.
             let _ = events.send(RunEvent::TaskStarted {
@@ -671,12 +689,14 @@ impl<'a> LiveRun<'a> {
                 inputs: Some(self.inputs.clone()),
                 capabilities: self.capabilities.clone(),
                 deterministic: workflow.deterministic,
+                share: self.share.clone(),
             };
             let limits = self.run.limits.for_task(def);
             let (sandbox, bundle) = (self.runner.sandbox.clone(), self.runner.bundle.clone());
-            let attempt = self
-                .running
-                .spawn(async move { sandbox.run_task(bundle.pre(), identity, &limits).await });
+            let attempt = self.running.spawn(async move {
+                let execution = sandbox.run_task(bundle.pre(), identity, &limits).await;
+                (execution, now_ms())
+            });
             self.in_flight.insert(attempt.id(), i);
         }
     }
@@ -685,11 +705,11 @@ impl<'a> LiveRun<'a> {
     /// task: ended (returned), up for retry, or (interrupted) pending again.
     fn settle(
         &mut self,
-        joined: Result<(tokio::task::Id, Execution<Vec<u8>>), tokio::task::JoinError>,
+        joined: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
     ) -> Option<Ended> {
-        let (id, execution) = match joined {
+        let (id, (execution, finished_ms)) = match joined {
             Ok(done) => done,
-            Err(e) => (e.id(), engine_fault(&e)),
+            Err(e) => (e.id(), (engine_fault(&e), now_ms())),
         };
         let i = self
             .in_flight
@@ -700,12 +720,13 @@ impl<'a> LiveRun<'a> {
         task.fuel_used += execution.fuel_used;
         task.duration += execution.duration;
         self.stored = self.stored.saturating_add(execution.stored_bytes());
-        let finished_ms = now_ms();
         self.batch.attempts.push((
             i,
             task.attempts,
             AttemptRecord {
-                started_ms: task.attempt_started_ms,
+                // When it had its slot and began to run: waiting for a slot is not the
+                // attempt's time.
+                started_ms: finished_ms.saturating_sub(execution.duration.as_millis() as u64),
                 finished_ms,
                 fuel_used: execution.fuel_used,
                 error: execution.outcome.as_ref().err().cloned(),

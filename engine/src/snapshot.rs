@@ -60,7 +60,7 @@ pub(crate) async fn snapshot(
     linker.define_unknown_imports_as_traps(&component)?;
 
     let state = HostState::new(TaskIdentity::standalone(), limits.memory, limits.log)?;
-    let _slot = sandbox.slot().await;
+    let _slot = sandbox.slot(&Default::default()).await;
     let deadline = Instant::now().checked_add(limits.timeout);
     let mut store = sandbox.store(state, limits.fuel, deadline);
     let instance = linker.instantiate_async(&mut store, &component).await?;

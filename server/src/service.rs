@@ -349,12 +349,15 @@ impl Service {
     }
 }
 
-/// How a tenant's runs are driven: as many attempts at once as its quota allows, and no
-/// more stored than its quota.
+/// How a tenant's runs are driven: as many attempts at once as its quota allows, over all
+/// its runs, its weight in the turns for slots, and no more stored than its quota.
 fn options(tenant: &Tenant) -> RunOptions {
+    let attempts = tenant.quotas.concurrent_attempts.max(1);
     RunOptions {
-        concurrency: tenant.quotas.concurrent_attempts.max(1) as usize,
+        concurrency: attempts as usize,
         max_stored: tenant.quotas.max_stored_bytes,
+        weight: tenant.weight,
+        tenant_attempts: Some(attempts),
         ..RunOptions::default()
     }
 }

@@ -154,3 +154,116 @@ async fn a_cancelled_run_stops_at_once_for_good() {
         .unwrap();
     assert!(refused.to_string().contains("cancelled"), "{refused}");
 }
+
+/// An engine of two slots, and the `lattice` and `hello` plugins loaded on it.
+async fn two_slots() -> (tempfile::TempDir, Engine, Flow, Flow) {
+    let scratch = tempfile::tempdir().unwrap();
+    let store = Arc::new(RedbStore::open(&scratch.path().join("runs.redb")).unwrap());
+    let config = EngineConfig {
+        instances: 2,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(config, store).unwrap();
+    let load = async |name| {
+        let bundle = engine.load(&plugin(name), &BundleLimits::default()).await;
+        Flow::new(bundle.unwrap()).unwrap()
+    };
+    let (lattice, hello) = (load("lattice").await, load("hello").await);
+    (scratch, engine, lattice, hello)
+}
+
+/// A lattice run of `tenant`'s whose tasks each spin for some milliseconds.
+async fn lattice_run(
+    engine: &Engine,
+    lattice: &Flow,
+    tenant: &str,
+    options: RunOptions,
+) -> sandflow::RunHandle {
+    let new = NewRun {
+        tenant: tenant.into(),
+        params: sandflow::Params::parse(r#"{"work": 20000000}"#).unwrap(),
+        ..NewRun::default()
+    };
+    let mut run = engine.start(lattice, new, options).await.unwrap();
+    run.ignore_events();
+    run
+}
+
+/// The median duration of the tasks that ran in `reports`.
+fn median_task(reports: &[sandflow::RunReport]) -> std::time::Duration {
+    let mut durations: Vec<u64> = reports
+        .iter()
+        .flat_map(|r| &r.tasks)
+        .filter(|(_, t)| t.state == TaskState::Success)
+        .map(|(_, t)| t.duration_us)
+        .collect();
+    durations.sort_unstable();
+    std::time::Duration::from_micros(durations[durations.len() / 2])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_flooding_the_engine_delays_another_tenants_run_by_a_few_tasks_only() {
+    let (_scratch, engine, lattice, hello) = two_slots().await;
+    // 8 runs wanting 4 slots each: 32 attempts for 2 slots. First come, first served, the
+    // quiet tenant's one task would wait for about 16 of them.
+    let options = RunOptions {
+        concurrency: 4,
+        ..RunOptions::default()
+    };
+    let mut flood = Vec::new();
+    for _ in 0..8 {
+        flood.push(lattice_run(&engine, &lattice, "flood", options.clone()).await);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let asked = std::time::Instant::now();
+    let quiet = NewRun {
+        tenant: "quiet".into(),
+        ..NewRun::default()
+    };
+    let mut run = engine
+        .start(&hello, quiet, RunOptions::default())
+        .await
+        .unwrap();
+    run.ignore_events();
+    let report = run.join().await.unwrap();
+    let waited = asked.elapsed();
+    assert_eq!(report.run.state, RunState::Succeeded);
+    let mut reports = Vec::new();
+    for run in flood {
+        run.control().cancel();
+        reports.push(run.join().await.unwrap());
+    }
+    let task = median_task(&reports);
+    assert!(
+        waited < 5 * task,
+        "the quiet tenant's run took {waited:?}, a flood task {task:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_cap_holds_over_all_its_runs() {
+    let (_scratch, engine, lattice, _) = two_slots().await;
+    let options = RunOptions {
+        concurrency: 2,
+        tenant_attempts: Some(1),
+        ..RunOptions::default()
+    };
+    let a = lattice_run(&engine, &lattice, "capped", options.clone()).await;
+    let b = lattice_run(&engine, &lattice, "capped", options).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut intervals = Vec::new();
+    for run in [a, b] {
+        run.control().cancel();
+        let id = run.join().await.unwrap().run.id;
+        for (_, _, attempt) in engine.store().attempts(id).await.unwrap() {
+            intervals.push((attempt.started_ms, attempt.finished_ms));
+        }
+    }
+    intervals.sort_unstable();
+    assert!(intervals.len() >= 3, "{intervals:?}");
+    // Times are whole milliseconds, a start derived from an end and a duration: 1 ms of
+    // slack. Two attempts at once would overlap by a whole task (tens of milliseconds).
+    for pair in intervals.windows(2) {
+        assert!(pair[1].0 + 1 >= pair[0].1, "two attempts at once: {pair:?}");
+    }
+}
