@@ -336,10 +336,10 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             let store = Arc::new(RedbStore::open(&db_path()?).map_err(Failed::input)?);
             let engine = Engine::from_sandbox(sandbox, store);
             let invocation = Invocation::Start(NewRun {
-                tenant: String::new(),
                 params,
                 grants,
                 limits,
+                ..NewRun::default()
             });
             drive(
                 &engine,

@@ -40,6 +40,8 @@ const OUTPUTS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("outpu
 const LOGS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("logs");
 const ATTEMPTS: TableDefinition<(u64, &str, u32), &[u8]> = TableDefinition::new("attempts");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// (tenant, idempotency key) → the run that key started.
+const RUN_KEYS: TableDefinition<(&str, &str), u64> = TableDefinition::new("run_keys");
 const NEXT_RUN_ID: &str = "next_run_id";
 
 /// redb's page cache. Its default (1 GiB) would let a long run's resident memory grow with
@@ -91,6 +93,9 @@ pub enum DbError {
     /// No run has this id.
     #[error("run {0} does not exist (see `sandflow runs`)")]
     NoSuchRun(u64),
+    /// The tenant started a run with this idempotency key already.
+    #[error("run {0} was started with this idempotency key already")]
+    KeyTaken(u64),
     /// A stored record is not what this version of sandflow wrote.
     #[error("a stored record does not decode: {0}")]
     Corrupt(#[from] serde_json::Error),
@@ -126,6 +131,9 @@ pub struct RunRecord {
     /// Who started the run: its tenant on a shared host, empty for the command line.
     #[serde(default)]
     pub tenant: String,
+    /// The key its starter gave so that a retried start starts no second run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
     /// Where the bundle was loaded from, absolute: where `resume` looks for it.
     pub bundle: PathBuf,
     /// SHA-256 of the bundle, hex-encoded: which code ran.
@@ -248,6 +256,7 @@ impl From<DbError> for StoreError {
     fn from(error: DbError) -> Self {
         match error {
             DbError::NoSuchRun(id) => Self::NoSuchRun(id),
+            DbError::KeyTaken(id) => Self::KeyTaken(id),
             e => Self::Backend(std::sync::Arc::new(e)),
         }
     }
@@ -399,6 +408,7 @@ impl Db {
             let mut done = Vec::with_capacity(writes.len());
             {
                 let mut meta = storage!(tx.open_table(META));
+                let mut run_keys = storage!(tx.open_table(RUN_KEYS));
                 let mut runs = storage!(tx.open_table(RUNS));
                 let mut states = storage!(tx.open_table(RUN_STATES));
                 let mut attempt_table = storage!(tx.open_table(ATTEMPTS));
@@ -407,9 +417,19 @@ impl Db {
                 let mut logs = storage!(tx.open_table(LOGS));
                 for write in writes {
                     done.push(match write {
-                        Write::CreateRun(mut record) => {
+                        Write::CreateRun(mut record) => 'create: {
+                            let key = record.idempotency_key.as_deref();
+                            let key = key.map(|key| (record.tenant.as_str(), key));
+                            if let Some(key) = key
+                                && let Some(taken) = storage!(run_keys.get(key))
+                            {
+                                break 'create Err(DbError::KeyTaken(taken.value()));
+                            }
                             let id = storage!(meta.get(NEXT_RUN_ID)).map_or(1, |v| v.value());
                             storage!(meta.insert(NEXT_RUN_ID, id + 1));
+                            if let Some(key) = key {
+                                storage!(run_keys.insert(key, id));
+                            }
                             record.id = id;
                             storage!(runs.insert(id, serde_json::to_vec(&record)?.as_slice()));
                             Ok(Written::Run(record))
@@ -477,6 +497,17 @@ impl Db {
                 None => Err(DbError::NoSuchRun(id)),
             }
         })
+    }
+
+    /// The run `tenant` started with idempotency key `key`.
+    pub fn run_by_key(&self, tenant: &str, key: &str) -> Result<Option<RunRecord>, DbError> {
+        let id = self.guard(|| {
+            let Some(keys) = table(&self.begin_read()?, RUN_KEYS)? else {
+                return Ok(None);
+            };
+            Ok(storage!(keys.get((tenant, key))).map(|v| v.value()))
+        })?;
+        id.map(|id| self.run(id)).transpose()
     }
 
     /// The runs `filter` lets through, oldest first.

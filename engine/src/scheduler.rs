@@ -79,6 +79,9 @@ pub struct NewRun {
     pub params: Params,
     /// What the run's tasks may reach beyond the sandbox.
     pub grants: Grants,
+    /// Makes a retried start start no second run: a tenant's second start with the same
+    /// key fails with `StoreError::KeyTaken`, naming the run the first one started.
+    pub idempotency_key: Option<String>,
     /// What its attempts run under; they must fit the sandbox's [`EngineConfig`].
     ///
     /// [`EngineConfig`]: crate::sandbox::EngineConfig
@@ -183,7 +186,7 @@ impl RunError {
     /// Whether the caller asked for something impossible, rather than the run failing.
     pub fn is_bad_input(&self) -> bool {
         match self {
-            Self::Store(e) => matches!(e, StoreError::NoSuchRun(_)),
+            Self::Store(e) => matches!(e, StoreError::NoSuchRun(_) | StoreError::KeyTaken(_)),
             Self::Internal { .. } => false,
             Self::Grant(_)
             | Self::Sandbox(_)
@@ -275,6 +278,7 @@ impl Runner {
     ) -> Result<(RunRecord, Capabilities), RunError> {
         let NewRun {
             tenant,
+            idempotency_key,
             params,
             grants,
             limits,
@@ -287,6 +291,7 @@ impl Runner {
         let run = RunRecord {
             id: 0,
             tenant,
+            idempotency_key,
             bundle: path,
             bundle_hash: bundle.hash().to_owned(),
             workflow: bundle.workflow().clone(),

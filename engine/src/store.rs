@@ -24,6 +24,9 @@ pub enum StoreError {
     /// No run has this id.
     #[error("run {0} does not exist (see `sandflow runs`)")]
     NoSuchRun(u64),
+    /// The tenant already started run `0` with the idempotency key of a run to create.
+    #[error("run {0} was started with this idempotency key already")]
+    KeyTaken(u64),
     /// The storage behind the store failed; the message says what and where.
     #[error(transparent)]
     Backend(Arc<dyn std::error::Error + Send + Sync>),
@@ -104,8 +107,12 @@ pub struct StoredBundle {
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Records `run` under a new id (ids count up from 1; the one given is ignored) and
-    /// returns it as stored.
+    /// returns it as stored. When the run has an idempotency key that its tenant used
+    /// before, nothing is created: [`StoreError::KeyTaken`] names the run it started.
     async fn create_run(&self, run: RunRecord) -> Result<RunRecord, StoreError>;
+
+    /// The run `tenant` started with idempotency key `key`.
+    async fn run_by_key(&self, tenant: &str, key: &str) -> Result<Option<RunRecord>, StoreError>;
 
     /// Moves run `id` to `state`: finished at `finished_ms`, or (`None`) running again.
     async fn set_run_state(

@@ -7,7 +7,7 @@ use crate::limiter::RateLimiter;
 use axum::http::StatusCode;
 use sandflow::workflow::TaskDef;
 use sandflow::{
-    BundleLimits, Engine, Flow, Grants, NewRun, Params, RunControl, RunFilter, RunHandle,
+    BundleLimits, Engine, Flow, Grants, NewRun, Params, RunControl, RunError, RunFilter, RunHandle,
     RunOptions, RunRecord, RunState, StoreError, StoredBundle, Tenant,
 };
 use std::collections::HashMap;
@@ -52,6 +52,8 @@ pub struct StartRun {
     pub params: Params,
     /// Names of the tenant's secrets the run's tasks get as environment variables.
     pub env: Vec<String>,
+    /// The request's `Idempotency-Key`.
+    pub key: Option<String>,
 }
 
 impl Service {
@@ -294,14 +296,22 @@ impl Service {
             .map_err(|e| invalid(format!("the bundle describes an invalid workflow: {e}")))
     }
 
-    /// Starts a run of one of the tenant's bundles, within its quotas.
+    /// Starts a run of one of the tenant's bundles, within its quotas; `Ok((run, true))`
+    /// when it is new. A request whose idempotency key started a run before answers that
+    /// run, and starts nothing.
     pub async fn start(
         self: &Arc<Self>,
         tenant: &Tenant,
         request: StartRun,
-    ) -> Result<RunRecord, ApiError> {
+    ) -> Result<(RunRecord, bool), ApiError> {
         if self.is_draining() {
             return Err(ApiError::unavailable());
+        }
+        let store = self.engine.store();
+        if let Some(key) = &request.key
+            && let Some(run) = store.run_by_key(&tenant.name, key).await?
+        {
+            return replayed(run, &request);
         }
         let per_minute = tenant.quotas.runs_per_minute;
         if !self.starts.allow(&tenant.name, per_minute) {
@@ -313,17 +323,25 @@ impl Service {
         let flow = self.flow(tenant, &request.bundle).await?;
         let new = NewRun {
             tenant: tenant.name.clone(),
-            params: request.params,
+            idempotency_key: request.key.clone(),
+            params: request.params.clone(),
             grants: Grants {
                 dirs: Vec::new(),
-                env: request.env,
+                env: request.env.clone(),
             },
             limits: tenant.quotas.limits.clone(),
         };
-        let handle = self.engine.start(&flow, new, options(tenant)).await?;
+        let handle = match self.engine.start(&flow, new, options(tenant)).await {
+            Ok(handle) => handle,
+            // The same key, at the same time: the other request started the run.
+            Err(RunError::Store(StoreError::KeyTaken(id))) => {
+                return replayed(store.run(id).await?, &request);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let record = handle.record().clone();
         self.watch(handle);
-        Ok(record)
+        Ok((record, true))
     }
 
     /// Cancels run `id` if it is in flight here; whether it was.
@@ -360,6 +378,22 @@ fn options(tenant: &Tenant) -> RunOptions {
         tenant_attempts: Some(attempts),
         ..RunOptions::default()
     }
+}
+
+/// The run a retried request started before, if the request is the same one.
+fn replayed(run: RunRecord, request: &StartRun) -> Result<(RunRecord, bool), ApiError> {
+    if run.bundle_hash != request.bundle || run.params != request.params.as_str() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            format!(
+                "this Idempotency-Key started run {} with another bundle or other params; \
+                 use a new key for a new run",
+                run.id
+            ),
+        ));
+    }
+    Ok((run, false))
 }
 
 /// Refuses a task that asks for more than the tenant may have.

@@ -129,11 +129,24 @@ impl Answer {
 
 impl Api {
     fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Answer {
-        let request = ureq::http::Request::builder()
+        self.request_with(method, path, body, &[])
+    }
+
+    fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let mut request = ureq::http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.url))
             .header("Authorization", format!("Bearer {}", self.token))
             .header("Content-Type", "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         let mut response = match body {
             Some(body) => self.agent.run(request.body(body.to_vec()).unwrap()),
             None => self.agent.run(request.body(()).unwrap()),
@@ -459,4 +472,40 @@ fn wait_for_tasks(api: &Api, id: u64) {
         assert!(Instant::now() < deadline, "no task ended: {run}");
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+#[test]
+fn a_retried_start_with_an_idempotency_key_starts_one_run() {
+    let scratch = Scratch::default();
+    let token = tenant(&scratch, "red", &[]);
+    let server = Server::start(&scratch);
+    let api = server.api(&token);
+    let hello = api.upload("hello");
+    let body = json!({ "bundle": hello, "params": { "name": "once" } }).to_string();
+    let start = |key: &str, body: &str| {
+        api.request_with(
+            "POST",
+            "/runs",
+            Some(body.as_bytes()),
+            &[("Idempotency-Key", key)],
+        )
+    };
+    let first = start("k-1", &body);
+    assert_eq!(first.status, 201, "{first:?}");
+    let again = start("k-1", &body);
+    assert_eq!(again.status, 200, "{again:?}");
+    assert_eq!(again.json()["id"], first.json()["id"]);
+    // Eight at once with a new key: one run between them.
+    let ids: Vec<Value> = std::thread::scope(|s| {
+        let starts: Vec<_> = (0..8).map(|_| s.spawn(|| start("k-2", &body))).collect();
+        starts
+            .into_iter()
+            .map(|t| t.join().unwrap().json()["id"].clone())
+            .collect()
+    });
+    assert!(ids.iter().all(|id| *id == ids[0] && id.is_u64()), "{ids:?}");
+    assert_eq!(api.get("/runs").json()["runs"].as_array().unwrap().len(), 2);
+    // The key of one request, reused for another, is refused.
+    let other = json!({ "bundle": hello, "params": { "name": "twice" } }).to_string();
+    start("k-1", &other).assert_error(422, "idempotency_key_reused");
 }

@@ -151,6 +151,10 @@ impl Store for RedbStore {
         }
     }
 
+    async fn run_by_key(&self, tenant: &str, key: &str) -> Result<Option<RunRecord>, StoreError> {
+        Ok(self.db.run_by_key(tenant, key)?)
+    }
+
     async fn set_run_state(
         &self,
         id: u64,

@@ -17,6 +17,7 @@ pub(crate) async fn check<S: Store>(mut fresh: impl FnMut() -> S) {
     completions_keep_record_output_and_log_together_per_run(&fresh()).await;
     filters_narrow_and_pages_follow_on(&fresh()).await;
     concurrent_writes_all_land(Arc::new(fresh())).await;
+    an_idempotency_key_starts_one_run_per_tenant(Arc::new(fresh())).await;
     tenants_are_found_by_their_current_token_only(&fresh()).await;
     bundles_belong_to_their_tenant(&fresh()).await;
     secrets_belong_to_their_tenant(&fresh()).await;
@@ -27,6 +28,7 @@ pub(crate) fn run_record(tenant: &str) -> RunRecord {
     RunRecord {
         id: 0,
         tenant: tenant.into(),
+        idempotency_key: None,
         bundle: "b.wasm".into(),
         bundle_hash: "abc".into(),
         workflow: WorkflowDef {
@@ -320,4 +322,40 @@ async fn secrets_belong_to_their_tenant(store: &impl Store) {
     assert!(set("red", "KEY", None).await);
     assert!(!set("red", "KEY", None).await);
     assert_eq!(store.secret_names("red").await.unwrap(), ["OTHER"]);
+}
+
+async fn an_idempotency_key_starts_one_run_per_tenant<S: Store>(store: Arc<S>) {
+    let keyed = |tenant: &str, key: &str| RunRecord {
+        idempotency_key: Some(key.into()),
+        ..run_record(tenant)
+    };
+    // Ten starts with one key at once: one run, and nine answers naming it.
+    let mut starts = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let (store, run) = (store.clone(), keyed("red", "k1"));
+        starts.spawn(async move { store.create_run(run).await });
+    }
+    let results = starts.join_all().await;
+    let created: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(created.len(), 1, "{results:?}");
+    for result in &results {
+        if let Err(e) = result {
+            assert!(
+                matches!(e, StoreError::KeyTaken(id) if *id == created[0]),
+                "{e}"
+            );
+        }
+    }
+    let found = store.run_by_key("red", "k1").await.unwrap().unwrap();
+    assert_eq!(found.id, created[0]);
+    // Another tenant's key, and another key, are their own.
+    let blue = store.create_run(keyed("blue", "k1")).await.unwrap();
+    assert_ne!(blue.id, created[0]);
+    store.create_run(keyed("red", "k2")).await.unwrap();
+    assert_eq!(store.run_by_key("red", "nope").await.unwrap(), None);
+    assert_eq!(store.runs(&RunFilter::default()).await.unwrap().len(), 3);
 }

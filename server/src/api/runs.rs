@@ -6,8 +6,8 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::service::{Service, StartRun};
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use sandflow::db::{AttemptRecord, TaskRecord};
 use sandflow::{LogLine, Params, RunFilter, RunRecord, RunState, TaskState};
@@ -57,11 +57,28 @@ impl From<&RunRecord> for RunView {
     }
 }
 
+/// Starts a run: 201. With an `Idempotency-Key` header, a retried request answers the run
+/// the first one started, 200, and starts nothing.
 pub async fn start(
     State(service): State<Arc<Service>>,
     Caller(tenant): Caller,
+    headers: HeaderMap,
     Json(request): Json<StartRequest>,
 ) -> Result<(StatusCode, Json<RunView>), ApiError> {
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(key) => Some(
+            key.to_str()
+                .ok()
+                .filter(|k| (1..=255).contains(&k.len()))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "Idempotency-Key must be 1 to 255 visible ASCII characters",
+                    )
+                })?
+                .to_owned(),
+        ),
+    };
     let params = match request.params {
         Some(params) => Params::parse(params.to_string())
             .map_err(|e| ApiError::bad_request(format!("params: {e}")))?,
@@ -71,9 +88,15 @@ pub async fn start(
         bundle: request.bundle,
         params,
         env: request.env,
+        key,
     };
-    let run = service.start(&tenant, start).await?;
-    Ok((StatusCode::CREATED, Json(RunView::from(&run))))
+    let (run, new) = service.start(&tenant, start).await?;
+    let status = if new {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(RunView::from(&run))))
 }
 
 #[derive(Deserialize)]
