@@ -40,6 +40,9 @@ const OUTPUTS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("outpu
 const LOGS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("logs");
 const ATTEMPTS: TableDefinition<(u64, &str, u32), &[u8]> = TableDefinition::new("attempts");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// (run, task) → the task's last attempt number when it was cleared for a retry: its
+/// retry policy counts the failures after it only.
+const CLEARED: TableDefinition<(u64, &str), u32> = TableDefinition::new("cleared");
 /// (tenant, idempotency key) → the run that key started.
 const RUN_KEYS: TableDefinition<(&str, &str), u64> = TableDefinition::new("run_keys");
 const NEXT_RUN_ID: &str = "next_run_id";
@@ -238,6 +241,12 @@ pub(crate) enum Write {
         run: u64,
         attempts: Vec<Attempt>,
         completions: Vec<Completion>,
+    },
+    /// Forgets the ends (records, outputs, logs) of `tasks` and sets the run running:
+    /// (task, its last attempt number).
+    Clear {
+        run: u64,
+        tasks: Vec<(String, u32)>,
     },
     /// A tenant and the other writes of tenancy (see `tenants`).
     Tenancy(tenants::Write),
@@ -475,6 +484,30 @@ impl Db {
                             }
                             Ok(Written::Done)
                         }
+                        Write::Clear {
+                            run,
+                            tasks: cleared,
+                        } => {
+                            if storage!(runs.get(run)).is_none() {
+                                Err(DbError::NoSuchRun(run))
+                            } else {
+                                let mut marks = storage!(tx.open_table(CLEARED));
+                                for (task, attempt) in &cleared {
+                                    let key = (run, task.as_str());
+                                    storage!(tasks.remove(key));
+                                    storage!(outputs.remove(key));
+                                    storage!(logs.remove(key));
+                                    storage!(marks.insert(key, *attempt));
+                                }
+                                let status = RunStatus {
+                                    state: RunState::Running,
+                                    finished_ms: None,
+                                };
+                                let status = serde_json::to_vec(&status)?;
+                                storage!(states.insert(run, status.as_slice()));
+                                Ok(Written::Done)
+                            }
+                        }
                         Write::Tenancy(write) => tenants::apply(&tx, write),
                     });
                 }
@@ -569,6 +602,21 @@ impl Db {
                     number,
                     serde_json::from_slice(bytes.value())?,
                 ));
+            }
+            Ok(all)
+        })
+    }
+
+    /// The tasks of run `run` cleared for a retry, each with its last attempt number then.
+    pub fn cleared(&self, run: u64) -> Result<Vec<(String, u32)>, DbError> {
+        self.guard(|| {
+            let mut all = Vec::new();
+            let Some(marks) = table(&self.begin_read()?, CLEARED)? else {
+                return Ok(all);
+            };
+            for entry in storage!(marks.range((run, "")..(run + 1, ""))) {
+                let (key, attempt) = storage!(entry);
+                all.push((key.value().1.to_owned(), attempt.value()));
             }
             Ok(all)
         })

@@ -141,6 +141,21 @@ impl Engine {
         Ok(RunHandle::spawn(runner, run, capabilities, prior, options))
     }
 
+    /// Retries failed run `id` of `flow`, as Airflow's "clear" does: its failed tasks and
+    /// every task downstream of them run again, each with its retries anew; the tasks that
+    /// succeeded apart from them keep their outputs and never run again.
+    pub async fn retry(
+        &self,
+        flow: &Flow,
+        id: u64,
+        options: RunOptions,
+    ) -> Result<RunHandle, RunError> {
+        let runner = self.runner(flow);
+        runner.clear_failed(id, &*self.policy).await?;
+        let (run, capabilities, prior) = runner.reopen(id, &*self.policy).await?;
+        Ok(RunHandle::spawn(runner, run, capabilities, prior, options))
+    }
+
     fn runner(&self, flow: &Flow) -> Runner {
         Runner {
             sandbox: self.sandbox.clone(),

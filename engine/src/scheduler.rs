@@ -171,6 +171,14 @@ pub enum RunError {
         /// The run's id.
         run: u64,
     },
+    /// Only a failed run's failed tasks can be retried.
+    #[error("run {run} {state}: only a failed run's failed tasks can be retried")]
+    NotFailed {
+        /// The run's id.
+        run: u64,
+        /// Where it stands.
+        state: RunState,
+    },
     /// The run's loop panicked: a bug in sandflow. The run stays `running` in the store,
     /// so that a resume takes it up.
     #[error("run {run} stopped on an internal error: {message}")]
@@ -191,6 +199,7 @@ impl RunError {
             Self::Grant(_)
             | Self::Sandbox(_)
             | Self::Final { .. }
+            | Self::NotFailed { .. }
             | Self::BundleChanged { .. }
             | Self::WorkflowChanged { .. } => true,
         }
@@ -320,18 +329,7 @@ impl Runner {
                 state: run.state,
             });
         }
-        if run.bundle_hash != self.bundle.hash() {
-            return Err(RunError::BundleChanged {
-                run: id,
-                path: self.bundle.path().to_owned(),
-                expected: run.bundle_hash,
-                found: self.bundle.hash().to_owned(),
-            });
-        }
-        if run.workflow != *self.bundle.workflow() {
-            return Err(RunError::WorkflowChanged { run: id });
-        }
-        self.sandbox.check(&run.limits)?;
+        self.fits(&run)?;
         let capabilities = policy.resolve(&run.tenant, &run.grants).await?;
         let prior = Prior::load(&*self.store, id).await?;
         self.store
@@ -340,6 +338,71 @@ impl Runner {
         run.state = RunState::Running;
         run.finished_ms = None;
         Ok((run, capabilities, prior))
+    }
+
+    /// Whether `run` can go on here: with the bundle and workflow it started with, under
+    /// limits that fit the sandbox.
+    fn fits(&self, run: &RunRecord) -> Result<(), RunError> {
+        if run.bundle_hash != self.bundle.hash() {
+            return Err(RunError::BundleChanged {
+                run: run.id,
+                path: self.bundle.path().to_owned(),
+                expected: run.bundle_hash.clone(),
+                found: self.bundle.hash().to_owned(),
+            });
+        }
+        if run.workflow != *self.bundle.workflow() {
+            return Err(RunError::WorkflowChanged { run: run.id });
+        }
+        Ok(self.sandbox.check(&run.limits)?)
+    }
+
+    /// Clears the failed tasks of failed run `id`, and every task downstream of them (their
+    /// trigger rules decided on the failures), so that a reopen runs them again; tasks that
+    /// succeeded apart from them keep their outputs. Each cleared task gets its retries
+    /// anew.
+    pub(crate) async fn clear_failed(
+        &self,
+        id: u64,
+        policy: &dyn GrantPolicy,
+    ) -> Result<(), RunError> {
+        let run = self.store.run(id).await?;
+        if run.state != RunState::Failed {
+            return Err(RunError::NotFailed {
+                run: id,
+                state: run.state,
+            });
+        }
+        self.fits(&run)?;
+        // Checked before anything is cleared, as the reopen after it will.
+        policy.resolve(&run.tenant, &run.grants).await?;
+        let workflow = self.bundle.workflow();
+        let ended: HashMap<String, TaskRecord> = self.store.tasks(id).await?.into_iter().collect();
+        let mut clear = vec![false; workflow.tasks.len()];
+        let mut next: Vec<usize> = workflow
+            .tasks
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| {
+                ended.get(&t.name).is_some_and(|r| {
+                    matches!(r.state, TaskState::Failed | TaskState::UpstreamFailed)
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        while let Some(i) = next.pop() {
+            if !std::mem::replace(&mut clear[i], true) {
+                next.extend(self.dag.downstream(i).iter().map(|&d| d as usize));
+            }
+        }
+        let cleared = workflow
+            .tasks
+            .iter()
+            .zip(clear)
+            .filter(|(_, clear)| *clear)
+            .filter_map(|(t, _)| ended.get(&t.name).map(|r| (t.name.clone(), r.attempts)))
+            .collect();
+        Ok(self.store.clear_tasks(id, cleared).await?)
     }
 
     /// Drives a created or reopened run until it ends or a request from `stops` stops it.
@@ -367,6 +430,9 @@ pub(crate) struct Prior {
     records: HashMap<String, TaskRecord>,
     /// Every recorded attempt, by task, in attempt order.
     attempts: HashMap<String, Vec<(u32, AttemptRecord)>>,
+    /// Tasks cleared for a retry, by their last attempt number then: failures up to it
+    /// count against no retry.
+    cleared: HashMap<String, u32>,
 }
 
 impl Prior {
@@ -378,6 +444,7 @@ impl Prior {
         Ok(Self {
             records: store.tasks(run).await?.into_iter().collect(),
             attempts,
+            cleared: store.cleared(run).await?.into_iter().collect(),
         })
     }
 
@@ -610,13 +677,15 @@ impl<'a> LiveRun<'a> {
         let mut done = Vec::new();
         for (i, def) in self.runner.bundle.workflow().tasks.iter().enumerate() {
             let task = &mut self.tasks[i];
+            let cleared_at = prior.cleared.get(&def.name).copied().unwrap_or(0);
             for (number, attempt) in prior.attempts.remove(&def.name).unwrap_or_default() {
                 task.attempts = task.attempts.max(number);
                 task.fuel_used += attempt.fuel_used;
                 task.duration +=
                     Duration::from_millis(attempt.finished_ms.saturating_sub(attempt.started_ms));
                 if let Some(failure) = attempt.error {
-                    task.failures += u32::from(failure.counts_against_retries());
+                    let counts = number > cleared_at && failure.counts_against_retries();
+                    task.failures += u32::from(counts);
                     task.last_failure = Some(failure);
                 }
             }

@@ -131,6 +131,16 @@ pub trait Store: Send + Sync + 'static {
         completions: Vec<Completion>,
     ) -> Result<(), StoreError>;
 
+    /// Forgets the ends of `tasks` of run `run` (their records, outputs and logs; never
+    /// their attempts) and moves the run back to `running`, all at once: a failed run's
+    /// failed tasks are retried this way. Each task comes with its last attempt number,
+    /// which [`cleared`](Self::cleared) answers from then on.
+    async fn clear_tasks(&self, run: u64, tasks: Vec<(String, u32)>) -> Result<(), StoreError>;
+
+    /// The tasks of run `run` cleared for a retry, with their last attempt number then
+    /// (the latest clear of each): their retry policies count failures after it only.
+    async fn cleared(&self, run: u64) -> Result<Vec<(String, u32)>, StoreError>;
+
     /// Run `id`'s record, with its current state.
     async fn run(&self, id: u64) -> Result<RunRecord, StoreError>;
 

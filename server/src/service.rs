@@ -344,6 +344,23 @@ impl Service {
         Ok((record, true))
     }
 
+    /// Retries the tenant's failed run `id` (see [`Engine::retry`]); the run as it goes on.
+    pub async fn retry(self: &Arc<Self>, tenant: &Tenant, id: u64) -> Result<RunRecord, ApiError> {
+        if self.is_draining() {
+            return Err(ApiError::unavailable());
+        }
+        let run = self.run_of(tenant, id).await?;
+        let flow = self.flow(tenant, &run.bundle_hash).await?;
+        let handle = match self.engine.retry(&flow, id, options(tenant)).await {
+            Ok(handle) => handle,
+            Err(e @ RunError::NotFailed { .. }) => return Err(ApiError::conflict(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        let record = handle.record().clone();
+        self.watch(handle);
+        Ok(record)
+    }
+
     /// Cancels run `id` if it is in flight here; whether it was.
     pub fn cancel(&self, id: u64) -> bool {
         match self.live_runs().get(&id) {

@@ -267,3 +267,47 @@ async fn a_tenants_cap_holds_over_all_its_runs() {
         assert!(pair[1].0 + 1 >= pair[0].1, "two attempts at once: {pair:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_a_failed_run_runs_its_failed_tasks_again_and_nothing_else() {
+    let (_scratch, engine, flow) = scheduling().await;
+    let mut run = engine
+        .start(&flow, NewRun::default(), RunOptions::default())
+        .await
+        .unwrap();
+    run.ignore_events();
+    let failed = run.join().await.unwrap();
+    assert_eq!(failed.run.state, RunState::Failed);
+    let attempts = |report: &sandflow::RunReport| -> Vec<(String, u32)> {
+        report
+            .tasks
+            .iter()
+            .map(|(name, t)| (name.clone(), t.attempts))
+            .collect()
+    };
+    let before = attempts(&failed);
+
+    let mut retried = engine
+        .retry(&flow, failed.run.id, RunOptions::default())
+        .await
+        .unwrap();
+    retried.ignore_events();
+    let again = retried.join().await.unwrap();
+    assert_eq!(again.run.state, RunState::Failed, "the same failures again");
+    for ((name, was), (_, now)) in before.iter().zip(attempts(&again)) {
+        let record = &failed.tasks.iter().find(|(n, _)| n == name).unwrap().1;
+        if record.state == TaskState::Success {
+            assert_eq!(now, *was, "{name} succeeded and never ran again");
+        } else {
+            // Numbered on, each with its retries anew: `doomed` may try twice again.
+            assert_eq!(now, 2 * was, "{name}");
+        }
+    }
+
+    let cancelled = started(&engine, &flow).await;
+    cancelled.control().cancel();
+    let id = cancelled.join().await.unwrap().run.id;
+    let refused = engine.retry(&flow, id, RunOptions::default()).await;
+    let message = refused.err().unwrap().to_string();
+    assert!(message.contains("only a failed run"), "{message}");
+}

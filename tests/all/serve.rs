@@ -509,3 +509,31 @@ fn a_retried_start_with_an_idempotency_key_starts_one_run() {
     let other = json!({ "bundle": hello, "params": { "name": "twice" } }).to_string();
     start("k-1", &other).assert_error(422, "idempotency_key_reused");
 }
+
+#[test]
+fn retrying_a_failed_run_keeps_what_succeeded() {
+    let scratch = Scratch::default();
+    let token = tenant(&scratch, "red", &[]);
+    let server = Server::start(&scratch);
+    let api = server.api(&token);
+    let scheduling = api.upload("scheduling");
+    let run = api.start(&json!({ "bundle": scheduling }));
+    let failed = api.finished(run);
+    assert_eq!(failed["state"], "failed");
+    let retry = api.post(&format!("/runs/{run}/retry"), &json!({}));
+    assert_eq!(retry.status, 202, "{retry:?}");
+    let again = api.finished(run);
+    let attempts = |run: &Value, task: &str| {
+        let tasks = run["tasks"].as_array().unwrap();
+        tasks.iter().find(|t| t["name"] == task).unwrap()["attempts"].clone()
+    };
+    assert_eq!(attempts(&again, "long"), attempts(&failed, "long"), "kept");
+    assert_eq!(attempts(&again, "doomed"), json!(4), "two more tries");
+    api.post("/runs/99/retry", &json!({}))
+        .assert_error(404, "not_found");
+    let hello = api.upload("hello");
+    let ok = api.start(&json!({ "bundle": hello }));
+    api.finished(ok);
+    api.post(&format!("/runs/{ok}/retry"), &json!({}))
+        .assert_error(409, "conflict");
+}

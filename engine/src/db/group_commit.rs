@@ -183,6 +183,14 @@ impl Store for RedbStore {
         self.submit(write).await.map(drop)
     }
 
+    async fn clear_tasks(&self, run: u64, tasks: Vec<(String, u32)>) -> Result<(), StoreError> {
+        self.submit(Write::Clear { run, tasks }).await.map(drop)
+    }
+
+    async fn cleared(&self, run: u64) -> Result<Vec<(String, u32)>, StoreError> {
+        Ok(self.db.cleared(run)?)
+    }
+
     async fn run(&self, id: u64) -> Result<RunRecord, StoreError> {
         Ok(self.db.run(id)?)
     }

@@ -18,6 +18,7 @@ pub(crate) async fn check<S: Store>(mut fresh: impl FnMut() -> S) {
     filters_narrow_and_pages_follow_on(&fresh()).await;
     concurrent_writes_all_land(Arc::new(fresh())).await;
     an_idempotency_key_starts_one_run_per_tenant(Arc::new(fresh())).await;
+    cleared_tasks_lose_their_ends_but_keep_their_attempts(&fresh()).await;
     tenants_are_found_by_their_current_token_only(&fresh()).await;
     bundles_belong_to_their_tenant(&fresh()).await;
     secrets_belong_to_their_tenant(&fresh()).await;
@@ -358,4 +359,73 @@ async fn an_idempotency_key_starts_one_run_per_tenant<S: Store>(store: Arc<S>) {
     store.create_run(keyed("red", "k2")).await.unwrap();
     assert_eq!(store.run_by_key("red", "nope").await.unwrap(), None);
     assert_eq!(store.runs(&RunFilter::default()).await.unwrap().len(), 3);
+}
+
+async fn cleared_tasks_lose_their_ends_but_keep_their_attempts(store: &impl Store) {
+    let run = store.create_run(run_record("")).await.unwrap();
+    let attempt = AttemptRecord {
+        started_ms: 1,
+        finished_ms: 2,
+        fuel_used: 3,
+        error: None,
+    };
+    let ended = |task: &str, state| Completion {
+        task: task.into(),
+        record: task_record(state),
+        output: Some(Arc::from(task.as_bytes())),
+        log: vec![LogLine {
+            level: LogLevel::Info,
+            message: task.into(),
+        }],
+    };
+    let attempts = vec![("a".into(), 1, attempt.clone()), ("b".into(), 1, attempt)];
+    let completions = vec![
+        ended("a", TaskState::Success),
+        ended("b", TaskState::Failed),
+    ];
+    store.complete(run.id, attempts, completions).await.unwrap();
+    store
+        .set_run_state(run.id, RunState::Failed, Some(3))
+        .await
+        .unwrap();
+
+    store
+        .clear_tasks(run.id, vec![("b".into(), 1)])
+        .await
+        .unwrap();
+    let reopened = store.run(run.id).await.unwrap();
+    assert_eq!(
+        (reopened.state, reopened.finished_ms),
+        (RunState::Running, None)
+    );
+    let names: Vec<String> = store
+        .tasks(run.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names, ["a"], "a keeps its end");
+    assert_eq!(store.output(run.id, "b").await.unwrap(), None);
+    assert!(store.log(run.id, "b").await.unwrap().is_empty());
+    assert_eq!(store.output(run.id, "a").await.unwrap().unwrap(), b"a");
+    assert_eq!(
+        store.attempts(run.id).await.unwrap().len(),
+        2,
+        "attempts stay"
+    );
+    assert_eq!(store.cleared(run.id).await.unwrap(), [("b".to_owned(), 1)]);
+    store
+        .clear_tasks(run.id, vec![("b".into(), 4)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cleared(run.id).await.unwrap(),
+        [("b".to_owned(), 4)],
+        "the latest"
+    );
+    assert!(matches!(
+        store.clear_tasks(99, vec![]).await,
+        Err(StoreError::NoSuchRun(99))
+    ));
 }

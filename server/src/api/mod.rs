@@ -54,6 +54,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/runs", post(runs::start).get(runs::list))
         .route("/runs/{id}", get(runs::get))
         .route("/runs/{id}/cancel", post(runs::cancel))
+        .route("/runs/{id}/retry", post(runs::retry))
         .route("/runs/{id}/tasks/{task}/output", get(runs::output))
         .route("/runs/{id}/tasks/{task}/logs", get(runs::logs))
         .route("/secrets", get(secrets::list))

@@ -234,6 +234,17 @@ pub async fn cancel(
     Ok(StatusCode::ACCEPTED)
 }
 
+/// Retries a failed run's failed tasks and those downstream of them: 202 with the run,
+/// `running` again; tasks that succeeded keep their outputs.
+pub async fn retry(
+    State(service): State<Arc<Service>>,
+    Caller(tenant): Caller,
+    Path(id): Path<u64>,
+) -> Result<(StatusCode, Json<RunView>), ApiError> {
+    let run = service.retry(&tenant, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(RunView::from(&run))))
+}
+
 /// A task's output as it returned it: JSON when it is JSON, bytes otherwise.
 pub async fn output(
     State(service): State<Arc<Service>>,
