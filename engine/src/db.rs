@@ -159,6 +159,7 @@ pub struct RunRecord {
 }
 
 /// A task's terminal state in a run.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskRecord {
     /// A terminal state.
@@ -176,6 +177,7 @@ pub struct TaskRecord {
 }
 
 /// One attempt of a task, however it ended.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttemptRecord {
     /// When the attempt began to run (it had its slot of the pool), in milliseconds since

@@ -40,6 +40,7 @@ pub trait InputSource: Send + Sync {
 }
 
 /// One line a task logged through `host.log`.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LogLine {
     /// How much it matters.
@@ -49,6 +50,7 @@ pub struct LogLine {
 }
 
 /// How much a log line matters, as the plugin said.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {

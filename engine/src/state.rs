@@ -6,6 +6,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// Where a task stands in a run. Terminal states are never left again.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TaskState {
@@ -57,6 +58,7 @@ impl fmt::Display for TaskState {
 /// Where a run stands. A run left `running` by a process that died, and a run stopped
 /// early (`interrupted`, `timed-out`, `storage-limit`), can be resumed; `succeeded`,
 /// `failed` and `cancelled` are final.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RunState {
@@ -105,6 +107,7 @@ impl fmt::Display for RunState {
 
 /// Why a task attempt failed. Each cause carries its message here, in one place, so that
 /// the stored record, the CLI report and the tests agree on the wording.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Failure {

@@ -85,6 +85,7 @@ impl RunFilter {
 }
 
 /// A bundle a tenant uploaded: what it is, without its bytes.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredBundle {
     /// Whose it is.

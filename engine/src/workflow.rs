@@ -8,6 +8,7 @@ use std::time::Duration;
 
 /// A workflow as its bundle's `describe` returned it, not yet validated (see [`crate::dag`]).
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkflowDef {
     /// What runs call the workflow.
@@ -24,6 +25,7 @@ pub struct WorkflowDef {
 
 /// One task as declared: its name, what it waits for, and how it is run.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskDef {
     /// Unique in the workflow; what `run` is called with.
@@ -68,6 +70,7 @@ impl TaskDef {
 
 /// When a task runs, given the terminal states of its upstream tasks (Airflow's rules).
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TriggerRule {
@@ -101,6 +104,7 @@ impl TriggerRule {
 
 /// How often a task is attempted, and how long it waits between attempts.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetryPolicy {
     /// Attempts in all, the first included. The engine treats 0 like 1.

@@ -537,3 +537,43 @@ fn retrying_a_failed_run_keeps_what_succeeded() {
     api.post(&format!("/runs/{ok}/retry"), &json!({}))
         .assert_error(409, "conflict");
 }
+
+#[test]
+fn the_openapi_document_describes_every_route_and_only_routes() {
+    let scratch = Scratch::default();
+    let token = tenant(&scratch, "red", &[]);
+    let server = Server::start(&scratch);
+    let api = server.api(&token);
+    let document: Value = ureq::get(format!("{}/openapi.json", server.url))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    assert!(document["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = document["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, methods) in paths {
+        let concrete = path
+            .strip_prefix("/api/v1")
+            .unwrap_or_else(|| panic!("{path} is outside /api/v1"))
+            .replace("{id}", "1")
+            .replace("{hash}", "abc")
+            .replace("{task}", "t")
+            .replace("{name}", "N");
+        for method in methods.as_object().unwrap().keys() {
+            operations += 1;
+            let answer = api.request(&method.to_uppercase(), &concrete, Some(b"{}"));
+            // Routed: never the fallback's answers for what is not served.
+            let unrouted =
+                answer.status == 405 || answer.json()["error"]["message"] == "no such route";
+            assert!(!unrouted, "{method} {path}: {answer:?}");
+            let documented = &methods[method]["responses"];
+            assert!(
+                documented.get(answer.status.to_string()).is_some(),
+                "{method} {path} answered {answer:?}, which its document does not list"
+            );
+        }
+    }
+    assert_eq!(operations, 14, "{}", document["paths"]);
+}

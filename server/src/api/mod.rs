@@ -10,8 +10,13 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
+use axum::routing::get;
+use serde::Serialize;
 use std::sync::Arc;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The largest JSON body a request may carry: run parameters and secrets, not data.
 const MAX_JSON_BYTES: usize = 1 << 20;
@@ -41,28 +46,77 @@ pub struct Path<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct Query<T>(pub T);
 
+/// Every error's body.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+struct ErrorDetail {
+    /// Stable, for programs: `bad_request`, `unauthorized`, `not_found`, `conflict`, …
+    code: String,
+    /// What went wrong and what to do, for people.
+    message: String,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "sandflow",
+        description = "Run workflows of sandboxed WebAssembly tasks, as a tenant of a shared host"
+    ),
+    modifiers(&BearerToken),
+    security(("bearer" = [])),
+)]
+struct Document;
+
+/// Every call carries `Authorization: Bearer TOKEN`.
+struct BearerToken;
+
+impl Modify for BearerToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let bearer = SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer));
+        components.add_security_scheme("bearer", bearer);
+    }
+}
+
+/// The API's routes with the OpenAPI document that describes them, made from the same
+/// registrations: a route cannot be served undocumented, nor documented unserved.
+fn api() -> (Router<Arc<Service>>, utoipa::openapi::OpenApi) {
+    let bundles = OpenApiRouter::new()
+        .routes(routes!(bundles::upload, bundles::list))
+        // Bundles are uploaded whole; every other body is JSON, capped lower.
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES));
+    let api = OpenApiRouter::new()
+        .merge(bundles)
+        .routes(routes!(bundles::get, bundles::remove))
+        .routes(routes!(runs::start, runs::list))
+        .routes(routes!(runs::get))
+        .routes(routes!(runs::cancel))
+        .routes(routes!(runs::retry))
+        .routes(routes!(runs::output))
+        .routes(routes!(runs::logs))
+        .routes(routes!(secrets::list))
+        .routes(routes!(secrets::set, secrets::remove));
+    OpenApiRouter::with_openapi(Document::openapi())
+        .nest("/api/v1", api)
+        .split_for_parts()
+}
+
 /// Every route of the service.
 pub fn router(service: Arc<Service>) -> Router {
-    let api = Router::new()
-        .route(
-            "/bundles",
-            post(bundles::upload)
-                .get(bundles::list)
-                .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
-        )
-        .route("/bundles/{hash}", get(bundles::get).delete(bundles::remove))
-        .route("/runs", post(runs::start).get(runs::list))
-        .route("/runs/{id}", get(runs::get))
-        .route("/runs/{id}/cancel", post(runs::cancel))
-        .route("/runs/{id}/retry", post(runs::retry))
-        .route("/runs/{id}/tasks/{task}/output", get(runs::output))
-        .route("/runs/{id}/tasks/{task}/logs", get(runs::logs))
-        .route("/secrets", get(secrets::list))
-        .route("/secrets/{name}", put(secrets::set).delete(secrets::remove));
+    let (api, document) = api();
+    let document = Arc::new(document);
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .nest("/api/v1", api)
+        .route(
+            "/openapi.json",
+            get(move || async move { axum::Json(document.as_ref().clone()) }),
+        )
+        .merge(api)
         .fallback(|| async { ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

@@ -1,7 +1,7 @@
 //! Runs: started from a tenant's bundle, listed, looked into, cancelled; their tasks'
 //! outputs and logs.
 
-use super::{Json, Path, Query};
+use super::{ErrorBody, Json, Path, Query};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::service::{Service, StartRun};
@@ -13,18 +13,20 @@ use sandflow::db::{AttemptRecord, TaskRecord};
 use sandflow::{LogLine, Params, RunFilter, RunRecord, RunState, TaskState};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
 
 /// Runs a page holds unless the request says otherwise, and at most.
 const PAGE: usize = 100;
 const MAX_PAGE: usize = 1_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartRequest {
     /// The bundle's hash.
     bundle: String,
     /// Handed to every task; `{}` when absent.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     params: Option<serde_json::Value>,
     /// Names of the tenant's secrets the tasks get as environment variables.
     #[serde(default)]
@@ -32,12 +34,13 @@ pub struct StartRequest {
 }
 
 /// A run as the API shows it.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RunView {
     id: u64,
     workflow: String,
     bundle: String,
     state: RunState,
+    #[schema(value_type = Object)]
     params: serde_json::Value,
     started_ms: u64,
     finished_ms: Option<u64>,
@@ -59,6 +62,26 @@ impl From<&RunRecord> for RunView {
 
 /// Starts a run: 201. With an `Idempotency-Key` header, a retried request answers the run
 /// the first one started, 200, and starts nothing.
+#[utoipa::path(
+    post,
+    path = "/runs",
+    tag = "runs",
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$",
+        description = "Makes a retried request start no second run: 1 to 255 visible ASCII characters")),
+    request_body = StartRequest,
+    responses(
+        (status = 201, description = "Started", body = RunView),
+        (status = 200, description = "Started before, by a request with this key", body = RunView),
+        (status = 400, description = "The request is malformed", body = ErrorBody),
+        (status = 401, description = "No token, or not a valid one", body = ErrorBody),
+        (status = 404, description = "No such bundle, or another tenant's", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 415, description = "The body is not declared JSON", body = ErrorBody),
+        (status = 422, description = "The JSON does not fit the request, or the key was used for another", body = ErrorBody),
+        (status = 429, description = "The tenant's runs per minute are spent", body = ErrorBody),
+        (status = 503, description = "The server is shutting down", body = ErrorBody),
+    ),
+)]
 pub async fn start(
     State(service): State<Arc<Service>>,
     Caller(tenant): Caller,
@@ -99,8 +122,9 @@ pub async fn start(
     Ok((status, Json(RunView::from(&run))))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     workflow: Option<String>,
     state: Option<RunState>,
@@ -108,16 +132,25 @@ pub struct ListQuery {
     until_ms: Option<u64>,
     /// The `next` of the page before.
     after: Option<u64>,
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RunPage {
     runs: Vec<RunView>,
     /// Where the next page starts (`after`), if there may be one.
     next: Option<u64>,
 }
 
+/// The tenant's runs, oldest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/runs",
+    tag = "runs",
+    params(ListQuery),
+    responses((status = 200, body = RunPage), (status = 400, description = "The request is malformed", body = ErrorBody), (status = 401, description = "No token, or not a valid one", body = ErrorBody)),
+)]
 pub async fn list(
     State(service): State<Arc<Service>>,
     Caller(tenant): Caller,
@@ -147,7 +180,7 @@ pub async fn list(
 }
 
 /// A run with every task (in declaration order) and every attempt.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct RunDetail {
     #[serde(flatten)]
     run: RunView,
@@ -155,7 +188,7 @@ pub struct RunDetail {
     attempts: Vec<AttemptView>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TaskView {
     name: String,
     #[serde(flatten)]
@@ -163,14 +196,14 @@ pub struct TaskView {
 }
 
 /// A task's record once it has ended; only its state before.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 #[serde(untagged)]
 pub enum Ended {
     Yes(TaskRecord),
     No { state: TaskState },
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct AttemptView {
     task: String,
     attempt: u32,
@@ -178,6 +211,14 @@ pub struct AttemptView {
     record: AttemptRecord,
 }
 
+/// A run, every task and every attempt.
+#[utoipa::path(
+    get,
+    path = "/runs/{id}",
+    tag = "runs",
+    params(("id" = u64, Path, description = "The run's id")),
+    responses((status = 200, body = RunDetail), (status = 400, description = "The request is malformed", body = ErrorBody), (status = 401, description = "No token, or not a valid one", body = ErrorBody), (status = 404, description = "No such run or task, or another tenant's", body = ErrorBody)),
+)]
 pub async fn get(
     State(service): State<Arc<Service>>,
     Caller(tenant): Caller,
@@ -219,6 +260,19 @@ pub async fn get(
 }
 
 /// Cancels a run in flight: 202, and the run ends `cancelled` once its commits land.
+#[utoipa::path(
+    post,
+    path = "/runs/{id}/cancel",
+    tag = "runs",
+    params(("id" = u64, Path, description = "The run's id")),
+    responses(
+        (status = 202, description = "Cancelling"),
+        (status = 400, description = "The request is malformed", body = ErrorBody),
+        (status = 401, description = "No token, or not a valid one", body = ErrorBody),
+        (status = 404, description = "No such run or task, or another tenant's", body = ErrorBody),
+        (status = 409, description = "The run is not in flight", body = ErrorBody),
+    ),
+)]
 pub async fn cancel(
     State(service): State<Arc<Service>>,
     Caller(tenant): Caller,
@@ -236,6 +290,20 @@ pub async fn cancel(
 
 /// Retries a failed run's failed tasks and those downstream of them: 202 with the run,
 /// `running` again; tasks that succeeded keep their outputs.
+#[utoipa::path(
+    post,
+    path = "/runs/{id}/retry",
+    tag = "runs",
+    params(("id" = u64, Path, description = "The run's id")),
+    responses(
+        (status = 202, description = "Running again", body = RunView),
+        (status = 400, description = "The request is malformed", body = ErrorBody),
+        (status = 401, description = "No token, or not a valid one", body = ErrorBody),
+        (status = 404, description = "No such run or task, or another tenant's", body = ErrorBody),
+        (status = 409, description = "The run did not fail", body = ErrorBody),
+        (status = 503, description = "The server is shutting down", body = ErrorBody),
+    ),
+)]
 pub async fn retry(
     State(service): State<Arc<Service>>,
     Caller(tenant): Caller,
@@ -246,6 +314,19 @@ pub async fn retry(
 }
 
 /// A task's output as it returned it: JSON when it is JSON, bytes otherwise.
+#[utoipa::path(
+    get,
+    path = "/runs/{id}/tasks/{task}/output",
+    tag = "runs",
+    params(("id" = u64, Path, description = "The run's id"), ("task" = String, Path, description = "The task's name")),
+    responses(
+        (status = 200, description = "The output: application/json when it is JSON",
+            content((String = "application/octet-stream"), (Object = "application/json"))),
+        (status = 400, description = "The request is malformed", body = ErrorBody),
+        (status = 401, description = "No token, or not a valid one", body = ErrorBody),
+        (status = 404, description = "No such run or task, or another tenant's", body = ErrorBody),
+    ),
+)]
 pub async fn output(
     State(service): State<Arc<Service>>,
     Caller(tenant): Caller,
@@ -278,21 +359,35 @@ pub async fn output(
     )))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
     /// Lines to skip: the `next` of the page before.
-    after: Option<usize>,
-    limit: Option<usize>,
+    after: Option<u32>,
+    /// Lines to answer at most.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct LogPage {
     lines: Vec<LogLine>,
-    next: Option<usize>,
+    next: Option<u32>,
 }
 
 /// What a task logged in its last attempt, a page of lines at a time.
+#[utoipa::path(
+    get,
+    path = "/runs/{id}/tasks/{task}/logs",
+    tag = "runs",
+    params(
+        ("id" = u64, Path, description = "The run's id"),
+        ("task" = String, Path, description = "The task's name"),
+        LogQuery,
+    ),
+    responses((status = 200, body = LogPage), (status = 400, description = "The request is malformed", body = ErrorBody), (status = 401, description = "No token, or not a valid one", body = ErrorBody), (status = 404, description = "No such run or task, or another tenant's", body = ErrorBody)),
+)]
 pub async fn logs(
     State(service): State<Arc<Service>>,
     Caller(tenant): Caller,
@@ -305,11 +400,12 @@ pub async fn logs(
             "run {id} has no task `{task}`"
         )));
     }
-    let limit = query.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE);
-    let from = query.after.unwrap_or(0);
+    let limit = query.limit.map_or(MAX_PAGE, |l| l as usize).clamp(1, MAX_PAGE);
+    let from = query.after.unwrap_or(0) as usize;
     let all = service.engine().store().log(id, &task).await?;
     let lines: Vec<LogLine> = all.iter().skip(from).take(limit).cloned().collect();
     let end = from.saturating_add(lines.len());
-    let next = (end < all.len()).then_some(end);
+    // A log holds far fewer lines than u32 counts: its limit counts 64 bytes a line.
+    let next = (end < all.len()).then(|| u32::try_from(end).unwrap_or(u32::MAX));
     Ok(Json(LogPage { lines, next }))
 }
