@@ -5,7 +5,8 @@
 //!   starts per second, and the latency of each start;
 //! - **tasks**: runs of a 1,002-task bundle at once: tasks per second through the service,
 //!   and the latency of run lookups made meanwhile;
-//! - **fair**: one tenant floods the service with 1,002-task runs while another starts
+//! - **fair**: one tenant floods the service with runs of 200 CPU-bound tasks (a few
+//!   milliseconds each), more attempts than the engine has slots, while another starts
 //!   1-task runs: the quiet tenant's delay from its POST to its task's start.
 //!
 //! `cargo bench -p sandflow-cli --bench serve` measures at full size; `cargo test
@@ -29,6 +30,8 @@ struct Sizes {
     big_runs: usize,
     /// The quiet tenant's runs in `fair`.
     quiet_runs: usize,
+    /// Rounds of arithmetic per task of the flood in `fair` (`lattice`'s `work`).
+    flood_work: u64,
 }
 
 const FULL: Sizes = Sizes {
@@ -36,6 +39,7 @@ const FULL: Sizes = Sizes {
     clients: 16,
     big_runs: 8,
     quiet_runs: 50,
+    flood_work: 5_000_000,
 };
 
 const TINY: Sizes = Sizes {
@@ -43,12 +47,13 @@ const TINY: Sizes = Sizes {
     clients: 2,
     big_runs: 1,
     quiet_runs: 3,
+    flood_work: 100_000,
 };
 
 fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     let sizes = if benchmarking { &FULL } else { &TINY };
-    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let runtime = sandflow_server::runtime().unwrap();
     let scratch = tempfile::tempdir().unwrap();
     let store = Arc::new(RedbStore::open(&scratch.path().join("serve.redb")).unwrap());
     let quotas = Quotas {
@@ -67,7 +72,7 @@ fn main() {
         runtime.block_on(store.put_tenant(tenant)).unwrap();
     }
     let config = EngineConfig {
-        instances: 64,
+        instances: sandflow_server::default_instances(),
         ..EngineConfig::default()
     };
     let engine = Engine::new(config, store).unwrap();
@@ -85,12 +90,13 @@ fn main() {
     let (loud, quiet) = (Client::new(&url, "loud"), Client::new(&url, "quiet"));
     let one = [loud.upload("sdk-one"), quiet.upload("sdk-one")];
     let big = loud.upload("sdk-fanout-1k");
+    let lattice = loud.upload("lattice");
 
     println!("| benchmark | result |\n|---|---|");
     starts(sizes, &url, &one[0]);
     loud.wait_idle();
     tasks(sizes, &loud, &big);
-    fair(sizes, &loud, &quiet, &big, &one[1]);
+    fair(sizes, &loud, &quiet, &lattice, &one[1]);
 }
 
 /// Clients start 1-task runs for a while; starts per second and their latency.
@@ -154,8 +160,11 @@ fn tasks(sizes: &Sizes, client: &Client, bundle: &str) {
 
 /// The quiet tenant's 1-task runs while the loud one floods: the delay from each POST to
 /// the start of its task.
-fn fair(sizes: &Sizes, loud: &Client, quiet: &Client, big: &str, one: &str) {
-    let flood: Vec<u64> = (0..sizes.big_runs).map(|_| loud.start(big)).collect();
+fn fair(sizes: &Sizes, loud: &Client, quiet: &Client, lattice: &str, one: &str) {
+    let params = json!({ "work": sizes.flood_work });
+    let flood: Vec<u64> = (0..sizes.big_runs)
+        .map(|_| loud.start_with(lattice, &params))
+        .collect();
     let mut delays = Vec::new();
     for _ in 0..sizes.quiet_runs {
         let asked_ms = now_ms();
@@ -167,6 +176,7 @@ fn fair(sizes: &Sizes, loud: &Client, quiet: &Client, big: &str, one: &str) {
             }
             std::thread::sleep(Duration::from_millis(1));
         };
+
         delays.push(Duration::from_millis(started_ms.saturating_sub(asked_ms)));
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -176,8 +186,9 @@ fn fair(sizes: &Sizes, loud: &Client, quiet: &Client, big: &str, one: &str) {
         .count();
     loud.wait_idle();
     println!(
-        "| a quiet tenant's 1-task runs while another floods ({} × 1,002 tasks; {flooding} still running after) | POST to task start p50 {:.0?}, p99 {:.0?} |",
+        "| a quiet tenant's 1-task runs while another floods every slot ({} runs × 200 tasks of {}M rounds; {flooding} still running after) | POST to task start p50 {:.0?}, p99 {:.0?} |",
         flood.len(),
+        sizes.flood_work / 1_000_000,
         percentile(&delays, 50),
         percentile(&delays, 99)
     );
@@ -212,11 +223,15 @@ impl Client {
     }
 
     fn start(&self, bundle: &str) -> u64 {
+        self.start_with(bundle, &json!({}))
+    }
+
+    fn start_with(&self, bundle: &str, params: &Value) -> u64 {
         let mut answer = self
             .agent
             .post(format!("{}/runs", self.url))
             .header("Authorization", &self.auth)
-            .send_json(json!({ "bundle": bundle }))
+            .send_json(json!({ "bundle": bundle, "params": params }))
             .unwrap();
         let run: Value = answer.body_mut().read_json().unwrap();
         run["id"].as_u64().unwrap()

@@ -14,9 +14,9 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free one
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     listen: SocketAddr,
-    /// Task attempts the engine runs at once, over all tenants
-    #[arg(long, default_value_t = 64, value_name = "N")]
-    instances: u32,
+    /// Task attempts the engine runs at once, over all tenants [default: twice the cores]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    instances: Option<u32>,
     /// Largest linear memory any tenant's attempt may have; tenants' quotas must fit it
     /// [default: 256MiB]
     #[arg(long, value_name = "SIZE")]
@@ -35,7 +35,9 @@ pub async fn serve(
     mut interrupts: Interrupts,
 ) -> Result<u8, Failed> {
     let config = EngineConfig {
-        instances: args.instances,
+        instances: args
+            .instances
+            .unwrap_or_else(sandflow_server::default_instances),
         max_memory: args.max_memory.map_or(RunLimits::default().memory, |m| {
             usize::try_from(m.as_u64()).unwrap_or(usize::MAX)
         }),

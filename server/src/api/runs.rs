@@ -400,7 +400,10 @@ pub async fn logs(
             "run {id} has no task `{task}`"
         )));
     }
-    let limit = query.limit.map_or(MAX_PAGE, |l| l as usize).clamp(1, MAX_PAGE);
+    let limit = query
+        .limit
+        .map_or(MAX_PAGE, |l| l as usize)
+        .clamp(1, MAX_PAGE);
     let from = query.after.unwrap_or(0) as usize;
     let all = service.engine().store().log(id, &task).await?;
     let lines: Vec<LogLine> = all.iter().skip(from).take(limit).cloned().collect();
