@@ -4,6 +4,7 @@
 //! `BundleLimits`, `RunOptions`) before anything is loaded or written.
 
 mod inspect;
+mod remote;
 mod report;
 mod serve;
 mod tenant;
@@ -38,6 +39,21 @@ struct Cli {
     /// Compile bundles afresh instead of using the cache
     #[arg(long, global = true)]
     no_cache: bool,
+
+    /// Talk to a `sandflow serve` at URL instead of the database: `run`, `runs` and
+    /// `output` act as the tenant whose token `--token` gives
+    #[arg(long, global = true, env = "SANDFLOW_SERVER", value_name = "URL")]
+    server: Option<String>,
+
+    /// The tenant's API token, with --server
+    #[arg(
+        long,
+        global = true,
+        env = "SANDFLOW_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -304,6 +320,12 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> Result<u8, Failed> {
+    if let Some(server) = &cli.server {
+        let remote = remote::Remote::new(server, cli.token.clone())?;
+        return tokio::task::spawn_blocking(move || remotely(&remote, cli.command))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    }
     let cache = if cli.no_cache {
         None
     } else {
@@ -431,15 +453,35 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
         Command::Tenant { command } => tenant::tenant(command, &db_path()?).await,
         Command::Output { run, task } => {
             let store = RedbStore::open_read_only(&db_path()?).map_err(Failed::input)?;
-            let output = report::output(&store, run, &task).await?;
-            let mut stdout = std::io::stdout().lock();
-            stdout
-                .write_all(&output)
-                .and_then(|()| stdout.flush())
-                .map_err(|e| Failed::input(format!("cannot write the output: {e}")))?;
-            Ok(0)
+            write_output(&report::output(&store, run, &task).await?)
         }
     }
+}
+
+/// A command against a server: what a tenant may do there.
+fn remotely(remote: &remote::Remote, command: Command) -> Result<u8, Failed> {
+    match command {
+        Command::Run(args) => remote.run(&args.bundle, &args.params, args.env, args.drive.json),
+        Command::Runs { command: None } => remote.list_runs(),
+        Command::Runs {
+            command: Some(RunsCommand::Show { run, json, logs }),
+        } => remote.show_run(run, json, logs),
+        Command::Output { run, task } => write_output(&remote.output(run, &task)?),
+        _ => Err(Failed::input(
+            "with --server, sandflow runs, shows and reads runs and outputs; the other \
+             commands work on this machine, without --server",
+        )),
+    }
+}
+
+/// Writes a task's output to stdout, as it is.
+fn write_output(output: &[u8]) -> Result<u8, Failed> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(output)
+        .and_then(|()| stdout.flush())
+        .map_err(|e| Failed::input(format!("cannot write the output: {e}")))?;
+    Ok(0)
 }
 
 fn cores() -> usize {

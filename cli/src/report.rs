@@ -5,7 +5,8 @@ use crate::Failed;
 use indicatif::{ProgressBar, ProgressStyle};
 use sandflow::db::{RunRecord, TaskRecord};
 use sandflow::{
-    Engine, Flow, NewRun, RunError, RunEvent, RunFilter, RunOptions, RunReport, Store, TaskState,
+    Engine, Flow, NewRun, RunError, RunEvent, RunFilter, RunOptions, RunReport, RunState, Store,
+    TaskState,
 };
 use std::io::IsTerminal;
 use std::time::{Duration, UNIX_EPOCH};
@@ -30,16 +31,7 @@ pub async fn run(
         Invocation::Start(new) => engine.start(flow, new, options).await?,
         Invocation::Resume(id) => engine.resume(flow, id, options).await?,
     };
-    let bar = if std::io::stdout().is_terminal() && !json {
-        let bar = ProgressBar::new(flow.dag().len() as u64);
-        bar.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} tasks  {elapsed}  {msg}")
-                .expect("the template is valid"),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
+    let bar = progress(flow.dag().len() as u64, json);
     let (record, done) = (handle.record(), handle.done_before());
     bar.set_position(done as u64);
     if !json {
@@ -82,9 +74,43 @@ pub async fn run(
     if json {
         println!("{}", to_json(&report.run, &tasks));
     } else {
-        print_table(&report.run, &tasks);
+        print_table(&Head::from(&report.run), &tasks);
     }
     Ok(report)
+}
+
+/// A bar of `tasks` tasks, on a terminal only and not under `--json`.
+pub fn progress(tasks: u64, json: bool) -> ProgressBar {
+    if !std::io::stdout().is_terminal() || json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(tasks);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} tasks  {elapsed}  {msg}")
+            .expect("the template is valid"),
+    );
+    bar
+}
+
+/// What a report says of a run besides its tasks: from the database, or from a server.
+pub struct Head<'a> {
+    pub id: u64,
+    pub workflow: &'a str,
+    pub state: RunState,
+    pub started_ms: u64,
+    pub finished_ms: Option<u64>,
+}
+
+impl<'a> From<&'a RunRecord> for Head<'a> {
+    fn from(run: &'a RunRecord) -> Self {
+        Self {
+            id: run.id,
+            workflow: &run.workflow.name,
+            state: run.state,
+            started_ms: run.started_ms,
+            finished_ms: run.finished_ms,
+        }
+    }
 }
 
 pub async fn list_runs(store: &dyn Store) -> Result<(), Failed> {
@@ -92,9 +118,16 @@ pub async fn list_runs(store: &dyn Store) -> Result<(), Failed> {
         .runs(&RunFilter::default())
         .await
         .map_err(Failed::input)?;
-    if runs.is_empty() {
+    print_runs(runs.iter().map(Head::from));
+    Ok(())
+}
+
+/// One row per run, or a hint when there is none.
+pub fn print_runs<'a>(runs: impl IntoIterator<Item = Head<'a>>) {
+    let mut runs = runs.into_iter().peekable();
+    if runs.peek().is_none() {
         println!("no runs yet: start one with `sandflow run BUNDLE`");
-        return Ok(());
+        return;
     }
     println!(
         "{:>6}  {:<20} {:<10} {:<20} {:>10}",
@@ -108,13 +141,12 @@ pub async fn list_runs(store: &dyn Store) -> Result<(), Failed> {
         println!(
             "{:>6}  {:<20} {:<10} {:<20} {:>10}",
             run.id,
-            run.workflow.name,
+            run.workflow,
             run.state.as_str(),
             timestamp(run.started_ms),
             duration
         );
     }
-    Ok(())
 }
 
 pub async fn show_run(store: &dyn Store, id: u64, json: bool, logs: bool) -> Result<(), Failed> {
@@ -146,7 +178,7 @@ pub async fn show_run(store: &dyn Store, id: u64, json: bool, logs: bool) -> Res
         println!("{report}");
         return Ok(());
     }
-    print_table(&run, &tasks);
+    print_table(&Head::from(&run), &tasks);
     if !attempts.is_empty() {
         println!("\nATTEMPTS (in the order they started)");
         let mut attempts = attempts;
@@ -197,7 +229,7 @@ pub async fn output(store: &dyn Store, run: u64, task: &str) -> Result<Vec<u8>, 
     )))
 }
 
-fn print_table(run: &RunRecord, tasks: &[(String, Option<TaskRecord>)]) {
+pub fn print_table(run: &Head<'_>, tasks: &[(String, Option<TaskRecord>)]) {
     let width = tasks.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
     println!(
         "{:<width$}  {:<15} {:>8} {:>10} {:>15}  ERROR",
@@ -289,7 +321,7 @@ fn timestamp(ms: u64) -> String {
 /// Text a plugin chose (log lines, error messages) as it may be shown on a terminal: control
 /// and text-direction characters escaped, so that a plugin cannot move the cursor, recolour
 /// or forge lines of the report. JSON output keeps the text as it is.
-fn printable(text: &str) -> String {
+pub fn printable(text: &str) -> String {
     text.chars()
         .fold(String::with_capacity(text.len()), |mut out, c| {
             if sandflow::dag::unprintable(c) {

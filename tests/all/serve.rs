@@ -577,3 +577,49 @@ fn the_openapi_document_describes_every_route_and_only_routes() {
     }
     assert_eq!(operations, 14, "{}", document["paths"]);
 }
+
+#[test]
+fn the_command_line_runs_and_reads_through_the_server() {
+    let scratch = Scratch::default();
+    let token = tenant(&scratch, "red", &[]);
+    let server = Server::start(&scratch);
+    // The client's own database is elsewhere: it must never be touched.
+    let elsewhere = scratch.path().join("client/never.redb");
+    let client = |args: &[&str]| {
+        let mut all = vec!["--server", &server.url, "--token", &token];
+        all.extend_from_slice(args);
+        scratch.sandflow_with_db(&elsewhere, &all)
+    };
+    let hello = plugin("hello");
+    let run = client(&[
+        "run",
+        hello.to_str().unwrap(),
+        "--params",
+        r#"{"name":"cli"}"#,
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("run 1 succeeded"), "{run:?}");
+    let listed = client(&["runs"]);
+    assert!(
+        listed.stdout.contains("hello") && listed.stdout.contains("succeeded"),
+        "{listed:?}"
+    );
+    let shown = client(&["runs", "show", "1", "--logs"]);
+    assert!(shown.stdout.contains("greet"), "{shown:?}");
+    let json = client(&["runs", "show", "1", "--json"]);
+    let json: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(json["state"], "succeeded");
+    let output = client(&["output", "1", "greet"]);
+    assert!(output.stdout.contains("cli"), "{output:?}");
+
+    client(&["runs", "show", "7"]).assert_bad_input("run 7 does not exist");
+    client(&["validate", hello.to_str().unwrap()]).assert_bad_input("without --server");
+    let anonymous = scratch.sandflow_with_db(&elsewhere, &["--server", &server.url, "runs"]);
+    anonymous.assert_bad_input("--token");
+    let wrong = scratch.sandflow_with_db(
+        &elsewhere,
+        &["--server", &server.url, "--token", "x", "runs"],
+    );
+    wrong.assert_bad_input("not valid");
+    assert!(!elsewhere.exists());
+}

@@ -1,0 +1,245 @@
+//! The command line as a client of `sandflow serve` (`--server URL --token TOKEN`): a
+//! tenant lists runs, looks into one, reads outputs and runs a bundle without the database
+//! file. Blocking HTTP (ureq), called from a blocking thread.
+
+use crate::Failed;
+use crate::report::{self, Head};
+use sandflow::db::TaskRecord;
+use sandflow::{LogLine, RunState};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+
+/// A server and the tenant's token.
+pub struct Remote {
+    agent: ureq::Agent,
+    api: String,
+    auth: String,
+}
+
+/// A run as the server answers it (`GET /api/v1/runs/{id}`).
+#[derive(Deserialize)]
+struct Run {
+    id: u64,
+    workflow: String,
+    state: RunState,
+    started_ms: u64,
+    finished_ms: Option<u64>,
+    #[serde(default)]
+    tasks: Vec<Task>,
+}
+
+#[derive(Deserialize)]
+struct Task {
+    name: String,
+    /// Its record once it has ended.
+    #[serde(flatten)]
+    record: Option<TaskRecord>,
+}
+
+impl Run {
+    fn head(&self) -> Head<'_> {
+        Head {
+            id: self.id,
+            workflow: &self.workflow,
+            state: self.state,
+            started_ms: self.started_ms,
+            finished_ms: self.finished_ms,
+        }
+    }
+
+    fn tasks(&self) -> Vec<(String, Option<TaskRecord>)> {
+        let tasks = self.tasks.iter();
+        tasks.map(|t| (t.name.clone(), t.record.clone())).collect()
+    }
+}
+
+impl Remote {
+    pub fn new(server: &str, token: Option<String>) -> Result<Self, Failed> {
+        let token = token.ok_or_else(|| {
+            Failed::input("--server needs the tenant's API token: --token or SANDFLOW_TOKEN")
+        })?;
+        Ok(Self {
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .build()
+                .into(),
+            api: format!("{}/api/v1", server.trim_end_matches('/')),
+            auth: format!("Bearer {token}"),
+        })
+    }
+
+    /// Sends a request; the answer's body when it succeeded, else the server's message
+    /// (exit code 2 for what the request got wrong, 1 for the server's failures).
+    fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>, Failed> {
+        let request = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.api))
+            .header("Authorization", &self.auth)
+            .header("Content-Type", "application/json");
+        let sent = match body {
+            Some(body) => self.agent.run(request.body(body).expect("a valid request")),
+            None => self.agent.run(request.body(()).expect("a valid request")),
+        };
+        let mut answer = sent.map_err(|e| Failed {
+            message: format!("cannot reach the server at {}: {e}", self.api),
+            code: 1,
+        })?;
+        let status = answer.status().as_u16();
+        let body = answer
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .map_err(|e| Failed {
+                message: format!("the server's answer broke off: {e}"),
+                code: 1,
+            })?;
+        if (200..300).contains(&status) {
+            return Ok(body);
+        }
+        let error: Value = serde_json::from_slice(&body).unwrap_or_default();
+        let message = error["error"]["message"]
+            .as_str()
+            .map_or_else(|| format!("the server answered {status}"), str::to_owned);
+        Err(Failed {
+            message,
+            code: if status < 500 { 2 } else { 1 },
+        })
+    }
+
+    fn json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, Failed> {
+        let body = self.call("GET", path, None)?;
+        serde_json::from_slice(&body).map_err(|e| Failed {
+            message: format!("the server's answer to {path} is not what sandflow expects: {e}"),
+            code: 1,
+        })
+    }
+
+    /// `sandflow runs`: every run of the tenant, a page at a time.
+    pub fn list_runs(&self) -> Result<u8, Failed> {
+        #[derive(Deserialize)]
+        struct Page {
+            runs: Vec<Run>,
+            next: Option<u64>,
+        }
+        let mut runs = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page: Page = self.json(&format!("/runs?limit=1000{after}"))?;
+            runs.extend(page.runs);
+            match page.next {
+                Some(next) => after = format!("&after={next}"),
+                None => break,
+            }
+        }
+        report::print_runs(runs.iter().map(Run::head));
+        Ok(0)
+    }
+
+    /// `sandflow runs show`: the server's report as a table, or as it is with `--json`.
+    pub fn show_run(&self, id: u64, json: bool, logs: bool) -> Result<u8, Failed> {
+        if json {
+            let run: Value = self.json(&format!("/runs/{id}"))?;
+            println!("{run}");
+            return Ok(0);
+        }
+        let run: Run = self.json(&format!("/runs/{id}"))?;
+        let tasks = run.tasks();
+        report::print_table(&run.head(), &tasks);
+        if logs {
+            for (name, _) in &tasks {
+                for line in self.log(id, name)? {
+                    println!(
+                        "[{name}] {:?}: {}",
+                        line.level,
+                        report::printable(&line.message)
+                    );
+                }
+            }
+        }
+        Ok(0)
+    }
+
+    fn log(&self, id: u64, task: &str) -> Result<Vec<LogLine>, Failed> {
+        #[derive(Deserialize)]
+        struct Page {
+            lines: Vec<LogLine>,
+            next: Option<u64>,
+        }
+        let mut lines = Vec::new();
+        let mut after = 0;
+        loop {
+            let page: Page = self.json(&format!("/runs/{id}/tasks/{task}/logs?after={after}"))?;
+            lines.extend(page.lines);
+            match page.next {
+                Some(next) => after = next,
+                None => return Ok(lines),
+            }
+        }
+    }
+
+    /// `sandflow output`: the output's bytes.
+    pub fn output(&self, id: u64, task: &str) -> Result<Vec<u8>, Failed> {
+        self.call("GET", &format!("/runs/{id}/tasks/{task}/output"), None)
+    }
+
+    /// `sandflow run`: uploads the bundle, starts a run, follows it to its end and prints
+    /// the report. Interrupting the command leaves the run going on the server.
+    pub fn run(
+        &self,
+        bundle: &Path,
+        params: &str,
+        env: Vec<String>,
+        json: bool,
+    ) -> Result<u8, Failed> {
+        let bytes = std::fs::read(bundle).map_err(|e| {
+            Failed::input(format!("cannot read the bundle {}: {e}", bundle.display()))
+        })?;
+        let uploaded: Value =
+            serde_json::from_slice(&self.call("POST", "/bundles", Some(bytes))?)
+                .unwrap_or_default();
+        let hash = uploaded["hash"].as_str().unwrap_or_default();
+        let params: Value = serde_json::from_str(params)
+            .map_err(|e| Failed::input(format!("--params is not valid JSON: {e}")))?;
+        let start = json!({ "bundle": hash, "params": params, "env": env });
+        let started: Value = serde_json::from_slice(&self.call(
+            "POST",
+            "/runs",
+            Some(start.to_string().into_bytes()),
+        )?)
+        .unwrap_or_default();
+        let id = started["id"].as_u64().unwrap_or_default();
+        let tasks = uploaded["tasks"].as_u64().unwrap_or_default();
+        if !json {
+            println!(
+                "run {id} of workflow `{}` ({tasks} tasks) on {}",
+                uploaded["workflow"].as_str().unwrap_or_default(),
+                self.api
+            );
+        }
+        let bar = report::progress(tasks, json);
+        let run = loop {
+            let run: Run = self.json(&format!("/runs/{id}"))?;
+            let ended = run.tasks.iter().filter(|t| t.record.is_some()).count();
+            bar.set_position(ended as u64);
+            if run.state != RunState::Running {
+                break run;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        bar.finish_and_clear();
+        if json {
+            let run: Value = self.json(&format!("/runs/{id}"))?;
+            println!("{run}");
+        } else {
+            report::print_table(&run.head(), &run.tasks());
+        }
+        Ok(match run.state {
+            RunState::Succeeded => 0,
+            RunState::Interrupted => 130,
+            _ => 1,
+        })
+    }
+}
