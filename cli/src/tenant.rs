@@ -51,7 +51,7 @@ pub struct QuotaArgs {
     /// Largest bundle it may upload [default: 64MiB]
     #[arg(long, value_name = "SIZE")]
     max_bundle: Option<bytesize::ByteSize>,
-    /// Bytes one run may store: outputs, logs and failures [default: 1GiB]
+    /// Bytes its runs may store in all: outputs, logs, records [default: 1GiB]
     #[arg(long, value_name = "SIZE")]
     max_stored: Option<bytesize::ByteSize>,
     /// Runs it may start per minute [default: 6000]

@@ -43,6 +43,10 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// (run, task) → the task's last attempt number when it was cleared for a retry: its
 /// retry policy counts the failures after it only.
 const CLEARED: TableDefinition<(u64, &str), u32> = TableDefinition::new("cleared");
+/// Run → its tenant, for the accounting below without decoding the run's record.
+const RUN_TENANTS: TableDefinition<u64, &str> = TableDefinition::new("run_tenants");
+/// Tenant → bytes its runs have stored: records, outputs, logs and failures.
+const STORED: TableDefinition<&str, u64> = TableDefinition::new("stored");
 /// (tenant, idempotency key) → the run that key started.
 const RUN_KEYS: TableDefinition<(&str, &str), u64> = TableDefinition::new("run_keys");
 const NEXT_RUN_ID: &str = "next_run_id";
@@ -420,6 +424,8 @@ impl Db {
             {
                 let mut meta = storage!(tx.open_table(META));
                 let mut run_keys = storage!(tx.open_table(RUN_KEYS));
+                let mut run_tenants = storage!(tx.open_table(RUN_TENANTS));
+                let mut stored = storage!(tx.open_table(STORED));
                 let mut runs = storage!(tx.open_table(RUNS));
                 let mut states = storage!(tx.open_table(RUN_STATES));
                 let mut attempt_table = storage!(tx.open_table(ATTEMPTS));
@@ -441,6 +447,7 @@ impl Db {
                             if let Some(key) = key {
                                 storage!(run_keys.insert(key, id));
                             }
+                            storage!(run_tenants.insert(id, record.tenant.as_str()));
                             record.id = id;
                             storage!(runs.insert(id, serde_json::to_vec(&record)?.as_slice()));
                             Ok(Written::Run(record))
@@ -463,8 +470,10 @@ impl Db {
                             attempts,
                             completions,
                         } => {
+                            let mut bytes = 0;
                             for (task, number, record) in &attempts {
                                 let record = serde_json::to_vec(record)?;
+                                bytes += record.len() + task.len();
                                 storage!(
                                     attempt_table
                                         .insert((run, task.as_str(), *number), record.as_slice())
@@ -472,17 +481,24 @@ impl Db {
                             }
                             for c in &completions {
                                 let key = (run, c.task.as_str());
-                                storage!(
-                                    tasks.insert(key, serde_json::to_vec(&c.record)?.as_slice())
-                                );
+                                let record = serde_json::to_vec(&c.record)?;
+                                bytes += record.len() + c.task.len();
+                                storage!(tasks.insert(key, record.as_slice()));
                                 if let Some(output) = &c.output {
+                                    bytes += output.len();
                                     storage!(outputs.insert(key, &output[..]));
                                 }
                                 if !c.log.is_empty() {
-                                    storage!(
-                                        logs.insert(key, serde_json::to_vec(&c.log)?.as_slice())
-                                    );
+                                    let log = serde_json::to_vec(&c.log)?;
+                                    bytes += log.len();
+                                    storage!(logs.insert(key, log.as_slice()));
                                 }
+                            }
+                            if let Some(tenant) = storage!(run_tenants.get(run)) {
+                                let tenant = tenant.value().to_owned();
+                                let before =
+                                    storage!(stored.get(tenant.as_str())).map_or(0, |v| v.value());
+                                storage!(stored.insert(tenant.as_str(), before + bytes as u64));
                             }
                             Ok(Written::Done)
                         }
@@ -531,6 +547,16 @@ impl Db {
                 Some(bytes) => with_status(serde_json::from_slice(bytes.value())?, &states),
                 None => Err(DbError::NoSuchRun(id)),
             }
+        })
+    }
+
+    /// Bytes `tenant`'s runs have stored.
+    pub fn stored_bytes(&self, tenant: &str) -> Result<u64, DbError> {
+        self.guard(|| {
+            let Some(stored) = table(&self.begin_read()?, STORED)? else {
+                return Ok(0);
+            };
+            Ok(storage!(stored.get(tenant)).map_or(0, |v| v.value()))
         })
     }
 

@@ -68,7 +68,7 @@ pub use engine::{Engine, Flow, RunControl, RunHandle};
 pub use grants::{DirGrant, GrantError, GrantPolicy, Grants, HostGrants};
 pub use host::{LogLevel, LogLine};
 pub use sandbox::{EngineConfig, RunLimits, Sandbox, SandboxError};
-pub use scheduler::{NewRun, Params, RunError, RunEvent, RunOptions, RunReport};
+pub use scheduler::{NewRun, Params, RunError, RunEvent, RunOptions, RunReport, StorageBudget};
 pub use state::{Failure, RunState, TaskState};
 pub use store::{RunFilter, Store, StoreError, StoredBundle};
 pub use tenant::{Quotas, Tenant};

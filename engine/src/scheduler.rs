@@ -109,6 +109,35 @@ pub struct RunOptions {
     /// Attempts the run's tenant may have running at once over all its runs on the engine;
     /// `None`: only the pool bounds them.
     pub tenant_attempts: Option<u32>,
+    /// Bytes the run's tenant may still store, shared by all its runs; once spent (by at
+    /// most one task's share), the run stops `storage-limit` as past `max_stored`.
+    pub tenant_storage: Option<Arc<StorageBudget>>,
+}
+
+/// What a tenant's runs may still store, spent by all of them at once.
+#[derive(Debug)]
+pub struct StorageBudget {
+    remaining: std::sync::atomic::AtomicI64,
+}
+
+impl StorageBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: u64) -> Self {
+        Self {
+            remaining: i64::try_from(bytes).unwrap_or(i64::MAX).into(),
+        }
+    }
+
+    /// Bytes left; none once spent.
+    pub fn remaining(&self) -> u64 {
+        u64::try_from(self.remaining.load(std::sync::atomic::Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    fn spend(&self, bytes: u64) {
+        let bytes = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.remaining
+            .fetch_sub(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Default for RunOptions {
@@ -120,6 +149,7 @@ impl Default for RunOptions {
             max_stored: 4 << 30,
             weight: 1,
             tenant_attempts: None,
+            tenant_storage: None,
         }
     }
 }
@@ -514,6 +544,8 @@ struct LiveRun<'a> {
     committing: Option<Commit>,
     /// What this invocation's attempts left to store, against `RunOptions::max_stored`.
     stored: u64,
+    /// The tenant's storage, shared with its other runs.
+    budget: Option<Arc<StorageBudget>>,
 }
 
 impl<'a> LiveRun<'a> {
@@ -568,6 +600,7 @@ impl<'a> LiveRun<'a> {
             batch: Batch::default(),
             committing: None,
             stored: 0,
+            budget: options.tenant_storage.clone(),
         }
     }
 
@@ -617,7 +650,8 @@ impl<'a> LiveRun<'a> {
                         ended.extend(self.settle(more));
                     }
                     self.end(ended);
-                    if self.stored > options.max_stored {
+                    let tenant_spent = self.budget.as_ref().is_some_and(|b| b.remaining() == 0);
+                    if self.stored > options.max_stored || tenant_spent {
                         break Some(RunState::StorageLimit);
                     }
                 }
@@ -793,7 +827,11 @@ impl<'a> LiveRun<'a> {
         let task = &mut self.tasks[i];
         task.fuel_used += execution.fuel_used;
         task.duration += execution.duration;
-        self.stored = self.stored.saturating_add(execution.stored_bytes());
+        let stored = execution.stored_bytes();
+        self.stored = self.stored.saturating_add(stored);
+        if let Some(budget) = &self.budget {
+            budget.spend(stored);
+        }
         self.batch.attempts.push((
             i,
             task.attempts,

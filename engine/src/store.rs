@@ -112,6 +112,10 @@ pub trait Store: Send + Sync + 'static {
     /// before, nothing is created: [`StoreError::KeyTaken`] names the run it started.
     async fn create_run(&self, run: RunRecord) -> Result<RunRecord, StoreError>;
 
+    /// Bytes `tenant`'s runs have stored (task records, attempts, outputs, logs), which its
+    /// storage quota counts.
+    async fn stored_bytes(&self, tenant: &str) -> Result<u64, StoreError>;
+
     /// The run `tenant` started with idempotency key `key`.
     async fn run_by_key(&self, tenant: &str, key: &str) -> Result<Option<RunRecord>, StoreError>;
 

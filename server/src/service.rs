@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use sandflow::workflow::TaskDef;
 use sandflow::{
     BundleLimits, Engine, Flow, Grants, NewRun, Params, RunControl, RunError, RunFilter, RunHandle,
-    RunOptions, RunRecord, RunState, StoreError, StoredBundle, Tenant,
+    RunOptions, RunRecord, RunState, StorageBudget, StoreError, StoredBundle, Tenant,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -44,6 +44,9 @@ pub struct Service {
     idle: Notify,
     draining: AtomicBool,
     starts: RateLimiter,
+    /// What each tenant's runs may still store, shared by them: made from its quota and
+    /// what the store counts it has stored, the first time it is needed.
+    storage: tokio::sync::Mutex<HashMap<String, Arc<StorageBudget>>>,
 }
 
 /// What a tenant asks to start.
@@ -70,6 +73,7 @@ impl Service {
             idle: Notify::new(),
             draining: AtomicBool::new(false),
             starts: RateLimiter::default(),
+            storage: Default::default(),
         })
     }
 
@@ -113,7 +117,8 @@ impl Service {
             .find(|t| t.name == run.tenant)
             .ok_or_else(|| ApiError::not_found(format!("tenant {}", run.tenant)))?;
         let flow = self.flow(&tenant, &run.bundle_hash).await?;
-        let handle = self.engine.resume(&flow, run.id, options(&tenant)).await?;
+        let options = self.options(&tenant).await?;
+        let handle = self.engine.resume(&flow, run.id, options).await?;
         self.watch(handle);
         Ok(())
     }
@@ -331,7 +336,8 @@ impl Service {
             },
             limits: tenant.quotas.limits.clone(),
         };
-        let handle = match self.engine.start(&flow, new, options(tenant)).await {
+        let options = self.options_within_quota(tenant).await?;
+        let handle = match self.engine.start(&flow, new, options).await {
             Ok(handle) => handle,
             // The same key, at the same time: the other request started the run.
             Err(RunError::Store(StoreError::KeyTaken(id))) => {
@@ -351,7 +357,8 @@ impl Service {
         }
         let run = self.run_of(tenant, id).await?;
         let flow = self.flow(tenant, &run.bundle_hash).await?;
-        let handle = match self.engine.retry(&flow, id, options(tenant)).await {
+        let options = self.options_within_quota(tenant).await?;
+        let handle = match self.engine.retry(&flow, id, options).await {
             Ok(handle) => handle,
             Err(e @ RunError::NotFailed { .. }) => return Err(ApiError::conflict(e.to_string())),
             Err(e) => return Err(e.into()),
@@ -359,6 +366,50 @@ impl Service {
         let record = handle.record().clone();
         self.watch(handle);
         Ok(record)
+    }
+
+    /// How a tenant's runs are driven: as many attempts at once as its quota allows, over
+    /// all its runs, its weight in the turns for slots, and what its runs may still store.
+    async fn options(&self, tenant: &Tenant) -> Result<RunOptions, ApiError> {
+        let attempts = tenant.quotas.concurrent_attempts.max(1);
+        Ok(RunOptions {
+            concurrency: attempts as usize,
+            weight: tenant.weight,
+            tenant_attempts: Some(attempts),
+            tenant_storage: Some(self.storage(tenant).await?),
+            ..RunOptions::default()
+        })
+    }
+
+    /// [`options`](Self::options), unless the tenant's runs have stored all they may.
+    async fn options_within_quota(&self, tenant: &Tenant) -> Result<RunOptions, ApiError> {
+        let options = self.options(tenant).await?;
+        if options
+            .tenant_storage
+            .as_ref()
+            .is_some_and(|b| b.remaining() == 0)
+        {
+            return Err(ApiError::quota(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "the tenant's runs have stored all the {} bytes its quota allows",
+                    tenant.quotas.max_stored_bytes
+                ),
+            ));
+        }
+        Ok(options)
+    }
+
+    async fn storage(&self, tenant: &Tenant) -> Result<Arc<StorageBudget>, ApiError> {
+        let mut budgets = self.storage.lock().await;
+        if let Some(budget) = budgets.get(&tenant.name) {
+            return Ok(budget.clone());
+        }
+        let stored = self.engine.store().stored_bytes(&tenant.name).await?;
+        let left = tenant.quotas.max_stored_bytes.saturating_sub(stored);
+        let budget = Arc::new(StorageBudget::new(left));
+        budgets.insert(tenant.name.clone(), budget.clone());
+        Ok(budget)
     }
 
     /// Cancels run `id` if it is in flight here; whether it was.
@@ -381,19 +432,6 @@ impl Service {
             }
             Err(e) => Err(e.into()),
         }
-    }
-}
-
-/// How a tenant's runs are driven: as many attempts at once as its quota allows, over all
-/// its runs, its weight in the turns for slots, and no more stored than its quota.
-fn options(tenant: &Tenant) -> RunOptions {
-    let attempts = tenant.quotas.concurrent_attempts.max(1);
-    RunOptions {
-        concurrency: attempts as usize,
-        max_stored: tenant.quotas.max_stored_bytes,
-        weight: tenant.weight,
-        tenant_attempts: Some(attempts),
-        ..RunOptions::default()
     }
 }
 

@@ -623,3 +623,39 @@ fn the_command_line_runs_and_reads_through_the_server() {
     wrong.assert_bad_input("not valid");
     assert!(!elsewhere.exists());
 }
+
+#[test]
+fn a_tenants_runs_stop_and_new_ones_are_refused_once_they_stored_their_quota() {
+    let scratch = Scratch::default();
+    let token = tenant(&scratch, "red", &["--max-stored", "100KiB"]);
+    let server = Server::start(&scratch);
+    let api = server.api(&token);
+    let echo = api.upload("echo");
+    // `echo` returns its parameters: 60 KiB each time.
+    let params = json!({ "blob": "x".repeat(60 << 10) });
+    let first = api.start(&json!({ "bundle": echo, "params": params }));
+    assert_eq!(api.finished(first)["state"], "succeeded");
+    let second = api.start(&json!({ "bundle": echo, "params": params }));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while api.get(&format!("/runs/{second}")).json()["state"] == "running" {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        api.get(&format!("/runs/{second}")).json()["state"],
+        "storage-limit"
+    );
+    let third = api.post("/runs", &json!({ "bundle": echo }));
+    third.assert_error(403, "quota_exceeded");
+    assert!(
+        third.json()["error"]["message"]
+            .to_string()
+            .contains("102400 bytes")
+    );
+    // Counted by the store: a restarted server refuses as well.
+    drop(server);
+    let server = Server::start(&scratch);
+    let api = server.api(&token);
+    api.post("/runs", &json!({ "bundle": echo }))
+        .assert_error(403, "quota_exceeded");
+}

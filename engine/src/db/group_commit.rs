@@ -151,6 +151,10 @@ impl Store for RedbStore {
         }
     }
 
+    async fn stored_bytes(&self, tenant: &str) -> Result<u64, StoreError> {
+        Ok(self.db.stored_bytes(tenant)?)
+    }
+
     async fn run_by_key(&self, tenant: &str, key: &str) -> Result<Option<RunRecord>, StoreError> {
         Ok(self.db.run_by_key(tenant, key)?)
     }

@@ -83,6 +83,9 @@ async fn runs_get_increasing_ids_and_keep_their_state(store: &impl Store) {
 }
 
 async fn completions_keep_record_output_and_log_together_per_run(store: &impl Store) {
+    for _ in 0..2 {
+        store.create_run(run_record("")).await.unwrap();
+    }
     let log = vec![LogLine {
         level: LogLevel::Info,
         message: "hi".into(),
@@ -131,6 +134,10 @@ async fn completions_keep_record_output_and_log_together_per_run(store: &impl St
         .await
         .unwrap();
 
+    // Two runs of tenant "": their records, the output, the log and the attempts.
+    let stored = store.stored_bytes("").await.unwrap();
+    assert!((100..2_000).contains(&stored), "{stored}");
+    assert_eq!(store.stored_bytes("nobody").await.unwrap(), 0);
     let tasks = store.tasks(1).await.unwrap();
     let expected = [
         ("a".to_owned(), task_record(TaskState::Success)),

@@ -74,6 +74,7 @@ impl From<&RunRecord> for RunView {
         (status = 200, description = "Started before, by a request with this key", body = RunView),
         (status = 400, description = "The request is malformed", body = ErrorBody),
         (status = 401, description = "No token, or not a valid one", body = ErrorBody),
+        (status = 403, description = "The tenant's runs have stored all its quota allows", body = ErrorBody),
         (status = 404, description = "No such bundle, or another tenant's", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 415, description = "The body is not declared JSON", body = ErrorBody),
@@ -297,6 +298,7 @@ pub async fn cancel(
     params(("id" = u64, Path, description = "The run's id")),
     responses(
         (status = 202, description = "Running again", body = RunView),
+        (status = 403, description = "The tenant's runs have stored all its quota allows", body = ErrorBody),
         (status = 400, description = "The request is malformed", body = ErrorBody),
         (status = 401, description = "No token, or not a valid one", body = ErrorBody),
         (status = 404, description = "No such run or task, or another tenant's", body = ErrorBody),
