@@ -467,9 +467,10 @@ fn remotely(remote: &remote::Remote, command: Command) -> Result<u8, Failed> {
             command: Some(RunsCommand::Show { run, json, logs }),
         } => remote.show_run(run, json, logs),
         Command::Output { run, task } => write_output(&remote.output(run, &task)?),
+        Command::Tenant { command } => remote.tenant(command),
         _ => Err(Failed::input(
-            "with --server, sandflow runs, shows and reads runs and outputs; the other \
-             commands work on this machine, without --server",
+            "with --server, sandflow runs, shows and reads runs and outputs, and manages \
+             tenants; the other commands work on this machine, without --server",
         )),
     }
 }

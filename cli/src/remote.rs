@@ -4,8 +4,10 @@
 
 use crate::Failed;
 use crate::report::{self, Head};
+use crate::tenant::{self, TenantCommand};
 use sandflow::db::TaskRecord;
 use sandflow::{LogLine, RunState};
+use sandflow_server::admin::TenantView;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::path::Path;
@@ -14,7 +16,8 @@ use std::time::Duration;
 /// A server and the tenant's token.
 pub struct Remote {
     agent: ureq::Agent,
-    api: String,
+    /// The server's URL, without a trailing slash.
+    server: String,
     auth: String,
 }
 
@@ -65,17 +68,22 @@ impl Remote {
                 .http_status_as_error(false)
                 .build()
                 .into(),
-            api: format!("{}/api/v1", server.trim_end_matches('/')),
+            server: server.trim_end_matches('/').to_owned(),
             auth: format!("Bearer {token}"),
         })
     }
 
+    /// Sends a request to the tenant API.
+    fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>, Failed> {
+        self.send(method, &format!("/api/v1{path}"), body)
+    }
+
     /// Sends a request; the answer's body when it succeeded, else the server's message
     /// (exit code 2 for what the request got wrong, 1 for the server's failures).
-    fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>, Failed> {
+    fn send(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>, Failed> {
         let request = ureq::http::Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.api))
+            .uri(format!("{}{path}", self.server))
             .header("Authorization", &self.auth)
             .header("Content-Type", "application/json");
         let sent = match body {
@@ -83,7 +91,7 @@ impl Remote {
             None => self.agent.run(request.body(()).expect("a valid request")),
         };
         let mut answer = sent.map_err(|e| Failed {
-            message: format!("cannot reach the server at {}: {e}", self.api),
+            message: format!("cannot reach the server at {}: {e}", self.server),
             code: 1,
         })?;
         let status = answer.status().as_u16();
@@ -110,11 +118,45 @@ impl Remote {
     }
 
     fn json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, Failed> {
-        let body = self.call("GET", path, None)?;
-        serde_json::from_slice(&body).map_err(|e| Failed {
-            message: format!("the server's answer to {path} is not what sandflow expects: {e}"),
-            code: 1,
-        })
+        decode(&self.call("GET", path, None)?)
+    }
+
+    /// `sandflow tenant`, through the admin API; `--token` is the admin token.
+    pub fn tenant(&self, command: TenantCommand) -> Result<u8, Failed> {
+        let admin = |method: &str, path: &str, body: Option<Value>| {
+            let body = body.map(|b| b.to_string().into_bytes());
+            self.send(method, &format!("/admin/v1/tenants{path}"), body)
+        };
+        let token = |answer: Vec<u8>| -> Result<(), Failed> {
+            let token: Value = decode(&answer)?;
+            println!("{}", token["token"].as_str().unwrap_or_default());
+            Ok(())
+        };
+        match command {
+            TenantCommand::Add { name, quotas } => {
+                let new = json!({ "name": name, "quotas": quotas.change() });
+                token(admin("POST", "", Some(new))?)?;
+            }
+            TenantCommand::List => {
+                #[derive(Deserialize)]
+                struct Tenants {
+                    tenants: Vec<TenantView>,
+                }
+                let listed: Tenants = decode(&admin("GET", "", None)?)?;
+                tenant::print(&listed.tenants);
+            }
+            TenantCommand::Remove { name } => {
+                admin("DELETE", &format!("/{name}"), None)?;
+            }
+            TenantCommand::RotateToken { name } => {
+                token(admin("POST", &format!("/{name}/token"), None)?)?;
+            }
+            TenantCommand::SetQuota { name, quotas } => {
+                let change = serde_json::to_value(quotas.change()).expect("changes serialize");
+                admin("PATCH", &format!("/{name}/quotas"), Some(change))?;
+            }
+        }
+        Ok(0)
     }
 
     /// `sandflow runs`: every run of the tenant, a page at a time.
@@ -216,7 +258,7 @@ impl Remote {
             println!(
                 "run {id} of workflow `{}` ({tasks} tasks) on {}",
                 uploaded["workflow"].as_str().unwrap_or_default(),
-                self.api
+                self.server
             );
         }
         let bar = report::progress(tasks, json);
@@ -242,4 +284,12 @@ impl Remote {
             _ => 1,
         })
     }
+}
+
+/// The server's JSON answer, as sandflow expects it.
+fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failed> {
+    serde_json::from_slice(body).map_err(|e| Failed {
+        message: format!("the server's answer is not what sandflow expects: {e}"),
+        code: 1,
+    })
 }

@@ -21,6 +21,15 @@ pub struct ServeArgs {
     /// [default: 256MiB]
     #[arg(long, value_name = "SIZE")]
     max_memory: Option<bytesize::ByteSize>,
+    /// The operator's token for the admin API (`sandflow --server URL --token TOKEN tenant
+    /// ...` while the server runs); without it the admin API is off
+    #[arg(
+        long,
+        env = "SANDFLOW_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    admin_token: Option<String>,
     /// How long attempts in flight may go on after SIGTERM before they are interrupted
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     grace: Duration,
@@ -49,7 +58,11 @@ pub async fn serve(
         Some(dir) => engine.with_cache(dir.to_owned()),
         None => engine,
     };
-    let service = Service::new(engine, ServiceConfig { grace: args.grace });
+    let config = ServiceConfig {
+        grace: args.grace,
+        admin_token: args.admin_token,
+    };
+    let service = Service::new(engine, config);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Failed::input(format!("cannot listen on {}: {e}", args.listen)))?;

@@ -1,12 +1,12 @@
-//! `sandflow tenant`: the tenants of `sandflow serve`, kept in its database (so run these
-//! while the server is stopped, or against a copy it will open).
+//! `sandflow tenant`: the tenants of `sandflow serve`, on its database while it is stopped,
+//! or through its admin API (`--server URL --token ADMIN_TOKEN`) while it runs.
 
 use crate::Failed;
 use clap::{Args, Subcommand};
-use sandflow::tenant::token_hash;
-use sandflow::{Quotas, RedbStore, Store, Tenant};
+use sandflow::RedbStore;
+use sandflow_server::admin::{self, AdminError, QuotaChange, TenantView};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 #[derive(Subcommand)]
 pub enum TenantCommand {
@@ -60,115 +60,73 @@ pub struct QuotaArgs {
 }
 
 impl QuotaArgs {
-    /// `quotas` and `weight` with what was given changed.
-    fn apply(&self, quotas: &mut Quotas, weight: &mut u32) {
-        let size = |s: bytesize::ByteSize| usize::try_from(s.as_u64()).unwrap_or(usize::MAX);
-        *weight = self.weight.unwrap_or(*weight);
-        let limits = &mut quotas.limits;
-        limits.fuel = self.fuel.unwrap_or(limits.fuel);
-        limits.timeout = self.timeout.unwrap_or(limits.timeout);
-        limits.memory = self.memory.map_or(limits.memory, size);
-        quotas.concurrent_attempts = self.concurrency.unwrap_or(quotas.concurrent_attempts);
-        quotas.max_bundle_bytes = self
-            .max_bundle
-            .map_or(quotas.max_bundle_bytes, |s| s.as_u64());
-        quotas.max_stored_bytes = self
-            .max_stored
-            .map_or(quotas.max_stored_bytes, |s| s.as_u64());
-        quotas.runs_per_minute = self.runs_per_minute.unwrap_or(quotas.runs_per_minute);
+    /// The changes the flags ask for.
+    pub fn change(&self) -> QuotaChange {
+        QuotaChange {
+            weight: self.weight,
+            concurrency: self.concurrency,
+            fuel: self.fuel,
+            timeout_ms: self.timeout.map(|t| t.as_millis() as u64),
+            memory: self.memory.map(|m| m.as_u64()),
+            max_bundle: self.max_bundle.map(|m| m.as_u64()),
+            max_stored: self.max_stored.map(|m| m.as_u64()),
+            runs_per_minute: self.runs_per_minute,
+        }
     }
 }
 
+/// Manages tenants on the database at `db` (while no server holds it).
 pub async fn tenant(command: TenantCommand, db: &Path) -> Result<u8, Failed> {
     let store = RedbStore::open(db).map_err(Failed::input)?;
-    let find = |name: &str| {
-        let store = &store;
-        let name = name.to_owned();
-        async move {
-            let tenants = store.tenants().await.map_err(Failed::input)?;
-            tenants.into_iter().find(|t| t.name == name).ok_or_else(|| {
-                Failed::input(format!(
-                    "no tenant named {name} (see `sandflow tenant list`)"
-                ))
-            })
-        }
+    let failed = |e: AdminError| Failed {
+        code: if matches!(e, AdminError::Random(_)) {
+            1
+        } else {
+            2
+        },
+        message: e.to_string(),
     };
     match command {
         TenantCommand::Add { name, quotas } => {
-            check_name(&name)?;
-            if find(&name).await.is_ok() {
-                return Err(Failed::input(format!("tenant {name} exists already")));
-            }
-            let token = token()?;
-            let mut tenant = Tenant {
-                name,
-                token_hash: token_hash(&token),
-                weight: 1,
-                quotas: Quotas::default(),
-                created_ms: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64),
-            };
-            quotas.apply(&mut tenant.quotas, &mut tenant.weight);
-            store.put_tenant(tenant).await.map_err(Failed::input)?;
+            let token = admin::add(&store, &name, &quotas.change())
+                .await
+                .map_err(failed)?;
             println!("{token}");
         }
-        TenantCommand::List => {
-            println!(
-                "{:<24} {:>6} {:>11} {:>14} {:>8} {:>9} {:>8}",
-                "TENANT", "WEIGHT", "CONCURRENCY", "FUEL", "TIMEOUT", "MEMORY", "RUNS/MIN"
-            );
-            for t in store.tenants().await.map_err(Failed::input)? {
-                let q = &t.quotas;
-                println!(
-                    "{:<24} {:>6} {:>11} {:>14} {:>8} {:>9} {:>8}",
-                    t.name,
-                    t.weight,
-                    q.concurrent_attempts,
-                    q.limits.fuel,
-                    humantime::format_duration(q.limits.timeout).to_string(),
-                    bytesize::ByteSize(q.limits.memory as u64).to_string(),
-                    q.runs_per_minute
-                );
-            }
-        }
-        TenantCommand::Remove { name } => {
-            if !store.remove_tenant(&name).await.map_err(Failed::input)? {
-                return Err(Failed::input(format!("no tenant named {name}")));
-            }
-        }
+        TenantCommand::List => print(&admin::list(&store).await.map_err(failed)?),
+        TenantCommand::Remove { name } => admin::remove(&store, &name).await.map_err(failed)?,
         TenantCommand::RotateToken { name } => {
-            let mut tenant = find(&name).await?;
-            let token = token()?;
-            tenant.token_hash = token_hash(&token);
-            store.put_tenant(tenant).await.map_err(Failed::input)?;
-            println!("{token}");
+            println!(
+                "{}",
+                admin::rotate_token(&store, &name).await.map_err(failed)?
+            );
         }
         TenantCommand::SetQuota { name, quotas } => {
-            let mut tenant = find(&name).await?;
-            quotas.apply(&mut tenant.quotas, &mut tenant.weight);
-            store.put_tenant(tenant).await.map_err(Failed::input)?;
+            admin::set_quota(&store, &name, &quotas.change())
+                .await
+                .map_err(failed)?;
         }
     }
     Ok(0)
 }
 
-fn token() -> Result<String, Failed> {
-    sandflow_server::token::new_token().map_err(|e| Failed {
-        message: format!("the operating system gave no random bytes for a token: {e}"),
-        code: 1,
-    })
-}
-
-/// Tenant names appear in URLs, logs and tables: short, and plain.
-fn check_name(name: &str) -> Result<(), Failed> {
-    let plain = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if name.is_empty() || name.len() > 64 || !plain {
-        return Err(Failed::input(format!(
-            "tenant name {name:?}: use 1 to 64 lowercase letters, digits, - and _"
-        )));
+/// One row per tenant.
+pub fn print(tenants: &[TenantView]) {
+    println!(
+        "{:<24} {:>6} {:>11} {:>14} {:>8} {:>9} {:>8}",
+        "TENANT", "WEIGHT", "CONCURRENCY", "FUEL", "TIMEOUT", "MEMORY", "RUNS/MIN"
+    );
+    for t in tenants {
+        let q = &t.quotas;
+        println!(
+            "{:<24} {:>6} {:>11} {:>14} {:>8} {:>9} {:>8}",
+            t.name,
+            t.weight,
+            q.concurrent_attempts,
+            q.limits.fuel,
+            humantime::format_duration(q.limits.timeout).to_string(),
+            bytesize::ByteSize(q.limits.memory as u64).to_string(),
+            q.runs_per_minute
+        );
     }
-    Ok(())
 }

@@ -9,6 +9,7 @@
 
 #![deny(missing_docs)]
 
+pub mod admin;
 mod api;
 mod auth;
 mod error;

@@ -5,6 +5,7 @@ use crate::error::ApiError;
 use crate::grants::TenantSecrets;
 use crate::limiter::RateLimiter;
 use axum::http::StatusCode;
+use sandflow::tenant::token_hash;
 use sandflow::workflow::TaskDef;
 use sandflow::{
     BundleLimits, Engine, Flow, Grants, NewRun, Params, RunControl, RunError, RunFilter, RunHandle,
@@ -22,12 +23,15 @@ use tokio::sync::Notify;
 pub struct ServiceConfig {
     /// How long attempts in flight may go on at shutdown before they are interrupted.
     pub grace: Duration,
+    /// The operator's token for the admin API (`/admin/v1`); `None` turns the API off.
+    pub admin_token: Option<String>,
 }
 
 impl Default for ServiceConfig {
     fn default() -> Self {
         Self {
             grace: Duration::from_secs(30),
+            admin_token: None,
         }
     }
 }
@@ -80,6 +84,21 @@ impl Service {
     /// The engine runs execute on.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Whether `token` is the admin token (compared by hash, so that the time taken says
+    /// nothing of how much of it matched).
+    pub fn is_admin(&self, token: Option<&str>) -> bool {
+        match (&self.config.admin_token, token) {
+            (Some(admin), Some(token)) => token_hash(admin) == token_hash(token.trim()),
+            _ => false,
+        }
+    }
+
+    /// Drops the storage budget kept for `tenant`, so that the next run takes it afresh
+    /// from its quota.
+    pub async fn forget_storage_budget(&self, tenant: &str) {
+        self.storage.lock().await.remove(tenant);
     }
 
     /// Whether the service has begun shutting down: it starts nothing more.

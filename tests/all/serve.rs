@@ -15,12 +15,17 @@ struct Server {
 
 impl Server {
     fn start(scratch: &Scratch) -> Self {
+        Self::start_with(scratch, &[])
+    }
+
+    fn start_with(scratch: &Scratch, extra: &[&str]) -> Self {
         let mut child = Command::new(sandflow_bin())
             .arg("--db")
             .arg(scratch.db())
             .arg("--cache-dir")
             .arg(scratch.cache())
             .args(["serve", "--listen", "127.0.0.1:0", "--grace", "10s"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -543,7 +548,6 @@ fn the_openapi_document_describes_every_route_and_only_routes() {
     let scratch = Scratch::default();
     let token = tenant(&scratch, "red", &[]);
     let server = Server::start(&scratch);
-    let api = server.api(&token);
     let document: Value = ureq::get(format!("{}/openapi.json", server.url))
         .call()
         .unwrap()
@@ -552,18 +556,24 @@ fn the_openapi_document_describes_every_route_and_only_routes() {
         .unwrap();
     assert!(document["openapi"].as_str().unwrap().starts_with("3."));
     let paths = document["paths"].as_object().unwrap();
+    let root = Api {
+        url: server.url.clone(),
+        ..server.api(&token)
+    };
     let mut operations = 0;
     for (path, methods) in paths {
+        assert!(
+            path.starts_with("/api/v1/") || path.starts_with("/admin/v1/"),
+            "{path}"
+        );
         let concrete = path
-            .strip_prefix("/api/v1")
-            .unwrap_or_else(|| panic!("{path} is outside /api/v1"))
             .replace("{id}", "1")
             .replace("{hash}", "abc")
             .replace("{task}", "t")
             .replace("{name}", "N");
         for method in methods.as_object().unwrap().keys() {
             operations += 1;
-            let answer = api.request(&method.to_uppercase(), &concrete, Some(b"{}"));
+            let answer = root.request(&method.to_uppercase(), &concrete, Some(b"{}"));
             // Routed: never the fallback's answers for what is not served.
             let unrouted =
                 answer.status == 405 || answer.json()["error"]["message"] == "no such route";
@@ -575,7 +585,7 @@ fn the_openapi_document_describes_every_route_and_only_routes() {
             );
         }
     }
-    assert_eq!(operations, 14, "{}", document["paths"]);
+    assert_eq!(operations, 19, "{}", document["paths"]);
 }
 
 #[test]
@@ -658,4 +668,64 @@ fn a_tenants_runs_stop_and_new_ones_are_refused_once_they_stored_their_quota() {
     let api = server.api(&token);
     api.post("/runs", &json!({ "bundle": echo }))
         .assert_error(403, "quota_exceeded");
+}
+
+#[test]
+fn the_operator_manages_tenants_while_the_server_runs() {
+    let scratch = Scratch::default();
+    let server = Server::start_with(&scratch, &["--admin-token", "operator-secret"]);
+    let admin = |args: &[&str]| {
+        let mut all = vec![
+            "--server",
+            &server.url,
+            "--token",
+            "operator-secret",
+            "tenant",
+        ];
+        all.extend_from_slice(args);
+        scratch.sandflow_with_db(&scratch.path().join("unused.redb"), &all)
+    };
+    let added = admin(&["add", "blue", "--runs-per-minute", "100"]);
+    assert_eq!(added.code, 0, "{added:?}");
+    let token = added.stdout.trim().to_owned();
+    let blue = server.api(&token);
+    let hello = blue.upload("hello");
+    blue.start(&json!({ "bundle": hello }));
+    let listed = admin(&["list"]);
+    assert!(listed.stdout.contains("blue"), "{listed:?}");
+    admin(&["add", "blue"]).assert_bad_input("exists already");
+    admin(&["add", "Not Plain"]).assert_bad_input("tenant name");
+
+    // New quotas take effect for the next start.
+    assert_eq!(
+        admin(&["set-quota", "blue", "--runs-per-minute", "1"]).code,
+        0
+    );
+    blue.start(&json!({ "bundle": hello }));
+    blue.post("/runs", &json!({ "bundle": hello }))
+        .assert_error(429, "quota_exceeded");
+
+    let rotated = admin(&["rotate-token", "blue"]);
+    let new_token = rotated.stdout.trim().to_owned();
+    blue.get("/runs").assert_error(401, "unauthorized");
+    assert_eq!(server.api(&new_token).get("/runs").status, 200);
+    // A tenant's token is no admin token.
+    let as_tenant = scratch.sandflow_with_db(
+        &scratch.path().join("unused.redb"),
+        &[
+            "--server",
+            &server.url,
+            "--token",
+            &new_token,
+            "tenant",
+            "list",
+        ],
+    );
+    as_tenant.assert_bad_input("admin token");
+    assert_eq!(admin(&["remove", "blue"]).code, 0);
+    server
+        .api(&new_token)
+        .get("/runs")
+        .assert_error(401, "unauthorized");
+    admin(&["remove", "blue"]).assert_bad_input("no tenant named blue");
 }

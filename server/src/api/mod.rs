@@ -1,5 +1,6 @@
 //! The HTTP API: JSON under `/api/v1`, health checks beside it.
 
+mod admin;
 mod bundles;
 mod runs;
 mod secrets;
@@ -100,8 +101,14 @@ fn api() -> (Router<Arc<Service>>, utoipa::openapi::OpenApi) {
         .routes(routes!(runs::logs))
         .routes(routes!(secrets::list))
         .routes(routes!(secrets::set, secrets::remove));
+    let admin = OpenApiRouter::new()
+        .routes(routes!(admin::add, admin::list))
+        .routes(routes!(admin::remove))
+        .routes(routes!(admin::rotate_token))
+        .routes(routes!(admin::set_quota));
     OpenApiRouter::with_openapi(Document::openapi())
         .nest("/api/v1", api)
+        .nest("/admin/v1", admin)
         .split_for_parts()
 }
 
