@@ -8,9 +8,12 @@ use crate::dag::{Dag, DagError};
 use crate::db::RunRecord;
 use crate::grants::{GrantPolicy, HostGrants};
 use crate::sandbox::{EngineConfig, Sandbox, SandboxError};
-use crate::scheduler::{NewRun, RunError, RunEvent, RunOptions, RunReport, Runner, Stop};
+use crate::scheduler::{
+    InSandbox, NewRun, RunError, RunEvent, RunOptions, RunReport, Runner, Stop,
+};
 use crate::state::RunState;
 use crate::store::Store;
+use crate::workflow::WorkflowDef;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -28,6 +31,8 @@ pub struct Engine {
 #[derive(Clone)]
 pub struct Flow {
     bundle: Arc<Bundle>,
+    /// The bundle's workflow, shared with the runs that start from it.
+    workflow: Arc<WorkflowDef>,
     dag: Arc<Dag>,
 }
 
@@ -36,6 +41,7 @@ impl Flow {
     pub fn new(bundle: Bundle) -> Result<Self, DagError> {
         let dag = Dag::build(bundle.workflow())?;
         Ok(Self {
+            workflow: Arc::new(bundle.workflow().clone()),
             bundle: Arc::new(bundle),
             dag: Arc::new(dag),
         })
@@ -157,10 +163,16 @@ impl Engine {
     }
 
     fn runner(&self, flow: &Flow) -> Runner {
-        Runner {
+        let attempts = InSandbox {
             sandbox: self.sandbox.clone(),
             bundle: flow.bundle.clone(),
+        };
+        Runner {
+            attempts: Arc::new(attempts),
+            workflow: flow.workflow.clone(),
             dag: flow.dag.clone(),
+            bundle_path: flow.bundle.path().to_owned(),
+            bundle_hash: flow.bundle.hash().to_owned(),
             store: self.store.clone(),
         }
     }

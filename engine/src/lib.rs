@@ -70,5 +70,5 @@ pub use host::{LogLevel, LogLine};
 pub use sandbox::{EngineConfig, RunLimits, Sandbox, SandboxError};
 pub use scheduler::{NewRun, Params, RunError, RunEvent, RunOptions, RunReport, StorageBudget};
 pub use state::{Failure, RunState, TaskState};
-pub use store::{RunFilter, Store, StoreError, StoredBundle};
+pub use store::{MemoryStore, RunFilter, Store, StoreError, StoredBundle};
 pub use tenant::{Quotas, Tenant};

@@ -19,7 +19,7 @@ use crate::sandbox::{Execution, RunLimits, Sandbox, SandboxError};
 use crate::state::{Failure, RunState, TaskState};
 use crate::store::{Attempt, Completion, Store, StoreError};
 use crate::trigger::{self, Decision};
-use crate::workflow::RetryPolicy;
+use crate::workflow::{RetryPolicy, WorkflowDef};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -28,18 +28,64 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-/// Everything a run needs besides its options: the sandbox, the loaded bundle and its
-/// validated graph, and the store that makes the run durable.
+/// Everything a run needs besides its options: what runs its attempts, the workflow and
+/// its validated graph, which bundle it comes from, and the store that makes the run
+/// durable.
 ///
 /// `'static`, so that a run can be spawned onto the runtime: spawned, the run's loop
 /// shares the worker threads with its attempts, which start in the same worker's queue;
 /// driven by `block_on` from another thread, every start and every end is a wake-up
 /// across threads.
 pub(crate) struct Runner {
+    pub attempts: Arc<dyn Attempts>,
+    pub workflow: Arc<WorkflowDef>,
+    pub dag: Arc<Dag>,
+    /// Where the bundle was loaded from, and its SHA-256: what a run records of its code.
+    pub bundle_path: PathBuf,
+    pub bundle_hash: String,
+    pub store: Arc<dyn Store>,
+}
+
+/// How a run's attempts execute: in the sandbox, or, in the scheduler's own tests, as a
+/// script says, so that the loop can be tested without wasm.
+pub(crate) trait Attempts: Send + Sync + 'static {
+    /// Attempts that can run at once.
+    fn slots(&self) -> usize;
+
+    /// Whether attempts can run under `limits`.
+    fn check(&self, limits: &RunLimits) -> Result<(), SandboxError>;
+
+    /// Runs one attempt of the task `identity` names.
+    fn run(
+        &self,
+        identity: TaskIdentity,
+        limits: RunLimits,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Execution<Vec<u8>>> + Send>>;
+}
+
+/// Attempts of a bundle's tasks in the sandbox.
+pub(crate) struct InSandbox {
     pub sandbox: Arc<Sandbox>,
     pub bundle: Arc<Bundle>,
-    pub dag: Arc<Dag>,
-    pub store: Arc<dyn Store>,
+}
+
+impl Attempts for InSandbox {
+    fn slots(&self) -> usize {
+        self.sandbox.config().instances as usize
+    }
+
+    fn check(&self, limits: &RunLimits) -> Result<(), SandboxError> {
+        self.sandbox.check(limits)
+    }
+
+    fn run(
+        &self,
+        identity: TaskIdentity,
+        limits: RunLimits,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Execution<Vec<u8>>> + Send>> {
+        let (sandbox, bundle) = (self.sandbox.clone(), self.bundle.clone());
+        Box::pin(async move { sandbox.run_task(bundle.pre(), identity, &limits).await })
+    }
 }
 
 /// A run's parameters: a JSON document, kept byte for byte as given. Checked to be JSON,
@@ -322,18 +368,18 @@ impl Runner {
             grants,
             limits,
         } = new;
-        self.sandbox.check(&limits)?;
+        self.attempts.check(&limits)?;
         let capabilities = policy.resolve(&tenant, &grants).await?;
-        let bundle = &self.bundle;
         // Absolute, so that `resume` finds the bundle from any directory.
-        let path = std::path::absolute(bundle.path()).unwrap_or_else(|_| bundle.path().into());
+        let path =
+            std::path::absolute(&self.bundle_path).unwrap_or_else(|_| self.bundle_path.clone());
         let run = RunRecord {
             id: 0,
             tenant,
             idempotency_key,
             bundle: path,
-            bundle_hash: bundle.hash().to_owned(),
-            workflow: bundle.workflow().clone(),
+            bundle_hash: self.bundle_hash.clone(),
+            workflow: (*self.workflow).clone(),
             params: params.as_str().to_owned(),
             limits,
             grants,
@@ -373,18 +419,18 @@ impl Runner {
     /// Whether `run` can go on here: with the bundle and workflow it started with, under
     /// limits that fit the sandbox.
     fn fits(&self, run: &RunRecord) -> Result<(), RunError> {
-        if run.bundle_hash != self.bundle.hash() {
+        if run.bundle_hash != self.bundle_hash {
             return Err(RunError::BundleChanged {
                 run: run.id,
-                path: self.bundle.path().to_owned(),
+                path: self.bundle_path.clone(),
                 expected: run.bundle_hash.clone(),
-                found: self.bundle.hash().to_owned(),
+                found: self.bundle_hash.clone(),
             });
         }
-        if run.workflow != *self.bundle.workflow() {
+        if run.workflow != *self.workflow {
             return Err(RunError::WorkflowChanged { run: run.id });
         }
-        Ok(self.sandbox.check(&run.limits)?)
+        Ok(self.attempts.check(&run.limits)?)
     }
 
     /// Clears the failed tasks of failed run `id`, and every task downstream of them (their
@@ -406,7 +452,7 @@ impl Runner {
         self.fits(&run)?;
         // Checked before anything is cleared, as the reopen after it will.
         policy.resolve(&run.tenant, &run.grants).await?;
-        let workflow = self.bundle.workflow();
+        let workflow = &self.workflow;
         let ended: HashMap<String, TaskRecord> = self.store.tasks(id).await?.into_iter().collect();
         let mut clear = vec![false; workflow.tasks.len()];
         let mut next: Vec<usize> = workflow
@@ -575,9 +621,7 @@ impl<'a> LiveRun<'a> {
             .filter(|&i| tasks[i].waiting_on == 0)
             .collect();
         Self {
-            concurrency: options
-                .concurrency
-                .clamp(1, runner.sandbox.config().instances as usize),
+            concurrency: options.concurrency.clamp(1, runner.attempts.slots()),
             params: Arc::from(run.params.as_bytes()),
             inputs: Arc::new(RunInputs {
                 store: runner.store.clone(),
@@ -709,7 +753,7 @@ impl<'a> LiveRun<'a> {
     /// that this decides at once (skipped, upstream-failed) go to the next commit.
     fn restore(&mut self, mut prior: Prior) {
         let mut done = Vec::new();
-        for (i, def) in self.runner.bundle.workflow().tasks.iter().enumerate() {
+        for (i, def) in self.runner.workflow.tasks.iter().enumerate() {
             let task = &mut self.tasks[i];
             let cleared_at = prior.cleared.get(&def.name).copied().unwrap_or(0);
             for (number, attempt) in prior.attempts.remove(&def.name).unwrap_or_default() {
@@ -772,7 +816,7 @@ impl<'a> LiveRun<'a> {
     /// Starts ready tasks until `concurrency` attempts are in flight, unless outputs
     /// waiting for their commit fill their allowance.
     fn start_ready(&mut self, events: &Events) {
-        let workflow = self.runner.bundle.workflow();
+        let workflow = &*self.runner.workflow;
         while self.running.len() < self.concurrency
             && !self.inputs.backlogged()
             && let Some(i) = self.ready.pop_front()
@@ -800,11 +844,10 @@ impl<'a> LiveRun<'a> {
                 share: self.share.clone(),
             };
             let limits = self.run.limits.for_task(def);
-            let (sandbox, bundle) = (self.runner.sandbox.clone(), self.runner.bundle.clone());
-            let attempt = self.running.spawn(async move {
-                let execution = sandbox.run_task(bundle.pre(), identity, &limits).await;
-                (execution, now_ms())
-            });
+            let execution = self.runner.attempts.run(identity, limits);
+            let attempt = self
+                .running
+                .spawn(async move { (execution.await, now_ms()) });
             self.in_flight.insert(attempt.id(), i);
         }
     }
@@ -823,7 +866,7 @@ impl<'a> LiveRun<'a> {
             .in_flight
             .remove(&id)
             .expect("every attempt in flight is registered");
-        let def = &self.runner.bundle.workflow().tasks[i];
+        let def = &self.runner.workflow.tasks[i];
         let task = &mut self.tasks[i];
         task.fuel_used += execution.fuel_used;
         task.duration += execution.duration;
@@ -900,7 +943,7 @@ impl<'a> LiveRun<'a> {
     /// have all ended is decided by its trigger rule: it becomes ready, or ends at once
     /// (skipped or upstream-failed), which in turn releases its own downstream tasks.
     fn release_downstream(&mut self, mut ended: Vec<Ended>) -> Vec<Ended> {
-        let (workflow, dag) = (self.runner.bundle.workflow(), &self.runner.dag);
+        let (workflow, dag) = (&*self.runner.workflow, &self.runner.dag);
         let mut next = 0;
         while next < ended.len() {
             let i = ended[next].task;
@@ -945,7 +988,7 @@ impl<'a> LiveRun<'a> {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
-        let workflow = self.runner.bundle.workflow();
+        let workflow = &*self.runner.workflow;
         let name = |i: usize| workflow.tasks[i].name.clone();
         let records: Vec<(usize, TaskRecord)> = batch
             .ended
@@ -978,7 +1021,7 @@ impl<'a> LiveRun<'a> {
     /// Tasks whose ends are now durable: their outputs are read from the database from
     /// now on, and they are reported done.
     fn report(&mut self, committed: Vec<(usize, TaskRecord)>, events: &Events) {
-        let workflow = self.runner.bundle.workflow();
+        let workflow = &*self.runner.workflow;
         for (i, record) in committed {
             let task = &workflow.tasks[i].name;
             self.inputs.release(task);
@@ -997,7 +1040,7 @@ impl<'a> LiveRun<'a> {
 
     /// Every task's record, in declaration order.
     fn records(&self) -> Vec<(String, TaskRecord)> {
-        let workflow = self.runner.bundle.workflow();
+        let workflow = &*self.runner.workflow;
         workflow
             .tasks
             .iter()
@@ -1133,6 +1176,199 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grants::HostGrants;
+    use crate::store::MemoryStore;
+    use crate::workflow::{TaskDef, TriggerRule};
+    use std::pin::Pin;
+
+    type Attempt = Pin<Box<dyn Future<Output = Execution<Vec<u8>>> + Send>>;
+
+    /// Attempts as a script says: the loop without wasm.
+    struct Script<F>(F);
+
+    impl<F: Fn(TaskIdentity) -> Attempt + Send + Sync + 'static> Attempts for Script<F> {
+        fn slots(&self) -> usize {
+            4
+        }
+
+        fn check(&self, _: &RunLimits) -> Result<(), SandboxError> {
+            Ok(())
+        }
+
+        fn run(&self, identity: TaskIdentity, _: RunLimits) -> Attempt {
+            (self.0)(identity)
+        }
+    }
+
+    fn ended(outcome: Result<Vec<u8>, Failure>) -> Execution<Vec<u8>> {
+        Execution {
+            outcome,
+            fuel_used: 1,
+            duration: Duration::from_micros(10),
+            log: Vec::new(),
+        }
+    }
+
+    fn runner(
+        tasks: Vec<TaskDef>,
+        store: &Arc<MemoryStore>,
+        script: impl Fn(TaskIdentity) -> Attempt + Send + Sync + 'static,
+    ) -> Runner {
+        let workflow = WorkflowDef {
+            name: "w".into(),
+            schedule: None,
+            deterministic: false,
+            tasks,
+        };
+        Runner {
+            attempts: Arc::new(Script(script)),
+            dag: Arc::new(Dag::build(&workflow).unwrap()),
+            workflow: Arc::new(workflow),
+            bundle_path: "w.wasm".into(),
+            bundle_hash: "hash".into(),
+            store: store.clone(),
+        }
+    }
+
+    /// Drives a new run of `runner` to its end, or until `stops` says.
+    async fn drive(runner: &Runner, stops: Stops) -> RunReport {
+        let (run, capabilities) = runner.create(NewRun::default(), &HostGrants).await.unwrap();
+        let (events, _) = mpsc::unbounded_channel();
+        let options = RunOptions::default();
+        let prior = Prior::default();
+        runner
+            .drive(&run, capabilities, prior, &options, stops, &events)
+            .await
+            .unwrap()
+    }
+
+    /// Stops nobody can send: a run that ends by itself.
+    fn never_stopped() -> Stops {
+        watch::channel(None).1
+    }
+
+    fn state_of(report: &RunReport, task: &str) -> (TaskState, u32) {
+        let (_, record) = report.tasks.iter().find(|(n, _)| n == task).unwrap();
+        (record.state, record.attempts)
+    }
+
+    #[tokio::test]
+    async fn outputs_flow_downstream_and_failures_are_retried_by_policy() {
+        let store = Arc::new(MemoryStore::default());
+        let mut a = TaskDef::new("a", vec![]);
+        a.retry.max_attempts = 3;
+        let b = TaskDef::new("b", vec!["a".into()]);
+        let runner = runner(vec![a, b], &store, |identity| {
+            Box::pin(async move {
+                match (identity.task.as_str(), identity.attempt) {
+                    ("a", 1) => ended(Err(Failure::Retryable {
+                        message: "not yet".into(),
+                    })),
+                    ("a", _) => ended(Ok(b"A".to_vec())),
+                    _ => {
+                        let inputs = identity.inputs.expect("a run's attempt reads inputs");
+                        let mut read = inputs.output("a").await.unwrap().unwrap();
+                        read.push(b'B');
+                        ended(Ok(read))
+                    }
+                }
+            })
+        });
+        let report = drive(&runner, never_stopped()).await;
+        assert_eq!(report.run.state, RunState::Succeeded);
+        assert_eq!(state_of(&report, "a"), (TaskState::Success, 2));
+        let id = report.run.id;
+        assert_eq!(store.output(id, "b").await.unwrap().unwrap(), b"AB");
+        let attempts = store.attempts(id).await.unwrap();
+        let numbers: Vec<(&str, u32)> = attempts.iter().map(|(t, n, _)| (t.as_str(), *n)).collect();
+        assert_eq!(numbers, [("a", 1), ("a", 2), ("b", 1)]);
+        assert_eq!(store.run(id).await.unwrap().state, RunState::Succeeded);
+    }
+
+    #[tokio::test]
+    async fn a_failure_decides_downstream_tasks_by_their_trigger_rules() {
+        let store = Arc::new(MemoryStore::default());
+        let b = TaskDef::new("b", vec!["a".into()]);
+        let mut cleanup = TaskDef::new("cleanup", vec!["a".into()]);
+        cleanup.trigger = TriggerRule::AllDone;
+        let after_b = TaskDef::new("after_b", vec!["b".into()]);
+        let tasks = vec![TaskDef::new("a", vec![]), b, cleanup, after_b];
+        let runner = runner(tasks, &store, |identity| {
+            Box::pin(async move {
+                match identity.task.as_str() {
+                    "a" => ended(Err(Failure::Fatal {
+                        message: "no".into(),
+                    })),
+                    _ => ended(Ok(Vec::new())),
+                }
+            })
+        });
+        let report = drive(&runner, never_stopped()).await;
+        assert_eq!(report.run.state, RunState::Failed);
+        assert_eq!(state_of(&report, "a"), (TaskState::Failed, 1));
+        assert_eq!(state_of(&report, "b"), (TaskState::UpstreamFailed, 0));
+        assert_eq!(state_of(&report, "after_b"), (TaskState::UpstreamFailed, 0));
+        assert_eq!(state_of(&report, "cleanup"), (TaskState::Success, 1));
+        let stored = store.tasks(report.run.id).await.unwrap();
+        assert_eq!(stored.len(), 4, "every end is stored: {stored:?}");
+    }
+
+    #[tokio::test]
+    async fn a_drained_run_starts_nothing_more_and_its_reopening_runs_only_the_rest() {
+        let store = Arc::new(MemoryStore::default());
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let started = Arc::new(Mutex::new(Vec::new()));
+        let script = {
+            let (gate, started) = (gate.clone(), started.clone());
+            move |identity: TaskIdentity| -> Attempt {
+                let gate = gate.clone();
+                started.lock().unwrap().push(identity.task.clone());
+                Box::pin(async move {
+                    if identity.task == "a" {
+                        gate.notified().await;
+                    }
+                    ended(Ok(Vec::new()))
+                })
+            }
+        };
+        let tasks = vec![
+            TaskDef::new("a", vec![]),
+            TaskDef::new("b", vec!["a".into()]),
+        ];
+        let runner = runner(tasks, &store, script);
+        let (stop, stops) = watch::channel(None);
+        let driving = drive(&runner, stops);
+        let stopping = async {
+            while started.lock().unwrap().is_empty() {
+                tokio::task::yield_now().await;
+            }
+            stop.send_replace(Some(Stop::Drain(RunState::Interrupted)));
+            gate.notify_one();
+        };
+        let (report, ()) = tokio::join!(driving, stopping);
+        assert_eq!(report.run.state, RunState::Interrupted);
+        assert_eq!(state_of(&report, "a"), (TaskState::Success, 1));
+        assert_eq!(*started.lock().unwrap(), ["a"], "b never started");
+
+        let id = report.run.id;
+        let (run, capabilities, prior) = runner.reopen(id, &HostGrants).await.unwrap();
+        assert_eq!(prior.done(), 1);
+        let (events, _) = mpsc::unbounded_channel();
+        let options = RunOptions::default();
+        let report = runner
+            .drive(
+                &run,
+                capabilities,
+                prior,
+                &options,
+                never_stopped(),
+                &events,
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.run.state, RunState::Succeeded);
+        assert_eq!(*started.lock().unwrap(), ["a", "b"], "a never ran again");
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_maximum_with_equal_jitter() {

@@ -206,3 +206,6 @@ pub trait Store: Send + Sync + 'static {
 
 #[cfg(test)]
 pub(crate) mod conformance;
+mod memory;
+
+pub use memory::MemoryStore;

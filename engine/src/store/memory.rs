@@ -1,0 +1,271 @@
+//! A [`Store`] in memory: nothing survives the process. For tests of what runs on a store
+//! (the scheduler's own, without a database) and for hosts that keep no history; the
+//! conformance suite checks it as it checks the others.
+
+use super::{Attempt, Completion, RunFilter, Store, StoreError, StoredBundle};
+use crate::db::{AttemptRecord, RunRecord, TaskRecord};
+use crate::host::LogLine;
+use crate::state::RunState;
+use crate::tenant::Tenant;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Runs, tenants and bundles in maps behind one lock.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    runs: BTreeMap<u64, RunRecord>,
+    /// Keyed by (run, task), as the other maps of a run's tasks.
+    tasks: BTreeMap<(u64, String), TaskRecord>,
+    outputs: HashMap<(u64, String), Vec<u8>>,
+    logs: HashMap<(u64, String), Vec<LogLine>>,
+    attempts: BTreeMap<(u64, String, u32), AttemptRecord>,
+    cleared: BTreeMap<(u64, String), u32>,
+    keys: HashMap<(String, String), u64>,
+    stored: HashMap<String, u64>,
+    tenants: BTreeMap<String, Tenant>,
+    bundles: BTreeMap<(String, String), Kept>,
+    secrets: BTreeMap<(String, String), String>,
+}
+
+/// A bundle and its bytes.
+type Kept = (StoredBundle, Arc<[u8]>);
+
+impl MemoryStore {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Consistent even if a holder panicked: every change completes under the lock.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What storing `value` as JSON takes, as the redb store counts it.
+fn json_len(value: &impl serde::Serialize) -> u64 {
+    serde_json::to_vec(value).map_or(0, |v| v.len() as u64)
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn create_run(&self, mut run: RunRecord) -> Result<RunRecord, StoreError> {
+        let mut state = self.state();
+        let key = run.idempotency_key.clone().map(|k| (run.tenant.clone(), k));
+        if let Some(taken) = key.as_ref().and_then(|k| state.keys.get(k)) {
+            return Err(StoreError::KeyTaken(*taken));
+        }
+        run.id = state.runs.keys().next_back().map_or(1, |last| last + 1);
+        if let Some(key) = key {
+            state.keys.insert(key, run.id);
+        }
+        state.runs.insert(run.id, run.clone());
+        Ok(run)
+    }
+
+    async fn stored_bytes(&self, tenant: &str) -> Result<u64, StoreError> {
+        Ok(self.state().stored.get(tenant).copied().unwrap_or(0))
+    }
+
+    async fn run_by_key(&self, tenant: &str, key: &str) -> Result<Option<RunRecord>, StoreError> {
+        let state = self.state();
+        let id = state.keys.get(&(tenant.to_owned(), key.to_owned()));
+        Ok(id.and_then(|id| state.runs.get(id)).cloned())
+    }
+
+    async fn set_run_state(
+        &self,
+        id: u64,
+        run_state: RunState,
+        finished_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let run = state.runs.get_mut(&id).ok_or(StoreError::NoSuchRun(id))?;
+        run.state = run_state;
+        run.finished_ms = finished_ms;
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        run: u64,
+        attempts: Vec<Attempt>,
+        completions: Vec<Completion>,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let mut bytes = 0;
+        for (task, number, record) in attempts {
+            bytes += json_len(&record) + task.len() as u64;
+            state.attempts.insert((run, task, number), record);
+        }
+        for c in completions {
+            let key = (run, c.task);
+            bytes += json_len(&c.record) + key.1.len() as u64;
+            state.tasks.insert(key.clone(), c.record);
+            if let Some(output) = c.output {
+                bytes += output.len() as u64;
+                state.outputs.insert(key.clone(), output.to_vec());
+            }
+            if !c.log.is_empty() {
+                bytes += json_len(&c.log);
+                state.logs.insert(key, c.log);
+            }
+        }
+        if let Some(tenant) = state.runs.get(&run).map(|r| r.tenant.clone()) {
+            *state.stored.entry(tenant).or_default() += bytes;
+        }
+        Ok(())
+    }
+
+    async fn clear_tasks(&self, run: u64, tasks: Vec<(String, u32)>) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if !state.runs.contains_key(&run) {
+            return Err(StoreError::NoSuchRun(run));
+        }
+        for (task, attempt) in tasks {
+            let key = (run, task);
+            state.tasks.remove(&key);
+            state.outputs.remove(&key);
+            state.logs.remove(&key);
+            state.cleared.insert(key, attempt);
+        }
+        let record = state.runs.get_mut(&run).expect("checked above");
+        record.state = RunState::Running;
+        record.finished_ms = None;
+        Ok(())
+    }
+
+    async fn cleared(&self, run: u64) -> Result<Vec<(String, u32)>, StoreError> {
+        let state = self.state();
+        let of_run = state
+            .cleared
+            .range((run, String::new())..(run + 1, String::new()));
+        Ok(of_run.map(|((_, task), n)| (task.clone(), *n)).collect())
+    }
+
+    async fn run(&self, id: u64) -> Result<RunRecord, StoreError> {
+        self.state()
+            .runs
+            .get(&id)
+            .cloned()
+            .ok_or(StoreError::NoSuchRun(id))
+    }
+
+    async fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, StoreError> {
+        let state = self.state();
+        let first = filter.after.map_or(0, |id| id.saturating_add(1));
+        let runs = state.runs.range(first..).map(|(_, run)| run);
+        let matching = runs.filter(|run| filter.matches(run)).cloned();
+        Ok(matching.take(filter.limit.unwrap_or(usize::MAX)).collect())
+    }
+
+    async fn tasks(&self, run: u64) -> Result<Vec<(String, TaskRecord)>, StoreError> {
+        let state = self.state();
+        let of_run = state
+            .tasks
+            .range((run, String::new())..(run + 1, String::new()));
+        Ok(of_run
+            .map(|((_, task), r)| (task.clone(), r.clone()))
+            .collect())
+    }
+
+    async fn attempts(&self, run: u64) -> Result<Vec<Attempt>, StoreError> {
+        let state = self.state();
+        let range = (run, String::new(), 0)..(run + 1, String::new(), 0);
+        let of_run = state.attempts.range(range);
+        Ok(of_run
+            .map(|((_, task, n), r)| (task.clone(), *n, r.clone()))
+            .collect())
+    }
+
+    async fn output(&self, run: u64, task: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.state().outputs.get(&(run, task.to_owned())).cloned())
+    }
+
+    async fn log(&self, run: u64, task: &str) -> Result<Vec<LogLine>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .logs
+            .get(&(run, task.to_owned()))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn put_tenant(&self, tenant: Tenant) -> Result<(), StoreError> {
+        self.state().tenants.insert(tenant.name.clone(), tenant);
+        Ok(())
+    }
+
+    async fn remove_tenant(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.state().tenants.remove(name).is_some())
+    }
+
+    async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
+        Ok(self.state().tenants.values().cloned().collect())
+    }
+
+    async fn tenant_by_token(&self, token_hash: &str) -> Result<Option<Tenant>, StoreError> {
+        let state = self.state();
+        let found = state.tenants.values().find(|t| t.token_hash == token_hash);
+        Ok(found.cloned())
+    }
+
+    async fn put_bundle(&self, bundle: StoredBundle, bytes: Arc<[u8]>) -> Result<(), StoreError> {
+        let key = (bundle.tenant.clone(), bundle.hash.clone());
+        self.state().bundles.insert(key, (bundle, bytes));
+        Ok(())
+    }
+
+    async fn remove_bundle(&self, tenant: &str, hash: &str) -> Result<bool, StoreError> {
+        let key = (tenant.to_owned(), hash.to_owned());
+        Ok(self.state().bundles.remove(&key).is_some())
+    }
+
+    async fn bundles(&self, tenant: &str) -> Result<Vec<StoredBundle>, StoreError> {
+        let state = self.state();
+        let of_tenant = state.bundles.iter().filter(|((t, _), _)| t == tenant);
+        Ok(of_tenant.map(|(_, (bundle, _))| bundle.clone()).collect())
+    }
+
+    async fn bundle_bytes(&self, tenant: &str, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = (tenant.to_owned(), hash.to_owned());
+        Ok(self
+            .state()
+            .bundles
+            .get(&key)
+            .map(|(_, bytes)| bytes.to_vec()))
+    }
+
+    async fn set_secret(
+        &self,
+        tenant: &str,
+        name: &str,
+        value: Option<String>,
+    ) -> Result<bool, StoreError> {
+        let key = (tenant.to_owned(), name.to_owned());
+        let mut state = self.state();
+        Ok(match value {
+            Some(value) => state.secrets.insert(key, value).is_some(),
+            None => state.secrets.remove(&key).is_some(),
+        })
+    }
+
+    async fn secret(&self, tenant: &str, name: &str) -> Result<Option<String>, StoreError> {
+        let key = (tenant.to_owned(), name.to_owned());
+        Ok(self.state().secrets.get(&key).cloned())
+    }
+
+    async fn secret_names(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
+        let state = self.state();
+        let of_tenant = state.secrets.keys().filter(|(t, _)| t == tenant);
+        Ok(of_tenant.map(|(_, name)| name.clone()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_store_conforms() {
+        super::super::conformance::check(super::MemoryStore::default).await;
+    }
+}
