@@ -364,13 +364,23 @@ async fn compile(sandbox: &Sandbox, path: &Path, bytes: &[u8]) -> Result<Compone
 /// `bytes` pre-initialised by their own `describe` (see [`crate::snapshot`]) and compiled;
 /// or, when that cannot be done, `bytes` compiled as they are, which also reports what is
 /// wrong with a bad bundle.
+///
+/// The snapshot runs on a blocking thread: wizer parses and rewrites the whole component
+/// twice (instrumenting it, then writing the snapshot), which for a large bundle is as
+/// much work as compiling it and would stall the async thread other runs share.
 async fn compile_snapshot(
     sandbox: &Sandbox,
     path: &Path,
     bytes: &[u8],
     limits: &BundleLimits,
 ) -> Result<Component, BundleError> {
-    let snapshot = contain_async(snapshot::snapshot(sandbox, bytes, &limits.describe)).await;
+    let (owned, input, describe) = (sandbox.clone(), bytes.to_vec(), limits.describe.clone());
+    let runtime = tokio::runtime::Handle::current();
+    let snapshot = tokio::task::spawn_blocking(move || {
+        runtime.block_on(contain_async(snapshot::snapshot(&owned, &input, &describe)))
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     let why_not = match snapshot {
         Ok(Ok(snapshot)) => match compile(sandbox, path, &snapshot).await {
             Ok(component) => return Ok(component),

@@ -34,7 +34,8 @@ impl Default for Share {
     }
 }
 
-/// The slots of one pool.
+/// The slots of one pool; clones share them.
+#[derive(Clone)]
 pub(crate) struct FairSlots {
     state: Arc<Mutex<State>>,
 }

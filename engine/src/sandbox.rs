@@ -22,7 +22,7 @@ use crate::host::bindings::{self, BundlePre};
 use crate::host::{HostState, LimitHit, LogLine, TaskIdentity};
 use crate::state::Failure;
 use crate::workflow::{TaskDef, WorkflowDef};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker, ResourceTableError};
@@ -167,16 +167,19 @@ pub(crate) const MEMORIES_PER_COMPONENT: u32 = 2;
 pub(crate) const TABLES_PER_COMPONENT: u32 = 8;
 
 /// One wasmtime engine with its linker and epoch ticker. Create one per process and share it:
-/// compiled bundles belong to the engine that compiled them.
+/// compiled bundles belong to the engine that compiled them. Cheap to clone: clones share
+/// the engine, its pool's slots and its ticker, so that work on a blocking thread can hold
+/// one.
+#[derive(Clone)]
 pub struct Sandbox {
     engine: Engine,
-    linker: Linker<HostState>,
+    linker: Arc<Linker<HostState>>,
     config: EngineConfig,
     /// One per pool slot: an instance is only created holding one, so that runs sharing
     /// the sandbox wait for a slot instead of failing to instantiate, each tenant in turn.
     slots: FairSlots,
-    /// Stops its thread when the sandbox is dropped.
-    _ticker: EpochTicker,
+    /// Stops its thread when the last clone is dropped.
+    _ticker: Arc<EpochTicker>,
 }
 
 impl Sandbox {
@@ -222,9 +225,9 @@ impl Sandbox {
         )
         .map_err(SandboxError::Config)?;
         Ok(Self {
-            _ticker: EpochTicker::start(engine.clone()),
+            _ticker: Arc::new(EpochTicker::start(engine.clone())),
             engine,
-            linker,
+            linker: Arc::new(linker),
             slots: FairSlots::new(n as usize),
             config,
         })

@@ -42,11 +42,11 @@ async fn second_load_uses_the_cached_artifact() {
     assert!(fourth.loaded_from_cache());
 }
 
-/// Compiling takes hundreds of milliseconds of CPU; it runs on a blocking thread, so the
-/// async thread goes on serving other work meanwhile (other runs, in a host). On a
-/// one-thread runtime, a 1 ms ticker counts how often it got the thread during a load that
-/// compiles twice (the snapshot and the bundle): compiling on the async thread left it
-/// almost none.
+/// Compiling and pre-initialising take hundreds of milliseconds of CPU; both run on
+/// blocking threads, so the async thread goes on serving other work meanwhile (other runs
+/// and requests, in a host). On a one-thread runtime, a 1 ms ticker counts how often it got
+/// the thread during a first load (wizer's instrumenting, `describe`, the snapshot, two
+/// compilations): compiling on the async thread left it almost none.
 #[test]
 fn compiling_leaves_the_async_thread_free() {
     let runtime = tokio::runtime::Builder::new_current_thread()
