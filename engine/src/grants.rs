@@ -147,10 +147,21 @@ impl Grants {
 }
 
 /// Grants checked and resolved, ready to hand to every attempt's WASI context.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Capabilities {
     dirs: Vec<(PathBuf, String)>,
     env: Vec<(String, String)>,
+}
+
+/// Names only: the values are often secrets, and a debug line must not print them.
+impl std::fmt::Debug for Capabilities {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let env: Vec<&str> = self.env.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("Capabilities")
+            .field("dirs", &self.dirs)
+            .field("env", &env)
+            .finish()
+    }
 }
 
 impl Capabilities {
@@ -241,6 +252,16 @@ mod tests {
         );
         // A colon that does not introduce an absolute guest path is part of the host path.
         assert_eq!(DirGrant::parse("a:b"), grant("a:b", None));
+    }
+
+    #[test]
+    fn debug_output_names_variables_but_never_shows_their_values() {
+        let capabilities = Capabilities::environment(vec![("KEY".into(), "s3cret".into())]);
+        let shown = format!("{capabilities:?}");
+        assert!(
+            shown.contains("KEY") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 
     #[test]
