@@ -337,6 +337,7 @@ impl Sandbox {
                 })
                 .map_err(Failure::bounded),
             fuel_used: execution.fuel_used,
+            started_ms: execution.started_ms,
             duration: execution.duration,
             log: execution.log,
         }
@@ -384,6 +385,7 @@ impl Sandbox {
         // it has its slot: waiting for one is not the task's time.
         let _slot = self.slot(&identity.share).await;
         let started = Instant::now();
+        let started_ms = crate::state::now_ms();
         let (fuel, timeout) = (limits.fuel, limits.timeout);
         let state = match HostState::new(identity, limits.memory, limits.log) {
             Ok(state) => state,
@@ -393,6 +395,7 @@ impl Sandbox {
                         message: reason(&e),
                     }),
                     fuel_used: 0,
+                    started_ms,
                     duration: started.elapsed(),
                     log: Vec::new(),
                 };
@@ -424,6 +427,7 @@ impl Sandbox {
         Execution {
             outcome,
             fuel_used,
+            started_ms,
             duration: started.elapsed(),
             log,
         }
@@ -456,6 +460,10 @@ fn charge_host_call(mut store: StoreContextMut<'_, HostState>) -> wasmtime::Resu
 pub(crate) struct Execution<T> {
     pub outcome: Result<T, Failure>,
     pub fuel_used: u64,
+    /// When it had its slot, in milliseconds since the Unix epoch; it held the slot for
+    /// `duration`. Both are taken while the slot is held, so that two calls that shared a
+    /// slot in turn never appear to overlap.
+    pub started_ms: u64,
     pub duration: Duration,
     pub log: Vec<LogLine>,
 }

@@ -16,7 +16,7 @@ use crate::fair::Share;
 use crate::grants::{Capabilities, GrantError, GrantPolicy, Grants};
 use crate::host::{InputSource, LogLine, TaskIdentity};
 use crate::sandbox::{Execution, RunLimits, Sandbox, SandboxError};
-use crate::state::{Failure, RunState, TaskState};
+use crate::state::{Failure, RunState, TaskState, now_ms};
 use crate::store::{Attempt, Completion, Store, StoreError};
 use crate::trigger::{self, Decision};
 use crate::workflow::{RetryPolicy, WorkflowDef};
@@ -24,7 +24,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -552,16 +552,12 @@ impl Batch {
     }
 }
 
-/// An attempt's execution, and when it ended (milliseconds since the Unix epoch): taken as
-/// it ends, not when the loop gets to it.
-type Finished = (Execution<Vec<u8>>, u64);
-
 /// A commit handed to the store; it yields the tasks it made durable, with their records.
 type Commit = tokio::task::JoinHandle<Result<Vec<(usize, TaskRecord)>, StoreError>>;
 
 /// What woke the loop.
 enum Wake {
-    Attempt(Result<(tokio::task::Id, Finished), tokio::task::JoinError>),
+    Attempt(Result<(tokio::task::Id, Execution<Vec<u8>>), tokio::task::JoinError>),
     RetryDue,
     Committed(Result<Vec<(usize, TaskRecord)>, StoreError>),
     Stop(RunState),
@@ -581,7 +577,7 @@ struct LiveRun<'a> {
     ready: VecDeque<usize>,
     /// Tasks up for retry, by the instant their backoff ends.
     retries: BinaryHeap<Reverse<(Instant, usize)>>,
-    running: JoinSet<Finished>,
+    running: JoinSet<Execution<Vec<u8>>>,
     /// Which task each attempt in flight belongs to, so that even an attempt that panicked
     /// inside the engine can be charged to its task instead of taking the run down.
     in_flight: HashMap<tokio::task::Id, usize>,
@@ -845,9 +841,7 @@ impl<'a> LiveRun<'a> {
             };
             let limits = self.run.limits.for_task(def);
             let execution = self.runner.attempts.run(identity, limits);
-            let attempt = self
-                .running
-                .spawn(async move { (execution.await, now_ms()) });
+            let attempt = self.running.spawn(execution);
             self.in_flight.insert(attempt.id(), i);
         }
     }
@@ -856,12 +850,16 @@ impl<'a> LiveRun<'a> {
     /// task: ended (returned), up for retry, or (interrupted) pending again.
     fn settle(
         &mut self,
-        joined: Result<(tokio::task::Id, Finished), tokio::task::JoinError>,
+        joined: Result<(tokio::task::Id, Execution<Vec<u8>>), tokio::task::JoinError>,
     ) -> Option<Ended> {
-        let (id, (execution, finished_ms)) = match joined {
+        let (id, execution) = match joined {
             Ok(done) => done,
-            Err(e) => (e.id(), (engine_fault(&e), now_ms())),
+            Err(e) => (e.id(), engine_fault(&e)),
         };
+        // When it had its slot, and when it gave it back: waiting for a slot is not the
+        // attempt's time.
+        let started_ms = execution.started_ms;
+        let finished_ms = started_ms + execution.duration.as_millis() as u64;
         let i = self
             .in_flight
             .remove(&id)
@@ -879,9 +877,7 @@ impl<'a> LiveRun<'a> {
             i,
             task.attempts,
             AttemptRecord {
-                // When it had its slot and began to run: waiting for a slot is not the
-                // attempt's time.
-                started_ms: finished_ms.saturating_sub(execution.duration.as_millis() as u64),
+                started_ms,
                 finished_ms,
                 fuel_used: execution.fuel_used,
                 error: execution.outcome.as_ref().err().cloned(),
@@ -1098,6 +1094,7 @@ fn engine_fault(error: &tokio::task::JoinError) -> Execution<Vec<u8>> {
     Execution {
         outcome: Err(failure),
         fuel_used: 0,
+        started_ms: now_ms(),
         duration: Duration::ZERO,
         log: Vec::new(),
     }
@@ -1167,12 +1164,6 @@ impl InputSource for RunInputs {
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1204,6 +1195,7 @@ mod tests {
         Execution {
             outcome,
             fuel_used: 1,
+            started_ms: now_ms(),
             duration: Duration::from_micros(10),
             log: Vec::new(),
         }

@@ -258,6 +258,13 @@ impl Failure {
     }
 }
 
+/// Now, in milliseconds since the Unix epoch: how every record tells time.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,18 +32,8 @@ async fn run(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_share_an_engine_each_under_its_own_limits_waiting_for_slots() {
     // Two slots for three runs of two attempts each at once.
-    let scratch = tempfile::tempdir().unwrap();
-    let store = Arc::new(RedbStore::open(&scratch.path().join("runs.redb")).unwrap());
-    let config = EngineConfig {
-        instances: 2,
-        ..EngineConfig::default()
-    };
-    let engine = Engine::new(config, store).unwrap();
-    let bundle = engine
-        .load(&plugin("sdk-fanout-1k"), &BundleLimits::default())
-        .await
-        .unwrap();
-    let flow = Flow::new(bundle).unwrap();
+    let (_scratch, engine) = engine(2);
+    let flow = flow(&engine, "sdk-fanout-1k").await;
     let starved = RunLimits {
         fuel: 1_000,
         ..RunLimits::default()
@@ -76,14 +66,27 @@ async fn runs_share_an_engine_each_under_its_own_limits_waiting_for_slots() {
 /// An engine over a fresh database, and the `scheduling` plugin, whose first task runs a
 /// few hundred milliseconds.
 async fn scheduling() -> (tempfile::TempDir, Engine, Flow) {
+    let (scratch, engine) = engine(EngineConfig::default().instances);
+    let flow = flow(&engine, "scheduling").await;
+    (scratch, engine, flow)
+}
+
+/// An engine of `instances` slots over a fresh database, which lives as long as the
+/// directory returned.
+fn engine(instances: u32) -> (tempfile::TempDir, Engine) {
     let scratch = tempfile::tempdir().unwrap();
     let store = Arc::new(RedbStore::open(&scratch.path().join("runs.redb")).unwrap());
-    let engine = Engine::new(EngineConfig::default(), store).unwrap();
-    let bundle = engine
-        .load(&plugin("scheduling"), &BundleLimits::default())
-        .await
-        .unwrap();
-    (scratch, engine, Flow::new(bundle).unwrap())
+    let config = EngineConfig {
+        instances,
+        ..EngineConfig::default()
+    };
+    (scratch, Engine::new(config, store).unwrap())
+}
+
+/// The plugin `name`, loaded on `engine` and validated.
+async fn flow(engine: &Engine, name: &str) -> Flow {
+    let bundle = engine.load(&plugin(name), &BundleLimits::default()).await;
+    Flow::new(bundle.unwrap()).unwrap()
 }
 
 /// Starts a run one attempt at a time, and waits for its first attempt to start.
@@ -157,18 +160,8 @@ async fn a_cancelled_run_stops_at_once_for_good() {
 
 /// An engine of two slots, and the `lattice` and `hello` plugins loaded on it.
 async fn two_slots() -> (tempfile::TempDir, Engine, Flow, Flow) {
-    let scratch = tempfile::tempdir().unwrap();
-    let store = Arc::new(RedbStore::open(&scratch.path().join("runs.redb")).unwrap());
-    let config = EngineConfig {
-        instances: 2,
-        ..EngineConfig::default()
-    };
-    let engine = Engine::new(config, store).unwrap();
-    let load = async |name| {
-        let bundle = engine.load(&plugin(name), &BundleLimits::default()).await;
-        Flow::new(bundle.unwrap()).unwrap()
-    };
-    let (lattice, hello) = (load("lattice").await, load("hello").await);
+    let (scratch, engine) = engine(2);
+    let (lattice, hello) = (flow(&engine, "lattice").await, flow(&engine, "hello").await);
     (scratch, engine, lattice, hello)
 }
 
@@ -261,8 +254,9 @@ async fn a_tenants_cap_holds_over_all_its_runs() {
     }
     intervals.sort_unstable();
     assert!(intervals.len() >= 3, "{intervals:?}");
-    // Times are whole milliseconds, a start derived from an end and a duration: 1 ms of
-    // slack. Two attempts at once would overlap by a whole task (tens of milliseconds).
+    // An attempt's times are taken while it holds its slot, in whole milliseconds: 1 ms of
+    // slack for the rounding. Two attempts at once would overlap by a whole task (tens of
+    // milliseconds).
     for pair in intervals.windows(2) {
         assert!(pair[1].0 + 1 >= pair[0].1, "two attempts at once: {pair:?}");
     }
