@@ -669,10 +669,10 @@ impl<'a> LiveRun<'a> {
                 break draining;
             }
             let next_retry = self.retries.peek().map(|Reverse((at, _))| *at);
+            // A stop request is looked at first: one made while an attempt was ending
+            // takes effect before the tasks that end releases can start.
             let wake = tokio::select! {
-                Some(joined) = self.running.join_next_with_id() => Wake::Attempt(joined),
-                () = sleep_until(next_retry) => Wake::RetryDue,
-                committed = wait_for(&mut self.committing) => Wake::Committed(committed),
+                biased;
                 stop = next_stop(&mut stops) => match stop {
                     Stop::Now(state) => Wake::Stop(state),
                     Stop::Drain(state) => {
@@ -681,6 +681,9 @@ impl<'a> LiveRun<'a> {
                     }
                 },
                 () = sleep_until(deadline) => Wake::Stop(RunState::TimedOut),
+                Some(joined) = self.running.join_next_with_id() => Wake::Attempt(joined),
+                () = sleep_until(next_retry) => Wake::RetryDue,
+                committed = wait_for(&mut self.committing) => Wake::Committed(committed),
             };
             match wake {
                 Wake::Attempt(first) => {
