@@ -166,7 +166,8 @@ pub async fn set_quota(
     })
 }
 
-async fn find(store: &dyn Store, name: &str) -> Result<Tenant, AdminError> {
+/// Tenant `name`.
+pub(crate) async fn find(store: &dyn Store, name: &str) -> Result<Tenant, AdminError> {
     let tenants = store.tenants().await?;
     tenants
         .into_iter()

@@ -127,14 +127,7 @@ impl Service {
     }
 
     async fn resume(self: &Arc<Self>, run: &RunRecord) -> Result<(), ApiError> {
-        let tenant = self
-            .engine
-            .store()
-            .tenants()
-            .await?
-            .into_iter()
-            .find(|t| t.name == run.tenant)
-            .ok_or_else(|| ApiError::not_found(format!("tenant {}", run.tenant)))?;
+        let tenant = crate::admin::find(&**self.engine.store(), &run.tenant).await?;
         let flow = self.flow(&tenant, &run.bundle_hash).await?;
         let options = self.options(&tenant).await?;
         let handle = self.engine.resume(&flow, run.id, options).await?;
