@@ -6,6 +6,7 @@
 mod inspect;
 mod remote;
 mod report;
+mod schedules;
 mod serve;
 mod tenant;
 
@@ -93,6 +94,11 @@ enum Command {
     Tenant {
         #[command(subcommand)]
         command: tenant::TenantCommand,
+    },
+    /// List, set, pause and backfill the tenant's schedules on a server (with --server)
+    Schedules {
+        #[command(subcommand)]
+        command: Option<schedules::ScheduleCommand>,
     },
 }
 
@@ -451,6 +457,10 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             serve::serve(args, &db_path()?, cache.as_deref(), interrupts).await
         }
         Command::Tenant { command } => tenant::tenant(command, &db_path()?).await,
+        Command::Schedules { .. } => Err(Failed::input(
+            "schedules fire where a server runs: give its URL with --server and the \
+             tenant's token with --token",
+        )),
         Command::Output { run, task } => {
             let store = RedbStore::open_read_only(&db_path()?).map_err(Failed::input)?;
             write_output(&report::output(&store, run, &task).await?)
@@ -468,9 +478,13 @@ fn remotely(remote: &remote::Remote, command: Command) -> Result<u8, Failed> {
         } => remote.show_run(run, json, logs),
         Command::Output { run, task } => write_output(&remote.output(run, &task)?),
         Command::Tenant { command } => remote.tenant(command),
+        Command::Schedules { command } => {
+            let command = command.unwrap_or(schedules::ScheduleCommand::List);
+            schedules::schedules(remote, command)
+        }
         _ => Err(Failed::input(
-            "with --server, sandflow runs, shows and reads runs and outputs, and manages \
-             tenants; the other commands work on this machine, without --server",
+            "with --server, sandflow runs, shows and reads runs and outputs, manages \
+             schedules and tenants; the other commands work on this machine, without --server",
         )),
     }
 }

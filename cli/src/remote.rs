@@ -74,7 +74,12 @@ impl Remote {
     }
 
     /// Sends a request to the tenant API.
-    fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Vec<u8>, Failed> {
+    pub(crate) fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, Failed> {
         self.send(method, &format!("/api/v1{path}"), body)
     }
 
@@ -117,7 +122,7 @@ impl Remote {
         })
     }
 
-    fn json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, Failed> {
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, Failed> {
         decode(&self.call("GET", path, None)?)
     }
 
@@ -287,7 +292,7 @@ impl Remote {
 }
 
 /// The server's JSON answer, as sandflow expects it.
-fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failed> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failed> {
     serde_json::from_slice(body).map_err(|e| Failed {
         message: format!("the server's answer is not what sandflow expects: {e}"),
         code: 1,

@@ -3,6 +3,7 @@
 use crate::{Failed, Interrupts};
 use clap::Args;
 use sandflow::{Engine, EngineConfig, RedbStore, RunLimits};
+use sandflow_server::clock::{Clock, FileClock, SystemClock};
 use sandflow_server::{Service, ServiceConfig};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -33,6 +34,10 @@ pub struct ServeArgs {
     /// How long attempts in flight may go on after SIGTERM before they are interrupted
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     grace: Duration,
+    /// Read the time schedules fire at from this file (milliseconds since the Unix epoch)
+    /// instead of the system clock: for tests that cannot wait for days of ticks
+    #[arg(long, value_name = "PATH", hide = true)]
+    clock_file: Option<std::path::PathBuf>,
 }
 
 /// Serves until SIGTERM or Ctrl-C, then drains. Runs a previous process left in flight go
@@ -58,9 +63,14 @@ pub async fn serve(
         Some(dir) => engine.with_cache(dir.to_owned()),
         None => engine,
     };
+    let clock: Arc<dyn Clock> = match args.clock_file {
+        Some(path) => Arc::new(FileClock(path)),
+        None => Arc::new(SystemClock),
+    };
     let config = ServiceConfig {
         grace: args.grace,
         admin_token: args.admin_token,
+        clock,
     };
     let service = Service::new(engine, config);
     let listener = tokio::net::TcpListener::bind(args.listen)

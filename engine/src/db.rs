@@ -20,7 +20,7 @@ pub use group_commit::RedbStore;
 use crate::grants::Grants;
 use crate::host::LogLine;
 use crate::sandbox::RunLimits;
-use crate::state::{Failure, RunState, TaskState};
+use crate::state::{Failure, RunState, TaskState, Trigger};
 use crate::store::{Attempt, Completion, RunFilter, StoreError};
 use crate::workflow::WorkflowDef;
 use redb::{
@@ -128,6 +128,7 @@ macro_rules! storage {
 }
 
 // After the macro, which it uses.
+mod schedules;
 mod tenants;
 
 /// A run as stored: what ran, with which parameters, and how it ended.
@@ -155,11 +156,24 @@ pub struct RunRecord {
     pub grants: Grants,
     /// Where the run stands.
     pub state: RunState,
-    /// When the run was created, in milliseconds since the Unix epoch: also its
-    /// logical time.
+    /// What started it.
+    #[serde(default)]
+    pub trigger: Trigger,
+    /// When the run was created, in milliseconds since the Unix epoch.
     pub started_ms: u64,
     /// When it last stopped or ended; `None` while it runs.
     pub finished_ms: Option<u64>,
+}
+
+impl RunRecord {
+    /// The time its tasks see on their clocks: its tick if a schedule started it, else
+    /// when it was created.
+    pub fn logical_ms(&self) -> u64 {
+        match self.trigger {
+            Trigger::Schedule { tick_ms } => tick_ms,
+            Trigger::Manual => self.started_ms,
+        }
+    }
 }
 
 /// A task's terminal state in a run.
@@ -256,6 +270,8 @@ pub(crate) enum Write {
     },
     /// A tenant and the other writes of tenancy (see `tenants`).
     Tenancy(tenants::Write),
+    /// A write of schedules (see `schedules`).
+    Schedule(schedules::Write),
 }
 
 /// What one write did.
@@ -527,6 +543,7 @@ impl Db {
                             }
                         }
                         Write::Tenancy(write) => tenants::apply(&tx, write),
+                        Write::Schedule(write) => schedules::apply(&tx, write),
                     });
                 }
             }

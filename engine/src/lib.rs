@@ -69,6 +69,6 @@ pub use grants::{DirGrant, GrantError, GrantPolicy, Grants, HostGrants};
 pub use host::{LogLevel, LogLine};
 pub use sandbox::{EngineConfig, RunLimits, Sandbox, SandboxError};
 pub use scheduler::{NewRun, Params, RunError, RunEvent, RunOptions, RunReport, StorageBudget};
-pub use state::{Failure, RunState, TaskState};
+pub use state::{Failure, RunState, TaskState, Trigger};
 pub use store::{MemoryStore, RunFilter, Store, StoreError, StoredBundle};
 pub use tenant::{Quotas, Tenant};

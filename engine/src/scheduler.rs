@@ -16,7 +16,7 @@ use crate::fair::Share;
 use crate::grants::{Capabilities, GrantError, GrantPolicy, Grants};
 use crate::host::{InputSource, LogLine, TaskIdentity};
 use crate::sandbox::{Execution, RunLimits, Sandbox, SandboxError};
-use crate::state::{Failure, RunState, TaskState, now_ms};
+use crate::state::{Failure, RunState, TaskState, Trigger, now_ms};
 use crate::store::{Attempt, Completion, Store, StoreError};
 use crate::trigger::{self, Decision};
 use crate::workflow::{RetryPolicy, WorkflowDef};
@@ -132,6 +132,8 @@ pub struct NewRun {
     ///
     /// [`EngineConfig`]: crate::sandbox::EngineConfig
     pub limits: RunLimits,
+    /// What starts it.
+    pub trigger: Trigger,
 }
 
 /// How a run is driven, whether started or resumed.
@@ -367,6 +369,7 @@ impl Runner {
             params,
             grants,
             limits,
+            trigger,
         } = new;
         self.attempts.check(&limits)?;
         let capabilities = policy.resolve(&tenant, &grants).await?;
@@ -384,6 +387,7 @@ impl Runner {
             limits,
             grants,
             state: RunState::Running,
+            trigger,
             started_ms: now_ms(),
             finished_ms: None,
         };
@@ -834,7 +838,7 @@ impl<'a> LiveRun<'a> {
                 run_id: self.run.id.to_string(),
                 task: def.name.clone(),
                 attempt: task.attempts,
-                logical_time_ms: self.run.started_ms,
+                logical_time_ms: self.run.logical_ms(),
                 upstream: Arc::new(def.depends_on.iter().cloned().collect::<HashSet<_>>()),
                 params: self.params.clone(),
                 inputs: Some(self.inputs.clone()),

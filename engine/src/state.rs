@@ -55,6 +55,23 @@ impl fmt::Display for TaskState {
     }
 }
 
+/// What started a run. A scheduled run's logical time is its tick, not the moment it was
+/// created: a run catching up on a missed tick, or a backfill, works on the data interval
+/// of its tick.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Trigger {
+    /// A person or a program asked for it (the command line, `POST /runs`).
+    #[default]
+    Manual,
+    /// Its workflow's schedule, at tick `tick_ms` (milliseconds since the Unix epoch).
+    Schedule {
+        /// The tick: the run's logical time.
+        tick_ms: u64,
+    },
+}
+
 /// Where a run stands. A run left `running` by a process that died, and a run stopped
 /// early (`interrupted`, `timed-out`, `storage-limit`), can be resumed; `succeeded`,
 /// `failed` and `cancelled` are final.

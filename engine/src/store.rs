@@ -102,6 +102,71 @@ pub struct StoredBundle {
     pub uploaded_ms: u64,
 }
 
+/// What a schedule does with the ticks that passed while nothing fired them (the host was
+/// down, or busy for longer than [`Catchup::ON_TIME_MS`]).
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "policy", rename_all = "kebab-case")]
+pub enum Catchup {
+    /// Missed ticks are skipped; only a tick fired on time starts a run.
+    None,
+    /// Of the missed ticks, the latest starts a run.
+    #[default]
+    Latest,
+    /// Every missed tick starts a run, oldest first, up to the `max` latest of them.
+    All {
+        /// The most missed ticks that start runs, from 1 to [`Catchup::MAX_TICKS`].
+        #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 1000))]
+        max: u32,
+    },
+}
+
+impl Catchup {
+    /// How late a tick may fire and still count as on time.
+    pub const ON_TIME_MS: u64 = 60_000;
+    /// The most ticks that start runs at once, missed or backfilled: a mistyped range or
+    /// a long downtime starts a thousand runs, not millions.
+    pub const MAX_TICKS: u32 = 1_000;
+}
+
+/// A workflow's schedule on a host: which bundle its ticks run, on which cron expression,
+/// and how far its ticks are settled. One per (tenant, workflow name).
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleRecord {
+    /// Whose it is.
+    pub tenant: String,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The hash of the bundle its ticks run: the tenant's latest upload of the workflow,
+    /// unless set.
+    pub bundle: String,
+    /// The cron expression that bundle declares.
+    pub declared: Option<String>,
+    /// A cron expression set on the host, which overrides the declared one.
+    pub cron: Option<String>,
+    /// The IANA time zone the expression is read in, such as `Europe/Berlin`.
+    pub timezone: String,
+    /// What missed ticks do.
+    pub catchup: Catchup,
+    /// A paused schedule fires nothing; the ticks it misses are skipped.
+    pub paused: bool,
+    /// The parameters of the runs it starts (JSON text).
+    pub params: String,
+    /// Names of the tenant's secrets its runs get as environment variables.
+    pub env: Vec<String>,
+    /// Every tick at or before this instant has started its run or was skipped
+    /// (milliseconds since the Unix epoch). It only moves forward.
+    pub settled_ms: u64,
+}
+
+impl ScheduleRecord {
+    /// The cron expression in force: the host's, else the bundle's.
+    pub fn expression(&self) -> Option<&str> {
+        self.cron.as_deref().or(self.declared.as_deref())
+    }
+}
+
 /// Durable state: runs, task records, attempts, outputs and logs; tenants and bundles.
 ///
 /// Writes are durable when they return. Reads see every write that returned before them.
@@ -202,6 +267,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// The names of `tenant`'s secrets, sorted; never their values.
     async fn secret_names(&self, tenant: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Adds a schedule, or replaces the one of its tenant and workflow; its `settled_ms`
+    /// never moves back.
+    async fn put_schedule(&self, schedule: ScheduleRecord) -> Result<(), StoreError>;
+
+    /// Removes `tenant`'s schedule of `workflow`. Whether it existed.
+    async fn remove_schedule(&self, tenant: &str, workflow: &str) -> Result<bool, StoreError>;
+
+    /// The schedules of `tenant`, or (`None`) of every tenant, by tenant and workflow.
+    async fn schedules(&self, tenant: Option<&str>) -> Result<Vec<ScheduleRecord>, StoreError>;
+
+    /// Moves the settled instant of `tenant`'s schedule of `workflow` forward to
+    /// `settled_ms`, and changes nothing else of it: a fired tick is recorded without
+    /// undoing an edit made meanwhile. Nothing happens when the schedule is gone.
+    async fn settle_schedule(
+        &self,
+        tenant: &str,
+        workflow: &str,
+        settled_ms: u64,
+    ) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

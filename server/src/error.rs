@@ -62,9 +62,15 @@ impl ApiError {
         )
     }
 
-    #[cfg(test)]
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+}
+
+/// The message, as logged where no client reads it.
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 

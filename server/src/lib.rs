@@ -5,13 +5,15 @@
 //! [`router`] is its JSON API under `/api/v1`. [`serve`] runs both until shutdown, then
 //! drains: no new run or attempt starts, attempts in flight get a grace period, and what is
 //! left is recorded `interrupted`, to go on when the service starts again
-//! ([`Service::resume_in_flight`]).
+//! ([`Service::resume_in_flight`]). Meanwhile it fires the tenants' schedules.
 
 #![deny(missing_docs)]
 
 pub mod admin;
 mod api;
 mod auth;
+pub mod clock;
+mod cron;
 mod error;
 mod grants;
 mod limiter;
@@ -51,6 +53,7 @@ pub async fn serve(
     service: Arc<Service>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    tokio::spawn(service.clone().run_schedules());
     let draining = service.clone();
     let stopping = async move {
         shutdown.await;

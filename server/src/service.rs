@@ -1,6 +1,11 @@
 //! The service's state: the engine, the flows loaded from tenants' bundles, the runs in
 //! flight (to cancel them and to drain them at shutdown), and each tenant's run rate.
 
+mod schedules;
+
+pub use schedules::{ScheduleSettings, expression};
+
+use crate::clock::{Clock, SystemClock};
 use crate::error::ApiError;
 use crate::grants::TenantSecrets;
 use crate::limiter::RateLimiter;
@@ -9,7 +14,7 @@ use sandflow::tenant::token_hash;
 use sandflow::workflow::TaskDef;
 use sandflow::{
     BundleLimits, Engine, Flow, Grants, NewRun, Params, RunControl, RunError, RunFilter, RunHandle,
-    RunOptions, RunRecord, RunState, StorageBudget, StoreError, StoredBundle, Tenant,
+    RunOptions, RunRecord, RunState, StorageBudget, StoreError, StoredBundle, Tenant, Trigger,
 };
 use std::collections::HashMap;
 use std::path::Path;
@@ -25,6 +30,8 @@ pub struct ServiceConfig {
     pub grace: Duration,
     /// The operator's token for the admin API (`/admin/v1`); `None` turns the API off.
     pub admin_token: Option<String>,
+    /// The time schedules fire at.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for ServiceConfig {
@@ -32,6 +39,7 @@ impl Default for ServiceConfig {
         Self {
             grace: Duration::from_secs(30),
             admin_token: None,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -51,6 +59,10 @@ pub struct Service {
     /// What each tenant's runs may still store, shared by them: made from its quota and
     /// what the store counts it has stored, the first time it is needed.
     storage: tokio::sync::Mutex<HashMap<String, Arc<StorageBudget>>>,
+    /// Wakes the schedules' loop when a schedule changes or the service drains.
+    schedules_changed: Notify,
+    /// Held while a schedule is read and written back, so that edits do not undo others.
+    schedule_edits: tokio::sync::Mutex<()>,
 }
 
 /// What a tenant asks to start.
@@ -61,6 +73,7 @@ pub struct StartRun {
     pub env: Vec<String>,
     /// The request's `Idempotency-Key`.
     pub key: Option<String>,
+    pub trigger: Trigger,
 }
 
 impl Service {
@@ -78,6 +91,8 @@ impl Service {
             draining: AtomicBool::new(false),
             starts: RateLimiter::default(),
             storage: Default::default(),
+            schedules_changed: Notify::new(),
+            schedule_edits: Default::default(),
         })
     }
 
@@ -140,6 +155,7 @@ impl Service {
     /// `interrupted` go on when the service starts again.
     pub async fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.schedules_changed.notify_one();
         for control in self.controls() {
             control.drain();
         }
@@ -227,6 +243,7 @@ impl Service {
         }
         let flow = self.compile(tenant, &hash, &bytes).await?;
         let workflow = flow.bundle().workflow();
+        let declared = workflow.schedule.as_deref();
         let bundle = StoredBundle {
             tenant: tenant.name.clone(),
             hash: hash.clone(),
@@ -235,7 +252,9 @@ impl Service {
             bytes: bytes.len() as u64,
             uploaded_ms: now_ms(),
         };
+        schedules::check_declared(declared)?;
         store.put_bundle(bundle.clone(), Arc::from(bytes)).await?;
+        self.adopt(&bundle, declared).await?;
         let key = (tenant.name.clone(), hash);
         self.flows.lock().await.insert(key, flow);
         Ok((bundle, true))
@@ -277,6 +296,14 @@ impl Service {
             return Err(ApiError::conflict(format!(
                 "run {} of this bundle is in flight; cancel it or wait for its end",
                 run.id
+            )));
+        }
+        let schedules = store.schedules(Some(&tenant.name)).await?;
+        if let Some(schedule) = schedules.iter().find(|s| s.bundle == hash) {
+            return Err(ApiError::conflict(format!(
+                "the schedule of workflow {} runs this bundle; point it at another or \
+                 remove it first",
+                schedule.workflow
             )));
         }
         let mut flows = self.flows.lock().await;
@@ -347,6 +374,7 @@ impl Service {
                 env: request.env.clone(),
             },
             limits: tenant.quotas.limits.clone(),
+            trigger: request.trigger.clone(),
         };
         let options = self.options_within_quota(tenant).await?;
         let handle = match self.engine.start(&flow, new, options).await {

@@ -12,6 +12,7 @@ mod mutations;
 mod readme;
 mod resume;
 mod sandbox_limits;
+mod schedules;
 mod scheduling;
 mod serve;
 

@@ -8,17 +8,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running `sandflow serve` over a scratch database; killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Server {
-    fn start(scratch: &Scratch) -> Self {
+    pub(crate) fn start(scratch: &Scratch) -> Self {
         Self::start_with(scratch, &[])
     }
 
-    fn start_with(scratch: &Scratch, extra: &[&str]) -> Self {
+    pub(crate) fn start_with(scratch: &Scratch, extra: &[&str]) -> Self {
         let mut child = Command::new(sandflow_bin())
             .arg("--db")
             .arg(scratch.db())
@@ -42,7 +42,7 @@ impl Server {
         Self { child, url }
     }
 
-    fn api(&self, token: &str) -> Api {
+    pub(crate) fn api(&self, token: &str) -> Api {
         Api {
             agent: ureq::Agent::config_builder()
                 .http_status_as_error(false)
@@ -53,7 +53,7 @@ impl Server {
         }
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let sent = Command::new("kill")
             .args([signal, &self.child.id().to_string()])
             .status()
@@ -62,7 +62,7 @@ impl Server {
     }
 
     /// Waits for the server to exit; its exit code.
-    fn wait(mut self) -> Option<i32> {
+    pub(crate) fn wait(mut self) -> Option<i32> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -82,7 +82,7 @@ impl Drop for Server {
 }
 
 /// Adds a tenant with `sandflow tenant add` and returns its token.
-fn tenant(scratch: &Scratch, name: &str, quotas: &[&str]) -> String {
+pub(crate) fn tenant(scratch: &Scratch, name: &str, quotas: &[&str]) -> String {
     let mut args = vec!["tenant", "add", name];
     args.extend_from_slice(quotas);
     let out = scratch.sandflow(&args);
@@ -91,16 +91,16 @@ fn tenant(scratch: &Scratch, name: &str, quotas: &[&str]) -> String {
 }
 
 /// One tenant's view of the API.
-struct Api {
+pub(crate) struct Api {
     agent: ureq::Agent,
     url: String,
     token: String,
 }
 
 /// An answer: its status, and its body as JSON (`Value::Null` when it is not JSON).
-struct Answer {
-    status: u16,
-    body: Vec<u8>,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) body: Vec<u8>,
 }
 
 impl std::fmt::Debug for Answer {
@@ -110,12 +110,12 @@ impl std::fmt::Debug for Answer {
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 
     /// Asserts an error answer: `status`, the API's one error shape, and `code`.
-    fn assert_error(&self, status: u16, code: &str) {
+    pub(crate) fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(
             self.status,
             status,
@@ -133,11 +133,11 @@ impl Answer {
 }
 
 impl Api {
-    fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Answer {
+    pub(crate) fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Answer {
         self.request_with(method, path, body, &[])
     }
 
-    fn request_with(
+    pub(crate) fn request_with(
         &self,
         method: &str,
         path: &str,
@@ -168,16 +168,16 @@ impl Api {
         }
     }
 
-    fn get(&self, path: &str) -> Answer {
+    pub(crate) fn get(&self, path: &str) -> Answer {
         self.request("GET", path, None)
     }
 
-    fn post(&self, path: &str, body: &Value) -> Answer {
+    pub(crate) fn post(&self, path: &str, body: &Value) -> Answer {
         self.request("POST", path, Some(body.to_string().as_bytes()))
     }
 
     /// Uploads the plugin `name`; its hash.
-    fn upload(&self, name: &str) -> String {
+    pub(crate) fn upload(&self, name: &str) -> String {
         let bytes = std::fs::read(plugin(name)).unwrap();
         let answer = self.request("POST", "/bundles", Some(&bytes));
         assert!(matches!(answer.status, 200 | 201), "{answer:?}");
@@ -197,7 +197,7 @@ impl Api {
     }
 
     /// Waits for run `id` to end for good; its detail.
-    fn finished(&self, id: u64) -> Value {
+    pub(crate) fn finished(&self, id: u64) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let run = self.get(&format!("/runs/{id}")).json();
@@ -567,7 +567,8 @@ fn the_openapi_document_describes_every_route_and_only_routes() {
             .replace("{id}", "1")
             .replace("{hash}", "abc")
             .replace("{task}", "t")
-            .replace("{name}", "N");
+            .replace("{name}", "N")
+            .replace("{workflow}", "w");
         for method in methods.as_object().unwrap().keys() {
             operations += 1;
             let answer = root.request(&method.to_uppercase(), &concrete, Some(b"{}"));
@@ -582,7 +583,7 @@ fn the_openapi_document_describes_every_route_and_only_routes() {
             );
         }
     }
-    assert_eq!(operations, 19, "{}", document["paths"]);
+    assert_eq!(operations, 26, "{}", document["paths"]);
 }
 
 #[test]

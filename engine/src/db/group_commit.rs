@@ -7,11 +7,13 @@
 //! their starts, task completions and ends all ride together. A write waits at most for
 //! the commit before its own.
 
-use super::{Db, DbError, Write, Written, tenants};
+use super::{Db, DbError, Write, Written, schedules, tenants};
 use crate::db::{RunRecord, TaskRecord};
 use crate::host::LogLine;
 use crate::state::RunState;
-use crate::store::{Attempt, Completion, RunFilter, Store, StoreError, StoredBundle};
+use crate::store::{
+    Attempt, Completion, RunFilter, ScheduleRecord, Store, StoreError, StoredBundle,
+};
 use crate::tenant::Tenant;
 use std::path::Path;
 use std::sync::{Arc, mpsc};
@@ -73,8 +75,8 @@ impl RedbStore {
     }
 
     /// Submits a write that says whether something was there before it.
-    async fn removed(&self, write: tenants::Write) -> Result<bool, StoreError> {
-        match self.submit(Write::Tenancy(write)).await? {
+    async fn removed(&self, write: Write) -> Result<bool, StoreError> {
+        match self.submit(write).await? {
             Written::Removed(removed) => Ok(removed),
             _ => unreachable!("a removal says whether there was something to remove"),
         }
@@ -225,8 +227,10 @@ impl Store for RedbStore {
     }
 
     async fn remove_tenant(&self, name: &str) -> Result<bool, StoreError> {
-        self.removed(tenants::Write::RemoveTenant(name.to_owned()))
-            .await
+        self.removed(Write::Tenancy(tenants::Write::RemoveTenant(
+            name.to_owned(),
+        )))
+        .await
     }
 
     async fn tenants(&self) -> Result<Vec<Tenant>, StoreError> {
@@ -243,10 +247,10 @@ impl Store for RedbStore {
     }
 
     async fn remove_bundle(&self, tenant: &str, hash: &str) -> Result<bool, StoreError> {
-        self.removed(tenants::Write::RemoveBundle {
+        self.removed(Write::Tenancy(tenants::Write::RemoveBundle {
             tenant: tenant.to_owned(),
             hash: hash.to_owned(),
-        })
+        }))
         .await
     }
 
@@ -264,11 +268,11 @@ impl Store for RedbStore {
         name: &str,
         value: Option<String>,
     ) -> Result<bool, StoreError> {
-        self.removed(tenants::Write::Secret {
+        self.removed(Write::Tenancy(tenants::Write::Secret {
             tenant: tenant.to_owned(),
             name: name.to_owned(),
             value,
-        })
+        }))
         .await
     }
 
@@ -278,6 +282,37 @@ impl Store for RedbStore {
 
     async fn secret_names(&self, tenant: &str) -> Result<Vec<String>, StoreError> {
         Ok(self.db.secret_names(tenant)?)
+    }
+
+    async fn put_schedule(&self, schedule: ScheduleRecord) -> Result<(), StoreError> {
+        let write = Write::Schedule(schedules::Write::Put(Box::new(schedule)));
+        self.submit(write).await.map(drop)
+    }
+
+    async fn remove_schedule(&self, tenant: &str, workflow: &str) -> Result<bool, StoreError> {
+        self.removed(Write::Schedule(schedules::Write::Remove {
+            tenant: tenant.to_owned(),
+            workflow: workflow.to_owned(),
+        }))
+        .await
+    }
+
+    async fn schedules(&self, tenant: Option<&str>) -> Result<Vec<ScheduleRecord>, StoreError> {
+        Ok(self.db.schedules(tenant)?)
+    }
+
+    async fn settle_schedule(
+        &self,
+        tenant: &str,
+        workflow: &str,
+        settled_ms: u64,
+    ) -> Result<(), StoreError> {
+        let write = Write::Schedule(schedules::Write::Settle {
+            tenant: tenant.to_owned(),
+            workflow: workflow.to_owned(),
+            settled_ms,
+        });
+        self.submit(write).await.map(drop)
     }
 }
 

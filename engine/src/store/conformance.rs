@@ -1,12 +1,12 @@
 //! What every [`Store`] must do, as tests any implementation runs through [`check`]: the
 //! redb store now, a PostgreSQL store later, each on a fresh, empty store per test.
 
-use super::{Completion, RunFilter, Store, StoreError, StoredBundle};
+use super::{Catchup, Completion, RunFilter, ScheduleRecord, Store, StoreError, StoredBundle};
 use crate::db::{AttemptRecord, RunRecord, TaskRecord};
 use crate::grants::Grants;
 use crate::host::{LogLevel, LogLine};
 use crate::sandbox::RunLimits;
-use crate::state::{Failure, RunState, TaskState};
+use crate::state::{Failure, RunState, TaskState, Trigger};
 use crate::tenant::{Quotas, Tenant, token_hash};
 use crate::workflow::WorkflowDef;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ pub(crate) async fn check<S: Store>(mut fresh: impl FnMut() -> S) {
     tenants_are_found_by_their_current_token_only(&fresh()).await;
     bundles_belong_to_their_tenant(&fresh()).await;
     secrets_belong_to_their_tenant(&fresh()).await;
+    schedules_settle_forward_only(&fresh()).await;
 }
 
 /// A run of workflow `w` with no tasks, for tenant `tenant`.
@@ -42,6 +43,7 @@ pub(crate) fn run_record(tenant: &str) -> RunRecord {
         limits: RunLimits::default(),
         grants: Grants::default(),
         state: RunState::Running,
+        trigger: Trigger::Manual,
         started_ms: 1,
         finished_ms: None,
     }
@@ -60,7 +62,16 @@ fn task_record(state: TaskState) -> TaskRecord {
 
 async fn runs_get_increasing_ids_and_keep_their_state(store: &impl Store) {
     let first = store.create_run(run_record("")).await.unwrap();
-    let second = store.create_run(run_record("")).await.unwrap();
+    let ticked = RunRecord {
+        trigger: Trigger::Schedule { tick_ms: 7 },
+        ..run_record("")
+    };
+    let second = store.create_run(ticked).await.unwrap();
+    assert_eq!(
+        second.logical_ms(),
+        7,
+        "a scheduled run's logical time is its tick"
+    );
     assert_eq!((first.id, second.id), (1, 2));
     assert_eq!(store.run(1).await.unwrap(), first);
     store
@@ -435,4 +446,61 @@ async fn cleared_tasks_lose_their_ends_but_keep_their_attempts(store: &impl Stor
         store.clear_tasks(99, vec![]).await,
         Err(StoreError::NoSuchRun(99))
     ));
+}
+
+fn schedule(tenant: &str, workflow: &str, settled_ms: u64) -> ScheduleRecord {
+    ScheduleRecord {
+        tenant: tenant.into(),
+        workflow: workflow.into(),
+        bundle: "abc".into(),
+        declared: Some("0 3 * * *".into()),
+        cron: None,
+        timezone: "UTC".into(),
+        catchup: Catchup::All { max: 5 },
+        paused: false,
+        params: "{}".into(),
+        env: vec!["TOKEN".into()],
+        settled_ms,
+    }
+}
+
+async fn schedules_settle_forward_only(store: &impl Store) {
+    store.put_schedule(schedule("b", "w", 10)).await.unwrap();
+    store.put_schedule(schedule("a", "w", 10)).await.unwrap();
+    store.put_schedule(schedule("a", "v", 10)).await.unwrap();
+    let names = |all: Vec<ScheduleRecord>| -> Vec<(String, String)> {
+        all.into_iter().map(|s| (s.tenant, s.workflow)).collect()
+    };
+    let pair = |t: &str, w: &str| (t.to_owned(), w.to_owned());
+    assert_eq!(
+        names(store.schedules(None).await.unwrap()),
+        [pair("a", "v"), pair("a", "w"), pair("b", "w")]
+    );
+    assert_eq!(
+        names(store.schedules(Some("a")).await.unwrap()),
+        [pair("a", "v"), pair("a", "w")]
+    );
+    assert!(store.schedules(Some("c")).await.unwrap().is_empty());
+
+    // An edit made with an older settled instant keeps the newer one, and a settle keeps
+    // the edit.
+    store.settle_schedule("a", "w", 50).await.unwrap();
+    let paused = ScheduleRecord {
+        paused: true,
+        ..schedule("a", "w", 20)
+    };
+    store.put_schedule(paused).await.unwrap();
+    store.settle_schedule("a", "w", 40).await.unwrap();
+    let now = store.schedules(Some("a")).await.unwrap().pop().unwrap();
+    assert_eq!((now.paused, now.settled_ms), (true, 50));
+    assert_eq!(now.env, ["TOKEN"]);
+    assert_eq!(now.catchup, Catchup::All { max: 5 });
+
+    store.settle_schedule("a", "gone", 99).await.unwrap();
+    assert!(store.remove_schedule("a", "w").await.unwrap());
+    assert!(!store.remove_schedule("a", "w").await.unwrap());
+    assert_eq!(
+        names(store.schedules(Some("a")).await.unwrap()),
+        [pair("a", "v")]
+    );
 }

@@ -2,7 +2,7 @@
 //! (the scheduler's own, without a database) and for hosts that keep no history; the
 //! conformance suite checks it as it checks the others.
 
-use super::{Attempt, Completion, RunFilter, Store, StoreError, StoredBundle};
+use super::{Attempt, Completion, RunFilter, ScheduleRecord, Store, StoreError, StoredBundle};
 use crate::db::{AttemptRecord, RunRecord, TaskRecord};
 use crate::host::LogLine;
 use crate::state::RunState;
@@ -30,6 +30,7 @@ struct State {
     tenants: BTreeMap<String, Tenant>,
     bundles: BTreeMap<(String, String), Kept>,
     secrets: BTreeMap<(String, String), String>,
+    schedules: BTreeMap<(String, String), ScheduleRecord>,
 }
 
 /// A bundle and its bytes.
@@ -259,6 +260,41 @@ impl Store for MemoryStore {
         let state = self.state();
         let of_tenant = state.secrets.keys().filter(|(t, _)| t == tenant);
         Ok(of_tenant.map(|(_, name)| name.clone()).collect())
+    }
+
+    async fn put_schedule(&self, mut schedule: ScheduleRecord) -> Result<(), StoreError> {
+        let key = (schedule.tenant.clone(), schedule.workflow.clone());
+        let mut state = self.state();
+        if let Some(old) = state.schedules.get(&key) {
+            schedule.settled_ms = schedule.settled_ms.max(old.settled_ms);
+        }
+        state.schedules.insert(key, schedule);
+        Ok(())
+    }
+
+    async fn remove_schedule(&self, tenant: &str, workflow: &str) -> Result<bool, StoreError> {
+        let key = (tenant.to_owned(), workflow.to_owned());
+        Ok(self.state().schedules.remove(&key).is_some())
+    }
+
+    async fn schedules(&self, tenant: Option<&str>) -> Result<Vec<ScheduleRecord>, StoreError> {
+        let state = self.state();
+        let all = state.schedules.values();
+        let of_tenant = all.filter(|s| tenant.is_none_or(|t| s.tenant == t));
+        Ok(of_tenant.cloned().collect())
+    }
+
+    async fn settle_schedule(
+        &self,
+        tenant: &str,
+        workflow: &str,
+        settled_ms: u64,
+    ) -> Result<(), StoreError> {
+        let key = (tenant.to_owned(), workflow.to_owned());
+        if let Some(schedule) = self.state().schedules.get_mut(&key) {
+            schedule.settled_ms = schedule.settled_ms.max(settled_ms);
+        }
+        Ok(())
     }
 }
 

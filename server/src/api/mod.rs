@@ -3,6 +3,7 @@
 mod admin;
 mod bundles;
 mod runs;
+mod schedules;
 mod secrets;
 
 use crate::error::ApiError;
@@ -100,7 +101,12 @@ fn api() -> (Router<Arc<Service>>, utoipa::openapi::OpenApi) {
         .routes(routes!(runs::output))
         .routes(routes!(runs::logs))
         .routes(routes!(secrets::list))
-        .routes(routes!(secrets::set, secrets::remove));
+        .routes(routes!(secrets::set, secrets::remove))
+        .routes(routes!(schedules::list))
+        .routes(routes!(schedules::get, schedules::set, schedules::remove))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::unpause))
+        .routes(routes!(schedules::backfill));
     let admin = OpenApiRouter::new()
         .routes(routes!(admin::add, admin::list))
         .routes(routes!(admin::remove))

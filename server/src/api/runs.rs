@@ -10,7 +10,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use sandflow::db::{AttemptRecord, TaskRecord};
-use sandflow::{LogLine, Params, RunFilter, RunRecord, RunState, TaskState};
+use sandflow::{LogLine, Params, RunFilter, RunRecord, RunState, TaskState, Trigger};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
@@ -42,6 +42,10 @@ pub struct RunView {
     state: RunState,
     #[schema(value_type = Object)]
     params: serde_json::Value,
+    /// What started it.
+    trigger: Trigger,
+    /// The time its tasks see: its tick if a schedule started it, else `started_ms`.
+    logical_ms: u64,
     started_ms: u64,
     finished_ms: Option<u64>,
 }
@@ -54,6 +58,8 @@ impl From<&RunRecord> for RunView {
             bundle: run.bundle_hash.clone(),
             state: run.state,
             params: serde_json::from_str(&run.params).unwrap_or_default(),
+            trigger: run.trigger.clone(),
+            logical_ms: run.logical_ms(),
             started_ms: run.started_ms,
             finished_ms: run.finished_ms,
         }
@@ -113,6 +119,7 @@ pub async fn start(
         params,
         env: request.env,
         key,
+        trigger: Trigger::Manual,
     };
     let (run, new) = service.start(&tenant, start).await?;
     let status = if new {

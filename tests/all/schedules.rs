@@ -1,0 +1,254 @@
+//! Schedules on the real server, under a clock the tests move (`serve --clock-file`):
+//! days of ticks pass in a second, and no test waits for a real minute.
+
+use crate::Scratch;
+use crate::serve::{Api, Server, tenant};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const HOUR: u64 = 3_600_000;
+/// 2026-01-01T00:00:00Z.
+const NEW_YEAR: u64 = 1_767_225_600_000;
+
+/// `NEW_YEAR` and `h` hours.
+fn hour(h: i64) -> u64 {
+    NEW_YEAR.checked_add_signed(h * HOUR as i64).unwrap()
+}
+
+/// The file the server reads its schedules' time from.
+struct Clock(PathBuf);
+
+impl Clock {
+    fn new(scratch: &Scratch, ms: u64) -> Self {
+        let clock = Self(scratch.path().join("clock"));
+        clock.set(ms);
+        clock
+    }
+
+    fn set(&self, ms: u64) {
+        // Written whole, then renamed: the server never reads half a number.
+        let next = self.0.with_extension("next");
+        std::fs::write(&next, ms.to_string()).unwrap();
+        std::fs::rename(&next, &self.0).unwrap();
+    }
+
+    fn start(&self, scratch: &Scratch) -> Server {
+        Server::start_with(scratch, &["--clock-file", self.0.to_str().unwrap()])
+    }
+}
+
+/// Each scheduled run's tick, by tick: run ids.
+fn ticks(api: &Api) -> BTreeMap<u64, Vec<u64>> {
+    let mut ticks = BTreeMap::<u64, Vec<u64>>::new();
+    for run in api.get("/runs?limit=1000").json()["runs"]
+        .as_array()
+        .unwrap()
+    {
+        if run["trigger"]["kind"] == "schedule" {
+            let tick = run["trigger"]["tick_ms"].as_u64().unwrap();
+            ticks
+                .entry(tick)
+                .or_default()
+                .push(run["id"].as_u64().unwrap());
+        }
+    }
+    ticks
+}
+
+/// Waits until scheduled runs exist for exactly `expected` ticks (hours from `NEW_YEAR`),
+/// each one run; their ids, by tick.
+fn wait_for_ticks(api: &Api, expected: &[i64]) -> Vec<u64> {
+    let expected: Vec<u64> = expected.iter().map(|&h| hour(h)).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ticks = ticks(api);
+        if ticks.keys().copied().collect::<Vec<_>>() == expected {
+            assert!(ticks.values().all(|runs| runs.len() == 1), "{ticks:?}");
+            return ticks.into_values().flatten().collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ticks {:?}, expected {expected:?}",
+            ticks.keys()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits well beyond the server's longest sleep between looks at a file clock (20 ms),
+/// then checks that the scheduled runs are still those of `expected` ticks.
+fn still(api: &Api, expected: &[i64]) {
+    std::thread::sleep(Duration::from_millis(300));
+    wait_for_ticks(api, expected);
+}
+
+fn observed_logical_ms(api: &Api, run: u64) -> u64 {
+    assert_eq!(api.finished(run)["state"], "succeeded");
+    let output = api.get(&format!("/runs/{run}/tasks/observe/output")).json();
+    output["logical_ms"].as_u64().unwrap()
+}
+
+#[test]
+fn a_schedule_fires_each_tick_once_catches_up_pauses_and_backfills() {
+    let scratch = Scratch::default();
+    let token = tenant(&scratch, "red", &[]);
+    let clock = Clock::new(&scratch, NEW_YEAR + 30_000);
+    let server = clock.start(&scratch);
+    let api = server.api(&token);
+    api.upload("deterministic");
+    assert_eq!(
+        api.get("/schedules").json()["schedules"],
+        json!([]),
+        "none declared"
+    );
+    let hourly = json!({ "cron": "0 * * * *", "catchup": { "policy": "all", "max": 10 } });
+    let set = api.request(
+        "PUT",
+        "/schedules/deterministic",
+        Some(hourly.to_string().as_bytes()),
+    );
+    assert_eq!(set.status, 200, "{set:?}");
+    assert_eq!(set.json()["next_tick_ms"], NEW_YEAR + HOUR);
+
+    // A tick passes: one run, whose tasks see the tick as their time.
+    clock.set(NEW_YEAR + HOUR + 5_000);
+    let first = wait_for_ticks(&api, &[1]);
+    assert_eq!(observed_logical_ms(&api, first[0]), NEW_YEAR + HOUR);
+    clock.set(NEW_YEAR + HOUR + 20_000);
+    still(&api, &[1]);
+
+    // Down from 01:00 to 05:30: the four ticks missed start runs when it is back.
+    drop(server);
+    clock.set(NEW_YEAR + 5 * HOUR + 1_800_000);
+    let server = clock.start(&scratch);
+    let api = server.api(&token);
+    let caught_up = wait_for_ticks(&api, &[1, 2, 3, 4, 5]);
+    assert_eq!(observed_logical_ms(&api, caught_up[2]), NEW_YEAR + 3 * HOUR);
+
+    // Paused over two ticks: they are skipped, also once it is unpaused.
+    let paused = api.post("/schedules/deterministic/pause", &json!({}));
+    assert_eq!(paused.json()["paused"], true, "{paused:?}");
+    clock.set(NEW_YEAR + 7 * HOUR + 600_000);
+    still(&api, &[1, 2, 3, 4, 5]);
+    api.post("/schedules/deterministic/unpause", &json!({}));
+    still(&api, &[1, 2, 3, 4, 5]);
+    clock.set(NEW_YEAR + 8 * HOUR + 1_000);
+    wait_for_ticks(&api, &[1, 2, 3, 4, 5, 8]);
+
+    // A backfill of the hours before: runs for each tick, once, however often asked.
+    let range = json!({ "from": "2025-12-31T22:00:00Z", "to": "2026-01-01T01:00:00Z" });
+    let backfill = || api.post("/schedules/deterministic/backfill", &range).json();
+    let filled = backfill();
+    let news: Vec<&Value> = filled["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["new"])
+        .collect();
+    assert_eq!(
+        news,
+        [true, true, true, false],
+        "01:00 ran on schedule: {filled}"
+    );
+    let again = backfill();
+    assert!(
+        again["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["new"] == false),
+        "{again}"
+    );
+    let backfilled = wait_for_ticks(&api, &[-2, -1, 0, 1, 2, 3, 4, 5, 8]);
+    assert_eq!(
+        observed_logical_ms(&api, backfilled[0]),
+        NEW_YEAR - 2 * HOUR
+    );
+
+    // The same through the command line.
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--server", &server.url, "--token", &token, "schedules"];
+        all.extend_from_slice(args);
+        let out = scratch.sandflow(&all);
+        assert_eq!(out.code, 0, "{out:?}");
+        out.stdout
+    };
+    let listed = cli(&[]);
+    assert!(
+        listed.contains("deterministic") && listed.contains("0 * * * *"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("2026-01-01T09:00:00Z"),
+        "the next tick: {listed}"
+    );
+    let filled = cli(&[
+        "backfill",
+        "deterministic",
+        "--from",
+        "2025-12-31T21:00:00Z",
+        "--to",
+        "2025-12-31T22:00:00Z",
+    ]);
+    assert_eq!(
+        filled.lines().count(),
+        3,
+        "a header and two ticks: {filled}"
+    );
+    assert!(filled.lines().nth(1).unwrap().ends_with("now"), "{filled}");
+    assert!(
+        filled.lines().nth(2).unwrap().ends_with("before"),
+        "{filled}"
+    );
+}
+
+#[test]
+fn every_tick_starts_one_run_however_often_the_server_is_killed() {
+    let scratch = Scratch::default();
+    let token = tenant(&scratch, "red", &[]);
+    let clock = Clock::new(&scratch, NEW_YEAR);
+    let server = clock.start(&scratch);
+    let api = server.api(&token);
+    api.upload("deterministic");
+    let every_second =
+        json!({ "cron": "* * * * * *", "catchup": { "policy": "all", "max": 1000 } });
+    let body = every_second.to_string();
+    let set = api.request("PUT", "/schedules/deterministic", Some(body.as_bytes()));
+    assert_eq!(set.status, 200, "{set:?}");
+    drop(server);
+
+    // Killed (SIGKILL) at ever other points: while it takes up the runs left in flight,
+    // fires the ticks it missed, or fires ticks as the clock moves a second every 5 ms.
+    let mut now = NEW_YEAR;
+    for round in 0..10 {
+        let server = clock.start(&scratch);
+        for _ in 0..round * 4 {
+            now += 1_000;
+            clock.set(now);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        now += 1_000;
+        clock.set(now);
+        drop(server);
+    }
+    let server = clock.start(&scratch);
+    let api = server.api(&token);
+    let expected: Vec<u64> = (1..=(now - NEW_YEAR) / 1_000)
+        .map(|s| NEW_YEAR + s * 1_000)
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ticks = ticks(&api);
+        assert!(
+            ticks.values().all(|runs| runs.len() == 1),
+            "a tick ran twice: {ticks:?}"
+        );
+        if ticks.keys().copied().collect::<Vec<_>>() == expected {
+            break;
+        }
+        assert!(Instant::now() < deadline, "ticks {:?}", ticks.keys());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
