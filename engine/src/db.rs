@@ -128,6 +128,7 @@ macro_rules! storage {
 }
 
 // After the macro, which it uses.
+mod events;
 mod schedules;
 mod tenants;
 
@@ -171,7 +172,7 @@ impl RunRecord {
     pub fn logical_ms(&self) -> u64 {
         match self.trigger {
             Trigger::Schedule { tick_ms } => tick_ms,
-            Trigger::Manual => self.started_ms,
+            Trigger::Manual | Trigger::Event { .. } => self.started_ms,
         }
     }
 }
@@ -272,6 +273,8 @@ pub(crate) enum Write {
     Tenancy(tenants::Write),
     /// A write of schedules (see `schedules`).
     Schedule(schedules::Write),
+    /// A write of events or subscriptions (see `events`).
+    Event(events::Write),
 }
 
 /// What one write did.
@@ -280,6 +283,8 @@ pub(crate) enum Written {
     Run(Box<RunRecord>),
     /// Whether what was to be removed was there.
     Removed(bool),
+    /// The event added, unless its key was taken.
+    Event(Option<Box<crate::store::EventRecord>>),
     Done,
 }
 
@@ -544,6 +549,7 @@ impl Db {
                         }
                         Write::Tenancy(write) => tenants::apply(&tx, write),
                         Write::Schedule(write) => schedules::apply(&tx, write),
+                        Write::Event(write) => events::apply(&tx, write),
                     });
                 }
             }

@@ -70,6 +70,13 @@ pub enum Trigger {
         /// The tick: the run's logical time.
         tick_ms: u64,
     },
+    /// Event `event` on `topic`, whose body is the run's parameters.
+    Event {
+        /// The topic it was posted to.
+        topic: String,
+        /// The event's id.
+        event: u64,
+    },
 }
 
 /// Where a run stands. A run left `running` by a process that died, and a run stopped

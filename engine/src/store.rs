@@ -167,6 +167,38 @@ impl ScheduleRecord {
     }
 }
 
+/// An event posted to a topic, kept until every run it starts is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Numbered from 1 in the order events were added; never reused.
+    pub id: u64,
+    /// Whose it is: only the tenant's subscriptions see it.
+    pub tenant: String,
+    /// The topic it was posted to.
+    pub topic: String,
+    /// Its body (JSON text): the parameters of the runs it starts.
+    pub payload: String,
+    /// Makes an event posted twice count once: a tenant's second event with the same key
+    /// is not added.
+    pub key: Option<String>,
+    /// When it was posted, in milliseconds since the Unix epoch.
+    pub posted_ms: u64,
+}
+
+/// A workflow's subscription to a topic: every event on it starts a run of the workflow.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// Whose it is.
+    pub tenant: String,
+    /// The topic whose events start runs.
+    pub topic: String,
+    /// The workflow whose latest upload runs.
+    pub workflow: String,
+    /// Names of the tenant's secrets its runs get as environment variables.
+    pub env: Vec<String>,
+}
+
 /// Durable state: runs, task records, attempts, outputs and logs; tenants and bundles.
 ///
 /// Writes are durable when they return. Reads see every write that returned before them.
@@ -287,6 +319,31 @@ pub trait Store: Send + Sync + 'static {
         workflow: &str,
         settled_ms: u64,
     ) -> Result<(), StoreError>;
+
+    /// Records `event` under a new id (the one given is ignored) until
+    /// [`event_handled`](Self::event_handled); `None` when its tenant added an event with
+    /// its key before.
+    async fn add_event(&self, event: EventRecord) -> Result<Option<EventRecord>, StoreError>;
+
+    /// The events not yet handled, oldest first.
+    async fn pending_events(&self) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// Forgets event `id`: every run it starts is recorded. Its key stays taken.
+    async fn event_handled(&self, id: u64) -> Result<(), StoreError>;
+
+    /// Adds a subscription, or replaces the one of its tenant, topic and workflow.
+    async fn put_subscription(&self, subscription: Subscription) -> Result<(), StoreError>;
+
+    /// Removes `tenant`'s subscription of `workflow` to `topic`. Whether it existed.
+    async fn remove_subscription(
+        &self,
+        tenant: &str,
+        topic: &str,
+        workflow: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// `tenant`'s subscriptions, by topic, then workflow.
+    async fn subscriptions(&self, tenant: &str) -> Result<Vec<Subscription>, StoreError>;
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     tokio::spawn(service.clone().run_schedules());
+    tokio::spawn(service.clone().run_events());
     let draining = service.clone();
     let stopping = async move {
         shutdown.await;

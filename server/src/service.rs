@@ -1,6 +1,7 @@
 //! The service's state: the engine, the flows loaded from tenants' bundles, the runs in
 //! flight (to cancel them and to drain them at shutdown), and each tenant's run rate.
 
+mod events;
 mod schedules;
 
 pub use schedules::{ScheduleSettings, expression};
@@ -61,6 +62,8 @@ pub struct Service {
     storage: tokio::sync::Mutex<HashMap<String, Arc<StorageBudget>>>,
     /// Wakes the schedules' loop when a schedule changes or the service drains.
     schedules_changed: Notify,
+    /// Wakes the events' loop when an event is posted or the service drains.
+    events_posted: Notify,
     /// Held while a schedule is read and written back, so that edits do not undo others.
     schedule_edits: tokio::sync::Mutex<()>,
 }
@@ -92,6 +95,7 @@ impl Service {
             starts: RateLimiter::default(),
             storage: Default::default(),
             schedules_changed: Notify::new(),
+            events_posted: Notify::new(),
             schedule_edits: Default::default(),
         })
     }
@@ -156,6 +160,7 @@ impl Service {
     pub async fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
         self.schedules_changed.notify_one();
+        self.events_posted.notify_one();
         for control in self.controls() {
             control.drain();
         }
@@ -204,6 +209,10 @@ impl Service {
         tokio::spawn(async move {
             if let Err(e) = handle.join().await {
                 tracing::error!(run = id, "run failed to go on: {e}");
+            }
+            let ended = service.engine.store().run(id).await;
+            if let Err(e) = async { service.post_end(&ended?).await }.await {
+                tracing::warn!(run = id, "the run's end was not posted: {e}");
             }
             let mut live = service.live_runs();
             live.remove(&id);

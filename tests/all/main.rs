@@ -12,9 +12,9 @@ mod mutations;
 mod readme;
 mod resume;
 mod sandbox_limits;
-mod schedules;
 mod scheduling;
 mod serve;
+mod triggers;
 
 mod snapshot;
 

@@ -7,12 +7,13 @@
 //! their starts, task completions and ends all ride together. A write waits at most for
 //! the commit before its own.
 
-use super::{Db, DbError, Write, Written, schedules, tenants};
+use super::{Db, DbError, Write, Written, events, schedules, tenants};
 use crate::db::{RunRecord, TaskRecord};
 use crate::host::LogLine;
 use crate::state::RunState;
 use crate::store::{
-    Attempt, Completion, RunFilter, ScheduleRecord, Store, StoreError, StoredBundle,
+    Attempt, Completion, EventRecord, RunFilter, ScheduleRecord, Store, StoreError, StoredBundle,
+    Subscription,
 };
 use crate::tenant::Tenant;
 use std::path::Path;
@@ -313,6 +314,48 @@ impl Store for RedbStore {
             settled_ms,
         });
         self.submit(write).await.map(drop)
+    }
+
+    async fn add_event(&self, event: EventRecord) -> Result<Option<EventRecord>, StoreError> {
+        match self
+            .submit(Write::Event(events::Write::Add(Box::new(event))))
+            .await?
+        {
+            Written::Event(added) => Ok(added.map(|e| *e)),
+            _ => unreachable!("adding an event answers the event"),
+        }
+    }
+
+    async fn pending_events(&self) -> Result<Vec<EventRecord>, StoreError> {
+        Ok(self.db.pending_events()?)
+    }
+
+    async fn event_handled(&self, id: u64) -> Result<(), StoreError> {
+        let write = Write::Event(events::Write::Handled(id));
+        self.submit(write).await.map(drop)
+    }
+
+    async fn put_subscription(&self, subscription: Subscription) -> Result<(), StoreError> {
+        let write = Write::Event(events::Write::Subscribe(Box::new(subscription)));
+        self.submit(write).await.map(drop)
+    }
+
+    async fn remove_subscription(
+        &self,
+        tenant: &str,
+        topic: &str,
+        workflow: &str,
+    ) -> Result<bool, StoreError> {
+        self.removed(Write::Event(events::Write::Unsubscribe {
+            tenant: tenant.to_owned(),
+            topic: topic.to_owned(),
+            workflow: workflow.to_owned(),
+        }))
+        .await
+    }
+
+    async fn subscriptions(&self, tenant: &str) -> Result<Vec<Subscription>, StoreError> {
+        Ok(self.db.subscriptions(tenant)?)
     }
 }
 

@@ -1,7 +1,10 @@
 //! What every [`Store`] must do, as tests any implementation runs through [`check`]: the
 //! redb store now, a PostgreSQL store later, each on a fresh, empty store per test.
 
-use super::{Catchup, Completion, RunFilter, ScheduleRecord, Store, StoreError, StoredBundle};
+use super::{
+    Catchup, Completion, EventRecord, RunFilter, ScheduleRecord, Store, StoreError, StoredBundle,
+    Subscription,
+};
 use crate::db::{AttemptRecord, RunRecord, TaskRecord};
 use crate::grants::Grants;
 use crate::host::{LogLevel, LogLine};
@@ -23,6 +26,8 @@ pub(crate) async fn check<S: Store>(mut fresh: impl FnMut() -> S) {
     bundles_belong_to_their_tenant(&fresh()).await;
     secrets_belong_to_their_tenant(&fresh()).await;
     schedules_settle_forward_only(&fresh()).await;
+    events_wait_until_handled_and_count_once_per_key(&fresh()).await;
+    subscriptions_belong_to_their_tenant(&fresh()).await;
 }
 
 /// A run of workflow `w` with no tasks, for tenant `tenant`.
@@ -503,4 +508,86 @@ async fn schedules_settle_forward_only(store: &impl Store) {
         names(store.schedules(Some("a")).await.unwrap()),
         [pair("a", "v")]
     );
+}
+
+fn event(tenant: &str, key: Option<&str>) -> EventRecord {
+    EventRecord {
+        id: 0,
+        tenant: tenant.into(),
+        topic: "orders".into(),
+        payload: r#"{"order":1}"#.into(),
+        key: key.map(str::to_owned),
+        posted_ms: 3,
+    }
+}
+
+async fn events_wait_until_handled_and_count_once_per_key(store: &impl Store) {
+    let first = store
+        .add_event(event("a", Some("k")))
+        .await
+        .unwrap()
+        .unwrap();
+    let second = store.add_event(event("a", None)).await.unwrap().unwrap();
+    assert_eq!((first.id, second.id), (1, 2));
+    assert_eq!(
+        first,
+        EventRecord {
+            id: 1,
+            ..event("a", Some("k"))
+        }
+    );
+    assert_eq!(
+        store.add_event(event("a", Some("k"))).await.unwrap(),
+        None,
+        "key taken"
+    );
+    let other = store.add_event(event("b", Some("k"))).await.unwrap();
+    assert_eq!(other.map(|e| e.id), Some(3), "keys are per tenant");
+    store.event_handled(1).await.unwrap();
+    store.event_handled(3).await.unwrap();
+    assert_eq!(store.pending_events().await.unwrap(), [second]);
+    // Ids are never reused, and a handled event's key stays taken.
+    assert_eq!(
+        store
+            .add_event(event("a", None))
+            .await
+            .unwrap()
+            .map(|e| e.id),
+        Some(4)
+    );
+    assert_eq!(store.add_event(event("a", Some("k"))).await.unwrap(), None);
+}
+
+async fn subscriptions_belong_to_their_tenant(store: &impl Store) {
+    let subscription = |tenant: &str, topic: &str, workflow: &str| Subscription {
+        tenant: tenant.into(),
+        topic: topic.into(),
+        workflow: workflow.into(),
+        env: vec![],
+    };
+    store
+        .put_subscription(subscription("a", "t2", "w"))
+        .await
+        .unwrap();
+    store
+        .put_subscription(subscription("a", "t1", "w"))
+        .await
+        .unwrap();
+    store
+        .put_subscription(subscription("b", "t1", "w"))
+        .await
+        .unwrap();
+    let replaced = Subscription {
+        env: vec!["KEY".into()],
+        ..subscription("a", "t1", "w")
+    };
+    store.put_subscription(replaced.clone()).await.unwrap();
+    assert_eq!(
+        store.subscriptions("a").await.unwrap(),
+        [replaced, subscription("a", "t2", "w")]
+    );
+    assert!(store.remove_subscription("a", "t2", "w").await.unwrap());
+    assert!(!store.remove_subscription("a", "t2", "w").await.unwrap());
+    assert_eq!(store.subscriptions("b").await.unwrap().len(), 1);
+    assert!(store.subscriptions("c").await.unwrap().is_empty());
 }

@@ -2,7 +2,10 @@
 //! (the scheduler's own, without a database) and for hosts that keep no history; the
 //! conformance suite checks it as it checks the others.
 
-use super::{Attempt, Completion, RunFilter, ScheduleRecord, Store, StoreError, StoredBundle};
+use super::{
+    Attempt, Completion, EventRecord, RunFilter, ScheduleRecord, Store, StoreError, StoredBundle,
+    Subscription,
+};
 use crate::db::{AttemptRecord, RunRecord, TaskRecord};
 use crate::host::LogLine;
 use crate::state::RunState;
@@ -31,6 +34,11 @@ struct State {
     bundles: BTreeMap<(String, String), Kept>,
     secrets: BTreeMap<(String, String), String>,
     schedules: BTreeMap<(String, String), ScheduleRecord>,
+    events: BTreeMap<u64, EventRecord>,
+    last_event: u64,
+    event_keys: HashMap<(String, String), u64>,
+    /// Keyed by (tenant, topic, workflow).
+    subscriptions: BTreeMap<(String, String, String), Subscription>,
 }
 
 /// A bundle and its bytes.
@@ -295,6 +303,56 @@ impl Store for MemoryStore {
             schedule.settled_ms = schedule.settled_ms.max(settled_ms);
         }
         Ok(())
+    }
+
+    async fn add_event(&self, mut event: EventRecord) -> Result<Option<EventRecord>, StoreError> {
+        let mut state = self.state();
+        let key = event.key.clone().map(|k| (event.tenant.clone(), k));
+        if key
+            .as_ref()
+            .is_some_and(|k| state.event_keys.contains_key(k))
+        {
+            return Ok(None);
+        }
+        state.last_event += 1;
+        event.id = state.last_event;
+        if let Some(key) = key {
+            state.event_keys.insert(key, event.id);
+        }
+        state.events.insert(event.id, event.clone());
+        Ok(Some(event))
+    }
+
+    async fn pending_events(&self) -> Result<Vec<EventRecord>, StoreError> {
+        Ok(self.state().events.values().cloned().collect())
+    }
+
+    async fn event_handled(&self, id: u64) -> Result<(), StoreError> {
+        self.state().events.remove(&id);
+        Ok(())
+    }
+
+    async fn put_subscription(&self, subscription: Subscription) -> Result<(), StoreError> {
+        let s = &subscription;
+        let key = (s.tenant.clone(), s.topic.clone(), s.workflow.clone());
+        self.state().subscriptions.insert(key, subscription);
+        Ok(())
+    }
+
+    async fn remove_subscription(
+        &self,
+        tenant: &str,
+        topic: &str,
+        workflow: &str,
+    ) -> Result<bool, StoreError> {
+        let key = (tenant.to_owned(), topic.to_owned(), workflow.to_owned());
+        Ok(self.state().subscriptions.remove(&key).is_some())
+    }
+
+    async fn subscriptions(&self, tenant: &str) -> Result<Vec<Subscription>, StoreError> {
+        let state = self.state();
+        let of_tenant = state.subscriptions.values().filter(|s| s.tenant == tenant);
+        Ok(of_tenant.cloned().collect())
     }
 }
 

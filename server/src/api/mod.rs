@@ -2,6 +2,7 @@
 
 mod admin;
 mod bundles;
+mod events;
 mod runs;
 mod schedules;
 mod secrets;
@@ -47,6 +48,18 @@ pub struct Path<T>(pub T);
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct Query<T>(pub T);
+
+/// The request's `Idempotency-Key`, which makes a retried request count once.
+fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(key) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = key.to_str().ok().filter(|k| (1..=255).contains(&k.len()));
+    let key = key.ok_or_else(|| {
+        ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters")
+    })?;
+    Ok(Some(key.to_owned()))
+}
 
 /// Every error's body.
 #[derive(Serialize, ToSchema)]
@@ -106,7 +119,10 @@ fn api() -> (Router<Arc<Service>>, utoipa::openapi::OpenApi) {
         .routes(routes!(schedules::get, schedules::set, schedules::remove))
         .routes(routes!(schedules::pause))
         .routes(routes!(schedules::unpause))
-        .routes(routes!(schedules::backfill));
+        .routes(routes!(schedules::backfill))
+        .routes(routes!(events::post))
+        .routes(routes!(events::subscriptions))
+        .routes(routes!(events::subscribe, events::unsubscribe));
     let admin = OpenApiRouter::new()
         .routes(routes!(admin::add, admin::list))
         .routes(routes!(admin::remove))

@@ -95,20 +95,7 @@ pub async fn start(
     headers: HeaderMap,
     Json(request): Json<StartRequest>,
 ) -> Result<(StatusCode, Json<RunView>), ApiError> {
-    let key = match headers.get("idempotency-key") {
-        None => None,
-        Some(key) => Some(
-            key.to_str()
-                .ok()
-                .filter(|k| (1..=255).contains(&k.len()))
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "Idempotency-Key must be 1 to 255 visible ASCII characters",
-                    )
-                })?
-                .to_owned(),
-        ),
-    };
+    let key = super::idempotency_key(&headers)?;
     let params = match request.params {
         Some(params) => Params::parse(params.to_string())
             .map_err(|e| ApiError::bad_request(format!("params: {e}")))?,

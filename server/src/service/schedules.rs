@@ -397,7 +397,7 @@ impl Service {
             .ok_or_else(|| ApiError::not_found(format!("bundle {hash} does not exist")))
     }
 
-    async fn latest_upload(
+    pub(super) async fn latest_upload(
         &self,
         tenant: &Tenant,
         workflow: &str,

@@ -1,5 +1,6 @@
-//! Schedules on the real server, under a clock the tests move (`serve --clock-file`):
-//! days of ticks pass in a second, and no test waits for a real minute.
+//! What starts runs on the real server by itself: schedules, under a clock the tests move
+//! (`serve --clock-file`: days of ticks pass in a second, and no test waits for a real
+//! minute), and events.
 
 use crate::Scratch;
 use crate::serve::{Api, Server, tenant};
@@ -251,4 +252,86 @@ fn every_tick_starts_one_run_however_often_the_server_is_killed() {
         assert!(Instant::now() < deadline, "ticks {:?}", ticks.keys());
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The runs an event on `topic` started, as (run, event id) pairs.
+fn runs_of_topic(api: &Api, topic: &str) -> Vec<(Value, u64)> {
+    let runs = api.get("/runs?limit=1000").json()["runs"].clone();
+    let of_topic = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["trigger"]["kind"] == "event" && r["trigger"]["topic"] == topic);
+    of_topic
+        .map(|r| (r.clone(), r["trigger"]["event"].as_u64().unwrap()))
+        .collect()
+}
+
+/// Waits until the runs events on `topic` started are those of events `expected`.
+fn wait_for_events(api: &Api, topic: &str, expected: &[u64]) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let runs = runs_of_topic(api, topic);
+        let mut events: Vec<u64> = runs.iter().map(|(_, e)| *e).collect();
+        events.sort_unstable();
+        if events == expected {
+            return runs.into_iter().map(|(r, _)| r).collect();
+        }
+        assert!(Instant::now() < deadline, "{topic}: events {events:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn events_start_their_subscribers_once_even_across_a_kill_and_runs_start_followers() {
+    let scratch = Scratch::default();
+    let token = tenant(&scratch, "red", &[]);
+    let server = Server::start(&scratch);
+    let api = server.api(&token);
+    api.upload("deterministic");
+    api.upload("hello");
+    let put = |path: &str| api.request("PUT", path, Some(b"{}"));
+    assert_eq!(put("/subscriptions/orders/deterministic").status, 200);
+    let follow = put("/subscriptions/workflow.deterministic.succeeded/hello");
+    assert_eq!(follow.status, 200, "{follow:?}");
+    put("/subscriptions/orders/nothing-uploaded").assert_error(404, "not_found");
+
+    let post = |key: &str, body: &Value| {
+        let body = body.to_string();
+        let headers = [("Idempotency-Key", key)];
+        api.request_with("POST", "/events/orders", Some(body.as_bytes()), &headers)
+    };
+    let accepted = post("e-1", &json!({ "order": 1 }));
+    assert_eq!(
+        (accepted.status, accepted.json()["event"].clone()),
+        (202, json!(1))
+    );
+    let again = post("e-1", &json!({ "order": 1 }));
+    assert_eq!(
+        (again.status, again.json()["event"].clone()),
+        (200, Value::Null)
+    );
+    api.post("/events/workflow.deterministic.succeeded", &json!({}))
+        .assert_error(422, "reserved_topic");
+
+    // The subscriber runs with the event as its parameters, and its success starts the
+    // workflow that follows it.
+    let runs = wait_for_events(&api, "orders", &[1]);
+    assert_eq!(runs[0]["params"], json!({ "order": 1 }));
+    let first = runs[0]["id"].as_u64().unwrap();
+    assert_eq!(api.finished(first)["state"], "succeeded");
+    let followers = wait_for_events(&api, "workflow.deterministic.succeeded", &[2]);
+    assert_eq!(
+        followers[0]["params"],
+        json!({ "run": first, "workflow": "deterministic", "state": "succeeded" })
+    );
+
+    // Killed as soon as it accepted an event: the event's run starts when it is back.
+    let accepted = post("e-2", &json!({ "order": 2 }));
+    assert_eq!(accepted.status, 202, "{accepted:?}");
+    drop(server);
+    let server = Server::start(&scratch);
+    let api = server.api(&token);
+    let runs = wait_for_events(&api, "orders", &[1, 3]);
+    assert_eq!(runs.len(), 2, "one run per event");
 }

@@ -1,0 +1,205 @@
+//! Events on the service: posted to a tenant's topic, kept in the store before the post
+//! is answered, and turned into runs of every workflow subscribed to the topic by
+//! [`Service::run_events`].
+//!
+//! An accepted event is durable: it stays pending in the store until each run it starts
+//! is recorded, and the runs are keyed `event:ID/WORKFLOW`, so a server killed half way
+//! through an event starts its missing runs when it is back, and none twice. A run that
+//! ends succeeded or failed posts to the topic `workflow.NAME.succeeded` (or `.failed`),
+//! which is how a workflow runs after another.
+
+use super::{Service, StartRun};
+use crate::error::ApiError;
+use axum::http::StatusCode;
+use sandflow::store::{EventRecord, Subscription};
+use sandflow::{Params, RunRecord, RunState, Tenant, Trigger};
+use std::sync::Arc;
+
+/// Topics of workflows' ends, which the service posts and tenants only subscribe to.
+const WORKFLOW_TOPICS: &str = "workflow.";
+
+/// Refuses a topic that is not 1 to 128 letters, digits, `.`, `_` and `-`.
+pub fn check_topic(topic: &str) -> Result<(), ApiError> {
+    let valid = (1..=128).contains(&topic.len())
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if valid {
+        return Ok(());
+    }
+    Err(ApiError::bad_request(format!(
+        "topic {topic:?}: use 1 to 128 letters, digits, '.', '_' and '-'"
+    )))
+}
+
+/// The topic a run's end posts to, if it ended succeeded or failed.
+fn end_topic(run: &RunRecord) -> Option<String> {
+    let outcome = match run.state {
+        RunState::Succeeded => "succeeded",
+        RunState::Failed => "failed",
+        _ => return None,
+    };
+    Some(format!("{WORKFLOW_TOPICS}{}.{outcome}", run.workflow.name))
+}
+
+impl Service {
+    /// Keeps an event on `topic` for the tenant's subscriptions and wakes the loop that
+    /// starts their runs. `None` when an event with `key` was posted before.
+    pub async fn post_event(
+        &self,
+        tenant: &Tenant,
+        topic: &str,
+        payload: Params,
+        key: Option<String>,
+    ) -> Result<Option<EventRecord>, ApiError> {
+        check_topic(topic)?;
+        if topic.starts_with(WORKFLOW_TOPICS) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "reserved_topic",
+                format!(
+                    "topics starting with {WORKFLOW_TOPICS:?} are posted by the server when \
+                     a workflow's run ends; subscribe to them, post to another"
+                ),
+            ));
+        }
+        if self.is_draining() {
+            return Err(ApiError::unavailable());
+        }
+        self.add_event(&tenant.name, topic, payload, key).await
+    }
+
+    async fn add_event(
+        &self,
+        tenant: &str,
+        topic: &str,
+        payload: Params,
+        key: Option<String>,
+    ) -> Result<Option<EventRecord>, ApiError> {
+        let event = EventRecord {
+            id: 0,
+            tenant: tenant.to_owned(),
+            topic: topic.to_owned(),
+            payload: payload.as_str().to_owned(),
+            key,
+            posted_ms: super::now_ms(),
+        };
+        let added = self.engine.store().add_event(event).await?;
+        self.events_posted.notify_one();
+        Ok(added)
+    }
+
+    /// Posts the end of run `run` to its workflow's end topic, if the tenant subscribed
+    /// to it. Keyed by the run and its end, so that posting it again changes nothing.
+    pub(super) async fn post_end(&self, run: &RunRecord) -> Result<(), ApiError> {
+        let Some(topic) = end_topic(run) else {
+            return Ok(());
+        };
+        let subscriptions = self.engine.store().subscriptions(&run.tenant).await?;
+        if !subscriptions.iter().any(|s| s.topic == topic) {
+            return Ok(());
+        }
+        let payload = serde_json::json!({
+            "run": run.id, "workflow": run.workflow.name, "state": run.state,
+        });
+        let payload = Params::parse(payload.to_string()).expect("JSON made here");
+        let key = format!("run:{}@{}", run.id, run.finished_ms.unwrap_or_default());
+        self.add_event(&run.tenant, &topic, payload, Some(key))
+            .await
+            .map(drop)
+    }
+
+    /// Subscribes the tenant's `workflow` (its latest upload) to `topic`.
+    pub async fn subscribe(
+        &self,
+        tenant: &Tenant,
+        topic: &str,
+        workflow: &str,
+        env: Vec<String>,
+    ) -> Result<Subscription, ApiError> {
+        check_topic(topic)?;
+        self.latest_upload(tenant, workflow).await?;
+        let subscription = Subscription {
+            tenant: tenant.name.clone(),
+            topic: topic.to_owned(),
+            workflow: workflow.to_owned(),
+            env,
+        };
+        let store = self.engine.store();
+        store.put_subscription(subscription.clone()).await?;
+        Ok(subscription)
+    }
+
+    /// Starts the runs of every pending event, oldest first, and forgets each event once
+    /// they are recorded. An event whose run could not start for a reason that may pass
+    /// (the store failed, the service is draining) stays pending, to be tried again; a
+    /// run refused for good (a quota, no upload of the workflow) is skipped with a
+    /// warning.
+    pub async fn handle_events(self: &Arc<Self>) {
+        let store = self.engine.store();
+        let events = match store.pending_events().await {
+            Ok(events) => events,
+            Err(e) => return tracing::warn!("events not read: {e}"),
+        };
+        for event in events {
+            match self.handle_event(&event).await {
+                Ok(()) => {
+                    if let Err(e) = store.event_handled(event.id).await {
+                        tracing::warn!(event = event.id, "event not forgotten: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!(event = event.id, "event delayed: {e}"),
+            }
+        }
+    }
+
+    async fn handle_event(self: &Arc<Self>, event: &EventRecord) -> Result<(), ApiError> {
+        let (topic, id) = (&event.topic, event.id);
+        let tenant = match crate::admin::find(&**self.engine.store(), &event.tenant).await {
+            Ok(tenant) => tenant,
+            Err(e) => {
+                tracing::warn!(event = id, topic, "event dropped: {e}");
+                return Ok(());
+            }
+        };
+        let subscriptions = self.engine.store().subscriptions(&tenant.name).await?;
+        for subscription in subscriptions.iter().filter(|s| s.topic == *topic) {
+            let workflow = &subscription.workflow;
+            let started = match self.latest_upload(&tenant, workflow).await {
+                Ok(bundle) => {
+                    let start = StartRun {
+                        bundle: bundle.hash,
+                        params: Params::parse(event.payload.clone())
+                            .map_err(|e| ApiError::internal(&e))?,
+                        env: subscription.env.clone(),
+                        key: Some(format!("event:{id}/{workflow}")),
+                        trigger: Trigger::Event {
+                            topic: topic.clone(),
+                            event: id,
+                        },
+                    };
+                    self.start(&tenant, start).await
+                }
+                Err(e) => Err(e),
+            };
+            match started {
+                Ok((run, new)) => tracing::info!(event = id, topic, workflow, run = run.id, new),
+                Err(e) if e.status().is_server_error() => return Err(e),
+                Err(e) => tracing::warn!(event = id, topic, workflow, "run not started: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles events until the service drains: when one is posted, and every second
+    /// for those whose runs could not start yet.
+    pub async fn run_events(self: Arc<Self>) {
+        while !self.is_draining() {
+            self.handle_events().await;
+            tokio::select! {
+                () = self.events_posted.notified() => {}
+                () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
