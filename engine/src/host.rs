@@ -82,6 +82,9 @@ pub(crate) struct TaskIdentity {
     pub deterministic: bool,
     /// Whose turn the attempt waits for to get a slot of the pool.
     pub share: Arc<Share>,
+    /// The run's workflow, as metrics label it (see [`crate::metrics`]); empty outside
+    /// a run, where nothing is measured.
+    pub workflow: Arc<str>,
 }
 
 impl TaskIdentity {
@@ -99,6 +102,7 @@ impl TaskIdentity {
             capabilities: Arc::default(),
             deterministic: false,
             share: Arc::default(),
+            workflow: Arc::from(""),
         }
     }
 }

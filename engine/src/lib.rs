@@ -52,6 +52,7 @@ mod engine;
 mod fair;
 pub mod grants;
 mod host;
+pub mod metrics;
 pub mod sandbox;
 pub mod scheduler;
 mod snapshot;

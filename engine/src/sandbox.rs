@@ -20,6 +20,7 @@ use crate::fair::{FairSlots, Share, Slot};
 use crate::host::bindings::sandflow::plugin::types::TaskError;
 use crate::host::bindings::{self, BundlePre};
 use crate::host::{HostState, LimitHit, LogLine, TaskIdentity};
+use crate::metrics::{AttemptCost, Counted};
 use crate::state::Failure;
 use crate::workflow::{TaskDef, WorkflowDef};
 use std::sync::{Arc, mpsc};
@@ -317,13 +318,14 @@ impl Sandbox {
         limits: &RunLimits,
     ) -> Execution<Vec<u8>> {
         let task = identity.task.clone();
+        let (tenant, workflow) = (identity.share.tenant.clone(), identity.workflow.clone());
         let execution = self
             .execute(pre, identity, limits, async |bundle, store| {
                 bundle.call_run(store, &task).await
             })
             .await;
         let limit = limits.output;
-        Execution {
+        let execution = Execution {
             outcome: execution
                 .outcome
                 .and_then(|returned| match returned {
@@ -339,8 +341,22 @@ impl Sandbox {
             fuel_used: execution.fuel_used,
             started_ms: execution.started_ms,
             duration: execution.duration,
+            queue_wait: execution.queue_wait,
+            instantiation: execution.instantiation,
             log: execution.log,
+        };
+        if !workflow.is_empty() {
+            crate::metrics::attempt_ended(AttemptCost {
+                tenant: &tenant,
+                workflow: &workflow,
+                outcome: &execution.outcome,
+                duration: execution.duration,
+                fuel: execution.fuel_used,
+                queue_wait: execution.queue_wait,
+                instantiation: execution.instantiation,
+            });
         }
+        execution
     }
 
     /// A store for one call: its memory limiter, `fuel`, and a wall-clock `deadline` (none
@@ -381,10 +397,18 @@ impl Sandbox {
         limits: &RunLimits,
         call: impl AsyncFnOnce(&bindings::Bundle, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Execution<R> {
+        // Only attempts of runs are counted, not `describe`.
+        let metered = !identity.workflow.is_empty();
+        let tenant = identity.share.tenant.clone();
+        let asked = Instant::now();
+        let waiting = metered.then(|| Counted::new("sandflow_tasks_pending", &tenant));
         // Declared before the store, so dropped after it. The attempt's clock starts once
         // it has its slot: waiting for one is not the task's time.
         let _slot = self.slot(&identity.share).await;
+        drop(waiting);
+        let _running = metered.then(|| Counted::new("sandflow_tasks_running", &tenant));
         let started = Instant::now();
+        let queue_wait = started - asked;
         let started_ms = crate::state::now_ms();
         let (fuel, timeout) = (limits.fuel, limits.timeout);
         let state = match HostState::new(identity, limits.memory, limits.log) {
@@ -397,6 +421,8 @@ impl Sandbox {
                     fuel_used: 0,
                     started_ms,
                     duration: started.elapsed(),
+                    queue_wait,
+                    instantiation: None,
                     log: Vec::new(),
                 };
             }
@@ -406,6 +432,7 @@ impl Sandbox {
         // Wasm blocked in a host call (a WASI sleep, say) never reaches an epoch check;
         // dropping its future a little after the deadline cancels it there.
         let backstop = timeout.saturating_add(4 * EPOCH_TICK);
+        let mut instantiation = None;
         let outcome = tokio::time::timeout(backstop, async {
             let bundle = pre
                 .instantiate_async(&mut store)
@@ -413,6 +440,7 @@ impl Sandbox {
                 .map_err(|e| Failure::Start {
                     message: reason(&e),
                 })?;
+            instantiation = Some(started.elapsed());
             call(&bundle, &mut store)
                 .await
                 .map_err(|e| classify(&e, store.data(), fuel, timeout))
@@ -429,6 +457,8 @@ impl Sandbox {
             fuel_used,
             started_ms,
             duration: started.elapsed(),
+            queue_wait,
+            instantiation,
             log,
         }
     }
@@ -465,6 +495,10 @@ pub(crate) struct Execution<T> {
     /// slot in turn never appear to overlap.
     pub started_ms: u64,
     pub duration: Duration,
+    /// How long it waited for its slot.
+    pub queue_wait: Duration,
+    /// How long its instance took to make, if it was made.
+    pub instantiation: Option<Duration>,
     pub log: Vec<LogLine>,
 }
 

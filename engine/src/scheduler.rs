@@ -577,6 +577,8 @@ struct LiveRun<'a> {
     inputs: Arc<RunInputs>,
     capabilities: Arc<Capabilities>,
     share: Arc<Share>,
+    /// The workflow's metrics label.
+    workflow_label: Arc<str>,
     tasks: Vec<Progress>,
     ready: VecDeque<usize>,
     /// Tasks up for retry, by the instant their backoff ends.
@@ -634,6 +636,7 @@ impl<'a> LiveRun<'a> {
                 weight: options.weight,
                 max_attempts: options.tenant_attempts,
             }),
+            workflow_label: crate::metrics::workflow_label(&run.tenant, &run.workflow.name),
             runner,
             run,
             tasks,
@@ -845,6 +848,7 @@ impl<'a> LiveRun<'a> {
                 capabilities: self.capabilities.clone(),
                 deterministic: workflow.deterministic,
                 share: self.share.clone(),
+                workflow: self.workflow_label.clone(),
             };
             let limits = self.run.limits.for_task(def);
             let execution = self.runner.attempts.run(identity, limits);
@@ -1103,6 +1107,8 @@ fn engine_fault(error: &tokio::task::JoinError) -> Execution<Vec<u8>> {
         fuel_used: 0,
         started_ms: now_ms(),
         duration: Duration::ZERO,
+        queue_wait: Duration::ZERO,
+        instantiation: None,
         log: Vec::new(),
     }
 }
@@ -1204,6 +1210,8 @@ mod tests {
             fuel_used: 1,
             started_ms: now_ms(),
             duration: Duration::from_micros(10),
+            queue_wait: Duration::ZERO,
+            instantiation: None,
             log: Vec::new(),
         }
     }

@@ -258,6 +258,25 @@ impl Failure {
         }
     }
 
+    /// Its kind, as stored (`out-of-fuel`, `deadline`, …): what metrics label it by.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Fatal { .. } => "fatal",
+            Self::Retryable { .. } => "retryable",
+            Self::OutOfFuel { .. } => "out-of-fuel",
+            Self::Deadline { .. } => "deadline",
+            Self::MemoryLimit { .. } => "memory-limit",
+            Self::StackOverflow => "stack-overflow",
+            Self::OutputTooLarge { .. } => "output-too-large",
+            Self::LogLimit { .. } => "log-limit",
+            Self::HandleLimit { .. } => "handle-limit",
+            Self::Panic { .. } => "panic",
+            Self::Trap { .. } => "trap",
+            Self::Start { .. } => "start",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
     /// Whether the task itself failed, as opposed to the run being stopped around it.
     pub fn counts_against_retries(&self) -> bool {
         !matches!(self, Self::Interrupted)
@@ -292,6 +311,29 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failures_kind_is_its_stored_tag() {
+        let failures = [
+            Failure::Fatal {
+                message: "m".into(),
+            },
+            Failure::OutOfFuel { budget: 1 },
+            Failure::Deadline { timeout_ms: 1 },
+            Failure::MemoryLimit {
+                limit: 1,
+                requested: 2,
+            },
+            Failure::StackOverflow,
+            Failure::OutputTooLarge { size: 2, limit: 1 },
+            Failure::LogLimit { limit: 1 },
+            Failure::Interrupted,
+        ];
+        for failure in failures {
+            let stored = serde_json::to_value(&failure).unwrap();
+            assert_eq!(stored["kind"], failure.kind(), "{failure:?}");
+        }
+    }
 
     #[test]
     fn messages_are_cut_at_a_character_boundary_saying_how_much_was_cut() {

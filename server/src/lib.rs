@@ -17,6 +17,7 @@ mod cron;
 mod error;
 mod grants;
 mod limiter;
+mod metrics;
 mod service;
 pub mod token;
 
@@ -53,6 +54,7 @@ pub async fn serve(
     service: Arc<Service>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    metrics::handle();
     tokio::spawn(service.clone().run_schedules());
     tokio::spawn(service.clone().run_events());
     let draining = service.clone();

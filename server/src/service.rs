@@ -211,6 +211,15 @@ impl Service {
                 tracing::error!(run = id, "run failed to go on: {e}");
             }
             let ended = service.engine.store().run(id).await;
+            if let Ok(run) = &ended {
+                let workflow = sandflow::metrics::workflow_label(&run.tenant, &run.workflow.name);
+                let labels = [
+                    ("tenant", run.tenant.clone()),
+                    ("workflow", workflow.to_string()),
+                    ("state", run.state.as_str().to_owned()),
+                ];
+                metrics::counter!("sandflow_runs_ended_total", &labels).increment(1);
+            }
             if let Err(e) = async { service.post_end(&ended?).await }.await {
                 tracing::warn!(run = id, "the run's end was not posted: {e}");
             }
@@ -396,6 +405,16 @@ impl Service {
         };
         let record = handle.record().clone();
         self.watch(handle);
+        let trigger = match &record.trigger {
+            Trigger::Manual => "manual",
+            Trigger::Schedule { .. } => "schedule",
+            Trigger::Event { .. } => "event",
+        };
+        let labels = [
+            ("tenant", tenant.name.clone()),
+            ("trigger", trigger.to_owned()),
+        ];
+        metrics::counter!("sandflow_runs_started_total", &labels).increment(1);
         Ok((record, true))
     }
 

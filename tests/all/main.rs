@@ -9,6 +9,7 @@ mod deterministic;
 mod engine;
 mod etl;
 mod mutations;
+mod observability;
 mod readme;
 mod resume;
 mod sandbox_limits;

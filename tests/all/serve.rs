@@ -185,7 +185,7 @@ impl Api {
     }
 
     /// Starts a run; its id.
-    fn start(&self, body: &Value) -> u64 {
+    pub(crate) fn start(&self, body: &Value) -> u64 {
         let answer = self.post("/runs", body);
         assert_eq!(
             answer.status,

@@ -141,6 +141,7 @@ pub fn router(service: Arc<Service>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
         .route(
             "/openapi.json",
             get(move || async move { axum::Json(document.as_ref().clone()) }),
@@ -156,6 +157,16 @@ pub fn router(service: Arc<Service>) -> Router {
         })
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .with_state(service)
+}
+
+/// Every metric in Prometheus' text format, for the operator: they name tenants and their
+/// workflows, so the admin token is asked for, and without one the route is off.
+async fn metrics(_: admin::Admin) -> impl IntoResponse {
+    let content_type = "text/plain; version=0.0.4; charset=utf-8";
+    (
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        crate::metrics::render(),
+    )
 }
 
 /// Ready while the service takes new runs; 503 once it drains.

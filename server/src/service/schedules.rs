@@ -348,7 +348,11 @@ impl Service {
                             run = run.id,
                             new,
                             "tick"
-                        )
+                        );
+                        let lag = now.saturating_sub(tick) as f64 / 1000.0;
+                        let tenant = tenant_name.clone();
+                        metrics::histogram!("sandflow_schedule_lag_seconds", "tenant" => tenant)
+                            .record(lag);
                     }
                     Err(e) if e.status().is_server_error() => {
                         tracing::warn!(tenant = tenant_name, workflow, tick, "tick delayed: {e}");
