@@ -91,14 +91,7 @@ pub async fn get(
     Caller(tenant): Caller,
     Path(hash): Path<String>,
 ) -> Result<Json<BundleView>, ApiError> {
-    let bundle = service
-        .engine()
-        .store()
-        .bundles(&tenant.name)
-        .await?
-        .into_iter()
-        .find(|b| b.hash == hash)
-        .ok_or_else(|| ApiError::not_found(format!("bundle {hash} does not exist")))?;
+    let bundle = service.bundle_of(&tenant, &hash).await?;
     let flow = service.flow(&tenant, &hash).await?;
     let definition = flow.bundle().workflow().clone();
     Ok(Json(BundleView { bundle, definition }))

@@ -336,8 +336,7 @@ impl Service {
                 None
             }
         };
-        let tenant_due = tenant.as_ref().map(|t| (t, due)).into_iter();
-        'ticks: for (tenant, due) in tenant_due {
+        if let Some(tenant) = &tenant {
             for tick in due {
                 match self.fire(tenant, schedule, tick).await {
                     Ok((run, new)) => {
@@ -357,7 +356,7 @@ impl Service {
                     Err(e) if e.status().is_server_error() => {
                         tracing::warn!(tenant = tenant_name, workflow, tick, "tick delayed: {e}");
                         settled = tick - 1;
-                        break 'ticks;
+                        break;
                     }
                     Err(e) => {
                         tracing::warn!(tenant = tenant_name, workflow, tick, "tick skipped: {e}")
@@ -393,7 +392,8 @@ impl Service {
         }
     }
 
-    async fn bundle_of(&self, tenant: &Tenant, hash: &str) -> Result<StoredBundle, ApiError> {
+    /// The tenant's bundle `hash`, or 404.
+    pub async fn bundle_of(&self, tenant: &Tenant, hash: &str) -> Result<StoredBundle, ApiError> {
         let bundles = self.engine.store().bundles(&tenant.name).await?;
         bundles
             .into_iter()
