@@ -68,6 +68,7 @@ fn main() {
             weight: 1,
             quotas: quotas.clone(),
             created_ms: 0,
+            alerts: None,
         };
         runtime.block_on(store.put_tenant(tenant)).unwrap();
     }

@@ -3,7 +3,9 @@
 //! Flags are parsed by clap, then turned into the library's validated types (`RunLimits`,
 //! `BundleLimits`, `RunOptions`) before anything is loaded or written.
 
+mod alerts;
 mod inspect;
+mod policies;
 mod remote;
 mod report;
 mod schedules;
@@ -99,6 +101,17 @@ enum Command {
     Schedules {
         #[command(subcommand)]
         command: Option<schedules::ScheduleCommand>,
+    },
+    /// List, set and remove the tenant's workflow policies on a server (with --server):
+    /// runs at once, what a trigger does past that, SLA
+    Policies {
+        #[command(subcommand)]
+        command: Option<policies::PolicyCommand>,
+    },
+    /// Set where the tenant's alerts go, and list the latest, on a server (with --server)
+    Alerts {
+        #[command(subcommand)]
+        command: Option<alerts::AlertCommand>,
     },
 }
 
@@ -457,10 +470,12 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             serve::serve(args, &db_path()?, cache.as_deref(), interrupts).await
         }
         Command::Tenant { command } => tenant::tenant(command, &db_path()?).await,
-        Command::Schedules { .. } => Err(Failed::input(
-            "schedules fire where a server runs: give its URL with --server and the \
-             tenant's token with --token",
-        )),
+        Command::Schedules { .. } | Command::Policies { .. } | Command::Alerts { .. } => {
+            Err(Failed::input(
+                "schedules, policies and alerts act where a server runs: give its URL with \
+                 --server and the tenant's token with --token",
+            ))
+        }
         Command::Output { run, task } => {
             let store = RedbStore::open_read_only(&db_path()?).map_err(Failed::input)?;
             write_output(&report::output(&store, run, &task).await?)
@@ -482,9 +497,17 @@ fn remotely(remote: &remote::Remote, command: Command) -> Result<u8, Failed> {
             let command = command.unwrap_or(schedules::ScheduleCommand::List);
             schedules::schedules(remote, command)
         }
+        Command::Policies { command } => {
+            policies::policies(remote, command.unwrap_or(policies::PolicyCommand::List))
+        }
+        Command::Alerts { command } => {
+            let command = command.unwrap_or(alerts::AlertCommand::List { limit: 20 });
+            alerts::alerts(remote, command)
+        }
         _ => Err(Failed::input(
             "with --server, sandflow runs, shows and reads runs and outputs, manages \
-             schedules and tenants; the other commands work on this machine, without --server",
+             schedules, policies, alerts and tenants; the other commands work on this \
+             machine, without --server",
         )),
     }
 }

@@ -34,6 +34,14 @@ pub struct ServeArgs {
     /// How long attempts in flight may go on after SIGTERM before they are interrupted
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = humantime::parse_duration)]
     grace: Duration,
+    /// Where clients reach the API, for the links in alerts [default: http://ADDR of
+    /// --listen]
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
+    /// Let tenants' webhooks be at private addresses (loopback, private networks, link
+    /// local such as cloud metadata); off, a tenant cannot make the host post into them
+    #[arg(long)]
+    private_webhooks: bool,
     /// Read the time schedules fire at from this file (milliseconds since the Unix epoch)
     /// instead of the system clock: for tests that cannot wait for days of ticks
     #[arg(long, value_name = "PATH", hide = true)]
@@ -67,18 +75,24 @@ pub async fn serve(
         Some(path) => Arc::new(FileClock(path)),
         None => Arc::new(SystemClock),
     };
-    let config = ServiceConfig {
-        grace: args.grace,
-        admin_token: args.admin_token,
-        clock,
-    };
-    let service = Service::new(engine, config);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Failed::input(format!("cannot listen on {}: {e}", args.listen)))?;
     let address = listener
         .local_addr()
         .map_err(|e| Failed::input(format!("cannot listen on {}: {e}", args.listen)))?;
+    let public_url = args.public_url.map_or_else(
+        || format!("http://{address}"),
+        |u| u.trim_end_matches('/').to_owned(),
+    );
+    let config = ServiceConfig {
+        grace: args.grace,
+        admin_token: args.admin_token,
+        clock,
+        public_url,
+        private_webhooks: args.private_webhooks,
+    };
+    let service = Service::new(engine, config);
     let resumed = service.resume_in_flight().await.map_err(|e| Failed {
         message: format!("cannot take up the runs left in flight: {e}"),
         code: 1,

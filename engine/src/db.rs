@@ -128,7 +128,9 @@ macro_rules! storage {
 }
 
 // After the macro, which it uses.
+mod alerts;
 mod events;
+mod policies;
 mod schedules;
 mod tenants;
 
@@ -275,6 +277,10 @@ pub(crate) enum Write {
     Schedule(schedules::Write),
     /// A write of events or subscriptions (see `events`).
     Event(events::Write),
+    /// A write of workflows' policies (see `policies`).
+    Policy(policies::Write),
+    /// A write of alerts (see `alerts`).
+    Alert(alerts::Write),
 }
 
 /// What one write did.
@@ -285,6 +291,8 @@ pub(crate) enum Written {
     Removed(bool),
     /// The event added, unless its key was taken.
     Event(Option<Box<crate::store::EventRecord>>),
+    /// The alert added, unless its key was taken.
+    Alert(Option<Box<crate::store::AlertRecord>>),
     Done,
 }
 
@@ -550,6 +558,8 @@ impl Db {
                         Write::Tenancy(write) => tenants::apply(&tx, write),
                         Write::Schedule(write) => schedules::apply(&tx, write),
                         Write::Event(write) => events::apply(&tx, write),
+                        Write::Policy(write) => policies::apply(&tx, write),
+                        Write::Alert(write) => alerts::apply(&tx, write),
                     });
                 }
             }

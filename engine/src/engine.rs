@@ -289,4 +289,10 @@ impl RunControl {
         self.stop
             .send_replace(Some(Stop::Drain(RunState::Interrupted)));
     }
+
+    /// Whether the run was told to stop (it may still be ending): a host counting the runs
+    /// that go on leaves it out.
+    pub fn is_stopping(&self) -> bool {
+        self.stop.borrow().is_some()
+    }
 }

@@ -167,6 +167,94 @@ impl ScheduleRecord {
     }
 }
 
+/// What a new trigger of a workflow does while the most runs of it a
+/// [`WorkflowPolicy`] allows are in flight.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnLimit {
+    /// It waits: a tick or event stays pending until a run ends; a request is answered
+    /// 429, to be retried.
+    #[default]
+    Queue,
+    /// It starts nothing: a tick or event is dropped; a request is answered 409.
+    Skip,
+    /// The oldest run in flight is cancelled to make room.
+    CancelOldest,
+}
+
+/// How a host runs one workflow of a tenant, whichever bundle of it runs: how many runs
+/// at once, what a trigger does past that, and how long a run may take before an alert
+/// says so. One per (tenant, workflow name).
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowPolicy {
+    /// Whose it is.
+    pub tenant: String,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The most runs of the workflow in flight at once, from 1 to
+    /// [`WorkflowPolicy::MAX_RUNS`]; `None` leaves them to the tenant's quotas.
+    pub max_runs: Option<u32>,
+    /// What a trigger does while `max_runs` are in flight.
+    pub on_limit: OnLimit,
+    /// A run still in flight this long after it started raises an alert (milliseconds).
+    #[serde(default)]
+    pub sla_ms: Option<u64>,
+}
+
+impl WorkflowPolicy {
+    /// The highest `max_runs`: past it a limit no longer limits anything a tenant's
+    /// quotas do not.
+    pub const MAX_RUNS: u32 = 10_000;
+}
+
+/// An alert for a tenant's webhook: kept from when it is raised until it is delivered or
+/// given up, and then as history.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRecord {
+    /// Numbered from 1 in the order alerts were raised; never reused.
+    pub id: u64,
+    /// Whose it is.
+    pub tenant: String,
+    /// Makes an alert once per cause, such as `run:7@1767225600000`: a tenant's second
+    /// alert with a key is not added, whatever restarts came between.
+    pub key: String,
+    /// What is posted (JSON text).
+    pub body: String,
+    /// When it was raised, in milliseconds since the Unix epoch.
+    pub raised_ms: u64,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// Where its delivery stands.
+    pub delivery: Delivery,
+}
+
+/// Where an alert's delivery stands.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum Delivery {
+    /// To be attempted.
+    Pending {
+        /// When the next attempt is due, in milliseconds since the Unix epoch.
+        next_ms: u64,
+        /// Why the last attempt failed, if one did.
+        error: Option<String>,
+    },
+    /// The webhook answered 2xx.
+    Delivered {
+        /// When, in milliseconds since the Unix epoch.
+        at_ms: u64,
+    },
+    /// Every attempt failed.
+    GaveUp {
+        /// Why the last did.
+        error: String,
+    },
+}
+
 /// An event posted to a topic, kept until every run it starts is recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventRecord {
@@ -344,6 +432,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// `tenant`'s subscriptions, by topic, then workflow.
     async fn subscriptions(&self, tenant: &str) -> Result<Vec<Subscription>, StoreError>;
+
+    /// Adds a workflow's policy, or replaces the one of its tenant and workflow.
+    async fn put_policy(&self, policy: WorkflowPolicy) -> Result<(), StoreError>;
+
+    /// Removes `tenant`'s policy of `workflow`. Whether it existed.
+    async fn remove_policy(&self, tenant: &str, workflow: &str) -> Result<bool, StoreError>;
+
+    /// `tenant`'s policies, by workflow.
+    async fn policies(&self, tenant: &str) -> Result<Vec<WorkflowPolicy>, StoreError>;
+
+    /// Records `alert` under a new id (the one given is ignored); `None` when its tenant
+    /// raised an alert with its key before.
+    async fn add_alert(&self, alert: AlertRecord) -> Result<Option<AlertRecord>, StoreError>;
+
+    /// Replaces alert `alert.id` (its attempts and delivery); nothing happens when it is
+    /// gone.
+    async fn update_alert(&self, alert: AlertRecord) -> Result<(), StoreError>;
+
+    /// The alerts whose delivery is pending, oldest first.
+    async fn pending_alerts(&self) -> Result<Vec<AlertRecord>, StoreError>;
+
+    /// `tenant`'s latest `limit` alerts, newest first.
+    async fn alerts(&self, tenant: &str, limit: usize) -> Result<Vec<AlertRecord>, StoreError>;
 }
 
 #[cfg(test)]

@@ -19,6 +19,21 @@ pub struct Tenant {
     pub quotas: Quotas,
     /// When it was added, in milliseconds since the Unix epoch.
     pub created_ms: u64,
+    /// Where its alerts are posted; without, none are raised.
+    #[serde(default)]
+    pub alerts: Option<AlertTarget>,
+}
+
+/// Where a tenant's alerts are posted, and how they are signed.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertTarget {
+    /// An `http` or `https` URL.
+    #[cfg_attr(feature = "utoipa", schema(min_length = 1, max_length = 2048))]
+    pub url: String,
+    /// The name of the tenant's secret that signs each alert, so that the receiver can
+    /// tell it came from this host: HMAC-SHA256 in `X-Sandflow-Signature`.
+    pub signing_secret: Option<String>,
 }
 
 /// How much of the host a tenant may take. A request past one is refused with a message

@@ -113,6 +113,7 @@ pub async fn add(
         created_ms: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
+        alerts: None,
     };
     change.apply(&mut tenant);
     store.put_tenant(tenant).await?;

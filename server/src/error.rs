@@ -65,6 +65,12 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         self.status
     }
+
+    /// Whether asking again later may succeed: the server failed or is busy, or a quota
+    /// or policy asks to wait. A tick or event refused so stays pending.
+    pub fn is_transient(&self) -> bool {
+        self.status.is_server_error() || self.status == StatusCode::TOO_MANY_REQUESTS
+    }
 }
 
 /// The message, as logged where no client reads it.

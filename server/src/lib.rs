@@ -5,7 +5,8 @@
 //! [`router`] is its JSON API under `/api/v1`. [`serve`] runs both until shutdown, then
 //! drains: no new run or attempt starts, attempts in flight get a grace period, and what is
 //! left is recorded `interrupted`, to go on when the service starts again
-//! ([`Service::resume_in_flight`]). Meanwhile it fires the tenants' schedules.
+//! ([`Service::resume_in_flight`]). Meanwhile it fires the tenants' schedules, starts the
+//! runs of their events, and posts their alerts.
 
 #![deny(missing_docs)]
 
@@ -57,6 +58,7 @@ pub async fn serve(
     metrics::handle();
     tokio::spawn(service.clone().run_schedules());
     tokio::spawn(service.clone().run_events());
+    tokio::spawn(service.clone().run_alerts());
     let draining = service.clone();
     let stopping = async move {
         shutdown.await;

@@ -1,7 +1,9 @@
 //! The service's state: the engine, the flows loaded from tenants' bundles, the runs in
 //! flight (to cancel them and to drain them at shutdown), and each tenant's run rate.
 
+mod alerts;
 mod events;
+mod policies;
 mod schedules;
 
 pub use schedules::{ScheduleSettings, expression};
@@ -14,10 +16,11 @@ use axum::http::StatusCode;
 use sandflow::tenant::token_hash;
 use sandflow::workflow::TaskDef;
 use sandflow::{
-    BundleLimits, Engine, Flow, Grants, NewRun, Params, RunControl, RunError, RunFilter, RunHandle,
-    RunOptions, RunRecord, RunState, StorageBudget, StoreError, StoredBundle, Tenant, Trigger,
+    BundleLimits, Engine, Flow, Grants, NewRun, Params, RunControl, RunError, RunEvent, RunFilter,
+    RunHandle, RunOptions, RunRecord, RunState, StorageBudget, StoreError, StoredBundle, TaskState,
+    Tenant, Trigger,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +36,11 @@ pub struct ServiceConfig {
     pub admin_token: Option<String>,
     /// The time schedules fire at.
     pub clock: Arc<dyn Clock>,
+    /// Where clients reach the API, for the links in alerts (no trailing `/`).
+    pub public_url: String,
+    /// Whether tenants' webhooks may be at private addresses (loopback, the host's
+    /// networks, cloud metadata): off, a tenant cannot make the host post into them.
+    pub private_webhooks: bool,
 }
 
 impl Default for ServiceConfig {
@@ -41,6 +49,8 @@ impl Default for ServiceConfig {
             grace: Duration::from_secs(30),
             admin_token: None,
             clock: Arc::new(SystemClock),
+            public_url: "http://127.0.0.1:8080".into(),
+            private_webhooks: false,
         }
     }
 }
@@ -52,7 +62,9 @@ pub struct Service {
     config: ServiceConfig,
     /// Loaded bundles by (tenant, hash): a bundle compiles once per process.
     flows: tokio::sync::Mutex<HashMap<(String, String), Flow>>,
-    live: Mutex<HashMap<u64, RunControl>>,
+    live: Mutex<HashMap<u64, Live>>,
+    /// Held while a run of a workflow with a policy is admitted and started.
+    admission: tokio::sync::Mutex<()>,
     /// Signalled when the last live run ends.
     idle: Notify,
     draining: AtomicBool,
@@ -66,6 +78,21 @@ pub struct Service {
     events_posted: Notify,
     /// Held while a schedule is read and written back, so that edits do not undo others.
     schedule_edits: tokio::sync::Mutex<()>,
+    /// Wakes the alerts' loop when an alert is raised, a delivery ends or the service
+    /// drains.
+    alerts_raised: Notify,
+    /// Alerts whose delivery is under way, so that none is posted twice at once.
+    delivering: tokio::sync::Mutex<HashSet<u64>>,
+    /// Runs in flight whose SLA alert was raised.
+    sla_raised: tokio::sync::Mutex<HashSet<u64>>,
+}
+
+/// A run in flight here, with what a workflow's policy counts it by.
+struct Live {
+    tenant: String,
+    workflow: String,
+    started_ms: u64,
+    control: RunControl,
 }
 
 /// What a tenant asks to start.
@@ -90,6 +117,7 @@ impl Service {
             config,
             flows: Default::default(),
             live: Mutex::default(),
+            admission: Default::default(),
             idle: Notify::new(),
             draining: AtomicBool::new(false),
             starts: RateLimiter::default(),
@@ -97,6 +125,9 @@ impl Service {
             schedules_changed: Notify::new(),
             events_posted: Notify::new(),
             schedule_edits: Default::default(),
+            alerts_raised: Notify::new(),
+            delivering: Default::default(),
+            sla_raised: Default::default(),
         })
     }
 
@@ -161,6 +192,7 @@ impl Service {
         self.draining.store(true, Ordering::SeqCst);
         self.schedules_changed.notify_one();
         self.events_posted.notify_one();
+        self.alerts_raised.notify_one();
         for control in self.controls() {
             control.drain();
         }
@@ -176,10 +208,13 @@ impl Service {
     }
 
     fn controls(&self) -> Vec<RunControl> {
-        self.live_runs().values().cloned().collect()
+        self.live_runs()
+            .values()
+            .map(|run| run.control.clone())
+            .collect()
     }
 
-    fn live_runs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, RunControl>> {
+    fn live_runs(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
         // Consistent even if a holder panicked: every change is one insert or remove.
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -199,19 +234,34 @@ impl Service {
     /// Keeps `handle`'s control while its run lives, and forgets it when the run ends.
     fn watch(self: &Arc<Self>, mut handle: RunHandle) {
         let id = handle.id();
-        handle.ignore_events();
-        self.live_runs().insert(id, handle.control().clone());
+        let record = handle.record();
+        let live = Live {
+            tenant: record.tenant.clone(),
+            workflow: record.workflow.name.clone(),
+            started_ms: record.started_ms,
+            control: handle.control().clone(),
+        };
+        self.live_runs().insert(id, live);
         // A run started while the drain was collecting controls is drained too.
         if self.is_draining() {
             handle.control().drain();
         }
         let service = self.clone();
         tokio::spawn(async move {
+            let run = handle.record().clone();
+            while let Some(event) = handle.next_event().await {
+                if let RunEvent::TaskFinished { task, record } = event
+                    && record.state == TaskState::Failed
+                {
+                    service.task_failed(&run, &task, &record).await;
+                }
+            }
             if let Err(e) = handle.join().await {
                 tracing::error!(run = id, "run failed to go on: {e}");
             }
             let ended = service.engine.store().run(id).await;
             if let Ok(run) = &ended {
+                service.run_ended(run).await;
                 let workflow = sandflow::metrics::workflow_label(&run.tenant, &run.workflow.name);
                 let labels = [
                     ("tenant", run.tenant.clone()),
@@ -223,11 +273,15 @@ impl Service {
             if let Err(e) = async { service.post_end(&ended?).await }.await {
                 tracing::warn!(run = id, "the run's end was not posted: {e}");
             }
+            service.sla_raised.lock().await.remove(&id);
             let mut live = service.live_runs();
             live.remove(&id);
             if live.is_empty() {
                 service.idle.notify_waiters();
             }
+            // Ticks and events that wait for a place may take this run's.
+            service.schedules_changed.notify_one();
+            service.events_posted.notify_one();
         });
     }
 
@@ -375,6 +429,8 @@ impl Service {
         {
             return replayed(run, &request);
         }
+        let flow = self.flow(tenant, &request.bundle).await?;
+        let _admitted = self.admit(tenant, &flow.bundle().workflow().name).await?;
         let per_minute = tenant.quotas.runs_per_minute;
         if !self.starts.allow(&tenant.name, per_minute) {
             return Err(ApiError::quota(
@@ -382,7 +438,6 @@ impl Service {
                 format!("the tenant may start {per_minute} runs per minute; wait, then retry"),
             ));
         }
-        let flow = self.flow(tenant, &request.bundle).await?;
         let new = NewRun {
             tenant: tenant.name.clone(),
             idempotency_key: request.key.clone(),
@@ -425,6 +480,7 @@ impl Service {
         }
         let run = self.run_of(tenant, id).await?;
         let flow = self.flow(tenant, &run.bundle_hash).await?;
+        let _admitted = self.admit(tenant, &run.workflow.name).await?;
         let options = self.options_within_quota(tenant).await?;
         let handle = match self.engine.retry(&flow, id, options).await {
             Ok(handle) => handle,
@@ -483,8 +539,8 @@ impl Service {
     /// Cancels run `id` if it is in flight here; whether it was.
     pub fn cancel(&self, id: u64) -> bool {
         match self.live_runs().get(&id) {
-            Some(control) => {
-                control.cancel();
+            Some(run) => {
+                run.control.cancel();
                 true
             }
             None => false,

@@ -2,6 +2,7 @@
 //! `sandflow` binary or library. One module per area. They are the `all` test target of the
 //! command-line package (see cli/Cargo.toml): `cargo test --workspace` runs them.
 
+mod alerts;
 mod bad_bundles;
 mod cache;
 mod cli;

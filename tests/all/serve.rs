@@ -607,7 +607,7 @@ fn the_openapi_document_describes_every_route_and_only_routes() {
             );
         }
     }
-    assert_eq!(operations, 30, "{}", document["paths"]);
+    assert_eq!(operations, 37, "{}", document["paths"]);
 }
 
 #[test]

@@ -335,3 +335,114 @@ fn events_start_their_subscribers_once_even_across_a_kill_and_runs_start_followe
     let runs = wait_for_events(&api, "orders", &[1, 3]);
     assert_eq!(runs.len(), 2, "one run per event");
 }
+
+/// Starts a run of `bundle` (lattice) that goes on until it is cancelled.
+fn long_run(api: &Api, bundle: &str) -> u64 {
+    // About 200 ms a task, one at a time: 40 s, unless cancelled.
+    let run = api.start(&json!({ "bundle": bundle, "params": { "work": 100_000_000 } }));
+    assert_eq!(api.get(&format!("/runs/{run}")).json()["state"], "running");
+    run
+}
+
+fn cancel(api: &Api, run: u64) -> Value {
+    let cancelled = api.post(&format!("/runs/{run}/cancel"), &json!({}));
+    assert_eq!(cancelled.status, 202, "{cancelled:?}");
+    api.finished(run)
+}
+
+#[test]
+fn a_workflows_policy_queues_skips_or_cancels_what_would_run_past_its_limit() {
+    let scratch = Scratch::default();
+    let token = tenant(&scratch, "red", &["--concurrency", "1"]);
+    let server = Server::start(&scratch);
+    let api = server.api(&token);
+    let lattice = api.upload("lattice");
+    let put = |body: &Value| {
+        let body = body.to_string();
+        api.request("PUT", "/policies/lattice", Some(body.as_bytes()))
+    };
+    let set = put(&json!({ "max_runs": 1 }));
+    assert_eq!(set.status, 200, "{set:?}");
+    assert_eq!(
+        set.json(),
+        json!({
+            "workflow": "lattice", "max_runs": 1, "on_limit": "queue", "sla_ms": null,
+            "running": 0,
+        })
+    );
+    put(&json!({ "max_runs": 0 })).assert_error(422, "invalid_policy");
+    let none = api.request("PUT", "/policies/nothing", Some(br#"{"max_runs":1}"#));
+    none.assert_error(404, "not_found");
+    let subscribe = api.request("PUT", "/subscriptions/go/lattice", Some(b"{}"));
+    assert_eq!(subscribe.status, 200, "{subscribe:?}");
+    let quick = json!({ "work": 1_000 });
+
+    // Queue: while a run goes on, a request is asked to retry and events wait; once it
+    // ends, the events' runs start one after the other, in the order posted.
+    let first = long_run(&api, &lattice);
+    let start = json!({ "bundle": lattice, "params": quick });
+    api.post("/runs", &start)
+        .assert_error(429, "concurrency_limit");
+    assert_eq!(api.get("/policies/lattice").json()["running"], 1);
+    api.post("/events/go", &json!({ "work": 1_000, "order": 1 }));
+    api.post("/events/go", &json!({ "work": 1_000, "order": 2 }));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(runs_of_topic(&api, "go").is_empty(), "the events wait");
+    assert_eq!(cancel(&api, first)["state"], "cancelled");
+    let runs = wait_for_events(&api, "go", &[1, 2]);
+    let mut runs: Vec<Value> = runs
+        .iter()
+        .map(|r| api.finished(r["id"].as_u64().unwrap()))
+        .collect();
+    runs.sort_by_key(|r| r["id"].as_u64());
+    assert_eq!(runs[0]["params"]["order"], 1);
+    assert!(
+        runs[1]["started_ms"].as_u64() >= runs[0]["finished_ms"].as_u64(),
+        "one at a time: {runs:?}"
+    );
+
+    // Skip: what would start meanwhile never does, even once the run ends.
+    assert_eq!(
+        put(&json!({ "max_runs": 1, "on_limit": "skip" })).status,
+        200
+    );
+    let second = long_run(&api, &lattice);
+    api.post("/runs", &start)
+        .assert_error(409, "concurrency_limit");
+    api.post("/events/go", &json!({ "work": 1_000, "order": 3 }));
+    std::thread::sleep(Duration::from_millis(300));
+    cancel(&api, second);
+    std::thread::sleep(Duration::from_millis(1_500));
+    wait_for_events(&api, "go", &[1, 2]);
+
+    // Cancel the oldest: a new run takes the place of the one in flight.
+    let cancel_oldest = json!({ "max_runs": 1, "on_limit": "cancel-oldest" });
+    assert_eq!(put(&cancel_oldest).status, 200);
+    let third = long_run(&api, &lattice);
+    let fourth = long_run(&api, &lattice);
+    assert_eq!(api.finished(third)["state"], "cancelled");
+    assert_eq!(api.get("/policies/lattice").json()["running"], 1);
+    assert_eq!(cancel(&api, fourth)["state"], "cancelled");
+
+    // The same through the command line.
+    let cli = |args: &[&str]| {
+        let mut all = vec!["--server", &server.url, "--token", &token, "policies"];
+        all.extend_from_slice(args);
+        let out = scratch.sandflow(&all);
+        assert_eq!(out.code, 0, "{out:?}");
+        out.stdout
+    };
+    let set = cli(&["set", "lattice", "--max-runs", "2", "--sla", "90s"]);
+    assert!(set.contains("lattice") && set.contains("queue"), "{set}");
+    assert_eq!(
+        api.get("/policies/lattice").json()["sla_ms"],
+        90_000,
+        "{set}"
+    );
+    let listed = cli(&["list"]);
+    assert!(listed.contains("1m 30s"), "{listed}");
+    cli(&["remove", "lattice"]);
+    api.get("/policies/lattice").assert_error(404, "not_found");
+    let removed = api.request("DELETE", "/policies/lattice", None);
+    removed.assert_error(404, "not_found");
+}

@@ -7,13 +7,13 @@
 //! their starts, task completions and ends all ride together. A write waits at most for
 //! the commit before its own.
 
-use super::{Db, DbError, Write, Written, events, schedules, tenants};
+use super::{Db, DbError, Write, Written, alerts, events, policies, schedules, tenants};
 use crate::db::{RunRecord, TaskRecord};
 use crate::host::LogLine;
 use crate::state::RunState;
 use crate::store::{
-    Attempt, Completion, EventRecord, RunFilter, ScheduleRecord, Store, StoreError, StoredBundle,
-    Subscription,
+    AlertRecord, Attempt, Completion, EventRecord, RunFilter, ScheduleRecord, Store, StoreError,
+    StoredBundle, Subscription, WorkflowPolicy,
 };
 use crate::tenant::Tenant;
 use std::path::Path;
@@ -356,6 +356,46 @@ impl Store for RedbStore {
 
     async fn subscriptions(&self, tenant: &str) -> Result<Vec<Subscription>, StoreError> {
         Ok(self.db.subscriptions(tenant)?)
+    }
+
+    async fn put_policy(&self, policy: WorkflowPolicy) -> Result<(), StoreError> {
+        let write = Write::Policy(policies::Write::Put(Box::new(policy)));
+        self.submit(write).await.map(drop)
+    }
+
+    async fn remove_policy(&self, tenant: &str, workflow: &str) -> Result<bool, StoreError> {
+        self.removed(Write::Policy(policies::Write::Remove {
+            tenant: tenant.to_owned(),
+            workflow: workflow.to_owned(),
+        }))
+        .await
+    }
+
+    async fn policies(&self, tenant: &str) -> Result<Vec<WorkflowPolicy>, StoreError> {
+        Ok(self.db.policies(tenant)?)
+    }
+
+    async fn add_alert(&self, alert: AlertRecord) -> Result<Option<AlertRecord>, StoreError> {
+        match self
+            .submit(Write::Alert(alerts::Write::Add(Box::new(alert))))
+            .await?
+        {
+            Written::Alert(added) => Ok(added.map(|a| *a)),
+            _ => unreachable!("adding an alert answers the alert"),
+        }
+    }
+
+    async fn update_alert(&self, alert: AlertRecord) -> Result<(), StoreError> {
+        let write = Write::Alert(alerts::Write::Update(Box::new(alert)));
+        self.submit(write).await.map(drop)
+    }
+
+    async fn pending_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        Ok(self.db.pending_alerts()?)
+    }
+
+    async fn alerts(&self, tenant: &str, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
+        Ok(self.db.alerts(tenant, limit)?)
     }
 }
 

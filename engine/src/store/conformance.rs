@@ -2,8 +2,8 @@
 //! redb store now, a PostgreSQL store later, each on a fresh, empty store per test.
 
 use super::{
-    Catchup, Completion, EventRecord, RunFilter, ScheduleRecord, Store, StoreError, StoredBundle,
-    Subscription,
+    AlertRecord, Catchup, Completion, Delivery, EventRecord, OnLimit, RunFilter, ScheduleRecord,
+    Store, StoreError, StoredBundle, Subscription, WorkflowPolicy,
 };
 use crate::db::{AttemptRecord, RunRecord, TaskRecord};
 use crate::grants::Grants;
@@ -28,6 +28,8 @@ pub(crate) async fn check<S: Store>(mut fresh: impl FnMut() -> S) {
     schedules_settle_forward_only(&fresh()).await;
     events_wait_until_handled_and_count_once_per_key(&fresh()).await;
     subscriptions_belong_to_their_tenant(&fresh()).await;
+    policies_belong_to_their_tenant(&fresh()).await;
+    alerts_count_once_per_key_and_stay_pending_until_delivered(&fresh()).await;
 }
 
 /// A run of workflow `w` with no tasks, for tenant `tenant`.
@@ -265,6 +267,7 @@ fn tenant(name: &str, token: &str) -> Tenant {
         weight: 1,
         quotas: Quotas::default(),
         created_ms: 7,
+        alerts: None,
     }
 }
 
@@ -590,4 +593,103 @@ async fn subscriptions_belong_to_their_tenant(store: &impl Store) {
     assert!(!store.remove_subscription("a", "t2", "w").await.unwrap());
     assert_eq!(store.subscriptions("b").await.unwrap().len(), 1);
     assert!(store.subscriptions("c").await.unwrap().is_empty());
+}
+
+async fn policies_belong_to_their_tenant(store: &impl Store) {
+    let policy = |tenant: &str, workflow: &str, max_runs| WorkflowPolicy {
+        tenant: tenant.into(),
+        workflow: workflow.into(),
+        max_runs: Some(max_runs),
+        on_limit: OnLimit::Queue,
+        sla_ms: None,
+    };
+    for (tenant, workflow) in [("a", "w2"), ("a", "w1"), ("b", "w1"), ("ab", "w0")] {
+        store.put_policy(policy(tenant, workflow, 1)).await.unwrap();
+    }
+    let replaced = WorkflowPolicy {
+        on_limit: OnLimit::CancelOldest,
+        sla_ms: Some(60_000),
+        ..policy("a", "w1", 3)
+    };
+    store.put_policy(replaced.clone()).await.unwrap();
+    assert_eq!(
+        store.policies("a").await.unwrap(),
+        [replaced, policy("a", "w2", 1)]
+    );
+    assert!(store.remove_policy("a", "w2").await.unwrap());
+    assert!(!store.remove_policy("a", "w2").await.unwrap());
+    assert_eq!(store.policies("b").await.unwrap(), [policy("b", "w1", 1)]);
+    assert!(store.policies("c").await.unwrap().is_empty());
+}
+
+async fn alerts_count_once_per_key_and_stay_pending_until_delivered(store: &impl Store) {
+    let alert = |tenant: &str, key: &str| AlertRecord {
+        id: 0,
+        tenant: tenant.into(),
+        key: key.into(),
+        body: r#"{"alert":"run_failed"}"#.into(),
+        raised_ms: 7,
+        attempts: 0,
+        delivery: Delivery::Pending {
+            next_ms: 7,
+            error: None,
+        },
+    };
+    let first = store.add_alert(alert("a", "run:1")).await.unwrap().unwrap();
+    assert_eq!(
+        first,
+        AlertRecord {
+            id: 1,
+            ..alert("a", "run:1")
+        }
+    );
+    assert_eq!(store.add_alert(alert("a", "run:1")).await.unwrap(), None);
+    let other = store.add_alert(alert("b", "run:1")).await.unwrap().unwrap();
+    let third = store.add_alert(alert("a", "run:2")).await.unwrap().unwrap();
+    assert_eq!((other.id, third.id), (2, 3), "keys are per tenant");
+
+    let retried = AlertRecord {
+        attempts: 1,
+        delivery: Delivery::Pending {
+            next_ms: 9,
+            error: Some("refused".into()),
+        },
+        ..first.clone()
+    };
+    store.update_alert(retried.clone()).await.unwrap();
+    let delivered = AlertRecord {
+        attempts: 1,
+        delivery: Delivery::Delivered { at_ms: 8 },
+        ..other.clone()
+    };
+    store.update_alert(delivered.clone()).await.unwrap();
+    assert_eq!(
+        store.pending_alerts().await.unwrap(),
+        [retried.clone(), third.clone()]
+    );
+    let gave_up = AlertRecord {
+        delivery: Delivery::GaveUp {
+            error: "refused".into(),
+        },
+        ..retried
+    };
+    store.update_alert(gave_up.clone()).await.unwrap();
+    store
+        .update_alert(AlertRecord {
+            id: 99,
+            ..third.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.pending_alerts().await.unwrap(),
+        std::slice::from_ref(&third)
+    );
+    assert_eq!(
+        store.alerts("a", 10).await.unwrap(),
+        [third.clone(), gave_up]
+    );
+    assert_eq!(store.alerts("a", 1).await.unwrap(), [third]);
+    assert_eq!(store.alerts("b", 10).await.unwrap(), [delivered]);
+    assert!(store.alerts("c", 10).await.unwrap().is_empty());
 }

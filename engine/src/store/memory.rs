@@ -3,8 +3,8 @@
 //! conformance suite checks it as it checks the others.
 
 use super::{
-    Attempt, Completion, EventRecord, RunFilter, ScheduleRecord, Store, StoreError, StoredBundle,
-    Subscription,
+    AlertRecord, Attempt, Completion, Delivery, EventRecord, RunFilter, ScheduleRecord, Store,
+    StoreError, StoredBundle, Subscription, WorkflowPolicy,
 };
 use crate::db::{AttemptRecord, RunRecord, TaskRecord};
 use crate::host::LogLine;
@@ -39,6 +39,9 @@ struct State {
     event_keys: HashMap<(String, String), u64>,
     /// Keyed by (tenant, topic, workflow).
     subscriptions: BTreeMap<(String, String, String), Subscription>,
+    policies: BTreeMap<(String, String), WorkflowPolicy>,
+    alerts: BTreeMap<u64, AlertRecord>,
+    alert_keys: HashMap<(String, String), u64>,
 }
 
 /// A bundle and its bytes.
@@ -353,6 +356,57 @@ impl Store for MemoryStore {
         let state = self.state();
         let of_tenant = state.subscriptions.values().filter(|s| s.tenant == tenant);
         Ok(of_tenant.cloned().collect())
+    }
+
+    async fn put_policy(&self, policy: WorkflowPolicy) -> Result<(), StoreError> {
+        let key = (policy.tenant.clone(), policy.workflow.clone());
+        self.state().policies.insert(key, policy);
+        Ok(())
+    }
+
+    async fn remove_policy(&self, tenant: &str, workflow: &str) -> Result<bool, StoreError> {
+        let key = (tenant.to_owned(), workflow.to_owned());
+        Ok(self.state().policies.remove(&key).is_some())
+    }
+
+    async fn policies(&self, tenant: &str) -> Result<Vec<WorkflowPolicy>, StoreError> {
+        let state = self.state();
+        let of_tenant = state.policies.values().filter(|p| p.tenant == tenant);
+        Ok(of_tenant.cloned().collect())
+    }
+
+    async fn add_alert(&self, mut alert: AlertRecord) -> Result<Option<AlertRecord>, StoreError> {
+        let mut state = self.state();
+        let key = (alert.tenant.clone(), alert.key.clone());
+        if state.alert_keys.contains_key(&key) {
+            return Ok(None);
+        }
+        alert.id = state.alerts.keys().next_back().map_or(1, |last| last + 1);
+        state.alert_keys.insert(key, alert.id);
+        state.alerts.insert(alert.id, alert.clone());
+        Ok(Some(alert))
+    }
+
+    async fn update_alert(&self, alert: AlertRecord) -> Result<(), StoreError> {
+        if let Some(kept) = self.state().alerts.get_mut(&alert.id) {
+            *kept = alert;
+        }
+        Ok(())
+    }
+
+    async fn pending_alerts(&self) -> Result<Vec<AlertRecord>, StoreError> {
+        let state = self.state();
+        let pending = state
+            .alerts
+            .values()
+            .filter(|a| matches!(a.delivery, Delivery::Pending { .. }));
+        Ok(pending.cloned().collect())
+    }
+
+    async fn alerts(&self, tenant: &str, limit: usize) -> Result<Vec<AlertRecord>, StoreError> {
+        let state = self.state();
+        let of_tenant = state.alerts.values().rev().filter(|a| a.tenant == tenant);
+        Ok(of_tenant.take(limit).cloned().collect())
     }
 }
 

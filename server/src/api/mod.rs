@@ -1,8 +1,10 @@
 //! The HTTP API: JSON under `/api/v1`, health checks beside it.
 
 mod admin;
+mod alerts;
 mod bundles;
 mod events;
+mod policies;
 mod runs;
 mod schedules;
 mod secrets;
@@ -122,7 +124,11 @@ fn api() -> (Router<Arc<Service>>, utoipa::openapi::OpenApi) {
         .routes(routes!(schedules::backfill))
         .routes(routes!(events::post))
         .routes(routes!(events::subscriptions))
-        .routes(routes!(events::subscribe, events::unsubscribe));
+        .routes(routes!(events::subscribe, events::unsubscribe))
+        .routes(routes!(policies::list))
+        .routes(routes!(policies::get, policies::set, policies::remove))
+        .routes(routes!(alerts::list))
+        .routes(routes!(alerts::set_webhook, alerts::remove_webhook));
     let admin = OpenApiRouter::new()
         .routes(routes!(admin::add, admin::list))
         .routes(routes!(admin::remove))

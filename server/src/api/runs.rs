@@ -84,8 +84,9 @@ impl From<&RunRecord> for RunView {
         (status = 404, description = "No such bundle, or another tenant's", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 415, description = "The body is not declared JSON", body = ErrorBody),
+        (status = 409, description = "The workflow's policy skips runs while its most are in flight", body = ErrorBody),
         (status = 422, description = "The JSON does not fit the request, or the key was used for another", body = ErrorBody),
-        (status = 429, description = "The tenant's runs per minute are spent", body = ErrorBody),
+        (status = 429, description = "The tenant's runs per minute are spent, or the workflow's policy asks to wait for a run to end", body = ErrorBody),
         (status = 503, description = "The server is shutting down", body = ErrorBody),
     ),
 )]
@@ -296,7 +297,8 @@ pub async fn cancel(
         (status = 400, description = "The request is malformed", body = ErrorBody),
         (status = 401, description = "No token, or not a valid one", body = ErrorBody),
         (status = 404, description = "No such run or task, or another tenant's", body = ErrorBody),
-        (status = 409, description = "The run did not fail", body = ErrorBody),
+        (status = 409, description = "The run did not fail, or the workflow's policy skips runs while its most are in flight", body = ErrorBody),
+        (status = 429, description = "The workflow's policy asks to wait for a run to end", body = ErrorBody),
         (status = 503, description = "The server is shutting down", body = ErrorBody),
     ),
 )]

@@ -13,6 +13,7 @@ use crate::error::ApiError;
 use axum::http::StatusCode;
 use sandflow::store::{EventRecord, Subscription};
 use sandflow::{Params, RunRecord, RunState, Tenant, Trigger};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Topics of workflows' ends, which the service posts and tenants only subscribe to.
@@ -131,40 +132,57 @@ impl Service {
     }
 
     /// Starts the runs of every pending event, oldest first, and forgets each event once
-    /// they are recorded. An event whose run could not start for a reason that may pass
-    /// (the store failed, the service is draining) stays pending, to be tried again; a
-    /// run refused for good (a quota, no upload of the workflow) is skipped with a
-    /// warning.
+    /// they are recorded. A run that could not start for a reason that may pass (the
+    /// store failed, the service is draining, the runs per minute are spent, the
+    /// workflow's policy queues it) keeps its event pending, to be tried again, and the
+    /// workflow's runs of later events wait behind it, so that they start in order; a
+    /// run refused for good (no upload of the workflow, a policy that skips) is skipped
+    /// with a warning.
     pub async fn handle_events(self: &Arc<Self>) {
         let store = self.engine.store();
         let events = match store.pending_events().await {
             Ok(events) => events,
             Err(e) => return tracing::warn!("events not read: {e}"),
         };
+        let mut waiting = HashSet::new();
         for event in events {
-            match self.handle_event(&event).await {
-                Ok(()) => {
+            match self.handle_event(&event, &mut waiting).await {
+                Ok(true) => {
                     if let Err(e) = store.event_handled(event.id).await {
                         tracing::warn!(event = event.id, "event not forgotten: {e}");
                     }
                 }
+                Ok(false) => {}
                 Err(e) => tracing::warn!(event = event.id, "event delayed: {e}"),
             }
         }
     }
 
-    async fn handle_event(self: &Arc<Self>, event: &EventRecord) -> Result<(), ApiError> {
+    /// Starts the runs of `event`'s subscribers, but not of the workflows in `waiting`
+    /// (tenant, workflow), to which it adds those that must wait. Whether every run is
+    /// recorded.
+    async fn handle_event(
+        self: &Arc<Self>,
+        event: &EventRecord,
+        waiting: &mut HashSet<(String, String)>,
+    ) -> Result<bool, ApiError> {
         let (topic, id) = (&event.topic, event.id);
         let tenant = match crate::admin::find(&**self.engine.store(), &event.tenant).await {
             Ok(tenant) => tenant,
             Err(e) => {
                 tracing::warn!(event = id, topic, "event dropped: {e}");
-                return Ok(());
+                return Ok(true);
             }
         };
         let subscriptions = self.engine.store().subscriptions(&tenant.name).await?;
+        let mut handled = true;
         for subscription in subscriptions.iter().filter(|s| s.topic == *topic) {
             let workflow = &subscription.workflow;
+            let key = (tenant.name.clone(), workflow.clone());
+            if waiting.contains(&key) {
+                handled = false;
+                continue;
+            }
             let started = match self.latest_upload(&tenant, workflow).await {
                 Ok(bundle) => {
                     let start = StartRun {
@@ -184,11 +202,15 @@ impl Service {
             };
             match started {
                 Ok((run, new)) => tracing::info!(event = id, topic, workflow, run = run.id, new),
-                Err(e) if e.status().is_server_error() => return Err(e),
+                Err(e) if e.is_transient() => {
+                    tracing::info!(event = id, topic, workflow, "run waits: {e}");
+                    waiting.insert(key);
+                    handled = false;
+                }
                 Err(e) => tracing::warn!(event = id, topic, workflow, "run not started: {e}"),
             }
         }
-        Ok(())
+        Ok(handled)
     }
 
     /// Handles events until the service drains: when one is posted, and every second

@@ -283,9 +283,10 @@ impl Service {
 
     /// Fires every due tick of every tenant's schedules, as their catch-up policies say,
     /// and settles them; returns when the next tick is due. A tick that could not start
-    /// for a reason that may pass (the store failed, the service is draining) stays due;
-    /// one refused for good (a quota, a removed bundle or tenant) is skipped with a
-    /// warning.
+    /// for a reason that may pass (the store failed, the service is draining, the runs
+    /// per minute are spent, the workflow's policy queues it) stays due, and so do the
+    /// schedule's later ticks; one refused for good (a removed bundle or tenant, a policy
+    /// that skips) is skipped with a warning.
     pub async fn fire_due(self: &Arc<Self>) -> Option<u64> {
         let now = self.now_ms();
         let schedules = match self.engine.store().schedules(None).await {
@@ -353,7 +354,7 @@ impl Service {
                         metrics::histogram!("sandflow_schedule_lag_seconds", "tenant" => tenant)
                             .record(lag);
                     }
-                    Err(e) if e.status().is_server_error() => {
+                    Err(e) if e.is_transient() => {
                         tracing::warn!(tenant = tenant_name, workflow, tick, "tick delayed: {e}");
                         settled = tick - 1;
                         break;
