@@ -9,10 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 examples="${1:-50}"
 
-venv=target/schemathesis
+# Installed once per machine, outside the checkout, under its version's name.
+version=4.32.5
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/sandflow/schemathesis-$version"
 if [[ ! -x $venv/bin/schemathesis ]]; then
+    rm -rf "$venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet "schemathesis==4.32.5"
+    "$venv/bin/pip" install --quiet "schemathesis==$version"
 fi
 cargo build --quiet -p sandflow-cli
 bin=target/debug/sandflow

@@ -5,6 +5,7 @@
 
 mod alerts;
 mod inspect;
+mod logging;
 mod policies;
 mod remote;
 mod report;
@@ -19,7 +20,7 @@ use sandflow::{
     Bundle, BundleLimits, DirGrant, Engine, EngineConfig, Flow, GrantPolicy, Grants, HostGrants,
     NewRun, Params, RedbStore, RunLimits, RunOptions, RunState, Sandbox, Store,
 };
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -42,6 +43,17 @@ struct Cli {
     /// Compile bundles afresh instead of using the cache
     #[arg(long, global = true)]
     no_cache: bool,
+
+    /// How sandflow's own log is written to stderr (filtered by RUST_LOG): lines for
+    /// people, or one JSON object a line with the run, task and attempt it is about
+    #[arg(
+        long,
+        global = true,
+        env = "SANDFLOW_LOG_FORMAT",
+        value_enum,
+        default_value_t = logging::LogFormat::Text
+    )]
+    log_format: logging::LogFormat,
 
     /// Talk to a `sandflow serve` at URL instead of the database: `run`, `runs` and
     /// `output` act as the tenant whose token `--token` gives
@@ -304,14 +316,13 @@ fn main() -> ExitCode {
         // clap prints help and usage errors itself and exits 0 or 2.
         Err(e) => e.exit(),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // A server's operator wants to see what it does; a command's user only what is wrong.
+    // Tenants' own log lines stay out unless asked for: they are the tenants' to fill.
+    let default_filter = match cli.command {
+        Command::Serve(_) => "info,sandflow::plugin=warn",
+        _ => "warn",
+    };
+    logging::init(cli.log_format, default_filter);
     let runtime = if matches!(cli.command, Command::Serve(_)) {
         sandflow_server::runtime()
     } else {

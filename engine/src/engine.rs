@@ -17,6 +17,7 @@ use crate::workflow::WorkflowDef;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 /// A host's engine. Cheap to clone: clones share everything.
 #[derive(Clone)]
@@ -202,11 +203,28 @@ impl RunHandle {
         let (stop, stops) = watch::channel(None);
         let done = prior.done();
         let record = run.clone();
-        let ended = tokio::spawn(async move {
-            runner
-                .drive(&run, capabilities, prior, &options, stops, &events)
-                .await
-        });
+        // Every log line of the run, its attempts' and its tasks' own included, carries
+        // these fields; the trace id ties this invocation's lines together.
+        let span = tracing::info_span!(
+            "run",
+            run_id = run.id,
+            tenant = %run.tenant,
+            workflow = %run.workflow.name,
+            trace_id = %format_args!("{:032x}", fastrand::u128(1..)),
+        );
+        let ended = tokio::spawn(
+            async move {
+                let report = runner
+                    .drive(&run, capabilities, prior, &options, stops, &events)
+                    .await;
+                match &report {
+                    Ok(report) => tracing::info!(state = %report.run.state.as_str(), "run ended"),
+                    Err(e) => tracing::warn!("run stopped: {e}"),
+                }
+                report
+            }
+            .instrument(span),
+        );
         Self {
             run: record,
             done,

@@ -16,6 +16,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+/// The tracing target of tasks' own log lines, so that a host can filter them apart from
+/// its own (`RUST_LOG=info,sandflow::plugin=warn`).
+pub const PLUGIN_TARGET: &str = "sandflow::plugin";
+
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -224,7 +228,15 @@ impl host::Host for HostState {
             host::Level::Warn => LogLevel::Warn,
             host::Level::Error => LogLevel::Error,
         };
-        tracing::debug!(task = %self.identity.task, ?level, "{message}");
+        // Through tracing as well, at its own level, in the attempt's span: the host's
+        // log shows it with the run, task and attempt it belongs to.
+        match level {
+            LogLevel::Trace => tracing::trace!(target: PLUGIN_TARGET, "{message}"),
+            LogLevel::Debug => tracing::debug!(target: PLUGIN_TARGET, "{message}"),
+            LogLevel::Info => tracing::info!(target: PLUGIN_TARGET, "{message}"),
+            LogLevel::Warn => tracing::warn!(target: PLUGIN_TARGET, "{message}"),
+            LogLevel::Error => tracing::error!(target: PLUGIN_TARGET, "{message}"),
+        }
         self.log.push(LogLine { level, message });
         Ok(())
     }

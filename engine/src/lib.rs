@@ -67,7 +67,7 @@ pub use dag::{Dag, DagError};
 pub use db::{Db, DbError, RedbStore, RunRecord, TaskRecord};
 pub use engine::{Engine, Flow, RunControl, RunHandle};
 pub use grants::{DirGrant, GrantError, GrantPolicy, Grants, HostGrants};
-pub use host::{LogLevel, LogLine};
+pub use host::{LogLevel, LogLine, PLUGIN_TARGET};
 pub use sandbox::{EngineConfig, RunLimits, Sandbox, SandboxError};
 pub use scheduler::{NewRun, Params, RunError, RunEvent, RunOptions, RunReport, StorageBudget};
 pub use state::{Failure, RunState, TaskState, Trigger};

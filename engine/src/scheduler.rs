@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// Everything a run needs besides its options: what runs its attempts, the workflow and
 /// its validated graph, which bundle it comes from, and the store that makes the run
@@ -851,7 +852,8 @@ impl<'a> LiveRun<'a> {
                 workflow: self.workflow_label.clone(),
             };
             let limits = self.run.limits.for_task(def);
-            let execution = self.runner.attempts.run(identity, limits);
+            let span = tracing::info_span!("attempt", task = %def.name, attempt = task.attempts);
+            let execution = self.runner.attempts.run(identity, limits).instrument(span);
             let attempt = self.running.spawn(execution);
             self.in_flight.insert(attempt.id(), i);
         }

@@ -1,8 +1,9 @@
-//! What an operator watches on the real server: Prometheus metrics that move as tasks run.
+//! What an operator watches on the real server: Prometheus metrics that move as tasks run,
+//! and its log as JSON lines that say which run, task and attempt each is about.
 
 use crate::Scratch;
 use crate::serve::{Server, tenant};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// The value of the sample of `name` whose labels include every one of `labels`; 0 when
 /// there is none yet.
@@ -79,4 +80,63 @@ fn metrics_move_as_tasks_run_and_only_the_operator_reads_them() {
     for gauge in ["sandflow_tasks_pending", "sandflow_tasks_running"] {
         assert_eq!(sample(&after, gauge, &[("tenant", "red")]), 0.0, "{gauge}");
     }
+}
+
+#[test]
+fn json_logs_say_which_tenant_run_task_and_attempt_each_line_is_about() {
+    let scratch = Scratch::default();
+    let token = tenant(&scratch, "red", &[]);
+    let log = scratch.path().join("server.log");
+    let server = Server::start_logging(&scratch, &["--log-format", "json"], &log, "info");
+    let api = server.api(&token);
+    let bundle = api.upload("hello");
+    let run = api.start(&json!({ "bundle": bundle, "params": { "name": "logs" } }));
+    assert_eq!(api.finished(run)["state"], "succeeded");
+    drop(server);
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["timestamp"].is_string() && l["level"].is_string())
+    );
+    // The task's own line, with everything that places it.
+    let greeting = lines
+        .iter()
+        .find(|l| l["target"] == "sandflow::plugin")
+        .unwrap_or_else(|| panic!("no line of the task's: {text}"));
+    assert_eq!(greeting["message"], format!("greeting logs in run {run}"));
+    assert_eq!(greeting["level"], "INFO");
+    assert_eq!(
+        (
+            &greeting["run_id"],
+            &greeting["tenant"],
+            &greeting["workflow"]
+        ),
+        (&json!(run), &json!("red"), &json!("hello"))
+    );
+    assert_eq!(
+        (&greeting["task"], &greeting["attempt"]),
+        (&json!("greet"), &json!(1))
+    );
+    let trace = greeting["trace_id"].as_str().unwrap();
+    assert_eq!(trace.len(), 32, "{greeting}");
+    assert_eq!(greeting["span_id"].as_str().map(str::len), Some(16));
+    // The engine's own lines about the run carry the same trace.
+    let engine = lines
+        .iter()
+        .filter(|l| l["target"] != "sandflow::plugin" && l["run_id"] == json!(run))
+        .count();
+    assert!(engine > 0, "{text}");
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["run_id"] == json!(run))
+            .all(|l| l["trace_id"] == trace),
+        "{text}"
+    );
 }

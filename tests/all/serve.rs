@@ -19,6 +19,21 @@ impl Server {
     }
 
     pub(crate) fn start_with(scratch: &Scratch, extra: &[&str]) -> Self {
+        Self::spawn(scratch, extra, Stdio::inherit(), &[])
+    }
+
+    /// A server whose log (stderr) goes to `log`, filtered by `rust_log`.
+    pub(crate) fn start_logging(
+        scratch: &Scratch,
+        extra: &[&str],
+        log: &std::path::Path,
+        rust_log: &str,
+    ) -> Self {
+        let log = std::fs::File::create(log).unwrap();
+        Self::spawn(scratch, extra, log.into(), &[("RUST_LOG", rust_log)])
+    }
+
+    fn spawn(scratch: &Scratch, extra: &[&str], stderr: Stdio, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(sandflow_bin())
             .arg("--db")
             .arg(scratch.db())
@@ -26,8 +41,9 @@ impl Server {
             .arg(scratch.cache())
             .args(["serve", "--listen", "127.0.0.1:0", "--grace", "10s"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("starting sandflow serve");
         let mut line = String::new();
