@@ -249,10 +249,13 @@ impl Service {
         let service = self.clone();
         tokio::spawn(async move {
             let run = handle.record().clone();
+            let mut task_alerts = 0;
             while let Some(event) = handle.next_event().await {
                 if let RunEvent::TaskFinished { task, record } = event
                     && record.state == TaskState::Failed
+                    && task_alerts < alerts::MAX_TASK_ALERTS
                 {
+                    task_alerts += 1;
                     service.task_failed(&run, &task, &record).await;
                 }
             }

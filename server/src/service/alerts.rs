@@ -29,6 +29,12 @@ const MAX_BACKOFF_MS: u64 = 3_600_000;
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often runs are checked against their SLA.
 const SLA_CHECK: Duration = Duration::from_secs(1);
+/// The most tasks of one run that raise alerts of their own: a run of ten thousand
+/// failing tasks pages someone once per task up to this, then its run's alert counts
+/// the rest.
+pub(super) const MAX_TASK_ALERTS: usize = 10;
+/// The most failed tasks a run's alert names.
+const MAX_NAMED: usize = 100;
 
 /// The wait before attempt `attempts + 1`.
 fn backoff_ms(attempts: u32) -> u64 {
@@ -223,8 +229,8 @@ impl Service {
         self.raise(&run.tenant, key, body).await;
     }
 
-    /// Raises the alerts of a run that ended failed: its own, and any of its tasks' a
-    /// crash kept from being raised.
+    /// Raises the alerts of a run that ended failed: its own, and, unless more than
+    /// [`MAX_TASK_ALERTS`] tasks failed, any of its tasks' a crash kept from being raised.
     pub(super) async fn run_ended(&self, run: &RunRecord) {
         if run.state != RunState::Failed {
             return;
@@ -237,12 +243,15 @@ impl Service {
             .iter()
             .filter(|(_, record)| record.state == TaskState::Failed)
             .collect();
-        for (task, record) in &failed {
-            self.task_failed(run, task, record).await;
+        if failed.len() <= MAX_TASK_ALERTS {
+            for (task, record) in &failed {
+                self.task_failed(run, task, record).await;
+            }
         }
         let mut body = self.about(run, "run_failed");
         let names: Vec<&str> = failed.iter().map(|(task, _)| task.as_str()).collect();
-        body["failed_tasks"] = json!(names);
+        body["failed_tasks"] = json!(names[..names.len().min(MAX_NAMED)]);
+        body["failed_task_count"] = json!(names.len());
         body["message"] = json!(format!(
             "run {} of workflow {} failed: {} task(s) failed",
             run.id,
