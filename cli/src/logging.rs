@@ -8,10 +8,12 @@ use clap::ValueEnum;
 use serde_json::{Map, Value};
 use std::io::IsTerminal;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
+use tracing_subscriber::prelude::*;
 use tracing_subscriber::registry::LookupSpan;
 
 #[derive(Clone, Copy, Default, ValueEnum)]
@@ -23,25 +25,51 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the log for the whole process: `RUST_LOG` filters it, else `default`.
-pub fn init(format: LogFormat, default: &str) {
+/// Installs the log for the whole process: `RUST_LOG` filters it, else `default`. With
+/// an OTLP endpoint, runs and attempts are exported as traces too, whatever the log's
+/// filter; the exporter it returns sends what is left when dropped.
+pub fn init(
+    format: LogFormat,
+    default: &str,
+    otlp: Option<&str>,
+) -> Result<Option<crate::telemetry::Exporter>, String> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let log = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => log.with_ansi(std::io::stderr().is_terminal()).init(),
-        LogFormat::Json => log
+    let text = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let log = match format {
+        LogFormat::Text => text.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        LogFormat::Json => text
             .fmt_fields(JsonFields::new())
-            .event_format(JsonLines)
-            .init(),
-    }
+            .event_format(JsonLines {
+                otel: otlp.is_some(),
+            })
+            .boxed(),
+    };
+    let (exporter, traces) = match otlp {
+        Some(endpoint) => {
+            let (exporter, tracer) = crate::telemetry::Exporter::new(endpoint)?;
+            // sandflow's own spans, and tasks' log lines as their events.
+            let spans = Targets::new().with_target("sandflow", Level::INFO);
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(spans);
+            (Some(exporter), Some(layer))
+        }
+        None => (None, None),
+    };
+    tracing_subscriber::registry()
+        .with(log.with_filter(filter))
+        .with(traces)
+        .init();
+    Ok(exporter)
 }
 
 /// Formats an event as one JSON object: its time, level, target and fields, and the
 /// fields of every span it is in, outermost first, flattened, so that a log pipeline
 /// can filter on `run_id` or `task` without knowing how spans nest.
-struct JsonLines;
+struct JsonLines {
+    /// Spans are exported: the trace and span ids are theirs.
+    otel: bool,
+}
 
 impl<S, N> FormatEvent<S, N> for JsonLines
 where
@@ -54,6 +82,8 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
+        // Before the spans' extensions are read below: this reads them too.
+        let exported = self.otel.then(exported_ids).flatten();
         let mut line = Map::new();
         let now = humantime::format_rfc3339_micros(std::time::SystemTime::now());
         line.insert("timestamp".into(), now.to_string().into());
@@ -75,9 +105,24 @@ where
                 line.insert("span_id".into(), format!("{id:016x}").into());
             }
         }
+        if let Some((trace_id, span_id)) = exported {
+            line.insert("trace_id".into(), trace_id.into());
+            line.insert("span_id".into(), span_id.into());
+        }
         event.record(&mut Fields(&mut line));
         writeln!(writer, "{}", Value::Object(line))
     }
+}
+
+/// The trace and span ids the current span is exported under, if it is.
+fn exported_ids() -> Option<(String, String)> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let context = tracing::Span::current().context();
+    let span = context.span();
+    let ids = span.span_context();
+    ids.is_valid()
+        .then(|| (ids.trace_id().to_string(), ids.span_id().to_string()))
 }
 
 /// An event's fields, into the line's object.
@@ -140,7 +185,7 @@ mod tests {
         let subscriber = tracing_subscriber::fmt()
             .with_writer(buffer.clone())
             .fmt_fields(JsonFields::new())
-            .event_format(JsonLines)
+            .event_format(JsonLines { otel: false })
             .finish();
         tracing::subscriber::with_default(subscriber, || {
             let run = tracing::info_span!("run", run_id = 7_u64, tenant = "red");

@@ -11,6 +11,7 @@ mod remote;
 mod report;
 mod schedules;
 mod serve;
+mod telemetry;
 mod tenant;
 
 use clap::{Args, Parser, Subcommand};
@@ -54,6 +55,16 @@ struct Cli {
         default_value_t = logging::LogFormat::Text
     )]
     log_format: logging::LogFormat,
+
+    /// Export each run as an OpenTelemetry trace, with a span per task attempt, to this
+    /// OTLP/HTTP collector (protobuf to URL/v1/traces), such as http://localhost:4318
+    #[arg(
+        long,
+        global = true,
+        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
+        value_name = "URL"
+    )]
+    otlp_endpoint: Option<String>,
 
     /// Talk to a `sandflow serve` at URL instead of the database: `run`, `runs` and
     /// `output` act as the tenant whose token `--token` gives
@@ -322,7 +333,14 @@ fn main() -> ExitCode {
         Command::Serve(_) => "info,sandflow::plugin=warn",
         _ => "warn",
     };
-    logging::init(cli.log_format, default_filter);
+    let _exporter =
+        match logging::init(cli.log_format, default_filter, cli.otlp_endpoint.as_deref()) {
+            Ok(exporter) => exporter,
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(2);
+            }
+        };
     let runtime = if matches!(cli.command, Command::Serve(_)) {
         sandflow_server::runtime()
     } else {

@@ -73,7 +73,16 @@ pub(crate) struct AttemptCost<'a, T> {
     pub instantiation: Option<Duration>,
 }
 
+/// Records what an attempt cost in the metrics, and on its span (the current one), where
+/// a tracing layer that exports spans (OpenTelemetry) finds it.
 pub(crate) fn attempt_ended<T>(cost: AttemptCost<'_, T>) {
+    let span = tracing::Span::current();
+    span.record("outcome", outcome(cost.outcome));
+    span.record("fuel", cost.fuel);
+    span.record("queue_wait_ms", cost.queue_wait.as_millis() as u64);
+    if let Err(failure) = cost.outcome {
+        span.record("cause", tracing::field::display(failure));
+    }
     let labels = [
         ("tenant", cost.tenant.to_owned()),
         ("workflow", cost.workflow.to_string()),

@@ -852,7 +852,16 @@ impl<'a> LiveRun<'a> {
                 workflow: self.workflow_label.clone(),
             };
             let limits = self.run.limits.for_task(def);
-            let span = tracing::info_span!("attempt", task = %def.name, attempt = task.attempts);
+            // The outcome and cost are recorded when it ends (`metrics::attempt_ended`).
+            let span = tracing::info_span!(
+                "attempt",
+                task = %def.name,
+                attempt = task.attempts,
+                outcome = tracing::field::Empty,
+                fuel = tracing::field::Empty,
+                queue_wait_ms = tracing::field::Empty,
+                cause = tracing::field::Empty,
+            );
             let execution = self.runner.attempts.run(identity, limits).instrument(span);
             let attempt = self.running.spawn(execution);
             self.in_flight.insert(attempt.id(), i);

@@ -3,93 +3,30 @@
 //! person needs, however often delivery was retried and the server restarted.
 
 use crate::Scratch;
+use crate::loopback::Receiver;
 use crate::serve::{Server, tenant};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// A request the receiver got, and what it answered.
-#[derive(Debug, Clone)]
-struct Received {
-    answered: u16,
-    headers: HashMap<String, String>,
-    body: String,
-}
-
-/// An HTTP receiver on loopback that answers 500 to its first `failures` requests, then
-/// 200, and keeps every request.
-struct Receiver {
-    url: String,
-    got: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Receiver {
-    fn start(failures: usize) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        let got = Arc::new(Mutex::new(Vec::<Received>::new()));
-        let kept = got.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut headers = HashMap::new();
-                let mut line = String::new();
-                reader.read_line(&mut line).unwrap();
-                loop {
-                    line.clear();
-                    reader.read_line(&mut line).unwrap();
-                    let Some((name, value)) = line.trim_end().split_once(": ") else {
-                        break;
-                    };
-                    headers.insert(name.to_ascii_lowercase(), value.to_owned());
-                }
-                let length = headers["content-length"].parse().unwrap();
-                let mut body = vec![0; length];
-                reader.read_exact(&mut body).unwrap();
-                let mut got = kept.lock().unwrap();
-                let answered = if got.len() < failures { 500 } else { 200 };
-                write!(
-                    stream,
-                    "HTTP/1.1 {answered} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                )
-                .unwrap();
-                got.push(Received {
-                    answered,
-                    headers,
-                    body: String::from_utf8(body).unwrap(),
-                });
-            }
-        });
-        Self { url, got }
-    }
-
-    fn got(&self) -> Vec<Received> {
-        self.got.lock().unwrap().clone()
-    }
-
-    /// The bodies it answered 200, by their alert's key; waits until `done` holds of them.
-    fn wait_for(
-        &self,
-        done: impl Fn(&BTreeMap<String, Vec<Value>>) -> bool,
-    ) -> BTreeMap<String, Vec<Value>> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let mut delivered = BTreeMap::<String, Vec<Value>>::new();
-            for received in self.got().iter().filter(|r| r.answered == 200) {
-                let body: Value = serde_json::from_str(&received.body).unwrap();
-                let key = body["key"].as_str().unwrap().to_owned();
-                delivered.entry(key).or_default().push(body);
-            }
-            if done(&delivered) {
-                return delivered;
-            }
-            assert!(Instant::now() < deadline, "{delivered:#?}");
-            std::thread::sleep(Duration::from_millis(20));
+/// The alerts `receiver` answered 200, by their key, once `done` holds of them.
+fn wait_for_alerts(
+    receiver: &Receiver,
+    done: impl Fn(&BTreeMap<String, Vec<Value>>) -> bool,
+) -> BTreeMap<String, Vec<Value>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut delivered = BTreeMap::<String, Vec<Value>>::new();
+        for received in receiver.got().iter().filter(|r| r.answered == 200) {
+            let body: Value = serde_json::from_slice(&received.body).unwrap();
+            let key = body["key"].as_str().unwrap().to_owned();
+            delivered.entry(key).or_default().push(body);
         }
+        if done(&delivered) {
+            return delivered;
+        }
+        assert!(Instant::now() < deadline, "{delivered:#?}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -108,19 +45,20 @@ fn each_failure_reaches_the_webhook_once_signed_through_failures_and_restarts() 
     let quotas = ["--fuel", "100000000000", "--timeout", "5s"];
     let token = tenant(&scratch, "red", &quotas);
     let receiver = Receiver::start(3);
+    let url = format!("{}/hook", receiver.base);
     let start = || Server::start_with(&scratch, &["--private-webhooks"]);
     let server = start();
     let api = server.api(&token);
     let secret = api.request("PUT", "/secrets/HOOK_KEY", Some(br#"{"value":"k3y"}"#));
     assert_eq!(secret.status, 201, "{secret:?}");
-    let webhook = json!({ "url": receiver.url, "signing_secret": "HOOK_KEY" });
+    let webhook = json!({ "url": url, "signing_secret": "HOOK_KEY" });
     let set = api.request(
         "PUT",
         "/alerts/webhook",
         Some(webhook.to_string().as_bytes()),
     );
     assert_eq!(set.status, 200, "{set:?}");
-    let unsigned = json!({ "url": receiver.url, "signing_secret": "NONE" });
+    let unsigned = json!({ "url": url, "signing_secret": "NONE" });
     api.request(
         "PUT",
         "/alerts/webhook",
@@ -143,7 +81,7 @@ fn each_failure_reaches_the_webhook_once_signed_through_failures_and_restarts() 
     // More than the ten tasks of a run that raise alerts of their own.
     assert!(failed.len() > 10, "{detail}");
     let expected = 10 + 1;
-    let delivered = receiver.wait_for(|d| d.len() == expected);
+    let delivered = wait_for_alerts(&receiver, |d| d.len() == expected);
     let run_key = format!("run:{run}@{}", detail["finished_ms"]);
     let run_alert = &delivered[&run_key][0];
     assert_eq!(run_alert["alert"], "run_failed");
@@ -181,7 +119,8 @@ fn each_failure_reaches_the_webhook_once_signed_through_failures_and_restarts() 
         let signature = &received.headers["x-sandflow-signature"];
         let (t, v1) = signature.split_once(",v1=").unwrap();
         let t = t.strip_prefix("t=").unwrap();
-        assert_eq!(*v1, hmac_hex("k3y", &format!("{t}.{}", received.body)));
+        let body = String::from_utf8(received.body).unwrap();
+        assert_eq!(*v1, hmac_hex("k3y", &format!("{t}.{body}")));
     }
 
     // The three the receiver refused were tried again; the API says how each went.
@@ -191,11 +130,11 @@ fn each_failure_reaches_the_webhook_once_signed_through_failures_and_restarts() 
     assert!(alerts.iter().all(|a| a["delivery"]["state"] == "delivered"));
     let retried = alerts.iter().filter(|a| a["attempts"] == 2).count();
     assert_eq!(retried, 3, "{listed}");
-    assert_eq!(listed["webhook"]["url"], receiver.url.as_str());
+    assert_eq!(listed["webhook"]["url"], url.as_str());
     let cli = scratch.sandflow(&["--server", &server.url, "--token", &token, "alerts"]);
     assert_eq!(cli.code, 0, "{cli:?}");
     assert!(
-        cli.stdout.contains(&receiver.url) && cli.stdout.contains("run_failed"),
+        cli.stdout.contains(&url) && cli.stdout.contains("run_failed"),
         "{cli:?}"
     );
 
@@ -203,7 +142,7 @@ fn each_failure_reaches_the_webhook_once_signed_through_failures_and_restarts() 
     drop(server);
     let server = start();
     std::thread::sleep(Duration::from_millis(1_500));
-    let again = receiver.wait_for(|_| true);
+    let again = wait_for_alerts(&receiver, |_| true);
     assert!(again.values().all(|bodies| bodies.len() == 1), "{again:#?}");
     assert_eq!(again.len(), expected);
 
@@ -214,7 +153,7 @@ fn each_failure_reaches_the_webhook_once_signed_through_failures_and_restarts() 
     assert_eq!(sla.status, 200, "{sla:?}");
     let slow = api.start(&json!({ "bundle": lattice, "params": { "work": 100_000_000 } }));
     let sla_key = format!("sla:{slow}");
-    let delivered = receiver.wait_for(|d| d.contains_key(&sla_key));
+    let delivered = wait_for_alerts(&receiver, |d| d.contains_key(&sla_key));
     assert_eq!(delivered[&sla_key][0]["alert"], "sla_missed");
     assert_eq!(delivered[&sla_key][0]["sla_ms"], 300);
     let cancelled = api.post(&format!("/runs/{slow}/cancel"), &json!({}));

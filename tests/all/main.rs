@@ -9,6 +9,7 @@ mod cli;
 mod deterministic;
 mod engine;
 mod etl;
+mod loopback;
 mod mutations;
 mod observability;
 mod readme;

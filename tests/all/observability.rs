@@ -1,7 +1,9 @@
-//! What an operator watches on the real server: Prometheus metrics that move as tasks run,
-//! and its log as JSON lines that say which run, task and attempt each is about.
+//! What an operator watches: the real server's Prometheus metrics that move as tasks run,
+//! its log as JSON lines that say which run, task and attempt each is about, and runs
+//! exported as OpenTelemetry traces to a collector on loopback.
 
 use crate::Scratch;
+use crate::loopback::Receiver;
 use crate::serve::{Server, tenant};
 use serde_json::{Value, json};
 
@@ -139,4 +141,102 @@ fn json_logs_say_which_tenant_run_task_and_attempt_each_line_is_about() {
             .all(|l| l["trace_id"] == trace),
         "{text}"
     );
+}
+
+/// A span as a collector received it: ids in hex, attributes as text.
+#[derive(Debug)]
+struct Exported {
+    name: String,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    attributes: std::collections::HashMap<String, String>,
+}
+
+/// Every span `collector` received over OTLP/HTTP.
+fn exported(collector: &Receiver) -> Vec<Exported> {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+    use prost::Message;
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut all = Vec::new();
+    for request in collector.got() {
+        assert_eq!(request.path, "/v1/traces");
+        assert_eq!(request.headers["content-type"], "application/x-protobuf");
+        let decoded = ExportTraceServiceRequest::decode(request.body.as_slice()).unwrap();
+        let spans = decoded
+            .resource_spans
+            .into_iter()
+            .flat_map(|r| r.scope_spans)
+            .flat_map(|s| s.spans);
+        for span in spans {
+            let attributes = span
+                .attributes
+                .into_iter()
+                .map(|kv| {
+                    let value = match kv.value.and_then(|v| v.value) {
+                        Some(Any::StringValue(s)) => s,
+                        Some(Any::IntValue(i)) => i.to_string(),
+                        Some(Any::BoolValue(b)) => b.to_string(),
+                        other => format!("{other:?}"),
+                    };
+                    (kv.key, value)
+                })
+                .collect();
+            all.push(Exported {
+                name: span.name,
+                trace_id: hex(&span.trace_id),
+                span_id: hex(&span.span_id),
+                parent_span_id: hex(&span.parent_span_id),
+                attributes,
+            });
+        }
+    }
+    all
+}
+
+#[test]
+fn a_run_is_exported_as_a_trace_with_a_span_per_attempt_that_the_log_names() {
+    let scratch = Scratch::default();
+    let collector = Receiver::start(0);
+    let hello = crate::plugin("hello");
+    let out = scratch.sandflow_with_env(
+        &[
+            "--log-format",
+            "json",
+            "--otlp-endpoint",
+            &collector.base,
+            "run",
+            hello.to_str().unwrap(),
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+
+    // The command flushed its spans before it exited.
+    let spans = exported(&collector);
+    let run = spans.iter().find(|s| s.name == "run").expect("a run span");
+    assert_eq!(run.attributes["workflow"], "hello", "{run:?}");
+    assert_eq!(run.attributes["run_id"], "1", "{run:?}");
+    let attempt = spans
+        .iter()
+        .find(|s| s.name == "attempt")
+        .expect("an attempt span");
+    assert_eq!(attempt.trace_id, run.trace_id);
+    assert_eq!(attempt.parent_span_id, run.span_id);
+    let a = &attempt.attributes;
+    assert_eq!((a["task"].as_str(), a["attempt"].as_str()), ("greet", "1"));
+    assert_eq!(a["outcome"], "success", "{attempt:?}");
+    assert!(a["fuel"].parse::<u64>().unwrap() > 0, "{attempt:?}");
+    assert!(a.contains_key("queue_wait_ms"), "{attempt:?}");
+
+    // The task's log line names the exported trace and span.
+    let greeting: Value = out
+        .stderr
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .find(|line| line["target"] == "sandflow::plugin")
+        .unwrap_or_else(|| panic!("{out:?}"));
+    assert_eq!(greeting["trace_id"], run.trace_id.as_str());
+    assert_eq!(greeting["span_id"], attempt.span_id.as_str());
 }

@@ -18,8 +18,9 @@ impl Server {
         Self::start_with(scratch, &[])
     }
 
+    /// A server that logs only what is wrong, to the test's output.
     pub(crate) fn start_with(scratch: &Scratch, extra: &[&str]) -> Self {
-        Self::spawn(scratch, extra, Stdio::inherit(), &[])
+        Self::spawn(scratch, extra, Stdio::inherit(), &[("RUST_LOG", "warn")])
     }
 
     /// A server whose log (stderr) goes to `log`, filtered by `rust_log`.
