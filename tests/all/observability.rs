@@ -240,3 +240,30 @@ fn a_run_is_exported_as_a_trace_with_a_span_per_attempt_that_the_log_names() {
     assert_eq!(greeting["trace_id"], run.trace_id.as_str());
     assert_eq!(greeting["span_id"], attempt.span_id.as_str());
 }
+
+#[test]
+fn the_servers_runs_are_exported_with_their_tenant_and_flushed_at_shutdown() {
+    let scratch = Scratch::default();
+    let token = tenant(&scratch, "red", &[]);
+    let collector = Receiver::start(0);
+    let server = Server::start_with(&scratch, &["--otlp-endpoint", &collector.base]);
+    let api = server.api(&token);
+    let bundle = api.upload("hello");
+    let run = api.start(&json!({ "bundle": bundle }));
+    assert_eq!(api.finished(run)["state"], "succeeded");
+    server.signal("-TERM");
+    assert_eq!(server.wait(), Some(0));
+
+    let spans = exported(&collector);
+    let exported_run = spans
+        .iter()
+        .find(|s| s.name == "run" && s.attributes["run_id"] == run.to_string())
+        .unwrap_or_else(|| panic!("{spans:#?}"));
+    assert_eq!(exported_run.attributes["tenant"], "red");
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "attempt" && s.parent_span_id == exported_run.span_id),
+        "{spans:#?}"
+    );
+}
