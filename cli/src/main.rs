@@ -387,6 +387,19 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             .or_else(|| dirs::data_dir().map(|d| d.join("sandflow").join("sandflow.redb")))
             .ok_or_else(|| Failed::input("no home directory to keep the database in; pass --db"))
     };
+    // The default database not existing yet means nothing ran; a named one not existing
+    // is most likely a typo, which an empty listing would hide.
+    let read_only = || -> Result<RedbStore, Failed> {
+        let path = db_path()?;
+        if cli.db.is_some() && !path.exists() {
+            return Err(Failed::input(format!(
+                "there is no database at {}: `sandflow --db {} run BUNDLE` makes one",
+                path.display(),
+                path.display()
+            )));
+        }
+        RedbStore::open_read_only(&path).map_err(Failed::input)
+    };
     match cli.command {
         Command::Run(args) => {
             let mut interrupts = Interrupts::watch()?;
@@ -485,7 +498,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             Ok(0)
         }
         Command::Runs { command } => {
-            let store = RedbStore::open_read_only(&db_path()?).map_err(Failed::input)?;
+            let store = read_only()?;
             match command {
                 None => report::list_runs(&store).await,
                 Some(RunsCommand::Show { run, json, logs }) => {
@@ -506,7 +519,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             ))
         }
         Command::Output { run, task } => {
-            let store = RedbStore::open_read_only(&db_path()?).map_err(Failed::input)?;
+            let store = read_only()?;
             write_output(&report::output(&store, run, &task).await?)
         }
     }

@@ -16,7 +16,7 @@
 //! the host's variables or directories: its policy reads the tenant's own secrets instead.
 
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use wasmtime::component::{Linker, Resource};
 use wasmtime_wasi::filesystem::WasiFilesystemView;
 use wasmtime_wasi::p2::bindings::filesystem::types::{self as fs, Host as _, HostDescriptor as _};
@@ -64,6 +64,17 @@ pub enum GrantError {
         /// The path inside the sandbox.
         guest: String,
     },
+    /// `--dir HOST:GUEST` with a relative `GUEST`.
+    #[error(
+        "--dir {grant}: the path inside the sandbox ({guest}) must be absolute, such as \
+         /{guest}"
+    )]
+    RelativeGuest {
+        /// The grant as given.
+        grant: String,
+        /// The path inside the sandbox, as given.
+        guest: String,
+    },
     /// sandflow's environment lacks the variable.
     #[error("--env {name}: sandflow's environment has no such variable (or it is not UTF-8)")]
     Env {
@@ -89,6 +100,17 @@ impl DirGrant {
             },
         }
     }
+}
+
+/// The error of `HOST:GUEST` with a relative `GUEST`, which [`DirGrant::parse`] reads as a
+/// host path with a colon: said as what it most likely is when that path does not exist
+/// and `HOST` does.
+fn relative_guest(text: &Path) -> Option<GrantError> {
+    let (host, guest) = text.to_str()?.rsplit_once(':')?;
+    (!guest.is_empty() && Path::new(host).is_dir()).then(|| GrantError::RelativeGuest {
+        grant: text.display().to_string(),
+        guest: guest.to_owned(),
+    })
 }
 
 /// Turns a run's grants into what its tasks get, for the run's tenant.
@@ -119,7 +141,10 @@ impl Grants {
                 path: grant.host.clone(),
                 source,
             };
-            let host = grant.host.canonicalize().map_err(dir_error)?;
+            let host = match grant.host.canonicalize() {
+                Ok(host) => host,
+                Err(e) => return Err(relative_guest(&grant.host).unwrap_or_else(|| dir_error(e))),
+            };
             if !host.metadata().map_err(dir_error)?.is_dir() {
                 return Err(GrantError::NotADir {
                     path: grant.host.clone(),
@@ -277,6 +302,12 @@ mod tests {
         let err = |g: Grants| g.resolve_on_host().unwrap_err().to_string();
         assert!(err(dirs(file)).contains("not a directory"));
         assert!(err(dirs(dir.path().join("missing"))).contains("No such file"));
+        let relative = format!("{}:data", dir.path().display());
+        let refused = err(dirs(relative.into()));
+        assert!(
+            refused.contains("must be absolute, such as /data"),
+            "{refused}"
+        );
         let env = Grants {
             dirs: vec![],
             env: vec!["SANDFLOW_TEST_SURELY_UNSET".into()],

@@ -170,3 +170,29 @@ fn a_reader_leaving_early_ends_sandflow_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), None, "ended by SIGPIPE: {stderr}");
 }
+
+#[test]
+fn a_read_command_says_a_named_database_does_not_exist_and_creates_nothing() {
+    let scratch = Scratch::default();
+    let missing = scratch.path().join("typo/runs.redb");
+    for args in [
+        &["runs"][..],
+        &["runs", "show", "1"],
+        &["output", "1", "greet"],
+    ] {
+        scratch
+            .sandflow_with_db(&missing, args)
+            .assert_bad_input("there is no database at");
+    }
+    assert!(!scratch.path().join("typo").exists(), "nothing was created");
+}
+
+#[test]
+fn a_relative_path_inside_the_sandbox_is_refused_as_such() {
+    let scratch = Scratch::default();
+    let hello = plugin("hello");
+    let grant = format!("{}:data", scratch.path().display());
+    scratch
+        .sandflow(&["run", hello.to_str().unwrap(), "--dir", &grant])
+        .assert_bad_input("must be absolute, such as /data");
+}
