@@ -78,12 +78,7 @@ pub async fn list(
     Caller(tenant): Caller,
     Query(query): Query<AlertsQuery>,
 ) -> Result<Json<Alerts>, ApiError> {
-    let limit = query.limit.unwrap_or(100);
-    if !(1..=MAX_LISTED).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit must be from 1 to {MAX_LISTED}"
-        )));
-    }
+    let limit = super::limit(query.limit, 100, MAX_LISTED)?;
     let alerts = service.engine().store().alerts(&tenant.name, limit).await?;
     Ok(Json(Alerts {
         webhook: tenant.alerts,

@@ -63,6 +63,17 @@ fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, Ap
     Ok(Some(key.to_owned()))
 }
 
+/// A listing's `limit`: `default` when absent, else from 1 to `max`.
+fn limit(given: Option<usize>, default: usize, max: usize) -> Result<usize, ApiError> {
+    let limit = given.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit must be from 1 to {max}"
+        )));
+    }
+    Ok(limit)
+}
+
 /// Every error's body.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {

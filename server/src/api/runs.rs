@@ -152,12 +152,7 @@ pub async fn list(
     Caller(tenant): Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<RunPage>, ApiError> {
-    let limit = query.limit.unwrap_or(PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::bad_request(format!(
-            "limit must be from 1 to {MAX_PAGE}"
-        )));
-    }
+    let limit = super::limit(query.limit, PAGE, MAX_PAGE)?;
     let filter = RunFilter {
         tenant: Some(tenant.name),
         workflow: query.workflow,

@@ -11,10 +11,11 @@
 use super::{Service, now_ms};
 use crate::error::ApiError;
 use axum::http::StatusCode;
-use sandflow::store::{AlertRecord, Delivery};
+use sandflow::store::{AlertRecord, Delivery, WorkflowPolicy};
 use sandflow::tenant::AlertTarget;
 use sandflow::{RunRecord, RunState, TaskRecord, TaskState, Tenant};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -270,15 +271,20 @@ impl Service {
             .iter()
             .map(|(&id, run)| (id, run.tenant.clone(), run.workflow.clone(), run.started_ms))
             .collect();
+        // Each tenant's policies are read once a pass, however many runs it has in flight.
+        let mut policies = HashMap::<String, Vec<WorkflowPolicy>>::new();
         for (id, tenant, workflow, started_ms) in live {
             if self.sla_raised.lock().await.contains(&id) {
                 continue;
             }
-            let policy = match self.policy(&tenant, &workflow).await {
-                Ok(policy) => policy,
-                Err(e) => return tracing::warn!("SLAs not checked: {e}"),
-            };
-            let Some(sla_ms) = policy.and_then(|p| p.sla_ms) else {
+            if !policies.contains_key(&tenant) {
+                match self.engine.store().policies(&tenant).await {
+                    Ok(read) => policies.insert(tenant.clone(), read),
+                    Err(e) => return tracing::warn!("SLAs not checked: {e}"),
+                };
+            }
+            let sla = policies[&tenant].iter().find(|p| p.workflow == workflow);
+            let Some(sla_ms) = sla.and_then(|p| p.sla_ms) else {
                 continue;
             };
             if now.saturating_sub(started_ms) < sla_ms {

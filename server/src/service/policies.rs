@@ -41,7 +41,7 @@ impl Service {
     }
 
     /// The tenant's policy of `workflow`, if it has one.
-    pub(super) async fn policy(
+    async fn policy(
         &self,
         tenant: &str,
         workflow: &str,
