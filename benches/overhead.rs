@@ -145,22 +145,26 @@ fn limit(bench: &Path, calls: usize, show: bool) -> Duration {
 /// SDK fan-out. Each attempt starts from the bundle's snapshot, taken after `describe`.
 fn sdk_price(calls: usize, floor: Duration) {
     let one = Timer::load(&plugins::plugin("sdk-one"));
-    let (one_p50, one_p99) = percentiles(&mut one.calls("only", b"null", calls));
+    let (mut times, one_faults) = one.calls_and_faults("only", b"null", calls);
+    let (one_p50, one_p99) = percentiles(&mut times);
     row(
         "the same no-op in a one-task SDK bundle",
         format!(
-            "p50 {one_p50:.1?}, p99 {one_p99:.1?}: the floor + {:.1?}",
+            "p50 {one_p50:.1?}, p99 {one_p99:.1?}: the floor + {:.1?}; {one_faults:.1} page \
+             faults an attempt",
             one_p50.saturating_sub(floor)
         ),
     );
     let wide = Timer::load(&plugins::plugin("sdk-fanout-10k"));
     let tasks = &wide.bundle.workflow().tasks;
     let last = &tasks.last().expect("the fan-out declares tasks").name;
-    let (p50, p99) = percentiles(&mut wide.calls(last, b"null", calls));
+    let (mut times, faults) = wide.calls_and_faults(last, b"null", calls);
+    let (p50, p99) = percentiles(&mut times);
     row(
         &format!("the same no-op in an SDK bundle of {} tasks", tasks.len()),
         format!(
-            "p50 {p50:.1?}, p99 {p99:.1?}: {:.2}x the one-task bundle's",
+            "p50 {p50:.1?}, p99 {p99:.1?}: {:.2}x the one-task bundle's; {faults:.1} page \
+             faults an attempt",
             p50.as_secs_f64() / one_p50.as_secs_f64()
         ),
     );
@@ -285,8 +289,16 @@ impl Timer {
     /// Times `calls` calls of `task`, after a tenth as many to warm up; each must return
     /// `expected`.
     fn calls(&self, task: &str, expected: &[u8], calls: usize) -> Vec<Duration> {
+        self.calls_and_faults(task, expected, calls).0
+    }
+
+    /// [`calls`](Self::calls), and the page faults the timed calls took, per call: memory
+    /// a fresh instance touches anew, which the pool's slot reset gave back.
+    fn calls_and_faults(&self, task: &str, expected: &[u8], calls: usize) -> (Vec<Duration>, f64) {
         let mut times = Vec::with_capacity(calls);
+        let mut faults = 0;
         for i in 0..calls + calls / 10 {
+            let faulted = minor_faults();
             let start = Instant::now();
             let output = self
                 .runtime
@@ -299,9 +311,20 @@ impl Timer {
             assert_eq!(output, expected, "{task} returned something else");
             if i >= calls / 10 {
                 times.push(took);
+                faults += minor_faults() - faulted;
             }
         }
-        times
+        (times, faults as f64 / calls as f64)
+    }
+}
+
+/// Minor page faults this thread has taken; a `Timer`'s runtime runs attempts on it.
+fn minor_faults() -> i64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
+        usage.ru_minflt
     }
 }
 

@@ -221,23 +221,30 @@ impl Bundle {
         check_header(path, bytes)?;
         let hash = content_hash(bytes);
 
-        let (component, from_cache) = match cache {
+        let (compiled, from_cache) = match cache {
             Some(dir) => compile_cached(sandbox, dir, &hash, path, bytes, limits).await?,
             None => (compile_snapshot(sandbox, path, bytes, limits).await?, false),
         };
         let pre = sandbox
-            .prepare(&component)
+            .prepare(&compiled.component)
             .map_err(|e| BundleError::WrongWorld {
                 path: path.to_owned(),
                 reason: format!("{e:#}"),
             })?;
-        let workflow = sandbox
-            .describe(&pre, &limits.describe)
-            .await
-            .map_err(|failure| BundleError::Describe {
-                path: path.to_owned(),
-                failure,
-            })?;
+        // A snapshot's workflow is what its `describe` returned when it was taken. Asking
+        // the snapshot again would cost more than time: a pooled slot keeps the pages an
+        // instance wrote, and a `describe` writes the whole workflow, which then crowds
+        // the attempts' own pages out of the slot's in-place reset (see `sandbox`).
+        let workflow = match compiled.workflow {
+            Some(workflow) => workflow,
+            None => sandbox
+                .describe(&pre, &limits.describe)
+                .await
+                .map_err(|failure| BundleError::Describe {
+                    path: path.to_owned(),
+                    failure,
+                })?,
+        };
         let limit = limits.tasks;
         if workflow.tasks.len() > limit {
             return Err(BundleError::TooManyTasks {
@@ -373,7 +380,7 @@ async fn compile_snapshot(
     path: &Path,
     bytes: &[u8],
     limits: &BundleLimits,
-) -> Result<Component, BundleError> {
+) -> Result<Compiled, BundleError> {
     let (owned, input, describe) = (sandbox.clone(), bytes.to_vec(), limits.describe.clone());
     let runtime = tokio::runtime::Handle::current();
     let snapshot = tokio::task::spawn_blocking(move || {
@@ -382,8 +389,13 @@ async fn compile_snapshot(
     .await
     .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     let why_not = match snapshot {
-        Ok(Ok(snapshot)) => match compile(sandbox, path, &snapshot).await {
-            Ok(component) => return Ok(component),
+        Ok(Ok(snapshot)) => match compile(sandbox, path, &snapshot.bytes).await {
+            Ok(component) => {
+                return Ok(Compiled {
+                    component,
+                    workflow: Some(snapshot.workflow),
+                });
+            }
             Err(e) => e.to_string(),
         },
         Ok(Err(NotSnapshotted::Describe(failure))) => {
@@ -399,7 +411,18 @@ async fn compile_snapshot(
         bundle = %path.display(),
         "running without a snapshot, so every attempt runs `describe`'s code again: {why_not}"
     );
-    compile(sandbox, path, bytes).await
+    Ok(Compiled {
+        component: compile(sandbox, path, bytes).await?,
+        workflow: None,
+    })
+}
+
+/// A compiled bundle, with its workflow when that is known without asking the bundle.
+struct Compiled {
+    component: Component,
+    /// What `describe` returned when the bundle was snapshotted; `None` for a bundle that
+    /// runs without a snapshot, which is described when it loads.
+    workflow: Option<WorkflowDef>,
 }
 
 /// Loads the artifact for `hash` from `dir`, or compiles and stores it. A cache that cannot
@@ -411,7 +434,7 @@ async fn compile_cached(
     path: &Path,
     bytes: &[u8],
     limits: &BundleLimits,
-) -> Result<(Component, bool), BundleError> {
+) -> Result<(Compiled, bool), BundleError> {
     let engine = sandbox.engine();
     let mut config_hash = std::hash::DefaultHasher::new();
     engine
@@ -420,33 +443,61 @@ async fn compile_cached(
     // Artifacts are snapshots (see `compile_snapshot`); those of older sandflows were not.
     "pre-initialised by describe".hash(&mut config_hash);
     let artifact = dir.join(format!("{hash}-{:016x}.cwasm", config_hash.finish()));
+    // A snapshot's workflow, beside it: written first, so that an artifact never lacks
+    // the workflow it was snapshotted with. Without one (a bundle that is not
+    // snapshotted), the bundle is described as it loads.
+    let described = artifact.with_extension("workflow.json");
 
     if artifact.is_file() {
         // SAFETY: the artifact was written by `Component::serialize` of an engine with the
         // same compatibility hash, into the operator's own cache directory (see `load`).
         match unsafe { Component::deserialize_file(engine, &artifact) } {
-            Ok(component) => return Ok((component, true)),
+            Ok(component) => {
+                let workflow = std::fs::read(&described)
+                    .ok()
+                    .and_then(|json| serde_json::from_slice(&json).ok());
+                return Ok((
+                    Compiled {
+                        component,
+                        workflow,
+                    },
+                    true,
+                ));
+            }
             Err(e) => tracing::warn!(
                 artifact = %artifact.display(),
                 "ignoring unreadable compiled artifact: {e:#}"
             ),
         }
     }
-    let component = compile_snapshot(sandbox, path, bytes, limits).await?;
-    if let Err(e) = store_artifact(&component, dir, &artifact) {
+    let compiled = compile_snapshot(sandbox, path, bytes, limits).await?;
+    let stored = compiled
+        .workflow
+        .as_ref()
+        .map_or(Ok(()), |workflow| {
+            let json = serde_json::to_vec(workflow).map_err(std::io::Error::other)?;
+            store_atomically(dir, &described, &json)
+        })
+        .and_then(|()| {
+            let bytes = compiled
+                .component
+                .serialize()
+                .map_err(std::io::Error::other)?;
+            store_atomically(dir, &artifact, &bytes)
+        });
+    if let Err(e) = stored {
         tracing::warn!(dir = %dir.display(), "cannot cache the compiled bundle: {e}");
     }
-    Ok((component, false))
+    Ok((compiled, false))
 }
 
-/// Writes to a temporary file first, so a crash never leaves a half-written artifact under
-/// the final name.
-fn store_artifact(component: &Component, dir: &Path, artifact: &Path) -> std::io::Result<()> {
-    let bytes = component.serialize().map_err(std::io::Error::other)?;
+/// Writes to a temporary file first, so a crash never leaves a half-written file under the
+/// final name.
+fn store_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let tmp = artifact.with_extension(format!("tmp{}", std::process::id()));
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, artifact)
+    std::fs::rename(&tmp, path)
 }
 
 /// A bundle's id: the SHA-256 of its bytes, hex-encoded, as [`Bundle::hash`] gives it.

@@ -151,12 +151,16 @@ pub enum SandboxError {
 const MAX_MEMORY: usize = 4 << 30;
 
 /// Bytes of each pooled memory slot that are reset in place (the pages Linux's PAGEMAP_SCAN
-/// reports as the last instance's) instead of with `madvise`, whose TLB shootdowns across
-/// threads cost more than a no-op task itself. Not more: a bundle pre-initialised with a
-/// large workflow (see `snapshot`) has megabytes of image, and the in-place reset copied up
-/// to this many bytes of it back on every attempt (1 MiB: 65 µs an attempt in the
-/// 10,002-task SDK bundle; 128 KiB: 28 µs; the DAG shapes of the overhead bench run at
-/// the same speed with either).
+/// reports as written) instead of with `madvise`, whose TLB shootdowns across threads cost
+/// more than a no-op task itself.
+///
+/// A page once written stays the slot's private copy after it is reset, so the scan reports
+/// it at every later reset: what the reset copies back is every page any instance of the
+/// slot wrote, up to this bound, and past the bound the rest of the memory is given back and
+/// faulted in again by the next attempt, image pages it only reads included. An attempt
+/// writes a few pages; a `describe` of a large workflow writes megabytes, which is why a
+/// snapshot's workflow is kept instead of asked for at load (see `bundle`), and why this
+/// is no larger: in a slot a big `describe` did write, 1 MiB copied 65 µs back per attempt.
 const KEEP_RESIDENT: usize = 128 << 10;
 /// Tables of Rust guests hold a few hundred entries: a few pages to scan, not a megabyte.
 const TABLE_KEEP_RESIDENT: usize = 16 << 10;

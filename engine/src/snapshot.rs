@@ -24,6 +24,7 @@ use crate::host::bindings;
 use crate::host::{HostState, TaskIdentity};
 use crate::sandbox::{RunLimits, Sandbox, classify};
 use crate::state::Failure;
+use crate::workflow::WorkflowDef;
 use std::time::Instant;
 use wasmtime::Store;
 use wasmtime::component::{ComponentType, Instance, Lift, Linker, WasmList};
@@ -45,14 +46,23 @@ impl From<wasmtime::Error> for NotSnapshotted {
     }
 }
 
+/// A bundle pre-initialised by its `describe`, and the workflow that `describe` returned.
+pub(crate) struct Snapshot {
+    /// The component, its memories and globals as `describe` left them.
+    pub(crate) bytes: Vec<u8>,
+    /// What `describe` returned: loading the snapshot does not ask again.
+    pub(crate) workflow: WorkflowDef,
+}
+
 /// The component `bytes` pre-initialised by its `describe` export, run under `limits`.
 pub(crate) async fn snapshot(
     sandbox: &Sandbox,
     bytes: &[u8],
     limits: &RunLimits,
-) -> Result<Vec<u8>, NotSnapshotted> {
+) -> Result<Snapshot, NotSnapshotted> {
     let mut wizer = Wizer::new();
-    // Keep `describe`: every load asks the snapshot for its workflow.
+    // Keep `describe`: a snapshot loaded from the cache without the workflow kept beside it
+    // (see `bundle`) is asked for its workflow again.
     wizer.init_func("describe").keep_init_func(true);
     let (context, instrumented) = wizer.instrument_component(bytes)?;
     let component = sandbox.compile(instrumented).await?;
@@ -67,16 +77,19 @@ pub(crate) async fn snapshot(
     let described = bindings::Bundle::new(&mut store, &instance)?
         .call_describe(&mut store)
         .await;
-    if let Err(error) = described {
-        let failure = classify(&error, store.data(), limits.fuel, limits.timeout);
-        return Err(match failure {
-            Failure::OutOfFuel { .. }
-            | Failure::Deadline { .. }
-            | Failure::MemoryLimit { .. }
-            | Failure::StackOverflow => NotSnapshotted::Describe(failure),
-            _ => NotSnapshotted::Unsupported(error),
-        });
-    }
+    let workflow = match described {
+        Ok(workflow) => WorkflowDef::from(workflow),
+        Err(error) => {
+            let failure = classify(&error, store.data(), limits.fuel, limits.timeout);
+            return Err(match failure {
+                Failure::OutOfFuel { .. }
+                | Failure::Deadline { .. }
+                | Failure::MemoryLimit { .. }
+                | Failure::StackOverflow => NotSnapshotted::Describe(failure),
+                _ => NotSnapshotted::Unsupported(error),
+            });
+        }
+    };
 
     let mut state = Accessors {
         store: &mut store,
@@ -86,7 +99,10 @@ pub(crate) async fn snapshot(
     let snapshot = wizer.snapshot_component(&context, &mut state).await?;
     match state.error {
         Some(error) => Err(NotSnapshotted::Unsupported(error)),
-        None => Ok(snapshot),
+        None => Ok(Snapshot {
+            bytes: snapshot,
+            workflow,
+        }),
     }
 }
 

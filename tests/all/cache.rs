@@ -3,6 +3,7 @@
 
 use crate::plugin;
 use sandflow::{Bundle, BundleLimits, EngineConfig, Sandbox};
+use std::path::Path;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn second_load_uses_the_cached_artifact() {
@@ -22,16 +23,9 @@ async fn second_load_uses_the_cached_artifact() {
     assert_eq!(first.workflow(), second.workflow());
     assert_eq!(first.hash(), second.hash());
 
-    // Damage every artifact: the next load recompiles and repairs the cache. Loaded
-    // artifacts are memory-mapped, so (like sandflow itself) replace files by renaming
-    // rather than rewriting them under a live mapping.
+    // Damage every artifact: the next load recompiles and repairs the cache.
     drop((first, second));
-    for entry in std::fs::read_dir(cache.path()).unwrap() {
-        let path = entry.unwrap().path();
-        let damaged = path.with_extension("damaged");
-        std::fs::write(&damaged, b"garbage").unwrap();
-        std::fs::rename(&damaged, &path).unwrap();
-    }
+    damage(cache.path(), |_| true);
     let third = Bundle::load(&sandbox, &bundle, &limits, Some(cache.path()))
         .await
         .unwrap();
@@ -40,6 +34,35 @@ async fn second_load_uses_the_cached_artifact() {
         .await
         .unwrap();
     assert!(fourth.loaded_from_cache());
+
+    // The workflow kept beside a snapshot, damaged: the artifact still serves, and the
+    // bundle is described as it loads.
+    let workflow = fourth.workflow().clone();
+    drop((third, fourth));
+    let kept = |path: &Path| path.to_string_lossy().ends_with(".workflow.json");
+    assert_eq!(damage(cache.path(), kept), 1);
+    let fifth = Bundle::load(&sandbox, &bundle, &limits, Some(cache.path()))
+        .await
+        .unwrap();
+    assert!(fifth.loaded_from_cache());
+    assert_eq!(fifth.workflow(), &workflow);
+}
+
+/// Overwrites the files of `dir` that `which` picks with garbage; how many it did.
+/// Loaded artifacts are memory-mapped, so (like sandflow itself) files are replaced by
+/// renaming rather than rewritten under a live mapping.
+fn damage(dir: &Path, which: impl Fn(&Path) -> bool) -> usize {
+    let mut damaged = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if which(&path) {
+            let garbage = path.with_extension("damaged");
+            std::fs::write(&garbage, b"garbage").unwrap();
+            std::fs::rename(&garbage, &path).unwrap();
+            damaged += 1;
+        }
+    }
+    damaged
 }
 
 /// Compiling and pre-initialising take hundreds of milliseconds of CPU; both run on

@@ -2,9 +2,11 @@
 //! grow with the workflow; a bundle that cannot be snapshotted still runs as it is; a
 //! `describe` that hits a limit is refused once, not retried without a snapshot.
 //!
-//! Fuel counts wasm instructions, so these tests compare work done, not time.
+//! Fuel counts wasm instructions and page faults count memory touched anew, so these tests
+//! compare work done, not time.
 
 use crate::{Scratch, plugin, task};
+use sandflow::{Bundle, BundleLimits, EngineConfig, RunLimits, Sandbox};
 
 /// `sandflow` with the engine's own info lines on stderr, where it says whether a bundle
 /// was snapshotted.
@@ -73,4 +75,80 @@ fn a_describe_that_never_returns_is_refused_by_its_limit_without_a_second_try() 
         !scratch.db().exists(),
         "a refused bundle must not create a database"
     );
+}
+
+/// Minor page faults this thread has taken: the current-thread runtime below runs every
+/// attempt on it.
+fn faults() -> i64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, &mut usage), 0);
+        usage
+    };
+    usage.ru_minflt
+}
+
+/// Page faults of 20 attempts of `task`, each from a fresh instance in the one pool slot,
+/// after five to warm the slot up.
+async fn faults_of_attempts(sandbox: &Sandbox, bundle: &Bundle, task: &str) -> i64 {
+    let attempt = async || {
+        let output = sandbox
+            .run_once(bundle, task, &RunLimits::default())
+            .await
+            .unwrap();
+        assert_eq!(output, b"null", "{task}");
+    };
+    for _ in 0..5 {
+        attempt().await;
+    }
+    let before = faults();
+    for _ in 0..20 {
+        attempt().await;
+    }
+    faults() - before
+}
+
+#[test]
+fn an_attempt_among_ten_thousand_tasks_touches_no_more_memory_anew_than_one_alone() {
+    // A pooled slot keeps the pages instances wrote and resets them in place, up to a
+    // bound; a `describe` run in the slot at load wrote the whole workflow there, and every
+    // attempt then faulted the snapshot's pages in again (7 an attempt, 2.7x the time).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sandbox = Sandbox::new(EngineConfig {
+        instances: 1,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let scratch = Scratch::default();
+    let load = |name: &str| {
+        let bundle = runtime.block_on(Bundle::load(
+            &sandbox,
+            &plugin(name),
+            &BundleLimits::default(),
+            Some(&scratch.cache()),
+        ));
+        bundle.unwrap()
+    };
+
+    let one = load("sdk-one");
+    let alone = runtime.block_on(faults_of_attempts(&sandbox, &one, "only"));
+    // Compiled and snapshotted, then loaded from the cache as a second `sandflow run` does:
+    // both loads know the workflow without describing the snapshot again.
+    let fresh = load("sdk-fanout-10k");
+    let cached = load("sdk-fanout-10k");
+    assert!(!fresh.loaded_from_cache() && cached.loaded_from_cache());
+    assert_eq!(fresh.workflow(), cached.workflow());
+    assert_eq!(cached.workflow().tasks.len(), 10_002);
+    for (bundle, task) in [(&fresh, "join"), (&cached, "join"), (&cached, "t5000")] {
+        let among = runtime.block_on(faults_of_attempts(&sandbox, bundle, task));
+        assert!(
+            among <= alone + 20,
+            "20 attempts of {task} among 10,002 tasks took {among} page faults, \
+             20 of `only` alone {alone}"
+        );
+    }
 }
