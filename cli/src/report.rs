@@ -163,7 +163,8 @@ pub async fn show_run(store: &dyn Store, id: u64, json: bool, logs: bool) -> Res
         .iter()
         .map(|def| (def.name.clone(), stored.remove(&def.name)))
         .collect();
-    let attempts = store.attempts(id).await.map_err(Failed::input)?;
+    let mut attempts = store.attempts(id).await.map_err(Failed::input)?;
+    sandflow::sort_attempts(&run.workflow, &mut attempts);
     if json {
         let mut report = to_json(&run, &tasks);
         report["attempts"] = attempts
@@ -181,8 +182,6 @@ pub async fn show_run(store: &dyn Store, id: u64, json: bool, logs: bool) -> Res
     print_table(&Head::from(&run), &tasks);
     if !attempts.is_empty() {
         println!("\nATTEMPTS (in the order they started)");
-        let mut attempts = attempts;
-        attempts.sort_by_key(|(task, number, a)| (a.started_ms, task.clone(), *number));
         for (task, number, a) in &attempts {
             let outcome = a
                 .error

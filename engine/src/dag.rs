@@ -5,6 +5,7 @@
 //! which also lets the error name every task on the cycle); the scheduler then works on a
 //! compact adjacency list indexed like `WorkflowDef::tasks`.
 
+use crate::store::Attempt;
 use crate::workflow::WorkflowDef;
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::HashMap;
@@ -255,6 +256,26 @@ impl Dag {
     }
 }
 
+/// Sorts a run's attempts into the order they ran: by start and, among attempts that
+/// started in the same millisecond (the resolution of their records), upstream tasks first
+/// (the workflow's topological order), then by number. Sorting by name instead could list a
+/// task before the task it depends on. Attempts of tasks the workflow does not name go last.
+pub fn sort_attempts(workflow: &WorkflowDef, attempts: &mut [Attempt]) {
+    let order: Vec<u32> = match Dag::build(workflow) {
+        Ok(dag) => dag.topological,
+        // A stored workflow was validated when its run started; declaration order otherwise.
+        Err(_) => (0..workflow.tasks.len() as u32).collect(),
+    };
+    let rank: HashMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(rank, &i)| (workflow.tasks[i as usize].name.as_str(), rank))
+        .collect();
+    let rank_of = |task: &str| rank.get(task).copied().unwrap_or(usize::MAX);
+    attempts
+        .sort_by_cached_key(|(task, number, record)| (record.started_ms, rank_of(task), *number));
+}
+
 /// Characters that would let a name rewrite the terminal it is printed on (ANSI escapes,
 /// newlines, NUL) or read differently from what it is (bidirectional overrides).
 pub fn unprintable(c: char) -> bool {
@@ -390,6 +411,33 @@ mod tests {
             .iter()
             .map(|&i| w.tasks[i as usize].name.clone())
             .collect()
+    }
+
+    #[test]
+    fn attempts_sort_by_start_then_upstream_first_whatever_their_names() {
+        let w = workflow(&[("b_load", &[]), ("a_report", &["b_load"])]);
+        let attempt = |task: &str, number, started_ms| {
+            let record = crate::db::AttemptRecord {
+                started_ms,
+                finished_ms: started_ms,
+                fuel_used: 0,
+                error: None,
+            };
+            (task.to_owned(), number, record)
+        };
+        // As a store lists them: by name, then number.
+        let mut attempts = vec![
+            attempt("a_report", 1, 7),
+            attempt("b_load", 1, 5),
+            attempt("b_load", 2, 7),
+            attempt("gone", 1, 7),
+        ];
+        sort_attempts(&w, &mut attempts);
+        let order: Vec<(&str, u32)> = attempts.iter().map(|(t, n, _)| (t.as_str(), *n)).collect();
+        assert_eq!(
+            order,
+            [("b_load", 1), ("b_load", 2), ("a_report", 1), ("gone", 1)]
+        );
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub mod trigger;
 pub mod workflow;
 
 pub use bundle::{Bundle, BundleError, BundleLimits};
-pub use dag::{Dag, DagError};
+pub use dag::{Dag, DagError, sort_attempts};
 pub use db::{Db, DbError, RedbStore, RunRecord, TaskRecord};
 pub use engine::{Engine, Flow, RunControl, RunHandle};
 pub use grants::{DirGrant, GrantError, GrantPolicy, Grants, HostGrants};

@@ -930,7 +930,9 @@ impl<'a> LiveRun<'a> {
                 task.last_failure = Some(failure);
                 if retry {
                     task.state = TaskState::UpForRetry;
-                    let delay = backoff(&def.retry, task.attempts, fastrand::f64());
+                    // Failures, not attempts: an attempt interrupted by a stop (and
+                    // run again on resume) is no reason to wait longer.
+                    let delay = backoff(&def.retry, task.failures, fastrand::f64());
                     self.retries.push(Reverse((Instant::now() + delay, i)));
                     None
                 } else {
@@ -1080,14 +1082,14 @@ async fn wait_for(commit: &mut Option<Commit>) -> Result<Vec<(usize, TaskRecord)
     }
 }
 
-/// The wait before retrying a task that has failed `attempts` times: exponential from the
+/// The wait before retrying a task that has failed `failures` times: exponential from the
 /// policy's initial backoff up to its maximum, with "equal jitter" (half fixed, half drawn
 /// from `random` in [0, 1)) so that tasks which failed together do not retry in lockstep,
 /// and none retries sooner than half its nominal delay.
-fn backoff(policy: &RetryPolicy, attempts: u32, random: f64) -> Duration {
+fn backoff(policy: &RetryPolicy, failures: u32, random: f64) -> Duration {
     let exponential = policy
         .initial_backoff_ms
-        .saturating_mul(2u64.saturating_pow(attempts.saturating_sub(1)));
+        .saturating_mul(2u64.saturating_pow(failures.saturating_sub(1)));
     let nominal = exponential.min(policy.max_backoff_ms);
     let fixed = nominal / 2;
     Duration::from_millis(fixed + ((nominal - fixed) as f64 * random) as u64)
@@ -1396,11 +1398,11 @@ mod tests {
             max_backoff_ms: 1_000,
             on_limits: false,
         };
-        let ms = |attempts, random| backoff(&policy, attempts, random).as_millis();
+        let ms = |failures, random| backoff(&policy, failures, random).as_millis();
         assert_eq!((ms(1, 0.0), ms(1, 0.999_999)), (50, 99));
         assert_eq!((ms(2, 0.0), ms(3, 0.0), ms(4, 0.0)), (100, 200, 400));
         assert_eq!(ms(5, 0.0), 500, "1600 ms is capped at 1000");
-        assert_eq!(ms(60, 0.5), 750, "no overflow however many attempts");
+        assert_eq!(ms(60, 0.5), 750, "no overflow however many failures");
     }
 
     #[test]

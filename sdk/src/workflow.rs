@@ -238,9 +238,12 @@ impl Task {
         self
     }
 
-    /// Attempts in all (the first included) with the default backoff; at most 100.
-    pub fn retries(mut self, max_attempts: u32) -> Self {
-        self.retry.max_attempts = max_attempts;
+    /// Retries after the first attempt fails, with the default backoff: `.retries(2)` runs
+    /// the task at most three times. This is Airflow's `retries`; the first attempt is not
+    /// counted, so `.retries(0)` (the default) never retries. At most 99, since the engine
+    /// refuses more than 100 attempts.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retry.max_attempts = retries.saturating_add(1);
         self
     }
 
@@ -369,5 +372,16 @@ mod tests {
         });
         assert!(panicked.is_err());
         assert_eq!(names(&abc()), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn retries_count_what_follows_the_first_attempt_as_airflow_does() {
+        let attempts = |task: Task| task.to_wit().retry.max_attempts;
+        let noop = |_: &Context| Ok(());
+        assert_eq!(attempts(Task::new("t", noop)), 1, "no retry by default");
+        assert_eq!(attempts(Task::new("t", noop).retries(0)), 1);
+        assert_eq!(attempts(Task::new("t", noop).retries(2)), 3);
+        // Past what the engine accepts, it refuses the workflow instead of wrapping.
+        assert_eq!(attempts(Task::new("t", noop).retries(u32::MAX)), u32::MAX);
     }
 }

@@ -19,7 +19,8 @@ fn inspect_prints_every_format() {
     let json = scratch.sandflow(&["inspect", etl, "--format", "json"]);
     let workflow: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(workflow["tasks"].as_array().unwrap().len(), 7);
-    assert_eq!(workflow["tasks"][6]["retry"]["max_attempts"], 2);
+    // `report` is declared `.retries(2)`: two retries after the first attempt.
+    assert_eq!(workflow["tasks"][6]["retry"]["max_attempts"], 3);
 
     let dot = scratch.sandflow(&["inspect", etl, "--format", "dot"]);
     assert!(dot.stdout.starts_with("digraph \"etl\""));

@@ -233,9 +233,9 @@ pub async fn get(
             },
         })
         .collect();
-    let attempts = store
-        .attempts(id)
-        .await?
+    let mut attempts = store.attempts(id).await?;
+    sandflow::sort_attempts(&run.workflow, &mut attempts);
+    let attempts = attempts
         .into_iter()
         .map(|(task, attempt, record)| AttemptView {
             task,
