@@ -308,6 +308,10 @@ impl Service {
 
     /// Starts the delivery of every alert due; when the next one is due.
     async fn deliver_due(self: &Arc<Self>) -> Option<u64> {
+        // Held across the read: a delivery that ends meanwhile records its outcome, then
+        // leaves this set, so it cannot leave between a read that still saw its alert
+        // pending and the check below, which would post the alert a second time.
+        let mut delivering = self.delivering.lock().await;
         let pending = match self.engine.store().pending_alerts().await {
             Ok(pending) => pending,
             Err(e) => {
@@ -323,7 +327,7 @@ impl Service {
             };
             if next_ms > now {
                 next = Some(next.map_or(next_ms, |n| n.min(next_ms)));
-            } else if self.delivering.lock().await.insert(alert.id) {
+            } else if delivering.insert(alert.id) {
                 let service = self.clone();
                 tokio::spawn(async move {
                     let id = alert.id;
