@@ -68,8 +68,8 @@ impl Workflow {
 
     /// Describes this workflow to the engine and keeps it, sorted by task name, for the
     /// attempts that start from this instance's snapshot. A later `describe` in the same
-    /// instance (the engine describes every bundle it loads, snapshot or not) keeps the
-    /// first.
+    /// instance (the engine describes a snapshot again when it lost the workflow it kept)
+    /// keeps the first.
     pub(crate) fn describe_and_keep(mut self) -> wit::WorkflowDef {
         let described = self.to_wit();
         // Unstable: sorts in place, leaving no freed buffer behind in the snapshot's heap.
