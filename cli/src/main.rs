@@ -115,6 +115,12 @@ enum Command {
     Output { run: u64, task: String },
     /// Serve the multi-tenant HTTP API until SIGTERM, then drain
     Serve(serve::ServeArgs),
+    /// Print the shell's completion script for sandflow, e.g. `sandflow completions bash >
+    /// ~/.local/share/bash-completion/completions/sandflow`
+    Completions {
+        /// The shell to complete in
+        shell: clap_complete::Shell,
+    },
     /// Add, list, remove and change the tenants of `sandflow serve`
     Tenant {
         #[command(subcommand)]
@@ -512,6 +518,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             serve::serve(args, &db_path()?, cache.as_deref(), interrupts).await
         }
         Command::Tenant { command } => tenant::tenant(command, &db_path()?).await,
+        Command::Completions { shell } => Ok(completions(shell)),
         Command::Schedules { .. } | Command::Policies { .. } | Command::Alerts { .. } => {
             Err(Failed::input(
                 "schedules, policies and alerts act where a server runs: give its URL with \
@@ -526,8 +533,22 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
 }
 
 /// A command against a server: what a tenant may do there.
+/// Prints the completion script for `shell`, generated from the same definitions that
+/// parse the flags, so it is never out of date.
+fn completions(shell: clap_complete::Shell) -> u8 {
+    use clap::CommandFactory;
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "sandflow",
+        &mut std::io::stdout(),
+    );
+    0
+}
+
 fn remotely(remote: &remote::Remote, command: Command) -> Result<u8, Failed> {
     match command {
+        Command::Completions { shell } => Ok(completions(shell)),
         Command::Run(args) => remote.run(&args.bundle, &args.params, args.env, args.drive.json),
         Command::Runs { command: None } => remote.list_runs(),
         Command::Runs {

@@ -81,6 +81,31 @@ fn runs_lists_and_shows_runs_and_output_serves_raw_bytes() {
 }
 
 #[test]
+fn completions_cover_every_command_and_its_flags_in_each_shell() {
+    let scratch = Scratch::default();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = scratch.sandflow(&["completions", shell]);
+        assert_eq!(out.code, 0, "{out:?}");
+        for word in [
+            "resume",
+            "schedules",
+            "run-timeout",
+            "max-stored",
+            "completions",
+        ] {
+            assert!(out.stdout.contains(word), "{shell} lacks {word}");
+        }
+    }
+    scratch
+        .sandflow(&["completions", "tcsh"])
+        .assert_bad_input("invalid value 'tcsh'");
+    assert!(
+        !scratch.db().exists(),
+        "completions must not create a database"
+    );
+}
+
+#[test]
 fn usage_errors_exit_with_code_2() {
     let scratch = Scratch::default();
     assert_eq!(scratch.sandflow(&["run"]).code, 2);
