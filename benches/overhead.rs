@@ -9,8 +9,12 @@
 //! only those: `cargo bench --bench overhead -- floor shapes` (groups: floor, sdk,
 //! commands, host, shapes, scheduling, start, data, memory).
 
+#[path = "../tests/support/faults.rs"]
+mod faults;
 #[path = "../tests/support/plugins.rs"]
 mod plugins;
+
+use faults::minor_faults;
 
 use sandflow::workflow::{TaskDef, WorkflowDef};
 use sandflow::{
@@ -315,16 +319,6 @@ impl Timer {
             }
         }
         (times, faults as f64 / calls as f64)
-    }
-}
-
-/// Minor page faults this thread has taken; a `Timer`'s runtime runs attempts on it.
-fn minor_faults() -> i64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::getrusage(libc::RUSAGE_THREAD, &mut usage);
-        usage.ru_minflt
     }
 }
 

@@ -532,7 +532,6 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
     }
 }
 
-/// A command against a server: what a tenant may do there.
 /// Prints the completion script for `shell`, generated from the same definitions that
 /// parse the flags, so it is never out of date.
 fn completions(shell: clap_complete::Shell) -> u8 {
@@ -546,6 +545,7 @@ fn completions(shell: clap_complete::Shell) -> u8 {
     0
 }
 
+/// A command against a server: what a tenant may do there.
 fn remotely(remote: &remote::Remote, command: Command) -> Result<u8, Failed> {
     match command {
         Command::Completions { shell } => Ok(completions(shell)),

@@ -443,9 +443,8 @@ async fn compile_cached(
     // Artifacts are snapshots (see `compile_snapshot`); those of older sandflows were not.
     "pre-initialised by describe".hash(&mut config_hash);
     let artifact = dir.join(format!("{hash}-{:016x}.cwasm", config_hash.finish()));
-    // A snapshot's workflow, beside it: written first, so that an artifact never lacks
-    // the workflow it was snapshotted with. Without one (a bundle that is not
-    // snapshotted), the bundle is described as it loads.
+    // A snapshot's workflow, beside it (see `store_compiled`). Without one (a bundle that is
+    // not snapshotted, or a file lost), the bundle is described as it loads.
     let described = artifact.with_extension("workflow.json");
 
     if artifact.is_file() {
@@ -471,24 +470,29 @@ async fn compile_cached(
         }
     }
     let compiled = compile_snapshot(sandbox, path, bytes, limits).await?;
-    let stored = compiled
-        .workflow
-        .as_ref()
-        .map_or(Ok(()), |workflow| {
-            let json = serde_json::to_vec(workflow).map_err(std::io::Error::other)?;
-            store_atomically(dir, &described, &json)
-        })
-        .and_then(|()| {
-            let bytes = compiled
-                .component
-                .serialize()
-                .map_err(std::io::Error::other)?;
-            store_atomically(dir, &artifact, &bytes)
-        });
-    if let Err(e) = stored {
+    if let Err(e) = store_compiled(&compiled, dir, &artifact, &described) {
         tracing::warn!(dir = %dir.display(), "cannot cache the compiled bundle: {e}");
     }
     Ok((compiled, false))
+}
+
+/// Caches `compiled`: its workflow (if it has one) at `described` first, then the artifact,
+/// so that an artifact found in the cache never lacks the workflow it was snapshotted with.
+fn store_compiled(
+    compiled: &Compiled,
+    dir: &Path,
+    artifact: &Path,
+    described: &Path,
+) -> std::io::Result<()> {
+    if let Some(workflow) = &compiled.workflow {
+        let json = serde_json::to_vec(workflow).map_err(std::io::Error::other)?;
+        store_atomically(dir, described, &json)?;
+    }
+    let bytes = compiled
+        .component
+        .serialize()
+        .map_err(std::io::Error::other)?;
+    store_atomically(dir, artifact, &bytes)
 }
 
 /// Writes to a temporary file first, so a crash never leaves a half-written file under the

@@ -21,6 +21,8 @@ mod triggers;
 
 mod snapshot;
 
+#[path = "../support/faults.rs"]
+mod faults;
 #[path = "../support/plugins.rs"]
 mod plugins;
 

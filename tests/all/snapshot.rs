@@ -5,6 +5,7 @@
 //! Fuel counts wasm instructions and page faults count memory touched anew, so these tests
 //! compare work done, not time.
 
+use crate::faults::minor_faults;
 use crate::{Scratch, plugin, task};
 use sandflow::{Bundle, BundleLimits, EngineConfig, RunLimits, Sandbox};
 
@@ -77,18 +78,6 @@ fn a_describe_that_never_returns_is_refused_by_its_limit_without_a_second_try() 
     );
 }
 
-/// Minor page faults this thread has taken: the current-thread runtime below runs every
-/// attempt on it.
-fn faults() -> i64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, &mut usage), 0);
-        usage
-    };
-    usage.ru_minflt
-}
-
 /// Page faults of 20 attempts of `task`, each from a fresh instance in the one pool slot,
 /// after five to warm the slot up.
 async fn faults_of_attempts(sandbox: &Sandbox, bundle: &Bundle, task: &str) -> i64 {
@@ -102,11 +91,11 @@ async fn faults_of_attempts(sandbox: &Sandbox, bundle: &Bundle, task: &str) -> i
     for _ in 0..5 {
         attempt().await;
     }
-    let before = faults();
+    let before = minor_faults();
     for _ in 0..20 {
         attempt().await;
     }
-    faults() - before
+    minor_faults() - before
 }
 
 #[test]
