@@ -6,6 +6,7 @@
 mod alerts;
 mod inspect;
 mod logging;
+mod logs;
 mod policies;
 mod remote;
 mod report;
@@ -113,6 +114,9 @@ enum Command {
     },
     /// Write a task's output bytes to stdout
     Output { run: u64, task: String },
+    /// Print what a run's tasks logged, stdout and stderr included: every attempt, in the
+    /// order the attempts started
+    Logs(logs::LogsArgs),
     /// Serve the multi-tenant HTTP API until SIGTERM, then drain
     Serve(serve::ServeArgs),
     /// Print the shell's completion script for sandflow, e.g. `sandflow completions bash >
@@ -152,7 +156,7 @@ enum RunsCommand {
         /// Print the report as JSON
         #[arg(long)]
         json: bool,
-        /// Print every task's log lines
+        /// Print every attempt's log lines too (with --json: a `log` array in each attempt)
         #[arg(long)]
         logs: bool,
     },
@@ -529,6 +533,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             let store = read_only()?;
             write_output(&report::output(&store, run, &task).await?)
         }
+        Command::Logs(args) => logs::local(&read_only()?, &args).await,
     }
 }
 
@@ -555,6 +560,7 @@ fn remotely(remote: &remote::Remote, command: Command) -> Result<u8, Failed> {
             command: Some(RunsCommand::Show { run, json, logs }),
         } => remote.show_run(run, json, logs),
         Command::Output { run, task } => write_output(&remote.output(run, &task)?),
+        Command::Logs(args) => remote.logs(&args),
         Command::Tenant { command } => remote.tenant(command),
         Command::Schedules { command } => {
             let command = command.unwrap_or(schedules::ScheduleCommand::List);

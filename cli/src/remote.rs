@@ -3,10 +3,12 @@
 //! file. Blocking HTTP (ureq), called from a blocking thread.
 
 use crate::Failed;
+use crate::logs::LogsArgs;
 use crate::report::{self, Head};
 use crate::tenant::{self, TenantCommand};
-use sandflow::db::TaskRecord;
-use sandflow::{LogLine, RunState};
+use sandflow::db::{AttemptRecord, TaskRecord};
+use sandflow::store::Attempt;
+use sandflow::{AttemptLog, LogLine, RunState};
 use sandflow_server::admin::TenantView;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -31,6 +33,17 @@ struct Run {
     finished_ms: Option<u64>,
     #[serde(default)]
     tasks: Vec<Task>,
+    /// In the order they started.
+    #[serde(default)]
+    attempts: Vec<AttemptView>,
+}
+
+#[derive(Deserialize)]
+struct AttemptView {
+    task: String,
+    attempt: u32,
+    #[serde(flatten)]
+    record: AttemptRecord,
 }
 
 #[derive(Deserialize)]
@@ -55,6 +68,13 @@ impl Run {
     fn tasks(&self) -> Vec<(String, Option<TaskRecord>)> {
         let tasks = self.tasks.iter();
         tasks.map(|t| (t.name.clone(), t.record.clone())).collect()
+    }
+
+    fn attempts(&self) -> Vec<Attempt> {
+        let attempts = self.attempts.iter();
+        attempts
+            .map(|a| (a.task.clone(), a.attempt, a.record.clone()))
+            .collect()
     }
 }
 
@@ -185,46 +205,101 @@ impl Remote {
         Ok(0)
     }
 
-    /// `sandflow runs show`: the server's report as a table, or as it is with `--json`.
+    /// `sandflow runs show`: the server's report as a table, or as it is with `--json`;
+    /// with `logs`, every attempt's lines.
     pub fn show_run(&self, id: u64, json: bool, logs: bool) -> Result<u8, Failed> {
+        let body = self.call("GET", &format!("/runs/{id}"), None)?;
+        let run: Run = decode(&body)?;
+        let attempts = run.attempts();
+        let lines = match logs {
+            true => self.attempt_logs(id, run.attempts.iter().map(|a| (&*a.task, a.attempt)))?,
+            false => Vec::new(),
+        };
         if json {
-            let run: Value = self.json(&format!("/runs/{id}"))?;
-            println!("{run}");
+            let mut report: Value = decode(&body)?;
+            if logs {
+                report["attempts"] = report::attempts_json(&attempts, Some(lines));
+            }
+            println!("{report}");
             return Ok(0);
         }
-        let run: Run = self.json(&format!("/runs/{id}"))?;
-        let tasks = run.tasks();
-        report::print_table(&run.head(), &tasks);
+        report::print_table(&run.head(), &run.tasks());
+        report::print_attempts(run.started_ms, &attempts);
         if logs {
-            for (name, _) in &tasks {
-                for line in self.log(id, name)? {
-                    println!(
-                        "[{name}] {:?}: {}",
-                        line.level,
-                        report::printable(&line.message)
-                    );
-                }
-            }
+            report::print_logs(&lines);
         }
         Ok(0)
     }
 
-    fn log(&self, id: u64, task: &str) -> Result<Vec<LogLine>, Failed> {
+    /// `sandflow logs`: the lines of the run's attempts as they started; with `--follow`,
+    /// then those of each attempt that ends, until the run ends.
+    pub fn logs(&self, args: &LogsArgs) -> Result<u8, Failed> {
+        let mut printed = std::collections::HashSet::new();
+        let mut any = false;
+        loop {
+            let run: Run = self.json(&format!("/runs/{}", args.run))?;
+            if let Some(task) = &args.task
+                && !run.tasks.iter().any(|t| t.name == *task)
+            {
+                return Err(Failed::input(format!(
+                    "run {} has no task `{task}` (see `sandflow runs show {}`)",
+                    run.id, run.id
+                )));
+            }
+            let new = run.attempts.iter().filter(|a| {
+                args.wants(&a.task, a.attempt) && printed.insert((a.task.clone(), a.attempt))
+            });
+            for log in self.attempt_logs(run.id, new.map(|a| (&*a.task, a.attempt)))? {
+                any |= !log.lines.is_empty();
+                crate::logs::print(&log.task, log.attempt, &log.lines, args.json);
+            }
+            if !args.follow || run.state != RunState::Running {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        if !any {
+            eprintln!("{}", crate::logs::nothing_logged(args));
+        }
+        Ok(0)
+    }
+
+    /// What each of `attempts` (task, number) of run `id` logged, in their order; those
+    /// that logged nothing left out.
+    fn attempt_logs<'a>(
+        &self,
+        id: u64,
+        attempts: impl Iterator<Item = (&'a str, u32)>,
+    ) -> Result<Vec<AttemptLog>, Failed> {
         #[derive(Deserialize)]
         struct Page {
             lines: Vec<LogLine>,
             next: Option<u64>,
         }
-        let mut lines = Vec::new();
-        let mut after = 0;
-        loop {
-            let page: Page = self.json(&format!("/runs/{id}/tasks/{task}/logs?after={after}"))?;
-            lines.extend(page.lines);
-            match page.next {
-                Some(next) => after = next,
-                None => return Ok(lines),
+        let mut logs = Vec::new();
+        for (task, attempt) in attempts {
+            let mut lines = Vec::new();
+            let mut after = 0;
+            loop {
+                let page: Page = self.json(&format!(
+                    "/runs/{id}/tasks/{task}/logs?attempt={attempt}&after={after}"
+                ))?;
+                lines.extend(page.lines);
+                match page.next {
+                    Some(next) => after = next,
+                    None => break,
+                }
+            }
+            if !lines.is_empty() {
+                let task = task.to_owned();
+                logs.push(AttemptLog {
+                    task,
+                    attempt,
+                    lines,
+                });
             }
         }
+        Ok(logs)
     }
 
     /// `sandflow output`: the output's bytes.

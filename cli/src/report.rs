@@ -4,9 +4,10 @@
 use crate::Failed;
 use indicatif::{ProgressBar, ProgressStyle};
 use sandflow::db::{RunRecord, TaskRecord};
+use sandflow::store::Attempt;
 use sandflow::{
-    Engine, Flow, NewRun, RunError, RunEvent, RunFilter, RunOptions, RunReport, RunState, Store,
-    TaskState,
+    AttemptLog, Engine, Flow, NewRun, RunError, RunEvent, RunFilter, RunOptions, RunReport,
+    RunState, Store, TaskState,
 };
 use std::io::IsTerminal;
 use std::time::{Duration, UNIX_EPOCH};
@@ -165,44 +166,80 @@ pub async fn show_run(store: &dyn Store, id: u64, json: bool, logs: bool) -> Res
         .collect();
     let mut attempts = store.attempts(id).await.map_err(Failed::input)?;
     sandflow::sort_attempts(&run.workflow, &mut attempts);
+    let mut lines = match logs {
+        true => store.logs(id, None).await.map_err(Failed::input)?,
+        false => Vec::new(),
+    };
+    let order: Vec<(String, u32)> = attempts.iter().map(|(t, n, _)| (t.clone(), *n)).collect();
+    crate::logs::in_start_order(&mut lines, &order);
     if json {
         let mut report = to_json(&run, &tasks);
-        report["attempts"] = attempts
-            .iter()
-            .map(|(task, number, record)| {
-                let mut value = serde_json::to_value(record).expect("records serialize");
-                value["task"] = task.clone().into();
-                value["attempt"] = (*number).into();
-                value
-            })
-            .collect();
+        report["attempts"] = attempts_json(&attempts, logs.then_some(lines));
         println!("{report}");
         return Ok(());
     }
     print_table(&Head::from(&run), &tasks);
-    if !attempts.is_empty() {
-        println!("\nATTEMPTS (in the order they started)");
-        for (task, number, a) in &attempts {
-            let outcome = a
-                .error
-                .as_ref()
-                .map_or_else(|| "success".to_owned(), |e| printable(&e.to_string()));
-            println!(
-                "{task} #{number}: started +{}, took {}, fuel {}: {outcome}",
-                duration_ms(a.started_ms.saturating_sub(run.started_ms)),
-                duration_ms(a.finished_ms.saturating_sub(a.started_ms)),
-                a.fuel_used,
-            );
-        }
-    }
+    print_attempts(run.started_ms, &attempts);
     if logs {
-        for (name, _) in &tasks {
-            for line in store.log(id, name).await.map_err(Failed::input)? {
-                println!("[{name}] {:?}: {}", line.level, printable(&line.message));
-            }
-        }
+        print_logs(&lines);
     }
     Ok(())
+}
+
+/// The ATTEMPTS section of `runs show`, in the order the attempts started.
+pub fn print_attempts(run_started_ms: u64, attempts: &[Attempt]) {
+    if attempts.is_empty() {
+        return;
+    }
+    println!("\nATTEMPTS (in the order they started)");
+    for (task, number, a) in attempts {
+        let outcome = a
+            .error
+            .as_ref()
+            .map_or_else(|| "success".to_owned(), |e| printable(&e.to_string()));
+        println!(
+            "{task} #{number}: started +{}, took {}, fuel {}: {outcome}",
+            duration_ms(a.started_ms.saturating_sub(run_started_ms)),
+            duration_ms(a.finished_ms.saturating_sub(a.started_ms)),
+            a.fuel_used,
+        );
+    }
+}
+
+/// The LOGS section of `runs show --logs`: every attempt's lines, as `sandflow logs`
+/// prints them.
+pub fn print_logs(logs: &[AttemptLog]) {
+    if logs.is_empty() {
+        println!("\nno task logged anything");
+        return;
+    }
+    println!("\nLOGS");
+    for log in logs {
+        crate::logs::print(&log.task, log.attempt, &log.lines, false);
+    }
+}
+
+/// The attempts of `runs show --json`, each with its `log` lines when `logs` are given.
+pub fn attempts_json(attempts: &[Attempt], logs: Option<Vec<AttemptLog>>) -> serde_json::Value {
+    let with_logs = logs.is_some();
+    let mut logs: std::collections::HashMap<(String, u32), Vec<sandflow::LogLine>> = logs
+        .into_iter()
+        .flatten()
+        .map(|log| ((log.task, log.attempt), log.lines))
+        .collect();
+    attempts
+        .iter()
+        .map(|(task, number, record)| {
+            let mut value = serde_json::to_value(record).expect("records serialize");
+            value["task"] = task.clone().into();
+            value["attempt"] = (*number).into();
+            if with_logs {
+                let lines = logs.remove(&(task.clone(), *number)).unwrap_or_default();
+                value["log"] = serde_json::to_value(lines).expect("log lines serialize");
+            }
+            value
+        })
+        .collect()
 }
 
 /// A task's output, or a message saying why there is none.

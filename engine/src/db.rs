@@ -1,10 +1,11 @@
 //! Durable run state in redb: runs, task records, task outputs and task logs.
 //!
-//! A task's terminal record, output and log are written in one transaction, so a reader
-//! (or a resumed run) never sees a finished task without its output. Several completions
-//! may share one transaction (group commit); each commit is durable when it returns.
-//! Every attempt, retried or final, is recorded too, so how often each task ran is a fact
-//! in the database rather than a guess.
+//! A task's terminal record and output, and its attempts with their logs, are written in
+//! one transaction, so a reader (or a resumed run) never sees a finished task without its
+//! output. Several completions may share one transaction (group commit); each commit is
+//! durable when it returns. Every attempt, retried or final, is recorded with its log, so
+//! how often each task ran, and what each attempt said, is a fact in the database rather
+//! than a guess.
 //!
 //! Records are JSON: readable with any redb tool, and tolerant of added fields.
 //!
@@ -18,10 +19,9 @@ mod group_commit;
 pub use group_commit::RedbStore;
 
 use crate::grants::Grants;
-use crate::host::LogLine;
 use crate::sandbox::RunLimits;
 use crate::state::{Failure, RunState, TaskState, Trigger};
-use crate::store::{Attempt, Completion, RunFilter, StoreError};
+use crate::store::{Attempt, AttemptLog, Completion, RunFilter, StoreError};
 use crate::workflow::WorkflowDef;
 use redb::{
     Database, ReadOnlyDatabase, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable,
@@ -37,7 +37,11 @@ const RUNS: TableDefinition<u64, &[u8]> = TableDefinition::new("runs");
 const RUN_STATES: TableDefinition<u64, &[u8]> = TableDefinition::new("run_states");
 const TASKS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("tasks");
 const OUTPUTS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("outputs");
+/// (run, task) → the lines of the task's last attempt, as sandflow before 0.2 kept them:
+/// read when a task has no attempt logs, never written.
 const LOGS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("logs");
+/// (run, task, attempt) → what that attempt logged.
+const ATTEMPT_LOGS: TableDefinition<(u64, &str, u32), &[u8]> = TableDefinition::new("attempt_logs");
 const ATTEMPTS: TableDefinition<(u64, &str, u32), &[u8]> = TableDefinition::new("attempts");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// (run, task) → the task's last attempt number when it was cleared for a retry: its
@@ -263,14 +267,17 @@ pub(crate) enum Write {
     Complete {
         run: u64,
         attempts: Vec<Attempt>,
+        logs: Vec<AttemptLog>,
         completions: Vec<Completion>,
     },
-    /// Forgets the ends (records, outputs, logs) of `tasks` and sets the run running:
+    /// Forgets the ends (records, outputs) of `tasks` and sets the run running:
     /// (task, its last attempt number).
     Clear {
         run: u64,
         tasks: Vec<(String, u32)>,
     },
+    /// Forgets runs and everything they stored; the ids that existed are `Written::Runs`.
+    DeleteRuns(Vec<u64>),
     /// A tenant and the other writes of tenancy (see `tenants`).
     Tenancy(tenants::Write),
     /// A write of schedules (see `schedules`).
@@ -293,6 +300,8 @@ pub(crate) enum Written {
     Event(Option<Box<crate::store::EventRecord>>),
     /// The alert added, unless its key was taken.
     Alert(Option<Box<crate::store::AlertRecord>>),
+    /// The runs deleted.
+    Runs(Vec<u64>),
     Done,
 }
 
@@ -460,7 +469,7 @@ impl Db {
                 let mut attempt_table = storage!(tx.open_table(ATTEMPTS));
                 let mut tasks = storage!(tx.open_table(TASKS));
                 let mut outputs = storage!(tx.open_table(OUTPUTS));
-                let mut logs = storage!(tx.open_table(LOGS));
+                let mut attempt_logs = storage!(tx.open_table(ATTEMPT_LOGS));
                 for write in writes {
                     done.push(match write {
                         Write::CreateRun(mut record) => 'create: {
@@ -497,6 +506,7 @@ impl Db {
                         Write::Complete {
                             run,
                             attempts,
+                            logs,
                             completions,
                         } => {
                             let mut bytes = 0;
@@ -517,11 +527,12 @@ impl Db {
                                     bytes += output.len();
                                     storage!(outputs.insert(key, &output[..]));
                                 }
-                                if !c.log.is_empty() {
-                                    let log = serde_json::to_vec(&c.log)?;
-                                    bytes += log.len();
-                                    storage!(logs.insert(key, log.as_slice()));
-                                }
+                            }
+                            for log in &logs {
+                                let key = (run, log.task.as_str(), log.attempt);
+                                let lines = serde_json::to_vec(&log.lines)?;
+                                bytes += lines.len();
+                                storage!(attempt_logs.insert(key, lines.as_slice()));
                             }
                             if let Some(tenant) = storage!(run_tenants.get(run)) {
                                 let tenant = tenant.value().to_owned();
@@ -543,7 +554,6 @@ impl Db {
                                     let key = (run, task.as_str());
                                     storage!(tasks.remove(key));
                                     storage!(outputs.remove(key));
-                                    storage!(logs.remove(key));
                                     storage!(marks.insert(key, *attempt));
                                 }
                                 let status = RunStatus {
@@ -554,6 +564,54 @@ impl Db {
                                 storage!(states.insert(run, status.as_slice()));
                                 Ok(Written::Done)
                             }
+                        }
+                        Write::DeleteRuns(ids) => {
+                            let mut deleted = Vec::new();
+                            let mut marks = storage!(tx.open_table(CLEARED));
+                            let mut legacy_logs = storage!(tx.open_table(LOGS));
+                            for id in ids {
+                                let Some(record) = storage!(runs.remove(id)) else {
+                                    continue;
+                                };
+                                let record: RunRecord = serde_json::from_slice(record.value())?;
+                                storage!(states.remove(id));
+                                storage!(run_tenants.remove(id));
+                                if let Some(key) = &record.idempotency_key {
+                                    storage!(
+                                        run_keys.remove((record.tenant.as_str(), key.as_str()))
+                                    );
+                                }
+                                // Freed as `Complete` counted it, so the tenant's quota gets
+                                // back what the run took.
+                                let mut freed = 0;
+                                let by_task = (id, "")..(id + 1, "");
+                                let by_attempt = (id, "", 0)..(id + 1, "", 0);
+                                let mut count = |named: usize, value: &[u8]| {
+                                    freed += named + value.len();
+                                    false
+                                };
+                                storage!(
+                                    tasks.retain_in(by_task.clone(), |k, v| count(k.1.len(), v))
+                                );
+                                storage!(outputs.retain_in(by_task.clone(), |_, v| count(0, v)));
+                                storage!(
+                                    legacy_logs.retain_in(by_task.clone(), |_, v| count(0, v))
+                                );
+                                storage!(marks.retain_in(by_task, |_, _| false));
+                                storage!(
+                                    attempt_table.retain_in(by_attempt.clone(), |k, v| {
+                                        count(k.1.len(), v)
+                                    })
+                                );
+                                storage!(attempt_logs.retain_in(by_attempt, |_, v| count(0, v)));
+                                let tenant = record.tenant.as_str();
+                                let before = storage!(stored.get(tenant)).map_or(0, |v| v.value());
+                                storage!(
+                                    stored.insert(tenant, before.saturating_sub(freed as u64))
+                                );
+                                deleted.push(id);
+                            }
+                            Ok(Written::Runs(deleted))
                         }
                         Write::Tenancy(write) => tenants::apply(&tx, write),
                         Write::Schedule(write) => schedules::apply(&tx, write),
@@ -693,16 +751,57 @@ impl Db {
         })
     }
 
-    /// The lines `task` of run `run` logged, in order.
-    pub fn log(&self, run: u64, task: &str) -> Result<Vec<LogLine>, DbError> {
+    /// What the attempts of run `run` (of `task` only, if given) logged, by task, then
+    /// attempt. A task logged by sandflow before 0.2 has its last attempt's lines only.
+    pub fn logs(&self, run: u64, task: Option<&str>) -> Result<Vec<AttemptLog>, DbError> {
         self.guard(|| {
-            let Some(logs) = table(&self.begin_read()?, LOGS)? else {
-                return Ok(Vec::new());
-            };
-            match storage!(logs.get((run, task))) {
-                Some(bytes) => Ok(serde_json::from_slice(bytes.value())?),
-                None => Ok(Vec::new()),
+            let tx = self.begin_read()?;
+            let mut all = Vec::new();
+            if let Some(logs) = table(&tx, ATTEMPT_LOGS)? {
+                let range = match task {
+                    Some(task) => logs.range((run, task, 0)..=(run, task, u32::MAX)),
+                    None => logs.range((run, "", 0)..(run + 1, "", 0)),
+                };
+                for entry in storage!(range) {
+                    let (key, bytes) = storage!(entry);
+                    let (_, task, attempt) = key.value();
+                    all.push(AttemptLog {
+                        task: task.to_owned(),
+                        attempt,
+                        lines: serde_json::from_slice(bytes.value())?,
+                    });
+                }
             }
+            let Some(legacy) = table(&tx, LOGS)? else {
+                return Ok(all);
+            };
+            let range = match task {
+                Some(task) => legacy.range((run, task)..=(run, task)),
+                None => legacy.range((run, "")..(run + 1, "")),
+            };
+            let tasks = table(&tx, TASKS)?;
+            let logged: std::collections::HashSet<String> =
+                all.iter().map(|log| log.task.clone()).collect();
+            for entry in storage!(range) {
+                let (key, bytes) = storage!(entry);
+                let task = key.value().1;
+                if logged.contains(task) {
+                    continue;
+                }
+                let record: Option<TaskRecord> = match &tasks {
+                    Some(tasks) => storage!(tasks.get((run, task)))
+                        .map(|v| serde_json::from_slice(v.value()))
+                        .transpose()?,
+                    None => None,
+                };
+                all.push(AttemptLog {
+                    task: task.to_owned(),
+                    attempt: record.map_or(1, |r| r.attempts),
+                    lines: serde_json::from_slice(bytes.value())?,
+                });
+            }
+            all.sort_by(|a, b| (&a.task, a.attempt).cmp(&(&b.task, b.attempt)));
+            Ok(all)
         })
     }
 }

@@ -4,16 +4,17 @@
 //! A fresh `HostState` is built for every attempt and dropped with its `Store`, so nothing a
 //! plugin does survives the attempt. Its WASI context grants nothing but what the operator
 //! granted the run (see [`crate::grants`]): no sockets ever, closed stdin, stdout/stderr
-//! captured into a bounded buffer, and by default no directories and no environment.
+//! kept as log lines in the attempt's [`Journal`], and by default no directories and no
+//! environment.
 
 use crate::fair::Share;
 use crate::grants::Capabilities;
+use crate::journal::{Journal, LogLevel, LogStream};
 use crate::workflow::{RetryPolicy, TaskDef, TriggerRule, WorkflowDef};
 use std::collections::HashSet;
 use std::sync::Arc;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// The tracing target of tasks' own log lines, so that a host can filter them apart from
@@ -41,33 +42,6 @@ use bindings::sandflow::plugin::{host, types};
 pub trait InputSource: Send + Sync {
     /// The stored output of `task` in this run, `None` if it has none.
     async fn output(&self, task: &str) -> wasmtime::Result<Option<Vec<u8>>>;
-}
-
-/// One line a task logged through `host.log`.
-#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct LogLine {
-    /// How much it matters.
-    pub level: LogLevel,
-    /// What the task said.
-    pub message: String,
-}
-
-/// How much a log line matters, as the plugin said.
-#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    /// Finest detail.
-    Trace,
-    /// Detail for debugging.
-    Debug,
-    /// Normal progress.
-    Info,
-    /// Something unexpected the task got past.
-    Warn,
-    /// A failure.
-    Error,
 }
 
 /// What the host tells a task about itself.
@@ -121,60 +95,29 @@ pub(crate) enum LimitHit {
     Log { limit: usize },
 }
 
-/// What a log line costs to keep and store, which the log limit counts: its JSON record
-/// (control characters, quotes and backslashes are escaped, up to six bytes for one) and
-/// its place in memory. Counting the message's bytes alone let a task log empty lines
-/// without end: gigabytes of memory and database, never the limit.
-pub(crate) fn stored_len(message: &str) -> usize {
-    let escaped = message
-        .bytes()
-        .filter(|&b| b < 0x20 || b == b'"' || b == b'\\')
-        .count();
-    RECORD_OVERHEAD + message.len() + 5 * escaped
-}
-
-/// What a stored record costs beyond its message: `{"level":"debug","message":""}` and a
-/// `LogLine` in a `Vec`, rounded up.
-pub(crate) const RECORD_OVERHEAD: usize = 64;
-
 pub(crate) struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub(crate) limiter: MemoryCap,
     identity: TaskIdentity,
-    pub(crate) log: Vec<LogLine>,
-    log_bytes: usize,
-    log_limit: usize,
-    /// A task's stdout and stderr, each kept up to the log limit; apart, so that a flood
-    /// of one does not crowd out a panic message written to stderr.
-    stdout: MemoryOutputPipe,
-    pub(crate) stderr: MemoryOutputPipe,
+    /// Its `host.log` lines, stdout and stderr, within the log limit.
+    pub(crate) journal: Journal,
     /// Bytes sandflow's host functions copied for the plugin since the sandbox last charged
     /// them to its fuel (see `sandbox::charge_host_call`).
     pub(crate) copied: usize,
 }
 
 impl HostState {
-    /// The log limit, if stdout or stderr reached it: a task whose output stream filled up
-    /// fails because of that limit, whatever it did next (Rust's `println!` panics).
-    pub(crate) fn output_limit_hit(&self) -> Option<usize> {
-        let full = |pipe: &MemoryOutputPipe| pipe.contents().len() >= self.log_limit;
-        (full(&self.stdout) || full(&self.stderr)).then_some(self.log_limit)
-    }
-
     /// Fails only if a granted directory cannot be opened any more.
     pub(crate) fn new(
         identity: TaskIdentity,
         memory_limit: usize,
         log_limit: usize,
     ) -> wasmtime::Result<Self> {
-        let (stdout, stderr) = (
-            MemoryOutputPipe::new(log_limit),
-            MemoryOutputPipe::new(log_limit),
-        );
+        let journal = Journal::new(log_limit);
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(stdout.clone())
-            .stderr(stderr.clone())
+        wasi.stdout(journal.stream(LogStream::Stdout))
+            .stderr(journal.stream(LogStream::Stderr))
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false);
@@ -190,11 +133,7 @@ impl HostState {
             table,
             limiter: MemoryCap::new(memory_limit),
             identity,
-            log: Vec::new(),
-            log_bytes: 0,
-            log_limit,
-            stdout,
-            stderr,
+            journal,
             copied: 0,
         })
     }
@@ -214,13 +153,6 @@ impl types::Host for HostState {}
 impl host::Host for HostState {
     fn log(&mut self, level: host::Level, message: String) -> wasmtime::Result<()> {
         self.copied += message.len();
-        self.log_bytes = self.log_bytes.saturating_add(stored_len(&message));
-        if self.log_bytes > self.log_limit {
-            return Err(LimitHit::Log {
-                limit: self.log_limit,
-            }
-            .into());
-        }
         let level = match level {
             host::Level::Trace => LogLevel::Trace,
             host::Level::Debug => LogLevel::Debug,
@@ -228,17 +160,7 @@ impl host::Host for HostState {
             host::Level::Warn => LogLevel::Warn,
             host::Level::Error => LogLevel::Error,
         };
-        // Through tracing as well, at its own level, in the attempt's span: the host's
-        // log shows it with the run, task and attempt it belongs to.
-        match level {
-            LogLevel::Trace => tracing::trace!(target: PLUGIN_TARGET, "{message}"),
-            LogLevel::Debug => tracing::debug!(target: PLUGIN_TARGET, "{message}"),
-            LogLevel::Info => tracing::info!(target: PLUGIN_TARGET, "{message}"),
-            LogLevel::Warn => tracing::warn!(target: PLUGIN_TARGET, "{message}"),
-            LogLevel::Error => tracing::error!(target: PLUGIN_TARGET, "{message}"),
-        }
-        self.log.push(LogLine { level, message });
-        Ok(())
+        Ok(self.journal.log(level, message)?)
     }
 
     async fn input(&mut self, task: String) -> wasmtime::Result<Result<Option<Vec<u8>>, String>> {

@@ -19,7 +19,8 @@ use crate::bundle::Bundle;
 use crate::fair::{FairSlots, Share, Slot};
 use crate::host::bindings::sandflow::plugin::types::TaskError;
 use crate::host::bindings::{self, BundlePre};
-use crate::host::{HostState, LimitHit, LogLine, TaskIdentity};
+use crate::host::{HostState, LimitHit, TaskIdentity};
+use crate::journal::LogLine;
 use crate::metrics::{AttemptCost, Counted};
 use crate::state::Failure;
 use crate::workflow::{TaskDef, WorkflowDef};
@@ -455,7 +456,7 @@ impl Sandbox {
         }));
 
         let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
-        let log = std::mem::take(&mut store.data_mut().log);
+        let log = store.data().journal.take();
         Execution {
             outcome,
             fuel_used,
@@ -512,12 +513,12 @@ impl Execution<Vec<u8>> {
     pub(crate) fn stored_bytes(&self) -> u64 {
         let result = match &self.outcome {
             Ok(output) => output.len(),
-            Err(failure) => crate::host::RECORD_OVERHEAD + failure.to_string().len(),
+            Err(failure) => crate::journal::RECORD_OVERHEAD + failure.to_string().len(),
         };
         let log: usize = self
             .log
             .iter()
-            .map(|line| crate::host::stored_len(&line.message))
+            .map(|line| crate::journal::stored_len(&line.message))
             .sum();
         (result + log) as u64
     }
@@ -542,7 +543,7 @@ pub(crate) fn classify(
         Some(LimitHit::Log { limit }) => return Failure::LogLimit { limit },
         None => {}
     }
-    if let Some(limit) = state.output_limit_hit() {
+    if let Some(limit) = state.journal.limit_hit() {
         return Failure::LogLimit { limit };
     }
     if let Some(ResourceTableError::Full) = error.downcast_ref::<ResourceTableError>() {
@@ -556,7 +557,7 @@ pub(crate) fn classify(
             timeout_ms: timeout.as_millis() as u64,
         },
         Some(Trap::StackOverflow) => Failure::StackOverflow,
-        Some(Trap::UnreachableCodeReached) => match panic_message(&state.stderr.contents()) {
+        Some(Trap::UnreachableCodeReached) => match panic_message(&state.journal.stderr()) {
             Some(message) => Failure::Panic { message },
             None => Failure::Trap {
                 message: Trap::UnreachableCodeReached.to_string(),
@@ -588,8 +589,7 @@ pub(crate) fn reason(error: &wasmtime::Error) -> String {
 
 /// Rust's default panic hook writes "thread '…' panicked at FILE:LINE:COL:\nMESSAGE" to
 /// stderr before the guest aborts; recover "MESSAGE (at FILE:LINE:COL)".
-fn panic_message(stdio: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(stdio);
+fn panic_message(text: &str) -> Option<String> {
     let (_, rest) = text.rsplit_once("panicked at ")?;
     let (location, message) = rest.split_once(":\n").unwrap_or((rest, ""));
     let message = message
@@ -650,11 +650,11 @@ mod tests {
 
     #[test]
     fn panic_message_is_recovered_from_stderr() {
-        let stderr = b"\nthread '<unnamed>' panicked at src/lib.rs:21:13:\nthe plugin gave up\nnote: run with `RUST_BACKTRACE=1`\n";
+        let stderr = "\nthread '<unnamed>' panicked at src/lib.rs:21:13:\nthe plugin gave up\nnote: run with `RUST_BACKTRACE=1`\n";
         assert_eq!(
             panic_message(stderr).unwrap(),
             "the plugin gave up (at src/lib.rs:21:13)"
         );
-        assert_eq!(panic_message(b"nothing to see"), None);
+        assert_eq!(panic_message("nothing to see"), None);
     }
 }

@@ -14,10 +14,11 @@ use crate::dag::Dag;
 use crate::db::{AttemptRecord, RunRecord, TaskRecord};
 use crate::fair::Share;
 use crate::grants::{Capabilities, GrantError, GrantPolicy, Grants};
-use crate::host::{InputSource, LogLine, TaskIdentity};
+use crate::host::{InputSource, TaskIdentity};
+use crate::journal::LogLine;
 use crate::sandbox::{Execution, RunLimits, Sandbox, SandboxError};
 use crate::state::{Failure, RunState, TaskState, Trigger, now_ms};
-use crate::store::{Attempt, Completion, Store, StoreError};
+use crate::store::{Attempt, AttemptLog, Completion, Store, StoreError};
 use crate::trigger::{self, Decision};
 use crate::workflow::{RetryPolicy, WorkflowDef};
 use std::cmp::Reverse;
@@ -539,7 +540,6 @@ impl Prior {
 struct Ended {
     task: usize,
     output: Option<Arc<[u8]>>,
-    log: Vec<LogLine>,
 }
 
 /// What the next commit writes: tasks that ended and attempts that finished since the
@@ -547,8 +547,8 @@ struct Ended {
 #[derive(Default)]
 struct Batch {
     ended: Vec<Ended>,
-    /// (task, attempt number, record).
-    attempts: Vec<(usize, u32, AttemptRecord)>,
+    /// (task, attempt number, record, what it logged).
+    attempts: Vec<(usize, u32, AttemptRecord, Vec<LogLine>)>,
 }
 
 impl Batch {
@@ -784,7 +784,6 @@ impl<'a> LiveRun<'a> {
                 done.push(Ended {
                     task: i,
                     output: None,
-                    log: Vec::new(),
                 });
             }
         }
@@ -904,6 +903,7 @@ impl<'a> LiveRun<'a> {
                 fuel_used: execution.fuel_used,
                 error: execution.outcome.as_ref().err().cloned(),
             },
+            execution.log,
         ));
         match execution.outcome {
             Ok(output) => {
@@ -915,7 +915,6 @@ impl<'a> LiveRun<'a> {
                 Some(Ended {
                     task: i,
                     output: Some(output),
-                    log: execution.log,
                 })
             }
             Err(failure) if !failure.counts_against_retries() => {
@@ -941,7 +940,6 @@ impl<'a> LiveRun<'a> {
                     Some(Ended {
                         task: i,
                         output: None,
-                        log: execution.log,
                     })
                 }
             }
@@ -990,7 +988,6 @@ impl<'a> LiveRun<'a> {
                         ended.push(Ended {
                             task: d,
                             output: None,
-                            log: Vec::new(),
                         });
                     }
                 }
@@ -1015,10 +1012,20 @@ impl<'a> LiveRun<'a> {
             .iter()
             .map(|e| (e.task, record_of(&self.tasks[e.task])))
             .collect();
+        let mut logs = Vec::new();
         let attempts: Vec<Attempt> = batch
             .attempts
             .into_iter()
-            .map(|(i, number, record)| (name(i), number, record))
+            .map(|(i, number, record, lines)| {
+                if !lines.is_empty() {
+                    logs.push(AttemptLog {
+                        task: name(i),
+                        attempt: number,
+                        lines,
+                    });
+                }
+                (name(i), number, record)
+            })
             .collect();
         let completions: Vec<Completion> = batch
             .ended
@@ -1028,12 +1035,11 @@ impl<'a> LiveRun<'a> {
                 task: name(e.task),
                 record: record.clone(),
                 output: e.output,
-                log: e.log,
             })
             .collect();
         let (store, run) = (self.runner.store.clone(), self.run.id);
         self.committing = Some(tokio::spawn(async move {
-            store.complete(run, attempts, completions).await?;
+            store.complete(run, attempts, logs, completions).await?;
             Ok(records)
         }));
     }

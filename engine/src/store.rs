@@ -10,7 +10,7 @@
 //! land in the order its tasks ended whatever the store does across runs.
 
 use crate::db::{AttemptRecord, RunRecord, TaskRecord};
-use crate::host::LogLine;
+use crate::journal::LogLine;
 use crate::state::RunState;
 use crate::tenant::Tenant;
 use serde::{Deserialize, Serialize};
@@ -44,8 +44,19 @@ pub struct Completion {
     pub record: TaskRecord,
     /// What it returned, if it succeeded.
     pub output: Option<Arc<[u8]>>,
-    /// What it logged in its last attempt.
-    pub log: Vec<LogLine>,
+}
+
+/// What one attempt of a task logged, written with the attempt: every attempt's lines
+/// are kept, so a retried task's first failure can still be read.
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptLog {
+    /// The task's name.
+    pub task: String,
+    /// The attempt's number, from 1.
+    pub attempt: u32,
+    /// Its lines, in the order they were written.
+    pub lines: Vec<LogLine>,
 }
 
 /// One finished attempt of a task: (task, attempt number from 1, record).
@@ -312,17 +323,18 @@ pub trait Store: Send + Sync + 'static {
         finished_ms: Option<u64>,
     ) -> Result<(), StoreError>;
 
-    /// Writes finished attempts and each completion's record, output and log, all at once:
-    /// nobody sees one without the others.
+    /// Writes finished attempts with their logs, and each completion's record and output,
+    /// all at once: nobody sees one without the others.
     async fn complete(
         &self,
         run: u64,
         attempts: Vec<Attempt>,
+        logs: Vec<AttemptLog>,
         completions: Vec<Completion>,
     ) -> Result<(), StoreError>;
 
-    /// Forgets the ends of `tasks` of run `run` (their records, outputs and logs; never
-    /// their attempts) and moves the run back to `running`, all at once: a failed run's
+    /// Forgets the ends of `tasks` of run `run` (their records and outputs; never their
+    /// attempts or logs) and moves the run back to `running`, all at once: a failed run's
     /// failed tasks are retried this way. Each task comes with its last attempt number,
     /// which [`cleared`](Self::cleared) answers from then on.
     async fn clear_tasks(&self, run: u64, tasks: Vec<(String, u32)>) -> Result<(), StoreError>;
@@ -330,6 +342,11 @@ pub trait Store: Send + Sync + 'static {
     /// The tasks of run `run` cleared for a retry, with their last attempt number then
     /// (the latest clear of each): their retry policies count failures after it only.
     async fn cleared(&self, run: u64) -> Result<Vec<(String, u32)>, StoreError>;
+
+    /// Forgets runs `ids` and everything they stored (task records, outputs, attempts,
+    /// logs), all at once; what they stored no longer counts against their tenants'
+    /// quotas. The ids that existed, in the order given.
+    async fn delete_runs(&self, ids: Vec<u64>) -> Result<Vec<u64>, StoreError>;
 
     /// Run `id`'s record, with its current state.
     async fn run(&self, id: u64) -> Result<RunRecord, StoreError>;
@@ -346,8 +363,9 @@ pub trait Store: Send + Sync + 'static {
     /// What `task` of run `run` returned, if it succeeded.
     async fn output(&self, run: u64, task: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
-    /// The lines `task` of run `run` logged in its last attempt, in order.
-    async fn log(&self, run: u64, task: &str) -> Result<Vec<LogLine>, StoreError>;
+    /// What the attempts of run `run` (of `task` only, if given) logged, by task name,
+    /// then attempt; attempts that logged nothing are left out.
+    async fn logs(&self, run: u64, task: Option<&str>) -> Result<Vec<AttemptLog>, StoreError>;
 
     /// Adds `tenant`, or replaces the tenant of its name (a new token, new quotas).
     async fn put_tenant(&self, tenant: Tenant) -> Result<(), StoreError>;

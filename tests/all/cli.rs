@@ -64,7 +64,8 @@ fn runs_lists_and_shows_runs_and_output_serves_raw_bytes() {
     assert_eq!(show.code, 0, "{show:?}");
     assert!(show.stdout.contains("greet"));
     assert!(
-        show.stdout.contains("[greet] Info: greeting Ada in run 1"),
+        show.stdout
+            .contains(" greet#1 info   greeting Ada in run 1"),
         "{}",
         show.stdout
     );

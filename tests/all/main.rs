@@ -9,6 +9,7 @@ mod cli;
 mod deterministic;
 mod engine;
 mod etl;
+mod logs;
 mod loopback;
 mod mutations;
 mod observability;

@@ -63,12 +63,37 @@ fn hostile_tasks_fail_with_their_causes_while_a_sibling_succeeds() {
     let show = scratch.sandflow(&["runs", "show", &report["id"].to_string(), "--logs"]);
     assert_eq!(show.code, 0, "{show:?}");
     assert!(
-        show.stdout.contains("[log_escapes] Info: \\u{1}\\u{1}"),
+        show.stdout.contains(" log_escapes#1 info   \\u{1}\\u{1}"),
         "escaped"
     );
     assert!(
         !show.stdout.contains('\u{1}'),
         "a control character reached the terminal"
+    );
+    // A panicking task's stderr is kept in its log, the panic's message with it.
+    let run = report["id"].to_string();
+    let panicked = scratch.sandflow(&["logs", &run, "panic", "--json"]);
+    let stderr: Vec<String> = panicked
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .inspect(|l| assert_eq!(l["stream"], "stderr", "{l}"))
+        .map(|l| l["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        stderr.iter().any(|l| l.contains("panicked at")),
+        "{stderr:?}"
+    );
+    assert!(
+        stderr.contains(&"the plugin gave up".to_owned()),
+        "{stderr:?}"
+    );
+    // A flood of stdout is kept up to the log limit (1 MiB), the lines before it whole.
+    let flood = scratch.sandflow(&["logs", &run, "stdout_flood", "--json"]);
+    let lines = flood.stdout.lines().count();
+    assert!(
+        (900..1_000).contains(&lines),
+        "{lines} lines of 1,000 bytes kept"
     );
     // A panic's location is the plugin's word (it may write any), and is shown as such.
     assert!(

@@ -9,11 +9,10 @@
 
 use super::{Db, DbError, Write, Written, alerts, events, policies, schedules, tenants};
 use crate::db::{RunRecord, TaskRecord};
-use crate::host::LogLine;
 use crate::state::RunState;
 use crate::store::{
-    AlertRecord, Attempt, Completion, EventRecord, RunFilter, ScheduleRecord, Store, StoreError,
-    StoredBundle, Subscription, WorkflowPolicy,
+    AlertRecord, Attempt, AttemptLog, Completion, EventRecord, RunFilter, ScheduleRecord, Store,
+    StoreError, StoredBundle, Subscription, WorkflowPolicy,
 };
 use crate::tenant::Tenant;
 use std::path::Path;
@@ -180,11 +179,13 @@ impl Store for RedbStore {
         &self,
         run: u64,
         attempts: Vec<Attempt>,
+        logs: Vec<AttemptLog>,
         completions: Vec<Completion>,
     ) -> Result<(), StoreError> {
         let write = Write::Complete {
             run,
             attempts,
+            logs,
             completions,
         };
         self.submit(write).await.map(drop)
@@ -196,6 +197,13 @@ impl Store for RedbStore {
 
     async fn cleared(&self, run: u64) -> Result<Vec<(String, u32)>, StoreError> {
         Ok(self.db.cleared(run)?)
+    }
+
+    async fn delete_runs(&self, ids: Vec<u64>) -> Result<Vec<u64>, StoreError> {
+        match self.submit(Write::DeleteRuns(ids)).await? {
+            Written::Runs(deleted) => Ok(deleted),
+            _ => unreachable!("a deletion answers the runs deleted"),
+        }
     }
 
     async fn run(&self, id: u64) -> Result<RunRecord, StoreError> {
@@ -218,8 +226,8 @@ impl Store for RedbStore {
         Ok(self.db.output(run, task)?)
     }
 
-    async fn log(&self, run: u64, task: &str) -> Result<Vec<LogLine>, StoreError> {
-        Ok(self.db.log(run, task)?)
+    async fn logs(&self, run: u64, task: Option<&str>) -> Result<Vec<AttemptLog>, StoreError> {
+        Ok(self.db.logs(run, task)?)
     }
 
     async fn put_tenant(&self, tenant: Tenant) -> Result<(), StoreError> {

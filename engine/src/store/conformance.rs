@@ -2,12 +2,12 @@
 //! redb store now, a PostgreSQL store later, each on a fresh, empty store per test.
 
 use super::{
-    AlertRecord, Catchup, Completion, Delivery, EventRecord, OnLimit, RunFilter, ScheduleRecord,
-    Store, StoreError, StoredBundle, Subscription, WorkflowPolicy,
+    AlertRecord, AttemptLog, Catchup, Completion, Delivery, EventRecord, OnLimit, RunFilter,
+    ScheduleRecord, Store, StoreError, StoredBundle, Subscription, WorkflowPolicy,
 };
 use crate::db::{AttemptRecord, RunRecord, TaskRecord};
 use crate::grants::Grants;
-use crate::host::{LogLevel, LogLine};
+use crate::journal::{LogLevel, LogLine, LogStream};
 use crate::sandbox::RunLimits;
 use crate::state::{Failure, RunState, TaskState, Trigger};
 use crate::tenant::{Quotas, Tenant, token_hash};
@@ -17,11 +17,12 @@ use std::sync::Arc;
 /// Runs every conformance test, each on a store `fresh` makes.
 pub(crate) async fn check<S: Store>(mut fresh: impl FnMut() -> S) {
     runs_get_increasing_ids_and_keep_their_state(&fresh()).await;
-    completions_keep_record_output_and_log_together_per_run(&fresh()).await;
+    completions_keep_record_output_and_logs_together_per_run(&fresh()).await;
     filters_narrow_and_pages_follow_on(&fresh()).await;
     concurrent_writes_all_land(Arc::new(fresh())).await;
     an_idempotency_key_starts_one_run_per_tenant(Arc::new(fresh())).await;
     cleared_tasks_lose_their_ends_but_keep_their_attempts(&fresh()).await;
+    deleted_runs_leave_nothing_and_give_their_bytes_back(&fresh()).await;
     tenants_are_found_by_their_current_token_only(&fresh()).await;
     bundles_belong_to_their_tenant(&fresh()).await;
     secrets_belong_to_their_tenant(&fresh()).await;
@@ -100,14 +101,16 @@ async fn runs_get_increasing_ids_and_keep_their_state(store: &impl Store) {
     assert!(matches!(missing, Err(StoreError::NoSuchRun(3))));
 }
 
-async fn completions_keep_record_output_and_log_together_per_run(store: &impl Store) {
+async fn completions_keep_record_output_and_logs_together_per_run(store: &impl Store) {
     for _ in 0..2 {
         store.create_run(run_record("")).await.unwrap();
     }
-    let log = vec![LogLine {
-        level: LogLevel::Info,
-        message: "hi".into(),
-    }];
+    let line = |stream, message: &str| LogLine {
+        at_ms: 5,
+        stream,
+        level: LogLevel::Warn,
+        message: message.into(),
+    };
     let mut failed = task_record(TaskState::Failed);
     failed.error = Some(Failure::OutOfFuel { budget: 7 });
     let retried = AttemptRecord {
@@ -122,22 +125,38 @@ async fn completions_keep_record_output_and_log_together_per_run(store: &impl St
         error: None,
         ..retried.clone()
     };
-    let completion = |task: &str, record, output: Option<&[u8]>, log: &[LogLine]| Completion {
+    let completion = |task: &str, record, output: Option<&[u8]>| Completion {
         task: task.into(),
         record,
         output: output.map(Arc::from),
-        log: log.to_vec(),
     };
+    let log = |task: &str, attempt, lines: Vec<LogLine>| AttemptLog {
+        task: task.into(),
+        attempt,
+        lines,
+    };
+    // The first attempt of `a` warned before it failed; the second said more.
+    let logs = vec![
+        log("a", 1, vec![line(LogStream::Log, "first try")]),
+        log(
+            "a",
+            2,
+            vec![line(LogStream::Stdout, "hi"), line(LogStream::Stderr, "")],
+        ),
+        log("b", 1, vec![line(LogStream::Stderr, "panicked")]),
+    ];
     store
         .complete(
             1,
             vec![
                 ("a".into(), 1, retried.clone()),
                 ("a".into(), 2, succeeded.clone()),
+                ("b".into(), 1, retried.clone()),
             ],
+            logs.clone(),
             vec![
-                completion("a", task_record(TaskState::Success), Some(b"out"), &log),
-                completion("b", failed.clone(), None, &[]),
+                completion("a", task_record(TaskState::Success), Some(b"out")),
+                completion("b", failed.clone(), None),
             ],
         )
         .await
@@ -147,12 +166,13 @@ async fn completions_keep_record_output_and_log_together_per_run(store: &impl St
         .complete(
             2,
             vec![("a".into(), 1, succeeded.clone())],
-            vec![completion("a", task_record(TaskState::Skipped), None, &[])],
+            vec![log("a", 1, vec![line(LogStream::Log, "other run")])],
+            vec![completion("a", task_record(TaskState::Skipped), None)],
         )
         .await
         .unwrap();
 
-    // Two runs of tenant "": their records, the output, the log and the attempts.
+    // Two runs of tenant "": their records, the output, the logs and the attempts.
     let stored = store.stored_bytes("").await.unwrap();
     assert!((100..2_000).contains(&stored), "{stored}");
     assert_eq!(store.stored_bytes("nobody").await.unwrap(), 0);
@@ -165,16 +185,92 @@ async fn completions_keep_record_output_and_log_together_per_run(store: &impl St
     assert_eq!(store.output(1, "a").await.unwrap().unwrap(), b"out");
     assert_eq!(store.output(1, "b").await.unwrap(), None);
     assert_eq!(store.output(2, "a").await.unwrap(), None);
-    assert_eq!(store.log(1, "a").await.unwrap(), log);
-    assert!(store.log(1, "b").await.unwrap().is_empty());
+    assert_eq!(store.logs(1, None).await.unwrap(), logs);
+    assert_eq!(store.logs(1, Some("a")).await.unwrap(), logs[..2]);
+    assert_eq!(store.logs(1, Some("b")).await.unwrap(), logs[2..]);
+    assert!(store.logs(1, Some("c")).await.unwrap().is_empty());
+    assert!(store.logs(1, Some("")).await.unwrap().is_empty());
+    assert_eq!(
+        store.logs(2, None).await.unwrap()[0].lines[0].message,
+        "other run"
+    );
+    assert!(store.logs(3, None).await.unwrap().is_empty());
     assert_eq!(store.tasks(2).await.unwrap().len(), 1);
-    let attempts = [("a".into(), 1, retried), ("a".into(), 2, succeeded)];
+    let attempts = [
+        ("a".into(), 1, retried.clone()),
+        ("a".into(), 2, succeeded),
+        ("b".into(), 1, retried),
+    ];
     assert_eq!(store.attempts(1).await.unwrap(), attempts);
     assert_eq!(store.attempts(2).await.unwrap().len(), 1);
     assert!(
         store.tasks(3).await.unwrap().is_empty(),
         "no such run: nothing"
     );
+}
+
+async fn deleted_runs_leave_nothing_and_give_their_bytes_back(store: &impl Store) {
+    let kept = store.create_run(run_record("t")).await.unwrap();
+    let keyed = RunRecord {
+        idempotency_key: Some("k".into()),
+        ..run_record("t")
+    };
+    let gone = store.create_run(keyed.clone()).await.unwrap();
+    let attempt = AttemptRecord {
+        started_ms: 1,
+        finished_ms: 2,
+        fuel_used: 3,
+        error: None,
+    };
+    for run in [kept.id, gone.id] {
+        let log = AttemptLog {
+            task: "a".into(),
+            attempt: 1,
+            lines: vec![LogLine {
+                at_ms: 1,
+                stream: LogStream::Stdout,
+                level: LogLevel::Info,
+                message: "said".into(),
+            }],
+        };
+        let done = Completion {
+            task: "a".into(),
+            record: task_record(TaskState::Success),
+            output: Some(Arc::from(&b"out"[..])),
+        };
+        let attempts = vec![("a".into(), 1, attempt.clone())];
+        store
+            .complete(run, attempts, vec![log], vec![done])
+            .await
+            .unwrap();
+    }
+    store.clear_tasks(gone.id, vec![]).await.unwrap();
+    let both = store.stored_bytes("t").await.unwrap();
+
+    let deleted = store.delete_runs(vec![99, gone.id, gone.id]).await.unwrap();
+    assert_eq!(deleted, [gone.id], "only what existed, once");
+    assert!(matches!(
+        store.run(gone.id).await,
+        Err(StoreError::NoSuchRun(_))
+    ));
+    assert!(store.tasks(gone.id).await.unwrap().is_empty());
+    assert!(store.attempts(gone.id).await.unwrap().is_empty());
+    assert!(store.logs(gone.id, None).await.unwrap().is_empty());
+    assert!(store.cleared(gone.id).await.unwrap().is_empty());
+    assert_eq!(store.output(gone.id, "a").await.unwrap(), None);
+    assert_eq!(
+        store.stored_bytes("t").await.unwrap(),
+        both / 2,
+        "its bytes back"
+    );
+    // The other run is whole; the key may start a run again, whose id is new.
+    assert_eq!(store.output(kept.id, "a").await.unwrap().unwrap(), b"out");
+    assert_eq!(store.logs(kept.id, None).await.unwrap().len(), 1);
+    assert_eq!(store.run_by_key("t", "k").await.unwrap(), None);
+    let again = store.create_run(keyed).await.unwrap();
+    assert!(again.id > gone.id, "ids are never reused");
+    let listed = store.runs(&RunFilter::default()).await.unwrap();
+    assert_eq!(listed.len(), 2);
 }
 
 async fn filters_narrow_and_pages_follow_on(store: &impl Store) {
@@ -240,9 +336,11 @@ async fn concurrent_writes_all_land<S: Store>(store: Arc<S>) {
                 task: "t".into(),
                 record: task_record(TaskState::Success),
                 output: Some(Arc::from(run.id.to_string().as_bytes())),
-                log: vec![],
             };
-            store.complete(run.id, vec![], vec![done]).await.unwrap();
+            store
+                .complete(run.id, vec![], vec![], vec![done])
+                .await
+                .unwrap();
             store
                 .set_run_state(run.id, RunState::Succeeded, Some(2))
                 .await
@@ -399,17 +497,26 @@ async fn cleared_tasks_lose_their_ends_but_keep_their_attempts(store: &impl Stor
         task: task.into(),
         record: task_record(state),
         output: Some(Arc::from(task.as_bytes())),
-        log: vec![LogLine {
-            level: LogLevel::Info,
-            message: task.into(),
-        }],
     };
     let attempts = vec![("a".into(), 1, attempt.clone()), ("b".into(), 1, attempt)];
+    let logs = vec![AttemptLog {
+        task: "b".into(),
+        attempt: 1,
+        lines: vec![LogLine {
+            at_ms: 1,
+            stream: LogStream::Log,
+            level: LogLevel::Info,
+            message: "b".into(),
+        }],
+    }];
     let completions = vec![
         ended("a", TaskState::Success),
         ended("b", TaskState::Failed),
     ];
-    store.complete(run.id, attempts, completions).await.unwrap();
+    store
+        .complete(run.id, attempts, logs.clone(), completions)
+        .await
+        .unwrap();
     store
         .set_run_state(run.id, RunState::Failed, Some(3))
         .await
@@ -433,7 +540,11 @@ async fn cleared_tasks_lose_their_ends_but_keep_their_attempts(store: &impl Stor
         .collect();
     assert_eq!(names, ["a"], "a keeps its end");
     assert_eq!(store.output(run.id, "b").await.unwrap(), None);
-    assert!(store.log(run.id, "b").await.unwrap().is_empty());
+    assert_eq!(
+        store.logs(run.id, Some("b")).await.unwrap(),
+        logs,
+        "the cleared attempt's log stays"
+    );
     assert_eq!(store.output(run.id, "a").await.unwrap().unwrap(), b"a");
     assert_eq!(
         store.attempts(run.id).await.unwrap().len(),

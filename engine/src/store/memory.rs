@@ -3,11 +3,11 @@
 //! conformance suite checks it as it checks the others.
 
 use super::{
-    AlertRecord, Attempt, Completion, Delivery, EventRecord, RunFilter, ScheduleRecord, Store,
-    StoreError, StoredBundle, Subscription, WorkflowPolicy,
+    AlertRecord, Attempt, AttemptLog, Completion, Delivery, EventRecord, RunFilter, ScheduleRecord,
+    Store, StoreError, StoredBundle, Subscription, WorkflowPolicy,
 };
 use crate::db::{AttemptRecord, RunRecord, TaskRecord};
-use crate::host::LogLine;
+use crate::journal::LogLine;
 use crate::state::RunState;
 use crate::tenant::Tenant;
 use std::collections::{BTreeMap, HashMap};
@@ -22,10 +22,13 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct State {
     runs: BTreeMap<u64, RunRecord>,
+    /// The last run id given: ids are never reused, even once their runs are deleted.
+    last_run: u64,
     /// Keyed by (run, task), as the other maps of a run's tasks.
     tasks: BTreeMap<(u64, String), TaskRecord>,
-    outputs: HashMap<(u64, String), Vec<u8>>,
-    logs: HashMap<(u64, String), Vec<LogLine>>,
+    outputs: BTreeMap<(u64, String), Vec<u8>>,
+    /// Keyed by (run, task, attempt), as attempts are.
+    logs: BTreeMap<(u64, String, u32), Vec<LogLine>>,
     attempts: BTreeMap<(u64, String, u32), AttemptRecord>,
     cleared: BTreeMap<(u64, String), u32>,
     keys: HashMap<(String, String), u64>,
@@ -54,6 +57,23 @@ impl MemoryStore {
     }
 }
 
+/// Removes the entries of `map` that `doomed` picks; what they cost, as `cost` counts them.
+fn removed<K: Ord, V>(
+    map: &mut BTreeMap<K, V>,
+    doomed: impl Fn(&K) -> bool,
+    cost: impl Fn(&K, &V) -> u64,
+) -> u64 {
+    let mut freed = 0;
+    map.retain(|k, v| {
+        let gone = doomed(k);
+        if gone {
+            freed += cost(k, v);
+        }
+        !gone
+    });
+    freed
+}
+
 /// What storing `value` as JSON takes, as the redb store counts it.
 fn json_len(value: &impl serde::Serialize) -> u64 {
     serde_json::to_vec(value).map_or(0, |v| v.len() as u64)
@@ -67,7 +87,8 @@ impl Store for MemoryStore {
         if let Some(taken) = key.as_ref().and_then(|k| state.keys.get(k)) {
             return Err(StoreError::KeyTaken(*taken));
         }
-        run.id = state.runs.keys().next_back().map_or(1, |last| last + 1);
+        state.last_run += 1;
+        run.id = state.last_run;
         if let Some(key) = key {
             state.keys.insert(key, run.id);
         }
@@ -102,6 +123,7 @@ impl Store for MemoryStore {
         &self,
         run: u64,
         attempts: Vec<Attempt>,
+        logs: Vec<AttemptLog>,
         completions: Vec<Completion>,
     ) -> Result<(), StoreError> {
         let mut state = self.state();
@@ -110,17 +132,17 @@ impl Store for MemoryStore {
             bytes += json_len(&record) + task.len() as u64;
             state.attempts.insert((run, task, number), record);
         }
+        for log in logs {
+            bytes += json_len(&log.lines);
+            state.logs.insert((run, log.task, log.attempt), log.lines);
+        }
         for c in completions {
             let key = (run, c.task);
             bytes += json_len(&c.record) + key.1.len() as u64;
             state.tasks.insert(key.clone(), c.record);
             if let Some(output) = c.output {
                 bytes += output.len() as u64;
-                state.outputs.insert(key.clone(), output.to_vec());
-            }
-            if !c.log.is_empty() {
-                bytes += json_len(&c.log);
-                state.logs.insert(key, c.log);
+                state.outputs.insert(key, output.to_vec());
             }
         }
         if let Some(tenant) = state.runs.get(&run).map(|r| r.tenant.clone()) {
@@ -138,7 +160,6 @@ impl Store for MemoryStore {
             let key = (run, task);
             state.tasks.remove(&key);
             state.outputs.remove(&key);
-            state.logs.remove(&key);
             state.cleared.insert(key, attempt);
         }
         let record = state.runs.get_mut(&run).expect("checked above");
@@ -153,6 +174,35 @@ impl Store for MemoryStore {
             .cleared
             .range((run, String::new())..(run + 1, String::new()));
         Ok(of_run.map(|((_, task), n)| (task.clone(), *n)).collect())
+    }
+
+    async fn delete_runs(&self, ids: Vec<u64>) -> Result<Vec<u64>, StoreError> {
+        let mut state = self.state();
+        let mut deleted = Vec::new();
+        for id in ids {
+            let Some(run) = state.runs.remove(&id) else {
+                continue;
+            };
+            if let Some(key) = run.idempotency_key {
+                state.keys.remove(&(run.tenant.clone(), key));
+            }
+            let freed = removed(
+                &mut state.tasks,
+                |k| k.0 == id,
+                |k, r| json_len(r) + k.1.len() as u64,
+            ) + removed(&mut state.outputs, |k| k.0 == id, |_, o| o.len() as u64)
+                + removed(
+                    &mut state.attempts,
+                    |k| k.0 == id,
+                    |k, r| json_len(r) + k.1.len() as u64,
+                )
+                + removed(&mut state.logs, |k| k.0 == id, |_, lines| json_len(lines))
+                + removed(&mut state.cleared, |k| k.0 == id, |_, _| 0);
+            let stored = state.stored.entry(run.tenant).or_default();
+            *stored = stored.saturating_sub(freed);
+            deleted.push(id);
+        }
+        Ok(deleted)
     }
 
     async fn run(&self, id: u64) -> Result<RunRecord, StoreError> {
@@ -194,13 +244,22 @@ impl Store for MemoryStore {
         Ok(self.state().outputs.get(&(run, task.to_owned())).cloned())
     }
 
-    async fn log(&self, run: u64, task: &str) -> Result<Vec<LogLine>, StoreError> {
+    async fn logs(&self, run: u64, task: Option<&str>) -> Result<Vec<AttemptLog>, StoreError> {
         let state = self.state();
+        let range = match task {
+            Some(task) => (run, task.to_owned(), 0)..=(run, task.to_owned(), u32::MAX),
+            None => (run, String::new(), 0)..=(run + 1, String::new(), 0),
+        };
         Ok(state
             .logs
-            .get(&(run, task.to_owned()))
-            .cloned()
-            .unwrap_or_default())
+            .range(range)
+            .filter(|((r, _, _), _)| *r == run)
+            .map(|((_, task, attempt), lines)| AttemptLog {
+                task: task.clone(),
+                attempt: *attempt,
+                lines: lines.clone(),
+            })
+            .collect())
     }
 
     async fn put_tenant(&self, tenant: Tenant) -> Result<(), StoreError> {

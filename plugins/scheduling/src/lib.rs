@@ -4,10 +4,11 @@
 //!   as their upstream tasks end runs the whole chain while `long` is still busy; one that
 //!   runs in waves makes `after_short` wait for `long`.
 //! - `flaky` fails (retryably) on its first two attempts, `doomed` on every attempt, and
-//!   `fatal_once` fails fatally, which no retry policy may retry.
+//!   `fatal_once` fails fatally, which no retry policy may retry. Each attempt of `flaky`
+//!   logs a warning and writes a line to stdout and one to stderr, which are kept with it.
 //! - `hungry` and `hungry_again` run out of fuel; only the second has a policy that retries
 //!   limit hits.
-use sandflow_sdk::{Context, Retry, Task, TaskError, Workflow, export_workflow};
+use sandflow_sdk::{Context, Level, Retry, Task, TaskError, Workflow, export_workflow};
 use std::time::Duration;
 
 fn workflow() -> Workflow {
@@ -46,7 +47,12 @@ fn long(_: &Context) -> Result<u64, TaskError> {
 }
 
 fn flaky(ctx: &Context) -> Result<u32, TaskError> {
-    match ctx.attempt() {
+    let attempt = ctx.attempt();
+    println!("stdout of attempt {attempt}");
+    ctx.log(Level::Warn, &format!("attempt {attempt} warns"));
+    eprint!("stderr of attempt {attempt}, ");
+    eprintln!("in two writes");
+    match attempt {
         1 | 2 => Err(TaskError::retryable(format!(
             "attempt {} fails",
             ctx.attempt()

@@ -356,6 +356,9 @@ pub async fn output(
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct LogQuery {
+    /// The lines of this attempt only (from 1); of every attempt when absent.
+    #[param(minimum = 1)]
+    attempt: Option<u32>,
     /// Lines to skip: the `next` of the page before.
     after: Option<u32>,
     /// Lines to answer at most.
@@ -363,13 +366,22 @@ pub struct LogQuery {
     limit: Option<u32>,
 }
 
+/// One line of a task's log, with the attempt that wrote it.
+#[derive(Serialize, ToSchema)]
+pub struct AttemptLine {
+    attempt: u32,
+    #[serde(flatten)]
+    line: LogLine,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct LogPage {
-    lines: Vec<LogLine>,
+    lines: Vec<AttemptLine>,
     next: Option<u32>,
 }
 
-/// What a task logged in its last attempt, a page of lines at a time.
+/// What a task logged, every attempt in order (or one), a page of lines at a time: its
+/// `host.log` lines and its stdout and stderr, each line with its time and stream.
 #[utoipa::path(
     get,
     path = "/runs/{id}/tasks/{task}/logs",
@@ -398,10 +410,26 @@ pub async fn logs(
         .map_or(MAX_PAGE, |l| l as usize)
         .clamp(1, MAX_PAGE);
     let from = query.after.unwrap_or(0) as usize;
-    let all = service.engine().store().log(id, &task).await?;
-    let lines: Vec<LogLine> = all.iter().skip(from).take(limit).cloned().collect();
+    let logs = service.engine().store().logs(id, Some(&task)).await?;
+    let all = logs
+        .into_iter()
+        .filter(|log| query.attempt.is_none_or(|a| a == log.attempt))
+        .flat_map(|log| {
+            let attempt = log.attempt;
+            log.lines
+                .into_iter()
+                .map(move |line| AttemptLine { attempt, line })
+        });
+    let mut lines = Vec::new();
+    let mut total = 0;
+    for line in all {
+        if total >= from && lines.len() < limit {
+            lines.push(line);
+        }
+        total += 1;
+    }
     let end = from.saturating_add(lines.len());
-    // A log holds far fewer lines than u32 counts: its limit counts 64 bytes a line.
-    let next = (end < all.len()).then(|| u32::try_from(end).unwrap_or(u32::MAX));
+    // A log holds far fewer lines than u32 counts: its limit counts 96 bytes a line.
+    let next = (end < total).then(|| u32::try_from(end).unwrap_or(u32::MAX));
     Ok(Json(LogPage { lines, next }))
 }
