@@ -10,6 +10,7 @@ mod logs;
 mod policies;
 mod remote;
 mod report;
+mod runs;
 mod schedules;
 mod serve;
 mod telemetry;
@@ -17,6 +18,7 @@ mod tenant;
 
 use clap::{Args, Parser, Subcommand};
 use report::Invocation;
+use runs::RunsCommand;
 use sandflow::scheduler::RunError;
 use sandflow::{
     Bundle, BundleLimits, DirGrant, Engine, EngineConfig, Flow, GrantPolicy, Grants, HostGrants,
@@ -107,8 +109,11 @@ enum Command {
         #[command(flatten)]
         limits: LimitArgs,
     },
-    /// List runs, or show one
+    /// List runs, show one, delete or prune them
+    #[command(args_conflicts_with_subcommands = true)]
     Runs {
+        #[command(flatten)]
+        list: runs::ListArgs,
         #[command(subcommand)]
         command: Option<RunsCommand>,
     },
@@ -145,20 +150,6 @@ enum Command {
     Alerts {
         #[command(subcommand)]
         command: Option<alerts::AlertCommand>,
-    },
-}
-
-#[derive(Subcommand)]
-enum RunsCommand {
-    /// Show a run's tasks, errors and logs
-    Show {
-        run: u64,
-        /// Print the report as JSON
-        #[arg(long)]
-        json: bool,
-        /// Print every attempt's log lines too (with --json: a `log` array in each attempt)
-        #[arg(long)]
-        logs: bool,
     },
 }
 
@@ -398,18 +389,24 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             .ok_or_else(|| Failed::input("no home directory to keep the database in; pass --db"))
     };
     // The default database not existing yet means nothing ran; a named one not existing
-    // is most likely a typo, which an empty listing would hide.
-    let read_only = || -> Result<RedbStore, Failed> {
+    // is most likely a typo, which an empty listing would hide. Neither is made to be
+    // written to when only history is changed.
+    let existing = |write: bool| -> Result<RedbStore, Failed> {
         let path = db_path()?;
-        if cli.db.is_some() && !path.exists() {
+        if (cli.db.is_some() || write) && !path.exists() {
             return Err(Failed::input(format!(
                 "there is no database at {}: `sandflow --db {} run BUNDLE` makes one",
                 path.display(),
                 path.display()
             )));
         }
-        RedbStore::open_read_only(&path).map_err(Failed::input)
+        match write {
+            true => RedbStore::open(&path),
+            false => RedbStore::open_read_only(&path),
+        }
+        .map_err(Failed::input)
     };
+    let read_only = || existing(false);
     match cli.command {
         Command::Run(args) => {
             let mut interrupts = Interrupts::watch()?;
@@ -507,16 +504,14 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             );
             Ok(0)
         }
-        Command::Runs { command } => {
-            let store = read_only()?;
-            match command {
-                None => report::list_runs(&store).await,
-                Some(RunsCommand::Show { run, json, logs }) => {
-                    report::show_run(&store, run, json, logs).await
-                }
-            }?;
-            Ok(0)
-        }
+        Command::Runs { list, command } => match command {
+            None => report::list_runs(&read_only()?, &list).await,
+            Some(RunsCommand::Show { run, json, logs }) => {
+                report::show_run(&read_only()?, run, json, logs).await
+            }
+            Some(RunsCommand::Delete { runs }) => runs::delete(&existing(true)?, runs).await,
+            Some(RunsCommand::Prune(args)) => runs::prune(&existing(true)?, &args).await,
+        },
         Command::Serve(args) => {
             let interrupts = Interrupts::watch()?;
             serve::serve(args, &db_path()?, cache.as_deref(), interrupts).await
@@ -555,10 +550,12 @@ fn remotely(remote: &remote::Remote, command: Command) -> Result<u8, Failed> {
     match command {
         Command::Completions { shell } => Ok(completions(shell)),
         Command::Run(args) => remote.run(&args.bundle, &args.params, args.env, args.drive.json),
-        Command::Runs { command: None } => remote.list_runs(),
-        Command::Runs {
-            command: Some(RunsCommand::Show { run, json, logs }),
-        } => remote.show_run(run, json, logs),
+        Command::Runs { list, command } => match command {
+            None => remote.list_runs(&list),
+            Some(RunsCommand::Show { run, json, logs }) => remote.show_run(run, json, logs),
+            Some(RunsCommand::Delete { runs }) => remote.delete_runs(&runs),
+            Some(RunsCommand::Prune(args)) => remote.prune(&args),
+        },
         Command::Output { run, task } => write_output(&remote.output(run, &task)?),
         Command::Logs(args) => remote.logs(&args),
         Command::Tenant { command } => remote.tenant(command),

@@ -5,6 +5,7 @@
 use crate::Failed;
 use crate::logs::LogsArgs;
 use crate::report::{self, Head};
+use crate::runs::{ListArgs, PruneArgs, Pruned};
 use crate::tenant::{self, TenantCommand};
 use sandflow::db::{AttemptRecord, TaskRecord};
 use sandflow::store::Attempt;
@@ -62,6 +63,8 @@ impl Run {
             state: self.state,
             started_ms: self.started_ms,
             finished_ms: self.finished_ms,
+            // A server takes up the runs its process left in flight when it starts.
+            stale: false,
         }
     }
 
@@ -184,24 +187,90 @@ impl Remote {
         Ok(0)
     }
 
-    /// `sandflow runs`: every run of the tenant, a page at a time.
-    pub fn list_runs(&self) -> Result<u8, Failed> {
+    /// The tenant's runs `list` lets through, every page, as the server answers them.
+    fn runs(&self, list: &ListArgs) -> Result<Vec<Value>, Failed> {
         #[derive(Deserialize)]
         struct Page {
-            runs: Vec<Run>,
+            runs: Vec<Value>,
             next: Option<u64>,
+        }
+        let mut filter = String::new();
+        if let Some(workflow) = &list.workflow {
+            filter += &format!("&workflow={}", query_text(workflow));
+        }
+        if let Some(state) = list.state {
+            filter += &format!("&state={state}");
+        }
+        if let Some(since) = list.since {
+            filter += &format!("&since_ms={since}");
         }
         let mut runs = Vec::new();
         let mut after = String::new();
         loop {
-            let page: Page = self.json(&format!("/runs?limit=1000{after}"))?;
+            let page: Page = self.json(&format!("/runs?limit=1000{filter}{after}"))?;
             runs.extend(page.runs);
             match page.next {
                 Some(next) => after = format!("&after={next}"),
                 None => break,
             }
         }
-        report::print_runs(runs.iter().map(Run::head));
+        Ok(list.latest(runs))
+    }
+
+    /// `sandflow runs`: the tenant's runs.
+    pub fn list_runs(&self, list: &ListArgs) -> Result<u8, Failed> {
+        let runs = self.runs(list)?;
+        if list.json {
+            println!("{}", Value::from(runs));
+            return Ok(0);
+        }
+        let runs: Vec<Run> = runs
+            .into_iter()
+            .map(decode_value)
+            .collect::<Result<_, _>>()?;
+        report::print_runs(runs.iter().map(Run::head), list.filters());
+        Ok(0)
+    }
+
+    /// `sandflow runs delete`: every run named must be the tenant's and not in flight, or
+    /// none is deleted.
+    pub fn delete_runs(&self, ids: &[u64]) -> Result<u8, Failed> {
+        for id in ids {
+            let run: Run = self.json(&format!("/runs/{id}"))?;
+            if run.state == RunState::Running {
+                return Err(Failed::input(format!(
+                    "run {id} is in flight on the server: cancel it first"
+                )));
+            }
+        }
+        for id in ids {
+            self.call("DELETE", &format!("/runs/{id}"), None)?;
+            println!("deleted run {id}");
+        }
+        Ok(0)
+    }
+
+    /// `sandflow runs prune`, run by run.
+    pub fn prune(&self, args: &PruneArgs) -> Result<u8, Failed> {
+        let runs: Vec<Run> = self
+            .runs(&ListArgs::default())?
+            .into_iter()
+            .map(decode_value)
+            .collect::<Result<_, _>>()?;
+        let listed = runs.iter().map(|run| Pruned {
+            id: run.id,
+            workflow: &run.workflow,
+            state: run.state,
+            started_ms: run.started_ms,
+        });
+        let doomed = args.select(listed, crate::runs::now_ms());
+        for id in &doomed {
+            match args.dry_run {
+                true => println!("run {id}"),
+                false => drop(self.call("DELETE", &format!("/runs/{id}"), None)?),
+            }
+        }
+        eprintln!("{}", args.said(doomed.len()));
         Ok(0)
     }
 
@@ -366,10 +435,31 @@ impl Remote {
     }
 }
 
+/// A value of the server's answer, as sandflow expects it.
+fn decode_value<T: serde::de::DeserializeOwned>(value: Value) -> Result<T, Failed> {
+    serde_json::from_value(value).map_err(unexpected)
+}
+
+/// Text as a query parameter's value: what is not unreserved, percent-encoded.
+fn query_text(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The server's JSON answer, as sandflow expects it.
 pub(crate) fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Failed> {
-    serde_json::from_slice(body).map_err(|e| Failed {
-        message: format!("the server's answer is not what sandflow expects: {e}"),
+    serde_json::from_slice(body).map_err(unexpected)
+}
+
+fn unexpected(error: serde_json::Error) -> Failed {
+    Failed {
+        message: format!("the server's answer is not what sandflow expects: {error}"),
         code: 1,
-    })
+    }
 }

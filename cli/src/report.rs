@@ -2,12 +2,13 @@
 //! terminal only), then one table row per task.
 
 use crate::Failed;
+use crate::runs::ListArgs;
 use indicatif::{ProgressBar, ProgressStyle};
 use sandflow::db::{RunRecord, TaskRecord};
 use sandflow::store::Attempt;
 use sandflow::{
-    AttemptLog, Engine, Flow, NewRun, RunError, RunEvent, RunFilter, RunOptions, RunReport,
-    RunState, Store, TaskState,
+    AttemptLog, Engine, Flow, NewRun, RunError, RunEvent, RunOptions, RunReport, RunState, Store,
+    TaskState, Trigger,
 };
 use std::io::IsTerminal;
 use std::time::{Duration, UNIX_EPOCH};
@@ -75,7 +76,7 @@ pub async fn run(
     if json {
         println!("{}", to_json(&report.run, &tasks));
     } else {
-        print_table(&Head::from(&report.run), &tasks);
+        print_table(&Head::live(&report.run), &tasks);
     }
     Ok(report)
 }
@@ -100,38 +101,79 @@ pub struct Head<'a> {
     pub state: RunState,
     pub started_ms: u64,
     pub finished_ms: Option<u64>,
+    /// It says `running`, but no process runs it: the one that did died.
+    pub stale: bool,
 }
 
-impl<'a> From<&'a RunRecord> for Head<'a> {
-    fn from(run: &'a RunRecord) -> Self {
+impl<'a> Head<'a> {
+    /// A run as this process runs it.
+    pub fn live(run: &'a RunRecord) -> Self {
         Self {
             id: run.id,
             workflow: &run.workflow.name,
             state: run.state,
             started_ms: run.started_ms,
             finished_ms: run.finished_ms,
+            stale: false,
+        }
+    }
+
+    /// A run read from a database this process could open: a process running the run
+    /// would hold the database, so `running` means that process died.
+    pub fn stored(run: &'a RunRecord) -> Self {
+        Self {
+            stale: run.state == RunState::Running,
+            ..Self::live(run)
+        }
+    }
+
+    fn state(&self) -> String {
+        match self.stale {
+            true => format!("{} (stale)", self.state),
+            false => self.state.to_string(),
         }
     }
 }
 
-pub async fn list_runs(store: &dyn Store) -> Result<(), Failed> {
-    let runs = store
-        .runs(&RunFilter::default())
-        .await
-        .map_err(Failed::input)?;
-    print_runs(runs.iter().map(Head::from));
-    Ok(())
+/// `sandflow runs` on this machine's database.
+pub async fn list_runs(store: &dyn Store, args: &ListArgs) -> Result<u8, Failed> {
+    let runs = store.runs(&args.filter()).await.map_err(Failed::input)?;
+    let runs = args.latest(runs);
+    if args.json {
+        let runs: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|run| {
+                serde_json::json!({
+                    "id": run.id,
+                    "workflow": run.workflow.name,
+                    "state": run.state,
+                    "stale": Head::stored(run).stale,
+                    "trigger": run.trigger,
+                    "started_ms": run.started_ms,
+                    "finished_ms": run.finished_ms,
+                    "bundle_hash": run.bundle_hash,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::from(runs));
+    } else {
+        print_runs(runs.iter().map(Head::stored), args.filters());
+    }
+    Ok(0)
 }
 
-/// One row per run, or a hint when there is none.
-pub fn print_runs<'a>(runs: impl IntoIterator<Item = Head<'a>>) {
+/// One row per run, or a hint when there is none (`filtered`: none of those asked for).
+pub fn print_runs<'a>(runs: impl IntoIterator<Item = Head<'a>>, filtered: bool) {
     let mut runs = runs.into_iter().peekable();
     if runs.peek().is_none() {
-        println!("no runs yet: start one with `sandflow run BUNDLE`");
+        match filtered {
+            true => println!("no runs match"),
+            false => println!("no runs yet: start one with `sandflow run BUNDLE`"),
+        }
         return;
     }
     println!(
-        "{:>6}  {:<20} {:<10} {:<20} {:>10}",
+        "{:>6}  {:<20} {:<16} {:<20} {:>10}",
         "RUN", "WORKFLOW", "STATE", "STARTED", "DURATION"
     );
     for run in runs {
@@ -140,17 +182,17 @@ pub fn print_runs<'a>(runs: impl IntoIterator<Item = Head<'a>>) {
             .map(|f| duration_ms(f.saturating_sub(run.started_ms)))
             .unwrap_or_default();
         println!(
-            "{:>6}  {:<20} {:<10} {:<20} {:>10}",
+            "{:>6}  {:<20} {:<16} {:<20} {:>10}",
             run.id,
             run.workflow,
-            run.state.as_str(),
+            run.state(),
             timestamp(run.started_ms),
             duration
         );
     }
 }
 
-pub async fn show_run(store: &dyn Store, id: u64, json: bool, logs: bool) -> Result<(), Failed> {
+pub async fn show_run(store: &dyn Store, id: u64, json: bool, logs: bool) -> Result<u8, Failed> {
     let run = store.run(id).await.map_err(Failed::input)?;
     let mut stored: std::collections::HashMap<String, TaskRecord> = store
         .tasks(id)
@@ -175,15 +217,66 @@ pub async fn show_run(store: &dyn Store, id: u64, json: bool, logs: bool) -> Res
     if json {
         let mut report = to_json(&run, &tasks);
         report["attempts"] = attempts_json(&attempts, logs.then_some(lines));
+        report["stale"] = Head::stored(&run).stale.into();
+        report["trigger"] = serde_json::to_value(&run.trigger).expect("triggers serialize");
+        report["params"] = serde_json::from_str(&run.params).unwrap_or_default();
+        report["grants"] = serde_json::to_value(&run.grants).expect("grants serialize");
+        report["limits"] = serde_json::to_value(&run.limits).expect("limits serialize");
         println!("{report}");
-        return Ok(());
+        return Ok(0);
     }
-    print_table(&Head::from(&run), &tasks);
+    print_setting(&run);
+    print_table(&Head::stored(&run), &tasks);
     print_attempts(run.started_ms, &attempts);
     if logs {
         print_logs(&lines);
     }
-    Ok(())
+    Ok(0)
+}
+
+/// What `runs show` says first: what started the run, and what it ran with.
+fn print_setting(run: &RunRecord) {
+    let trigger = match &run.trigger {
+        Trigger::Manual => "by hand".to_owned(),
+        Trigger::Schedule { tick_ms } => format!("by its schedule, tick {}", timestamp(*tick_ms)),
+        Trigger::Event { topic, event } => format!("by event {event} on topic `{topic}`"),
+    };
+    println!(
+        "run {} of workflow `{}`, started {} {trigger}",
+        run.id,
+        run.workflow.name,
+        timestamp(run.started_ms)
+    );
+    println!(
+        "bundle  {} (sha256 {})",
+        run.bundle.display(),
+        run.bundle_hash
+    );
+    println!("params  {}", printable(&run.params));
+    let grants = &run.grants;
+    let mut granted: Vec<String> = grants
+        .dirs
+        .iter()
+        .map(|d| match &d.guest {
+            Some(guest) => format!("--dir {}:{guest}", d.host.display()),
+            None => format!("--dir {}", d.host.display()),
+        })
+        .collect();
+    granted.extend(grants.env.iter().map(|name| format!("--env {name}")));
+    match granted.is_empty() {
+        true => println!("grants  none"),
+        false => println!("grants  {}", printable(&granted.join(" "))),
+    }
+    let limits = &run.limits;
+    let size = |bytes: usize| bytesize::ByteSize(bytes as u64).to_string();
+    println!(
+        "limits  fuel {}, timeout {}, memory {}, output {}, log {} per attempt\n",
+        limits.fuel,
+        humantime::format_duration(limits.timeout),
+        size(limits.memory),
+        size(limits.output),
+        size(limits.log)
+    );
 }
 
 /// The ATTEMPTS section of `runs show`, in the order the attempts started.
@@ -305,7 +398,7 @@ pub fn print_table(run: &Head<'_>, tasks: &[(String, Option<TaskRecord>)]) {
     println!(
         "run {} {}{took}: {}",
         run.id,
-        run.state.as_str(),
+        run.state(),
         counts.join(", ")
     );
 }

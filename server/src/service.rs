@@ -550,6 +550,21 @@ impl Service {
         }
     }
 
+    /// Deletes the tenant's run `id` with everything it stored, unless it is in flight;
+    /// its tenant's quota gets back what it stored.
+    pub async fn delete_run(&self, tenant: &Tenant, id: u64) -> Result<(), ApiError> {
+        let run = self.run_of(tenant, id).await?;
+        // `running` without being live here is a run being started or taken up again.
+        if run.state == RunState::Running || self.live_runs().contains_key(&id) {
+            return Err(ApiError::conflict(format!(
+                "run {id} is in flight: cancel it, or wait for it to end"
+            )));
+        }
+        self.engine.store().delete_runs(vec![id]).await?;
+        self.forget_storage_budget(&tenant.name).await;
+        Ok(())
+    }
+
     /// Run `id`, if it is the tenant's: another tenant's run does not exist for it.
     pub async fn run_of(&self, tenant: &Tenant, id: u64) -> Result<RunRecord, ApiError> {
         match self.engine.store().run(id).await {

@@ -132,11 +132,7 @@ fn logs_are_followed_and_shown_through_a_server() {
     let api = server.api(&token);
     let bundle = api.upload("scheduling");
     let run = api.start(&json!({ "bundle": bundle })).to_string();
-    let client = |args: &[&str]| {
-        let mut all = vec!["--server", &server.url, "--token", &token];
-        all.extend_from_slice(args);
-        scratch.sandflow_with_db(&scratch.path().join("client/never.redb"), &all)
-    };
+    let client = server.client(&scratch, &token);
 
     // Started while the run is young (its `long` tasks take a while): it prints each
     // attempt's lines as the attempt ends, and returns once the run has ended.

@@ -1,7 +1,7 @@
 //! `sandflow serve` as tenants and operators meet it: the real binary on a loopback port,
 //! driven over HTTP.
 
-use crate::{Scratch, plugin, sandflow_bin};
+use crate::{Outcome, Scratch, plugin, sandflow_bin};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -57,6 +57,20 @@ impl Server {
             .unwrap_or_else(|| panic!("first line: {line:?}"))
             .to_owned();
         Self { child, url }
+    }
+
+    /// Runs `sandflow` as the tenant of `token`, through this server. Its own database is
+    /// `never.redb` of `scratch`, which it must never touch.
+    pub(crate) fn client<'a>(
+        &'a self,
+        scratch: &'a Scratch,
+        token: &'a str,
+    ) -> impl Fn(&[&str]) -> Outcome + 'a {
+        move |args| {
+            let mut all = vec!["--server", &self.url, "--token", token];
+            all.extend_from_slice(args);
+            scratch.sandflow_with_db(&scratch.path().join("never.redb"), &all)
+        }
     }
 
     pub(crate) fn api(&self, token: &str) -> Api {
@@ -624,7 +638,7 @@ fn the_openapi_document_describes_every_route_and_only_routes() {
             );
         }
     }
-    assert_eq!(operations, 37, "{}", document["paths"]);
+    assert_eq!(operations, 38, "{}", document["paths"]);
 }
 
 #[test]
@@ -632,13 +646,8 @@ fn the_command_line_runs_and_reads_through_the_server() {
     let scratch = Scratch::default();
     let token = tenant(&scratch, "red", &[]);
     let server = Server::start(&scratch);
-    // The client's own database is elsewhere: it must never be touched.
-    let elsewhere = scratch.path().join("client/never.redb");
-    let client = |args: &[&str]| {
-        let mut all = vec!["--server", &server.url, "--token", &token];
-        all.extend_from_slice(args);
-        scratch.sandflow_with_db(&elsewhere, &all)
-    };
+    let client = server.client(&scratch, &token);
+    let elsewhere = scratch.path().join("never.redb");
     let hello = plugin("hello");
     let run = client(&[
         "run",
@@ -707,6 +716,13 @@ fn a_tenants_runs_stop_and_new_ones_are_refused_once_they_stored_their_quota() {
     let api = server.api(&token);
     api.post("/runs", &json!({ "bundle": echo }))
         .assert_error(403, "quota_exceeded");
+    // Deleting the runs gives their bytes back to the quota.
+    for run in [first, second] {
+        let deleted = api.request("DELETE", &format!("/runs/{run}"), None);
+        assert_eq!(deleted.status, 204, "{deleted:?}");
+    }
+    let fourth = api.start(&json!({ "bundle": echo, "params": params }));
+    assert_eq!(api.finished(fourth)["state"], "succeeded");
 }
 
 #[test]

@@ -121,7 +121,7 @@ fn api() -> (Router<Arc<Service>>, utoipa::openapi::OpenApi) {
         .merge(bundles)
         .routes(routes!(bundles::get, bundles::remove))
         .routes(routes!(runs::start, runs::list))
-        .routes(routes!(runs::get))
+        .routes(routes!(runs::get, runs::delete))
         .routes(routes!(runs::cancel))
         .routes(routes!(runs::retry))
         .routes(routes!(runs::output))

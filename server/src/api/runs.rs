@@ -250,6 +250,30 @@ pub async fn get(
     }))
 }
 
+/// Deletes a run that is not in flight, with its tasks' outputs, attempts and logs: 204.
+/// What it stored no longer counts against the tenant's storage quota.
+#[utoipa::path(
+    delete,
+    path = "/runs/{id}",
+    tag = "runs",
+    params(("id" = u64, Path, description = "The run's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "The request is malformed", body = ErrorBody),
+        (status = 401, description = "No token, or not a valid one", body = ErrorBody),
+        (status = 404, description = "No such run, or another tenant's", body = ErrorBody),
+        (status = 409, description = "The run is in flight", body = ErrorBody),
+    ),
+)]
+pub async fn delete(
+    State(service): State<Arc<Service>>,
+    Caller(tenant): Caller,
+    Path(id): Path<u64>,
+) -> Result<StatusCode, ApiError> {
+    service.delete_run(&tenant, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Cancels a run in flight: 202, and the run ends `cancelled` once its commits land.
 #[utoipa::path(
     post,
