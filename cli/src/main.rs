@@ -5,6 +5,7 @@
 
 mod alerts;
 mod inspect;
+mod kept;
 mod logging;
 mod logs;
 mod policies;
@@ -21,8 +22,8 @@ use report::Invocation;
 use runs::RunsCommand;
 use sandflow::scheduler::RunError;
 use sandflow::{
-    Bundle, BundleLimits, DirGrant, Engine, EngineConfig, Flow, GrantPolicy, Grants, HostGrants,
-    NewRun, Params, RedbStore, RunLimits, RunOptions, RunState, Sandbox, Store,
+    Bundle, BundleLimits, Clear, DirGrant, Engine, EngineConfig, Flow, GrantPolicy, Grants,
+    HostGrants, NewRun, Params, RedbStore, RunLimits, RunOptions, RunState, Sandbox, Store,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -95,6 +96,9 @@ enum Command {
     /// Continue a run that was interrupted, timed out or crashed: tasks that ended are
     /// kept, the others run
     Resume(ResumeArgs),
+    /// Run a run's failed tasks again, or (--task) the tasks named, each with every task
+    /// downstream of it; the other tasks keep their outputs (Airflow's "clear")
+    Retry(RetryArgs),
     /// Describe a bundle's workflow without running it
     Inspect {
         bundle: PathBuf,
@@ -176,8 +180,24 @@ struct RunArgs {
 struct ResumeArgs {
     /// The run to continue (see `sandflow runs`)
     run: u64,
-    /// The bundle to resume with, if it moved [default: the path the run started with].
-    /// Its contents must be the same.
+    /// The bundle to resume with, if it moved [default: the path the run started with, or
+    /// the copy kept when it ran]. Its contents must be the same.
+    #[arg(long, value_name = "PATH")]
+    bundle: Option<PathBuf>,
+    #[command(flatten)]
+    drive: DriveArgs,
+}
+
+#[derive(Args)]
+struct RetryArgs {
+    /// The run to retry (see `sandflow runs`)
+    run: u64,
+    /// Run this task again, however it ended, with every task downstream of it;
+    /// repeatable [default: the failed and upstream-failed tasks of a failed run]
+    #[arg(long = "task", value_name = "NAME")]
+    tasks: Vec<String>,
+    /// The bundle to retry with, if it moved [default: the path the run started with, or
+    /// the copy kept when it ran]. Its contents must be the same.
     #[arg(long, value_name = "PATH")]
     bundle: Option<PathBuf>,
     #[command(flatten)]
@@ -427,6 +447,9 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             let bundle_limits = args.limits.bundle_limits();
             let loading = load(&sandbox, &args.bundle, &bundle_limits, cache.as_deref());
             let flow = interrupts.unless(loading).await?;
+            if let Some(cache) = &cache {
+                kept::keep(cache, &args.bundle, flow.bundle().hash());
+            }
             // Opened once the bundle is known good: a refused bundle leaves no database.
             let store = Arc::new(RedbStore::open(&db_path()?).map_err(Failed::input)?);
             let engine = Engine::from_sandbox(sandbox, store);
@@ -436,7 +459,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
                 limits,
                 ..NewRun::default()
             });
-            drive(
+            drive_run(
                 &engine,
                 &flow,
                 invocation,
@@ -447,8 +470,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             .await
         }
         Command::Resume(args) => {
-            let mut interrupts = Interrupts::watch()?;
-            let options = args.drive.options();
+            let invocation = Invocation::Resume(args.run);
             let store = Arc::new(RedbStore::open(&db_path()?).map_err(Failed::input)?);
             let record = store.run(args.run).await.map_err(Failed::input)?;
             if record.state.is_final() {
@@ -457,23 +479,33 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
                     state: record.state,
                 }));
             }
-            let sandbox = sandbox(&record.limits, options.concurrency)?;
-            let path = args.bundle.unwrap_or(record.bundle);
-            let bundle_limits = BundleLimits {
-                describe: record.limits,
-                ..BundleLimits::default()
-            };
-            let loading = load(&sandbox, &path, &bundle_limits, cache.as_deref());
-            let flow = interrupts.unless(loading).await?;
-            let engine = Engine::from_sandbox(sandbox, store);
-            let invocation = Invocation::Resume(args.run);
-            drive(
-                &engine,
-                &flow,
+            let bundle = args.bundle.as_deref();
+            reopen(
+                store,
+                &record,
+                bundle,
                 invocation,
-                options,
-                args.drive.json,
-                interrupts,
+                &args.drive,
+                cache.as_deref(),
+            )
+            .await
+        }
+        Command::Retry(args) => {
+            let which = match args.tasks.is_empty() {
+                true => Clear::Failed,
+                false => Clear::Tasks(args.tasks),
+            };
+            let invocation = Invocation::Retry(args.run, which);
+            let store = Arc::new(RedbStore::open(&db_path()?).map_err(Failed::input)?);
+            let record = store.run(args.run).await.map_err(Failed::input)?;
+            let bundle = args.bundle.as_deref();
+            reopen(
+                store,
+                &record,
+                bundle,
+                invocation,
+                &args.drive,
+                cache.as_deref(),
             )
             .await
         }
@@ -558,6 +590,11 @@ fn remotely(remote: &remote::Remote, command: Command) -> Result<u8, Failed> {
         },
         Command::Output { run, task } => write_output(&remote.output(run, &task)?),
         Command::Logs(args) => remote.logs(&args),
+        Command::Retry(args) if args.tasks.is_empty() => remote.retry(args.run, args.drive.json),
+        Command::Retry(_) => Err(Failed::input(
+            "with --server, retry runs a failed run's failed tasks again; --task works on \
+             this machine's database, without --server",
+        )),
         Command::Tenant { command } => remote.tenant(command),
         Command::Schedules { command } => {
             let command = command.unwrap_or(schedules::ScheduleCommand::List);
@@ -592,10 +629,49 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Takes up run `record` again (a resume or a retry): its bundle from `bundle`, else from
+/// where it started, else the copy kept when it ran; under the run's own limits.
+async fn reopen(
+    store: Arc<RedbStore>,
+    record: &sandflow::RunRecord,
+    bundle: Option<&Path>,
+    invocation: Invocation,
+    drive: &DriveArgs,
+    cache: Option<&Path>,
+) -> Result<u8, Failed> {
+    let mut interrupts = Interrupts::watch()?;
+    let options = drive.options();
+    let sandbox = sandbox(&record.limits, options.concurrency)?;
+    let bundle_limits = BundleLimits {
+        describe: record.limits.clone(),
+        ..BundleLimits::default()
+    };
+    let path = bundle.unwrap_or(&record.bundle);
+    let loading = load(&sandbox, path, &bundle_limits, cache);
+    let mut flow = interrupts.unless(loading).await;
+    let changed = flow
+        .as_ref()
+        .map_or(true, |f| f.bundle().hash() != record.bundle_hash);
+    let kept = cache.and_then(|cache| kept::kept(cache, &record.bundle_hash));
+    if let (true, None, Some(kept)) = (changed, bundle, kept) {
+        eprintln!(
+            "{} is not the bundle run {} started with (it is gone or was rebuilt): using the \
+             copy kept at {}",
+            path.display(),
+            record.id,
+            kept.display()
+        );
+        let loading = load(&sandbox, &kept, &bundle_limits, cache);
+        flow = interrupts.unless(loading).await;
+    }
+    let engine = Engine::from_sandbox(sandbox, store);
+    drive_run(&engine, &flow?, invocation, options, drive.json, interrupts).await
+}
+
 /// Starts or resumes a run, stopping it on Ctrl-C or SIGTERM, and turns how it ended into
 /// the exit code: 0 succeeded, 1 failed or stopped by a limit, 130 interrupted (as shells
 /// report Ctrl-C).
-async fn drive(
+async fn drive_run(
     engine: &Engine,
     flow: &Flow,
     invocation: Invocation,

@@ -410,6 +410,25 @@ impl Remote {
                 self.server
             );
         }
+        self.follow(id, tasks, json)
+    }
+
+    /// `sandflow retry`: the run's failed tasks again, on the server, followed to the end.
+    pub fn retry(&self, id: u64, json: bool) -> Result<u8, Failed> {
+        let run: Run = self.json(&format!("/runs/{id}"))?;
+        self.call("POST", &format!("/runs/{id}/retry"), Some(b"{}".to_vec()))?;
+        if !json {
+            println!(
+                "run {id} of workflow `{}` again, on {}",
+                run.workflow, self.server
+            );
+        }
+        self.follow(id, run.tasks.len() as u64, json)
+    }
+
+    /// Follows run `id` of `tasks` tasks to its end with a progress bar, prints its
+    /// report, and turns how it ended into the exit code.
+    fn follow(&self, id: u64, tasks: u64, json: bool) -> Result<u8, Failed> {
         let bar = report::progress(tasks, json);
         let run = loop {
             let run: Run = self.json(&format!("/runs/{id}"))?;

@@ -7,16 +7,17 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sandflow::db::{RunRecord, TaskRecord};
 use sandflow::store::Attempt;
 use sandflow::{
-    AttemptLog, Engine, Flow, NewRun, RunError, RunEvent, RunOptions, RunReport, RunState, Store,
-    TaskState, Trigger,
+    AttemptLog, Clear, Engine, Flow, NewRun, RunError, RunEvent, RunOptions, RunReport, RunState,
+    Store, TaskState, Trigger,
 };
 use std::io::IsTerminal;
 use std::time::{Duration, UNIX_EPOCH};
 
-/// Whether a run is new or taken up again.
+/// Whether a run is new, taken up again, or retried.
 pub enum Invocation {
     Start(NewRun),
     Resume(u64),
+    Retry(u64, Clear),
 }
 
 /// Starts or resumes the run with a progress bar, and prints the report; `interrupt`
@@ -32,6 +33,7 @@ pub async fn run(
     let mut handle = match invocation {
         Invocation::Start(new) => engine.start(flow, new, options).await?,
         Invocation::Resume(id) => engine.resume(flow, id, options).await?,
+        Invocation::Retry(id, which) => engine.retry(flow, id, &which, options).await?,
     };
     let bar = progress(flow.dag().len() as u64, json);
     let (record, done) = (handle.record(), handle.done_before());

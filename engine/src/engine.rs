@@ -9,7 +9,7 @@ use crate::db::RunRecord;
 use crate::grants::{GrantPolicy, HostGrants};
 use crate::sandbox::{EngineConfig, Sandbox, SandboxError};
 use crate::scheduler::{
-    InSandbox, NewRun, RunError, RunEvent, RunOptions, RunReport, Runner, Stop,
+    Clear, InSandbox, NewRun, RunError, RunEvent, RunOptions, RunReport, Runner, Stop,
 };
 use crate::state::RunState;
 use crate::store::Store;
@@ -148,17 +148,18 @@ impl Engine {
         Ok(RunHandle::spawn(runner, run, capabilities, prior, options))
     }
 
-    /// Retries failed run `id` of `flow`, as Airflow's "clear" does: its failed tasks and
-    /// every task downstream of them run again, each with its retries anew; the tasks that
-    /// succeeded apart from them keep their outputs and never run again.
+    /// Retries run `id` of `flow`, as Airflow's "clear" does: the tasks `which` picks and
+    /// every task downstream of them run again, each with its retries anew; the other
+    /// tasks keep their outputs and never run again.
     pub async fn retry(
         &self,
         flow: &Flow,
         id: u64,
+        which: &Clear,
         options: RunOptions,
     ) -> Result<RunHandle, RunError> {
         let runner = self.runner(flow);
-        runner.clear_failed(id, &*self.policy).await?;
+        runner.clear(id, which, &*self.policy).await?;
         let (run, capabilities, prior) = runner.reopen(id, &*self.policy).await?;
         Ok(RunHandle::spawn(runner, run, capabilities, prior, options))
     }

@@ -71,7 +71,9 @@ pub use grants::{DirGrant, GrantError, GrantPolicy, Grants, HostGrants};
 pub use host::PLUGIN_TARGET;
 pub use journal::{LogLevel, LogLine, LogStream};
 pub use sandbox::{EngineConfig, RunLimits, Sandbox, SandboxError};
-pub use scheduler::{NewRun, Params, RunError, RunEvent, RunOptions, RunReport, StorageBudget};
+pub use scheduler::{
+    Clear, NewRun, Params, RunError, RunEvent, RunOptions, RunReport, StorageBudget,
+};
 pub use state::{Failure, RunState, TaskState, Trigger};
 pub use store::{AttemptLog, MemoryStore, RunFilter, Store, StoreError, StoredBundle};
 pub use tenant::{Quotas, Tenant};

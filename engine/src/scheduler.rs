@@ -204,6 +204,17 @@ impl Default for RunOptions {
     }
 }
 
+/// Which tasks of a run [`crate::Engine::retry`] runs again, with every task downstream
+/// of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Clear {
+    /// The failed and upstream-failed tasks of a failed run (Airflow's "clear" of failed
+    /// tasks).
+    Failed,
+    /// These tasks, however they ended, in a run in any state.
+    Tasks(Vec<String>),
+}
+
 /// Why a run could not start or go on. A run that starts and fails is not an error: it
 /// ends in a [`RunReport`] whose state says so.
 #[derive(Debug, thiserror::Error)]
@@ -251,6 +262,14 @@ pub enum RunError {
         /// The run's id.
         run: u64,
     },
+    /// A task to retry is not one of the run's.
+    #[error("run {run} has no task `{task}` (see `sandflow runs show {run}`)")]
+    NoSuchTask {
+        /// The run's id.
+        run: u64,
+        /// The task named.
+        task: String,
+    },
     /// Only a failed run's failed tasks can be retried.
     #[error("run {run} {state}: only a failed run's failed tasks can be retried")]
     NotFailed {
@@ -280,6 +299,7 @@ impl RunError {
             | Self::Sandbox(_)
             | Self::Final { .. }
             | Self::NotFailed { .. }
+            | Self::NoSuchTask { .. }
             | Self::BundleChanged { .. }
             | Self::WorkflowChanged { .. } => true,
         }
@@ -439,39 +459,53 @@ impl Runner {
         Ok(self.attempts.check(&run.limits)?)
     }
 
-    /// Clears the failed tasks of failed run `id`, and every task downstream of them (their
-    /// trigger rules decided on the failures), so that a reopen runs them again; tasks that
-    /// succeeded apart from them keep their outputs. Each cleared task gets its retries
+    /// Clears the tasks `which` picks of run `id`, and every task downstream of them (their
+    /// trigger rules decided on what is cleared), so that a reopen runs them again; the
+    /// other tasks keep their records and outputs. Each cleared task gets its retries
     /// anew.
-    pub(crate) async fn clear_failed(
+    pub(crate) async fn clear(
         &self,
         id: u64,
+        which: &Clear,
         policy: &dyn GrantPolicy,
     ) -> Result<(), RunError> {
         let run = self.store.run(id).await?;
-        if run.state != RunState::Failed {
-            return Err(RunError::NotFailed {
-                run: id,
-                state: run.state,
-            });
-        }
+        // The bundle first: another bundle's tasks are not the run's to name.
         self.fits(&run)?;
+        let workflow = &self.workflow;
+        let index = |name: &str| workflow.tasks.iter().position(|t| t.name == name);
+        let ended: HashMap<String, TaskRecord> = self.store.tasks(id).await?.into_iter().collect();
+        let mut next: Vec<usize> = match which {
+            Clear::Failed if run.state != RunState::Failed => {
+                return Err(RunError::NotFailed {
+                    run: id,
+                    state: run.state,
+                });
+            }
+            Clear::Failed => workflow
+                .tasks
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| {
+                    ended.get(&t.name).is_some_and(|r| {
+                        matches!(r.state, TaskState::Failed | TaskState::UpstreamFailed)
+                    })
+                })
+                .map(|(i, _)| i)
+                .collect(),
+            Clear::Tasks(names) => names
+                .iter()
+                .map(|name| {
+                    index(name).ok_or_else(|| RunError::NoSuchTask {
+                        run: id,
+                        task: name.clone(),
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
         // Checked before anything is cleared, as the reopen after it will.
         policy.resolve(&run.tenant, &run.grants).await?;
-        let workflow = &self.workflow;
-        let ended: HashMap<String, TaskRecord> = self.store.tasks(id).await?.into_iter().collect();
         let mut clear = vec![false; workflow.tasks.len()];
-        let mut next: Vec<usize> = workflow
-            .tasks
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| {
-                ended.get(&t.name).is_some_and(|r| {
-                    matches!(r.state, TaskState::Failed | TaskState::UpstreamFailed)
-                })
-            })
-            .map(|(i, _)| i)
-            .collect();
         while let Some(i) = next.pop() {
             if !std::mem::replace(&mut clear[i], true) {
                 next.extend(self.dag.downstream(i).iter().map(|&d| d as usize));

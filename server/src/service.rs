@@ -16,9 +16,9 @@ use axum::http::StatusCode;
 use sandflow::tenant::token_hash;
 use sandflow::workflow::TaskDef;
 use sandflow::{
-    BundleLimits, Engine, Flow, Grants, NewRun, Params, RunControl, RunError, RunEvent, RunFilter,
-    RunHandle, RunOptions, RunRecord, RunState, StorageBudget, StoreError, StoredBundle, TaskState,
-    Tenant, Trigger,
+    BundleLimits, Clear, Engine, Flow, Grants, NewRun, Params, RunControl, RunError, RunEvent,
+    RunFilter, RunHandle, RunOptions, RunRecord, RunState, StorageBudget, StoreError, StoredBundle,
+    TaskState, Tenant, Trigger,
 };
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -485,7 +485,7 @@ impl Service {
         let flow = self.flow(tenant, &run.bundle_hash).await?;
         let _admitted = self.admit(tenant, &run.workflow.name).await?;
         let options = self.options_within_quota(tenant).await?;
-        let handle = match self.engine.retry(&flow, id, options).await {
+        let handle = match self.engine.retry(&flow, id, &Clear::Failed, options).await {
             Ok(handle) => handle,
             Err(e @ RunError::NotFailed { .. }) => return Err(ApiError::conflict(e.to_string())),
             Err(e) => return Err(e.into()),

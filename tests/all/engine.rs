@@ -4,8 +4,8 @@
 use crate::plugin;
 use sandflow::db::TaskRecord;
 use sandflow::{
-    BundleLimits, Engine, EngineConfig, Flow, NewRun, RedbStore, RunEvent, RunLimits, RunOptions,
-    RunState, TaskState,
+    BundleLimits, Clear, Engine, EngineConfig, Flow, NewRun, RedbStore, RunEvent, RunLimits,
+    RunOptions, RunState, TaskState,
 };
 use std::sync::Arc;
 
@@ -298,7 +298,7 @@ async fn retrying_a_failed_run_runs_its_failed_tasks_again_and_nothing_else() {
     let before = attempts(&failed);
 
     let mut retried = engine
-        .retry(&flow, failed.run.id, RunOptions::default())
+        .retry(&flow, failed.run.id, &Clear::Failed, RunOptions::default())
         .await
         .unwrap();
     retried.ignore_events();
@@ -317,7 +317,9 @@ async fn retrying_a_failed_run_runs_its_failed_tasks_again_and_nothing_else() {
     let cancelled = started(&engine, &flow).await;
     cancelled.control().cancel();
     let id = cancelled.join().await.unwrap().run.id;
-    let refused = engine.retry(&flow, id, RunOptions::default()).await;
+    let refused = engine
+        .retry(&flow, id, &Clear::Failed, RunOptions::default())
+        .await;
     let message = refused.err().unwrap().to_string();
     assert!(message.contains("only a failed run"), "{message}");
 }

@@ -16,6 +16,7 @@ mod mutations;
 mod observability;
 mod readme;
 mod resume;
+mod retry;
 mod sandbox_limits;
 mod scheduling;
 mod serve;

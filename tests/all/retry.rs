@@ -1,0 +1,114 @@
+//! `sandflow retry`: a failed run's failed tasks, or the tasks named, run again with what
+//! is downstream of them; a run whose bundle was rebuilt or removed still goes on, from the
+//! copy kept when it ran.
+
+use crate::{Scratch, plugin, task};
+use serde_json::Value;
+
+fn attempts(scratch: &Scratch, run: &str) -> Value {
+    let shown = scratch.sandflow(&["runs", "show", run, "--json"]);
+    let report: Value = serde_json::from_str(&shown.stdout).unwrap();
+    let tasks = report["tasks"].as_array().unwrap();
+    tasks
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_owned(),
+                t["attempts"].clone(),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+#[test]
+fn failed_tasks_or_the_tasks_named_run_again_with_their_downstream() {
+    let scratch = Scratch::default();
+    let (code, report) = scratch.run_json(&plugin("scheduling"), &[]);
+    assert_eq!((code, report["state"].as_str()), (1, Some("failed")));
+    let before = attempts(&scratch, "1");
+
+    // The failed tasks again, each with its retries anew; what succeeded stays.
+    let retried = scratch.sandflow(&["retry", "1", "--json"]);
+    assert_eq!(retried.code, 1, "the same failures again: {retried:?}");
+    let again = attempts(&scratch, "1");
+    assert_eq!(again["doomed"], 4, "{again}");
+    assert_eq!(again["fatal_once"], 2, "{again}");
+    for done in ["long", "short", "after_short", "flaky"] {
+        assert_eq!(
+            again[done], before[done],
+            "{done} succeeded and never ran again"
+        );
+    }
+
+    // A task that succeeded, named, runs again with its downstream task only.
+    let named = scratch.sandflow(&["retry", "1", "--task", "short"]);
+    assert_eq!(named.code, 1, "doomed still failed: {named:?}");
+    let after = attempts(&scratch, "1");
+    assert_eq!(
+        (&after["short"], &after["after_short"]),
+        (&2.into(), &2.into()),
+        "{after}"
+    );
+    assert_eq!(
+        (&after["long"], &after["doomed"]),
+        (&1.into(), &4.into()),
+        "{after}"
+    );
+    let (_, report) = {
+        let shown = scratch.sandflow(&["runs", "show", "1", "--json"]);
+        (0, serde_json::from_str::<Value>(&shown.stdout).unwrap())
+    };
+    assert_eq!(task(&report, "after_short")["state"], "success");
+
+    scratch
+        .sandflow(&["retry", "1", "--task", "nope"])
+        .assert_bad_input("run 1 has no task `nope`");
+    scratch
+        .sandflow(&["retry", "9"])
+        .assert_bad_input("run 9 does not exist");
+    let (code, _) = scratch.run_json(&plugin("hello"), &[]);
+    assert_eq!(code, 0);
+    scratch
+        .sandflow(&["retry", "2"])
+        .assert_bad_input("only a failed run's failed tasks can be retried");
+}
+
+#[test]
+fn a_rebuilt_or_removed_bundle_does_not_strand_its_run() {
+    let scratch = Scratch::default();
+    let bundle = scratch.path().join("hello.wasm");
+    std::fs::copy(plugin("hello"), &bundle).unwrap();
+    let ran = scratch.sandflow(&["run", bundle.to_str().unwrap()]);
+    assert_eq!(ran.code, 0, "{ran:?}");
+
+    // Rebuilt at the same path into something else, then gone.
+    std::fs::copy(plugin("echo"), &bundle).unwrap();
+    let retried = scratch.sandflow(&["retry", "1", "--task", "greet"]);
+    assert_eq!(retried.code, 0, "{retried:?}");
+    assert!(
+        retried.stderr.contains("using the copy kept at"),
+        "{retried:?}"
+    );
+    std::fs::remove_file(&bundle).unwrap();
+    let retried = scratch.sandflow(&["retry", "1", "--task", "greet", "--json"]);
+    assert_eq!(retried.code, 0, "{retried:?}");
+    let report: Value = serde_json::from_str(&retried.stdout).unwrap();
+    assert_eq!(task(&report, "greet")["attempts"], 3);
+
+    // A bundle named on the command line is taken as it is: it must be the one.
+    let other = plugin("echo");
+    scratch
+        .sandflow(&[
+            "retry",
+            "1",
+            "--task",
+            "greet",
+            "--bundle",
+            other.to_str().unwrap(),
+        ])
+        .assert_bad_input("started with a bundle whose SHA-256 is");
+    // Without the cache there is no kept copy either.
+    let bare = scratch.sandflow(&["--no-cache", "retry", "1", "--task", "greet"]);
+    bare.assert_bad_input("cannot read bundle");
+}
