@@ -17,6 +17,7 @@ pub enum AlertCommand {
     },
     /// Post the tenant's alerts to URL
     Webhook {
+        /// An http or https URL that takes a POST of each alert's JSON
         url: String,
         /// The tenant's secret that signs each alert (X-Sandflow-Signature)
         #[arg(long, value_name = "NAME")]

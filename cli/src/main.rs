@@ -4,6 +4,7 @@
 //! `BundleLimits`, `RunOptions`) before anything is loaded or written.
 
 mod alerts;
+mod door;
 mod inspect;
 mod kept;
 mod logging;
@@ -101,7 +102,9 @@ enum Command {
     Retry(RetryArgs),
     /// Describe a bundle's workflow without running it
     Inspect {
+        /// The bundle (`.wasm` component) to describe
         bundle: PathBuf,
+        /// How to print the workflow
         #[arg(long, value_enum, default_value_t = inspect::Format::Text)]
         format: inspect::Format,
         #[command(flatten)]
@@ -109,6 +112,7 @@ enum Command {
     },
     /// Check that a bundle loads and its workflow is a valid DAG
     Validate {
+        /// The bundle (`.wasm` component) to check
         bundle: PathBuf,
         #[command(flatten)]
         limits: LimitArgs,
@@ -122,7 +126,12 @@ enum Command {
         command: Option<RunsCommand>,
     },
     /// Write a task's output bytes to stdout
-    Output { run: u64, task: String },
+    Output {
+        /// The run (see `sandflow runs`)
+        run: u64,
+        /// The task whose output to write
+        task: String,
+    },
     /// Print what a run's tasks logged, stdout and stderr included: every attempt, in the
     /// order the attempts started
     Logs(logs::LogsArgs),
@@ -159,6 +168,7 @@ enum Command {
 
 #[derive(Args)]
 struct RunArgs {
+    /// The bundle (`.wasm` component) whose workflow to run
     bundle: PathBuf,
     /// Run parameters, a JSON document the tasks read
     #[arg(long, default_value = "{}", value_name = "JSON")]
@@ -324,6 +334,10 @@ fn attempt_timeout(text: &str) -> Result<Duration, String> {
     Ok(timeout)
 }
 
+/// The exit code of a command that found the database held by another process it could
+/// not reach: sysexits' EX_TEMPFAIL, "try again later", apart from bad input.
+const LOCKED: u8 = 75;
+
 /// An error that ends the command: its message, and whether it is the user's input (exit
 /// code 2) or the run failing (exit code 1).
 struct Failed {
@@ -411,7 +425,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
     // The default database not existing yet means nothing ran; a named one not existing
     // is most likely a typo, which an empty listing would hide. Neither is made to be
     // written to when only history is changed.
-    let existing = |write: bool| -> Result<RedbStore, Failed> {
+    let existing = async |write: bool| -> Result<RedbStore, Failed> {
         let path = db_path()?;
         if (cli.db.is_some() || write) && !path.exists() {
             return Err(Failed::input(format!(
@@ -420,13 +434,17 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
                 path.display()
             )));
         }
-        match write {
-            true => RedbStore::open(&path),
-            false => RedbStore::open_read_only(&path),
-        }
-        .map_err(Failed::input)
+        door::open_store(&path, write).await
     };
-    let read_only = || existing(false);
+    let read_only = async || existing(false).await;
+    // A database another process holds is reached through its door (see `door`).
+    if through_door(&cli.command)
+        && let Some(remote) = db_path().ok().and_then(|db| door::knock(&db))
+    {
+        return tokio::task::spawn_blocking(move || remotely(&remote, cli.command))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+    }
     match cli.command {
         Command::Run(args) => {
             let mut interrupts = Interrupts::watch()?;
@@ -451,16 +469,18 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
                 kept::keep(cache, &args.bundle, flow.bundle().hash());
             }
             // Opened once the bundle is known good: a refused bundle leaves no database.
-            let store = Arc::new(RedbStore::open(&db_path()?).map_err(Failed::input)?);
+            let db = db_path()?;
+            let store = Arc::new(door::open_store(&db, true).await?);
             let engine = Engine::from_sandbox(sandbox, store);
             let invocation = Invocation::Start(NewRun {
                 params,
                 grants,
-                limits,
+                limits: limits.clone(),
                 ..NewRun::default()
             });
             drive_run(
                 &engine,
+                (&db, &limits),
                 &flow,
                 invocation,
                 options,
@@ -471,7 +491,8 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
         }
         Command::Resume(args) => {
             let invocation = Invocation::Resume(args.run);
-            let store = Arc::new(RedbStore::open(&db_path()?).map_err(Failed::input)?);
+            let db = db_path()?;
+            let store = Arc::new(door::open_store(&db, true).await?);
             let record = store.run(args.run).await.map_err(Failed::input)?;
             if record.state.is_final() {
                 return Err(Failed::input(RunError::Final {
@@ -481,7 +502,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             }
             let bundle = args.bundle.as_deref();
             reopen(
-                store,
+                (&db, store),
                 &record,
                 bundle,
                 invocation,
@@ -496,11 +517,12 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
                 false => Clear::Tasks(args.tasks),
             };
             let invocation = Invocation::Retry(args.run, which);
-            let store = Arc::new(RedbStore::open(&db_path()?).map_err(Failed::input)?);
+            let db = db_path()?;
+            let store = Arc::new(door::open_store(&db, true).await?);
             let record = store.run(args.run).await.map_err(Failed::input)?;
             let bundle = args.bundle.as_deref();
             reopen(
-                store,
+                (&db, store),
                 &record,
                 bundle,
                 invocation,
@@ -537,12 +559,12 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             Ok(0)
         }
         Command::Runs { list, command } => match command {
-            None => report::list_runs(&read_only()?, &list).await,
+            None => report::list_runs(&read_only().await?, &list).await,
             Some(RunsCommand::Show { run, json, logs }) => {
-                report::show_run(&read_only()?, run, json, logs).await
+                report::show_run(&read_only().await?, run, json, logs).await
             }
-            Some(RunsCommand::Delete { runs }) => runs::delete(&existing(true)?, runs).await,
-            Some(RunsCommand::Prune(args)) => runs::prune(&existing(true)?, &args).await,
+            Some(RunsCommand::Delete { runs }) => runs::delete(&existing(true).await?, runs).await,
+            Some(RunsCommand::Prune(args)) => runs::prune(&existing(true).await?, &args).await,
         },
         Command::Serve(args) => {
             let interrupts = Interrupts::watch()?;
@@ -557,10 +579,22 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             ))
         }
         Command::Output { run, task } => {
-            let store = read_only()?;
+            let store = read_only().await?;
             write_output(&report::output(&store, run, &task).await?)
         }
-        Command::Logs(args) => logs::local(&read_only()?, &args).await,
+        Command::Logs(args) => logs::local(&read_only().await?, &args).await,
+    }
+}
+
+/// Whether `command` can be done by the process holding the database, through its door:
+/// what the API of `sandflow serve` does for a tenant. A run with grants cannot: grants are
+/// the host's, and a door's runs get none.
+fn through_door(command: &Command) -> bool {
+    match command {
+        Command::Run(args) => args.dirs.is_empty() && args.env.is_empty(),
+        Command::Retry(args) => args.tasks.is_empty(),
+        Command::Runs { .. } | Command::Output { .. } | Command::Logs(_) => true,
+        _ => false,
     }
 }
 
@@ -632,7 +666,7 @@ fn cores() -> usize {
 /// Takes up run `record` again (a resume or a retry): its bundle from `bundle`, else from
 /// where it started, else the copy kept when it ran; under the run's own limits.
 async fn reopen(
-    store: Arc<RedbStore>,
+    (db, store): (&Path, Arc<RedbStore>),
     record: &sandflow::RunRecord,
     bundle: Option<&Path>,
     invocation: Invocation,
@@ -665,27 +699,35 @@ async fn reopen(
         flow = interrupts.unless(loading).await;
     }
     let engine = Engine::from_sandbox(sandbox, store);
-    drive_run(&engine, &flow?, invocation, options, drive.json, interrupts).await
+    let held = (db, &record.limits);
+    let json = drive.json;
+    drive_run(&engine, held, &flow?, invocation, options, json, interrupts).await
 }
 
 /// Starts or resumes a run, stopping it on Ctrl-C or SIGTERM, and turns how it ended into
 /// the exit code: 0 succeeded, 1 failed or stopped by a limit, 130 interrupted (as shells
 /// report Ctrl-C).
+/// Meanwhile, other processes reach the database through this one's door; the command
+/// ends once the runs they started here have ended too.
 async fn drive_run(
     engine: &Engine,
+    held: (&Path, &RunLimits),
     flow: &Flow,
     invocation: Invocation,
     options: RunOptions,
     json: bool,
     mut interrupts: Interrupts,
 ) -> Result<u8, Failed> {
+    let door = door::open(held.0, engine, held.1).await;
     let interrupted = async move { interrupts.next().await };
-    let report = report::run(engine, flow, invocation, options, json, interrupted)
-        .await
-        .map_err(|e| Failed {
-            code: if e.is_bad_input() { 2 } else { 1 },
-            message: e.to_string(),
-        })?;
+    let report = report::run(engine, flow, invocation, options, json, interrupted).await;
+    if let Some(door) = door {
+        door.close(Interrupts::watch()?).await;
+    }
+    let report = report.map_err(|e| Failed {
+        code: if e.is_bad_input() { 2 } else { 1 },
+        message: e.to_string(),
+    })?;
     let (id, state) = (report.run.id, report.run.state);
     if !state.is_final() {
         eprintln!("run {id} {state}: continue it with `sandflow resume {id}`");
@@ -807,5 +849,34 @@ fn raise_open_file_limit() {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `--help` is the manual a user reaches first: every command, argument and option
+    /// says what it is.
+    #[test]
+    fn every_command_argument_and_option_has_a_help_line() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && !arg.is_hide_set() && arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                if sub.get_name() != "help" && sub.get_about().is_none() {
+                    missing.push(path.clone());
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "sandflow", &mut missing);
+        assert!(missing.is_empty(), "no help line: {missing:#?}");
     }
 }

@@ -14,6 +14,7 @@ pub enum PolicyCommand {
     List,
     /// Set a workflow's policy; what is not given takes its default
     Set {
+        /// The workflow the policy is for (by its name)
         workflow: String,
         /// The most runs of the workflow in flight at once [default: no limit]
         #[arg(long, value_name = "N")]
@@ -26,7 +27,10 @@ pub enum PolicyCommand {
         sla: Option<Duration>,
     },
     /// Remove a workflow's policy
-    Remove { workflow: String },
+    Remove {
+        /// The workflow whose policy to remove
+        workflow: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -15,6 +15,7 @@ pub enum ScheduleCommand {
     /// Set a workflow's schedule, creating it if needed; what is not given takes its
     /// default
     Set {
+        /// The workflow to schedule (by its name)
         workflow: String,
         /// A cron expression overriding the bundle's (five fields, or six with seconds
         /// first) [default: the bundle's]
@@ -43,17 +44,28 @@ pub enum ScheduleCommand {
         bundle: Option<String>,
     },
     /// Stop a schedule firing; the ticks it misses are skipped
-    Pause { workflow: String },
+    Pause {
+        /// The workflow whose schedule to pause
+        workflow: String,
+    },
     /// Let a paused schedule fire again from its next tick
-    Unpause { workflow: String },
+    Unpause {
+        /// The workflow whose schedule to let fire
+        workflow: String,
+    },
     /// Remove a schedule
-    Remove { workflow: String },
+    Remove {
+        /// The workflow whose schedule to remove
+        workflow: String,
+    },
     /// Start a run for every tick from FROM to TO (both included, at most 1,000)
     Backfill {
+        /// The workflow whose past ticks to run
         workflow: String,
         /// An RFC 3339 time, such as 2026-11-01T00:00:00Z
         #[arg(long, value_name = "TIME")]
         from: String,
+        /// The last tick's time, as --from
         #[arg(long, value_name = "TIME")]
         to: String,
     },

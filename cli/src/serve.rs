@@ -2,7 +2,7 @@
 
 use crate::{Failed, Interrupts};
 use clap::Args;
-use sandflow::{Engine, EngineConfig, RedbStore, RunLimits};
+use sandflow::{Engine, EngineConfig, RunLimits};
 use sandflow_server::clock::{Clock, FileClock, SystemClock};
 use sandflow_server::{Service, ServiceConfig};
 use std::net::SocketAddr;
@@ -65,7 +65,7 @@ pub async fn serve(
         }),
         ..EngineConfig::default()
     };
-    let store = Arc::new(RedbStore::open(db).map_err(Failed::input)?);
+    let store = Arc::new(crate::door::open_store(db, true).await?);
     let engine = Engine::new(config, store).map_err(Failed::input)?;
     let engine = match cache {
         Some(dir) => engine.with_cache(dir.to_owned()),
@@ -91,7 +91,10 @@ pub async fn serve(
         clock,
         public_url,
         private_webhooks: args.private_webhooks,
+        local: None,
     };
+    // The command line on this machine reaches the database through the door meanwhile.
+    let _door = crate::door::open(db, &engine, &RunLimits::default()).await;
     let service = Service::new(engine, config);
     let resumed = service.resume_in_flight().await.map_err(|e| Failed {
         message: format!("cannot take up the runs left in flight: {e}"),

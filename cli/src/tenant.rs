@@ -3,7 +3,6 @@
 
 use crate::Failed;
 use clap::{Args, Subcommand};
-use sandflow::RedbStore;
 use sandflow_server::admin::{self, AdminError, QuotaChange, TenantView};
 use std::path::Path;
 use std::time::Duration;
@@ -12,6 +11,7 @@ use std::time::Duration;
 pub enum TenantCommand {
     /// Add a tenant and print its API token, which is shown this once
     Add {
+        /// The new tenant's name, unique on the host
         name: String,
         #[command(flatten)]
         quotas: QuotaArgs,
@@ -19,11 +19,18 @@ pub enum TenantCommand {
     /// List tenants and their quotas
     List,
     /// Remove a tenant's access; its runs and bundles stay
-    Remove { name: String },
+    Remove {
+        /// The tenant to remove
+        name: String,
+    },
     /// Give a tenant a new API token (printed once); the old one stops working
-    RotateToken { name: String },
+    RotateToken {
+        /// The tenant whose token to replace
+        name: String,
+    },
     /// Change a tenant's quotas; what is not given stays
     SetQuota {
+        /// The tenant whose quotas to change
         name: String,
         #[command(flatten)]
         quotas: QuotaArgs,
@@ -77,7 +84,7 @@ impl QuotaArgs {
 
 /// Manages tenants on the database at `db` (while no server holds it).
 pub async fn tenant(command: TenantCommand, db: &Path) -> Result<u8, Failed> {
-    let store = RedbStore::open(db).map_err(Failed::input)?;
+    let store = crate::door::open_store(db, true).await?;
     let failed = |e: AdminError| Failed {
         code: if matches!(e, AdminError::Random(_)) {
             1

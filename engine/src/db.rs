@@ -66,7 +66,9 @@ const CACHE_BYTES: usize = 64 << 20;
 pub enum DbError {
     /// Another process holds the database open for writing.
     #[error(
-        "the database {} is in use by another sandflow process; wait for it, or pass another --db",
+        "the database {} is in use by another sandflow process, which could not take this \
+         command (a run with --dir or --env, or a process about to end); try again once it \
+         ends, or pass another --db",
         path.display()
     )]
     Locked {

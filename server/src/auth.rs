@@ -34,8 +34,6 @@ impl FromRequestParts<Arc<Service>> for Caller {
             .and_then(|h| h.strip_prefix("Bearer "))
             .ok_or_else(|| unauthorized("the Authorization header must be `Bearer TOKEN`"))?;
         let tenant = service
-            .engine()
-            .store()
             .tenant_by_token(&token_hash(token.trim()))
             .await?
             .ok_or_else(|| {

@@ -41,6 +41,10 @@ pub struct ServiceConfig {
     /// Whether tenants' webhooks may be at private addresses (loopback, the host's
     /// networks, cloud metadata): off, a tenant cannot make the host post into them.
     pub private_webhooks: bool,
+    /// A tenant that is not in the store, whose token hash is its `token_hash`: the
+    /// command line's own runs (tenant `""`), answered to other `sandflow` processes of
+    /// the database's user while this process holds the database.
+    pub local: Option<Tenant>,
 }
 
 impl Default for ServiceConfig {
@@ -51,6 +55,7 @@ impl Default for ServiceConfig {
             clock: Arc::new(SystemClock),
             public_url: "http://127.0.0.1:8080".into(),
             private_webhooks: false,
+            local: None,
         }
     }
 }
@@ -219,7 +224,13 @@ impl Service {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn idle(&self) {
+    /// How many runs are in flight here.
+    pub fn in_flight(&self) -> usize {
+        self.live_runs().len()
+    }
+
+    /// Completes once no run is in flight here.
+    pub async fn idle(&self) {
         loop {
             let notified = self.idle.notified();
             let mut notified = std::pin::pin!(notified);
@@ -563,6 +574,17 @@ impl Service {
         self.engine.store().delete_runs(vec![id]).await?;
         self.forget_storage_budget(&tenant.name).await;
         Ok(())
+    }
+
+    /// The tenant whose token hashes to `token_hash`: the local one (see
+    /// [`ServiceConfig::local`]), else the store's.
+    pub async fn tenant_by_token(&self, token_hash: &str) -> Result<Option<Tenant>, StoreError> {
+        if let Some(local) = &self.config.local
+            && local.token_hash == token_hash
+        {
+            return Ok(Some(local.clone()));
+        }
+        self.engine.store().tenant_by_token(token_hash).await
     }
 
     /// Run `id`, if it is the tenant's: another tenant's run does not exist for it.

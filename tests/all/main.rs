@@ -9,6 +9,7 @@ mod cli;
 mod deterministic;
 mod engine;
 mod etl;
+mod held;
 mod history;
 mod logs;
 mod loopback;
