@@ -100,10 +100,16 @@ enum Command {
     /// Run a run's failed tasks again, or (--task) the tasks named, each with every task
     /// downstream of it; the other tasks keep their outputs (Airflow's "clear")
     Retry(RetryArgs),
-    /// Describe a bundle's workflow without running it
+    /// Describe a bundle's workflow without running it, or (--run) a run's, with the
+    /// state of each task
     Inspect {
         /// The bundle (`.wasm` component) to describe
-        bundle: PathBuf,
+        #[arg(required_unless_present = "run", conflicts_with = "run")]
+        bundle: Option<PathBuf>,
+        /// The run whose workflow to show, each task in its state (coloured with --format
+        /// dot or mermaid)
+        #[arg(long, value_name = "RUN")]
+        run: Option<u64>,
         /// How to print the workflow
         #[arg(long, value_enum, default_value_t = inspect::Format::Text)]
         format: inspect::Format,
@@ -532,19 +538,36 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             .await
         }
         Command::Inspect {
-            bundle,
+            bundle: Some(bundle),
             format,
             limits,
+            ..
         } => {
             let sandbox = sandbox(&limits.run_limits(), 1)?;
             let bundle_limits = limits.bundle_limits();
             let flow = load(&sandbox, &bundle, &bundle_limits, cache.as_deref()).await?;
-            print!(
-                "{}",
-                inspect::render(flow.bundle().workflow(), flow.dag(), format)
-            );
+            let workflow = flow.bundle().workflow();
+            print!("{}", inspect::render(workflow, flow.dag(), format, None));
             Ok(0)
         }
+        Command::Inspect {
+            run: Some(run),
+            format,
+            ..
+        } => {
+            let store = read_only().await?;
+            let record = store.run(run).await.map_err(Failed::input)?;
+            let dag = sandflow::Dag::build(&record.workflow).map_err(|e| Failed {
+                message: format!("run {run}'s workflow is not a valid DAG: {e}"),
+                code: 1,
+            })?;
+            let tasks = store.tasks(run).await.map_err(Failed::input)?;
+            let states = tasks.into_iter().map(|(t, r)| (t, r.state)).collect();
+            let shown = inspect::render(&record.workflow, &dag, format, Some(&states));
+            print!("{shown}");
+            Ok(0)
+        }
+        Command::Inspect { .. } => unreachable!("clap requires a bundle or --run"),
         Command::Validate { bundle, limits } => {
             let sandbox = sandbox(&limits.run_limits(), 1)?;
             let bundle_limits = limits.bundle_limits();

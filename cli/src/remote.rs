@@ -33,6 +33,8 @@ struct Run {
     started_ms: u64,
     finished_ms: Option<u64>,
     #[serde(default)]
+    running_ms: u64,
+    #[serde(default)]
     tasks: Vec<Task>,
     /// In the order they started.
     #[serde(default)]
@@ -63,6 +65,7 @@ impl Run {
             state: self.state,
             started_ms: self.started_ms,
             finished_ms: self.finished_ms,
+            running_ms: self.running_ms,
             // A server takes up the runs its process left in flight when it starts.
             stale: false,
         }

@@ -103,6 +103,9 @@ pub struct Head<'a> {
     pub state: RunState,
     pub started_ms: u64,
     pub finished_ms: Option<u64>,
+    /// How long it ran, the time it lay stopped between invocations left out; 0 when
+    /// not known (runs of sandflow before 0.2), then its end less its start.
+    pub running_ms: u64,
     /// It says `running`, but no process runs it: the one that did died.
     pub stale: bool,
 }
@@ -116,6 +119,7 @@ impl<'a> Head<'a> {
             state: run.state,
             started_ms: run.started_ms,
             finished_ms: run.finished_ms,
+            running_ms: run.running_ms,
             stale: false,
         }
     }
@@ -127,6 +131,15 @@ impl<'a> Head<'a> {
             stale: run.state == RunState::Running,
             ..Self::live(run)
         }
+    }
+
+    /// How long it ran, once it stopped.
+    fn took(&self) -> Option<String> {
+        let end = self.finished_ms?;
+        Some(duration_ms(match self.running_ms {
+            0 => end.saturating_sub(self.started_ms),
+            ran => ran,
+        }))
     }
 
     fn state(&self) -> String {
@@ -153,6 +166,7 @@ pub async fn list_runs(store: &dyn Store, args: &ListArgs) -> Result<u8, Failed>
                     "trigger": run.trigger,
                     "started_ms": run.started_ms,
                     "finished_ms": run.finished_ms,
+                    "running_ms": run.running_ms,
                     "bundle_hash": run.bundle_hash,
                 })
             })
@@ -179,10 +193,7 @@ pub fn print_runs<'a>(runs: impl IntoIterator<Item = Head<'a>>, filtered: bool) 
         "RUN", "WORKFLOW", "STATE", "STARTED", "DURATION"
     );
     for run in runs {
-        let duration = run
-            .finished_ms
-            .map(|f| duration_ms(f.saturating_sub(run.started_ms)))
-            .unwrap_or_default();
+        let duration = run.took().unwrap_or_default();
         println!(
             "{:>6}  {:<20} {:<16} {:<20} {:>10}",
             run.id,
@@ -394,8 +405,8 @@ pub fn print_table(run: &Head<'_>, tasks: &[(String, Option<TaskRecord>)]) {
     }
     let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
     let took = run
-        .finished_ms
-        .map(|f| format!(" in {}", duration_ms(f.saturating_sub(run.started_ms))))
+        .took()
+        .map(|took| format!(" in {took}"))
         .unwrap_or_default();
     println!(
         "run {} {}{took}: {}",
@@ -425,6 +436,7 @@ fn to_json(run: &RunRecord, tasks: &[(String, Option<TaskRecord>)]) -> serde_jso
         "state": run.state,
         "started_ms": run.started_ms,
         "finished_ms": run.finished_ms,
+        "running_ms": run.running_ms,
         "tasks": tasks,
     })
 }

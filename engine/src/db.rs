@@ -20,7 +20,7 @@ pub use group_commit::RedbStore;
 
 use crate::grants::Grants;
 use crate::sandbox::RunLimits;
-use crate::state::{Failure, RunState, TaskState, Trigger};
+use crate::state::{Failure, RunState, RunningTime, TaskState, Trigger};
 use crate::store::{Attempt, AttemptLog, Completion, RunFilter, StoreError};
 use crate::workflow::WorkflowDef;
 use redb::{
@@ -172,6 +172,11 @@ pub struct RunRecord {
     pub started_ms: u64,
     /// When it last stopped or ended; `None` while it runs.
     pub finished_ms: Option<u64>,
+    /// How long it ran, in milliseconds, over the invocations that stopped: from its start
+    /// to its end less the time it lay stopped between a stop and its resume. 0 for a run
+    /// stored by sandflow before 0.2, whose time is its end less its start.
+    #[serde(default)]
+    pub running_ms: u64,
 }
 
 impl RunRecord {
@@ -240,6 +245,30 @@ impl Drop for Db {
 struct RunStatus {
     state: RunState,
     finished_ms: Option<u64>,
+    /// Absent in a status stored by sandflow before 0.2.
+    #[serde(default)]
+    running: Option<RunningTime>,
+}
+
+/// Run `id`'s status as stored, or, for a run stored by sandflow before 0.2 whose state
+/// never changed, the one it was created with; `None` if there is no such run.
+fn status_of(
+    runs: &redb::Table<u64, &[u8]>,
+    states: &redb::Table<u64, &[u8]>,
+    id: u64,
+) -> Result<Option<RunStatus>, DbError> {
+    if let Some(bytes) = storage!(states.get(id)) {
+        return Ok(Some(serde_json::from_slice(bytes.value())?));
+    }
+    let Some(bytes) = storage!(runs.get(id)) else {
+        return Ok(None);
+    };
+    let record: RunRecord = serde_json::from_slice(bytes.value())?;
+    Ok(Some(RunStatus {
+        state: record.state,
+        finished_ms: record.finished_ms,
+        running: Some(RunningTime::started(record.started_ms)),
+    }))
 }
 
 /// `record` with its latest state, if that changed since it was created.
@@ -254,6 +283,7 @@ fn with_status(
         let status: RunStatus = serde_json::from_slice(bytes.value())?;
         record.state = status.state;
         record.finished_ms = status.finished_ms;
+        record.running_ms = status.running.map_or(0, |r| r.ran_ms);
     }
     Ok(record)
 }
@@ -264,7 +294,7 @@ pub(crate) enum Write {
     SetRunState {
         id: u64,
         state: RunState,
-        finished_ms: Option<u64>,
+        at_ms: u64,
     },
     Complete {
         run: u64,
@@ -490,19 +520,29 @@ impl Db {
                             storage!(run_tenants.insert(id, record.tenant.as_str()));
                             record.id = id;
                             storage!(runs.insert(id, serde_json::to_vec(&record)?.as_slice()));
+                            // Its status from the start, so that changing it never needs
+                            // the record (with its whole workflow) read back.
+                            let status = RunStatus {
+                                state: record.state,
+                                finished_ms: record.finished_ms,
+                                running: Some(RunningTime::started(record.started_ms)),
+                            };
+                            storage!(states.insert(id, serde_json::to_vec(&status)?.as_slice()));
                             Ok(Written::Run(record))
                         }
-                        Write::SetRunState {
-                            id,
-                            state,
-                            finished_ms,
-                        } => {
-                            if storage!(runs.get(id)).is_none() {
-                                Err(DbError::NoSuchRun(id))
-                            } else {
-                                let status = serde_json::to_vec(&RunStatus { state, finished_ms })?;
-                                storage!(states.insert(id, status.as_slice()));
-                                Ok(Written::Done)
+                        Write::SetRunState { id, state, at_ms } => {
+                            match status_of(&runs, &states, id)? {
+                                None => Err(DbError::NoSuchRun(id)),
+                                Some(status) => {
+                                    let status = RunStatus {
+                                        state,
+                                        finished_ms: (state != RunState::Running).then_some(at_ms),
+                                        running: status.running.map(|r| r.moved(state, at_ms)),
+                                    };
+                                    let status = serde_json::to_vec(&status)?;
+                                    storage!(states.insert(id, status.as_slice()));
+                                    Ok(Written::Done)
+                                }
                             }
                         }
                         Write::Complete {
@@ -548,9 +588,7 @@ impl Db {
                             run,
                             tasks: cleared,
                         } => {
-                            if storage!(runs.get(run)).is_none() {
-                                Err(DbError::NoSuchRun(run))
-                            } else {
+                            if let Some(status) = status_of(&runs, &states, run)? {
                                 let mut marks = storage!(tx.open_table(CLEARED));
                                 for (task, attempt) in &cleared {
                                     let key = (run, task.as_str());
@@ -561,10 +599,13 @@ impl Db {
                                 let status = RunStatus {
                                     state: RunState::Running,
                                     finished_ms: None,
+                                    running: status.running,
                                 };
                                 let status = serde_json::to_vec(&status)?;
                                 storage!(states.insert(run, status.as_slice()));
                                 Ok(Written::Done)
+                            } else {
+                                Err(DbError::NoSuchRun(run))
                             }
                         }
                         Write::DeleteRuns(ids) => {

@@ -412,6 +412,7 @@ impl Runner {
             trigger,
             started_ms: now_ms(),
             finished_ms: None,
+            running_ms: 0,
         };
         Ok((self.store.create_run(run).await?, capabilities))
     }
@@ -433,10 +434,22 @@ impl Runner {
         }
         self.fits(&run)?;
         let capabilities = policy.resolve(&run.tenant, &run.grants).await?;
-        let prior = Prior::load(&*self.store, id).await?;
+        let mut prior = Prior::load(&*self.store, id).await?;
+        if run.state == RunState::Running {
+            // Its last invocation died without recording its end: it ran at least until
+            // the last attempt it finished.
+            let died_ms = prior.attempts.values().flatten();
+            let died_ms = died_ms.map(|(_, a)| a.finished_ms).max().unwrap_or(0);
+            self.store
+                .set_run_state(id, RunState::Interrupted, died_ms)
+                .await?;
+            run = self.store.run(id).await?;
+        }
+        let invoked_ms = now_ms();
         self.store
-            .set_run_state(id, RunState::Running, None)
+            .set_run_state(id, RunState::Running, invoked_ms)
             .await?;
+        prior.invoked_ms = Some(invoked_ms);
         run.state = RunState::Running;
         run.finished_ms = None;
         Ok((run, capabilities, prior))
@@ -549,6 +562,8 @@ pub(crate) struct Prior {
     /// Tasks cleared for a retry, by their last attempt number then: failures up to it
     /// count against no retry.
     cleared: HashMap<String, u32>,
+    /// When this invocation was recorded running, if the run was reopened.
+    invoked_ms: Option<u64>,
 }
 
 impl Prior {
@@ -561,6 +576,7 @@ impl Prior {
             records: store.tasks(run).await?.into_iter().collect(),
             attempts,
             cleared: store.cleared(run).await?.into_iter().collect(),
+            invoked_ms: None,
         })
     }
 
@@ -695,6 +711,7 @@ impl<'a> LiveRun<'a> {
         mut stops: Stops,
         events: &Events,
     ) -> Result<RunReport, RunError> {
+        let invoked_ms = prior.invoked_ms.unwrap_or(self.run.started_ms);
         self.restore(prior);
         let deadline = options.timeout.and_then(|t| Instant::now().checked_add(t));
         // Set while draining: the state to end in once no attempt is in flight.
@@ -766,13 +783,13 @@ impl<'a> LiveRun<'a> {
         });
         let finished_ms = now_ms();
         let store = &self.runner.store;
-        store
-            .set_run_state(self.run.id, state, Some(finished_ms))
-            .await?;
+        store.set_run_state(self.run.id, state, finished_ms).await?;
         Ok(RunReport {
             run: RunRecord {
                 state,
                 finished_ms: Some(finished_ms),
+                // As the store counts it: this invocation's time added.
+                running_ms: self.run.running_ms + finished_ms.saturating_sub(invoked_ms),
                 ..self.run.clone()
             },
             tasks: self.records(),

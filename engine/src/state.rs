@@ -301,6 +301,39 @@ impl Failure {
     }
 }
 
+/// How long a run has run, over the invocations that ran it: a run stopped (killed,
+/// interrupted) and resumed later ran for its invocations' time, not for the time from
+/// its start to its end.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RunningTime {
+    /// The time of the invocations that stopped, in milliseconds.
+    pub ran_ms: u64,
+    /// When the invocation running now began; `None` while none runs.
+    pub since_ms: Option<u64>,
+}
+
+impl RunningTime {
+    /// A run created at `started_ms`, running.
+    pub fn started(started_ms: u64) -> Self {
+        Self {
+            ran_ms: 0,
+            since_ms: Some(started_ms),
+        }
+    }
+
+    /// The run moves to `state` at `at_ms`: running again from then, or stopped then. A
+    /// stop without a running invocation (a record written twice) adds nothing.
+    pub fn moved(mut self, state: RunState, at_ms: u64) -> Self {
+        if state == RunState::Running {
+            self.since_ms = Some(at_ms);
+        } else {
+            let since = self.since_ms.take().unwrap_or(at_ms);
+            self.ran_ms += at_ms.saturating_sub(since);
+        }
+        self
+    }
+}
+
 /// Now, in milliseconds since the Unix epoch: how every record tells time.
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -315,13 +315,10 @@ pub trait Store: Send + Sync + 'static {
     /// The run `tenant` started with idempotency key `key`.
     async fn run_by_key(&self, tenant: &str, key: &str) -> Result<Option<RunRecord>, StoreError>;
 
-    /// Moves run `id` to `state`: finished at `finished_ms`, or (`None`) running again.
-    async fn set_run_state(
-        &self,
-        id: u64,
-        state: RunState,
-        finished_ms: Option<u64>,
-    ) -> Result<(), StoreError>;
+    /// Moves run `id` to `state` at `at_ms` (milliseconds since the Unix epoch): running
+    /// again from then, or stopped or ended then. Its running time counts the time between
+    /// the two.
+    async fn set_run_state(&self, id: u64, state: RunState, at_ms: u64) -> Result<(), StoreError>;
 
     /// Writes finished attempts with their logs, and each completion's record and output,
     /// all at once: nobody sees one without the others.

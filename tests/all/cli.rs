@@ -25,12 +25,63 @@ fn inspect_prints_every_format() {
     let dot = scratch.sandflow(&["inspect", etl, "--format", "dot"]);
     assert!(dot.stdout.starts_with("digraph \"etl\""));
     assert!(dot.stdout.contains("\"parse\" -> \"daily_revenue\";"));
+    // What is not the default shows on the node: `report` may take three attempts.
+    assert!(
+        dot.stdout
+            .contains("\"report\" [label=\"report\\n(3 attempts)\"];"),
+        "{}",
+        dot.stdout
+    );
 
     let mermaid = scratch.sandflow(&["inspect", etl, "--format", "mermaid"]);
     assert!(mermaid.stdout.starts_with("flowchart LR"));
     assert!(mermaid.stdout.contains("t1 --> t2"), "{}", mermaid.stdout);
 
     assert!(!scratch.db().exists(), "inspect must not create a database");
+}
+
+#[test]
+fn inspect_shows_a_runs_task_states() {
+    let scratch = Scratch::default();
+    let (code, _) = scratch.run_json(&plugin("scheduling"), &[]);
+    assert_eq!(code, 1, "the workflow fails by design");
+
+    let text = scratch.sandflow(&["inspect", "--run", "1"]);
+    assert_eq!(text.code, 0, "{text:?}");
+    assert!(text.stdout.contains("STATE"), "{}", text.stdout);
+    let json = scratch.sandflow(&["inspect", "--run", "1", "--format", "json"]);
+    let workflow: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let states = workflow["states"].as_object().unwrap();
+    assert!(states.values().any(|s| s == "failed"), "{workflow}");
+    assert!(states.values().any(|s| s == "success"), "{workflow}");
+
+    // Filled by state; a task on another rule than all-success has dashed edges and
+    // says its rule.
+    let dot = scratch.sandflow(&["inspect", "--run", "1", "--format", "dot"]);
+    assert!(
+        dot.stdout.contains("fillcolor=\"#f46d6d\""),
+        "{}",
+        dot.stdout
+    );
+    assert!(
+        dot.stdout.contains("fillcolor=\"#a6d96a\""),
+        "{}",
+        dot.stdout
+    );
+    assert!(dot.stdout.contains("[style=dashed];"), "{}", dot.stdout);
+    assert!(dot.stdout.contains("(all-done, "), "{}", dot.stdout);
+    let mermaid = scratch.sandflow(&["inspect", "--run", "1", "--format", "mermaid"]);
+    assert!(
+        mermaid.stdout.contains("classDef failed fill:#f46d6d"),
+        "{}",
+        mermaid.stdout
+    );
+    assert!(mermaid.stdout.contains("-.->"), "{}", mermaid.stdout);
+
+    scratch
+        .sandflow(&["inspect", "--run", "9"])
+        .assert_bad_input("run 9 does not exist");
+    scratch.sandflow(&["inspect"]).assert_bad_input("<BUNDLE>");
 }
 
 #[test]

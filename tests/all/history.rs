@@ -250,3 +250,25 @@ fn a_server_deletes_a_tenants_runs_but_never_one_in_flight() {
     assert!(pruned.stderr.contains("deleted 1 runs"), "{pruned:?}");
     assert_eq!(api.get("/runs").json()["runs"], json!([]));
 }
+
+#[test]
+fn a_resumed_runs_time_leaves_out_the_time_it_lay_dead() {
+    let scratch = Scratch::default();
+    killed_run(&scratch);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let resumed = scratch.sandflow(&["resume", "1", "--json"]);
+    assert_eq!(resumed.code, 1, "scheduling fails by design: {resumed:?}");
+    let report: Value = serde_json::from_str(&resumed.stdout).unwrap();
+    let listed = scratch.sandflow(&["runs", "--json"]);
+    let run = &serde_json::from_str::<Vec<Value>>(&listed.stdout).unwrap()[0];
+    let ran = run["running_ms"].as_u64().unwrap();
+    let span = run["finished_ms"].as_u64().unwrap() - run["started_ms"].as_u64().unwrap();
+    assert!(
+        ran > 0 && ran + 2_000 <= span,
+        "ran {ran} ms of {span}: {run}"
+    );
+    assert_eq!(
+        report["running_ms"], run["running_ms"],
+        "the report says the same"
+    );
+}

@@ -161,17 +161,8 @@ impl Store for RedbStore {
         Ok(self.db.run_by_key(tenant, key)?)
     }
 
-    async fn set_run_state(
-        &self,
-        id: u64,
-        state: RunState,
-        finished_ms: Option<u64>,
-    ) -> Result<(), StoreError> {
-        let write = Write::SetRunState {
-            id,
-            state,
-            finished_ms,
-        };
+    async fn set_run_state(&self, id: u64, state: RunState, at_ms: u64) -> Result<(), StoreError> {
+        let write = Write::SetRunState { id, state, at_ms };
         self.submit(write).await.map(drop)
     }
 

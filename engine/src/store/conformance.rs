@@ -54,6 +54,7 @@ pub(crate) fn run_record(tenant: &str) -> RunRecord {
         trigger: Trigger::Manual,
         started_ms: 1,
         finished_ms: None,
+        running_ms: 0,
     }
 }
 
@@ -83,7 +84,7 @@ async fn runs_get_increasing_ids_and_keep_their_state(store: &impl Store) {
     assert_eq!((first.id, second.id), (1, 2));
     assert_eq!(store.run(1).await.unwrap(), first);
     store
-        .set_run_state(2, RunState::Succeeded, Some(9))
+        .set_run_state(2, RunState::Succeeded, 9)
         .await
         .unwrap();
     let ended = store.run(2).await.unwrap();
@@ -91,13 +92,26 @@ async fn runs_get_increasing_ids_and_keep_their_state(store: &impl Store) {
         (ended.state, ended.finished_ms),
         (RunState::Succeeded, Some(9))
     );
-    store
-        .set_run_state(2, RunState::Running, None)
-        .await
-        .unwrap();
-    assert_eq!(store.run(2).await.unwrap(), second, "running again");
+    store.set_run_state(2, RunState::Running, 20).await.unwrap();
+    let again = RunRecord {
+        running_ms: 8,
+        ..second.clone()
+    };
+    assert_eq!(
+        store.run(2).await.unwrap(),
+        again,
+        "running again, after 8 ms"
+    );
+    // Its second invocation runs from when it was set running again (20), not from its
+    // start: the 11 ms it lay stopped are not its running time. A stop written twice adds
+    // nothing.
+    for _ in 0..2 {
+        store.set_run_state(2, RunState::Failed, 520).await.unwrap();
+    }
+    let ended = store.run(2).await.unwrap();
+    assert_eq!((ended.running_ms, ended.finished_ms), (8 + 500, Some(520)));
     assert!(matches!(store.run(3).await, Err(StoreError::NoSuchRun(3))));
-    let missing = store.set_run_state(3, RunState::Failed, Some(1)).await;
+    let missing = store.set_run_state(3, RunState::Failed, 1).await;
     assert!(matches!(missing, Err(StoreError::NoSuchRun(3))));
 }
 
@@ -285,10 +299,7 @@ async fn filters_narrow_and_pages_follow_on(store: &impl Store) {
         }
         store.create_run(run).await.unwrap();
     }
-    store
-        .set_run_state(3, RunState::Failed, Some(301))
-        .await
-        .unwrap();
+    store.set_run_state(3, RunState::Failed, 301).await.unwrap();
     let ids = |filter: RunFilter| async move {
         let runs = store.runs(&filter).await.unwrap();
         runs.into_iter().map(|r| r.id).collect::<Vec<_>>()
@@ -342,7 +353,7 @@ async fn concurrent_writes_all_land<S: Store>(store: Arc<S>) {
                 .await
                 .unwrap();
             store
-                .set_run_state(run.id, RunState::Succeeded, Some(2))
+                .set_run_state(run.id, RunState::Succeeded, 2)
                 .await
                 .unwrap();
             run.id
@@ -518,7 +529,7 @@ async fn cleared_tasks_lose_their_ends_but_keep_their_attempts(store: &impl Stor
         .await
         .unwrap();
     store
-        .set_run_state(run.id, RunState::Failed, Some(3))
+        .set_run_state(run.id, RunState::Failed, 3)
         .await
         .unwrap();
 

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::db::{AttemptRecord, RunRecord, TaskRecord};
 use crate::journal::LogLine;
-use crate::state::RunState;
+use crate::state::{RunState, RunningTime};
 use crate::tenant::Tenant;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -24,6 +24,7 @@ struct State {
     runs: BTreeMap<u64, RunRecord>,
     /// The last run id given: ids are never reused, even once their runs are deleted.
     last_run: u64,
+    running: HashMap<u64, RunningTime>,
     /// Keyed by (run, task), as the other maps of a run's tasks.
     tasks: BTreeMap<(u64, String), TaskRecord>,
     outputs: BTreeMap<(u64, String), Vec<u8>>,
@@ -89,6 +90,9 @@ impl Store for MemoryStore {
         }
         state.last_run += 1;
         run.id = state.last_run;
+        state
+            .running
+            .insert(run.id, RunningTime::started(run.started_ms));
         if let Some(key) = key {
             state.keys.insert(key, run.id);
         }
@@ -110,12 +114,16 @@ impl Store for MemoryStore {
         &self,
         id: u64,
         run_state: RunState,
-        finished_ms: Option<u64>,
+        at_ms: u64,
     ) -> Result<(), StoreError> {
         let mut state = self.state();
+        let time = state.running.get(&id).copied().unwrap_or_default();
+        let time = time.moved(run_state, at_ms);
         let run = state.runs.get_mut(&id).ok_or(StoreError::NoSuchRun(id))?;
         run.state = run_state;
-        run.finished_ms = finished_ms;
+        run.finished_ms = (run_state != RunState::Running).then_some(at_ms);
+        run.running_ms = time.ran_ms;
+        state.running.insert(id, time);
         Ok(())
     }
 
@@ -198,6 +206,7 @@ impl Store for MemoryStore {
                 )
                 + removed(&mut state.logs, |k| k.0 == id, |_, lines| json_len(lines))
                 + removed(&mut state.cleared, |k| k.0 == id, |_, _| 0);
+            state.running.remove(&id);
             let stored = state.stored.entry(run.tenant).or_default();
             *stored = stored.saturating_sub(freed);
             deleted.push(id);

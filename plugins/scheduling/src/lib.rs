@@ -8,7 +8,10 @@
 //!   logs a warning and writes a line to stdout and one to stderr, which are kept with it.
 //! - `hungry` and `hungry_again` run out of fuel; only the second has a policy that retries
 //!   limit hits.
-use sandflow_sdk::{Context, Level, Retry, Task, TaskError, Workflow, export_workflow};
+//! - `cleanup` runs once `doomed` has ended, however it ended (`all-done`).
+use sandflow_sdk::{
+    Context, Level, Retry, Task, TaskError, TriggerRule, Workflow, export_workflow,
+};
 use std::time::Duration;
 
 fn workflow() -> Workflow {
@@ -24,6 +27,11 @@ fn workflow() -> Workflow {
         .task(Task::new("after_short", |_: &Context| Ok(())).after(["short"]))
         .task(Task::new("flaky", flaky).retry(retry(5)))
         .task(Task::new("doomed", doomed).retry(retry(2)))
+        .task(
+            Task::new("cleanup", |_: &Context| Ok(()))
+                .after(["doomed"])
+                .trigger(TriggerRule::AllDone),
+        )
         .task(Task::new("fatal_once", fatal_once).retry(retry(3)))
         // Runs out of fuel every time: once without a policy for limits, twice with one.
         .task(Task::new("hungry", long).fuel(1_000_000))

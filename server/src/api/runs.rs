@@ -48,6 +48,9 @@ pub struct RunView {
     logical_ms: u64,
     started_ms: u64,
     finished_ms: Option<u64>,
+    /// How long it ran, in milliseconds, the time it lay stopped between a stop and its
+    /// resume left out; 0 for a run stored before sandflow 0.2.
+    running_ms: u64,
 }
 
 impl From<&RunRecord> for RunView {
@@ -62,6 +65,7 @@ impl From<&RunRecord> for RunView {
             logical_ms: run.logical_ms(),
             started_ms: run.started_ms,
             finished_ms: run.finished_ms,
+            running_ms: run.running_ms,
         }
     }
 }
