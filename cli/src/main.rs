@@ -496,46 +496,18 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             .await
         }
         Command::Resume(args) => {
-            let invocation = Invocation::Resume(args.run);
-            let db = db_path()?;
-            let store = Arc::new(door::open_store(&db, true).await?);
-            let record = store.run(args.run).await.map_err(Failed::input)?;
-            if record.state.is_final() {
-                return Err(Failed::input(RunError::Final {
-                    run: record.id,
-                    state: record.state,
-                }));
-            }
-            let bundle = args.bundle.as_deref();
-            reopen(
-                (&db, store),
-                &record,
-                bundle,
-                invocation,
-                &args.drive,
-                cache.as_deref(),
-            )
-            .await
+            let invocation = (args.run, Invocation::Resume(args.run));
+            let (bundle, cache) = (args.bundle.as_deref(), cache.as_deref());
+            reopen(&db_path()?, invocation, bundle, &args.drive, cache).await
         }
         Command::Retry(args) => {
             let which = match args.tasks.is_empty() {
                 true => Clear::Failed,
                 false => Clear::Tasks(args.tasks),
             };
-            let invocation = Invocation::Retry(args.run, which);
-            let db = db_path()?;
-            let store = Arc::new(door::open_store(&db, true).await?);
-            let record = store.run(args.run).await.map_err(Failed::input)?;
-            let bundle = args.bundle.as_deref();
-            reopen(
-                (&db, store),
-                &record,
-                bundle,
-                invocation,
-                &args.drive,
-                cache.as_deref(),
-            )
-            .await
+            let invocation = (args.run, Invocation::Retry(args.run, which));
+            let (bundle, cache) = (args.bundle.as_deref(), cache.as_deref());
+            reopen(&db_path()?, invocation, bundle, &args.drive, cache).await
         }
         Command::Inspect {
             bundle: Some(bundle),
@@ -686,16 +658,24 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Takes up run `record` again (a resume or a retry): its bundle from `bundle`, else from
-/// where it started, else the copy kept when it ran; under the run's own limits.
+/// Takes up a run again (a resume or a retry): its bundle from `bundle`, else from where
+/// it started, else the copy kept when it ran; under the run's own limits.
 async fn reopen(
-    (db, store): (&Path, Arc<RedbStore>),
-    record: &sandflow::RunRecord,
+    db: &Path,
+    (id, invocation): (u64, Invocation),
     bundle: Option<&Path>,
-    invocation: Invocation,
     drive: &DriveArgs,
     cache: Option<&Path>,
 ) -> Result<u8, Failed> {
+    let store = Arc::new(door::open_store(db, true).await?);
+    let record = store.run(id).await.map_err(Failed::input)?;
+    // Refused before the bundle loads, which may take a while.
+    if matches!(invocation, Invocation::Resume(_)) && record.state.is_final() {
+        return Err(Failed::input(RunError::Final {
+            run: record.id,
+            state: record.state,
+        }));
+    }
     let mut interrupts = Interrupts::watch()?;
     let options = drive.options();
     let sandbox = sandbox(&record.limits, options.concurrency)?;

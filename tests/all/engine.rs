@@ -306,7 +306,8 @@ async fn retrying_a_failed_run_runs_its_failed_tasks_again_and_nothing_else() {
     assert_eq!(again.run.state, RunState::Failed, "the same failures again");
     for ((name, was), (_, now)) in before.iter().zip(attempts(&again)) {
         let record = &failed.tasks.iter().find(|(n, _)| n == name).unwrap().1;
-        if record.state == TaskState::Success {
+        // `cleanup` succeeded, but downstream of `doomed`: its rule decides again.
+        if record.state == TaskState::Success && name != "cleanup" {
             assert_eq!(now, *was, "{name} succeeded and never ran again");
         } else {
             // Numbered on, each with its retries anew: `doomed` may try twice again.

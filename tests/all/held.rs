@@ -8,14 +8,14 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
-/// Starts a run of `lattice` that lasts about five seconds (one attempt at a time), and
+/// Starts a run of `lattice` that lasts about ten seconds (one attempt at a time), and
 /// returns once it is recorded.
 fn holder(scratch: &Scratch) -> Child {
     let mut child = Command::new(sandflow_bin())
         .args(["--db".as_ref(), scratch.db().as_os_str()])
         .args(["--cache-dir".as_ref(), scratch.cache().as_os_str()])
         .args(["run".as_ref(), plugin("lattice").as_os_str()])
-        .args(["--params", r#"{"work": 20000000}"#, "--concurrency", "1"])
+        .args(["--params", r#"{"work": 40000000}"#, "--concurrency", "1"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
