@@ -186,6 +186,10 @@ struct RunArgs {
     /// Let tasks read this environment variable of sandflow's; repeatable
     #[arg(long = "env", value_name = "NAME")]
     env: Vec<String>,
+    /// Run only this task and the tasks it depends on, directly or not, e.g. to try one
+    /// task out; repeatable
+    #[arg(long = "only", value_name = "TASK")]
+    only: Vec<String>,
     #[command(flatten)]
     drive: DriveArgs,
     #[command(flatten)]
@@ -470,7 +474,14 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
             let sandbox = sandbox(&limits, options.concurrency)?;
             let bundle_limits = args.limits.bundle_limits();
             let loading = load(&sandbox, &args.bundle, &bundle_limits, cache.as_deref());
-            let flow = interrupts.unless(loading).await?;
+            let mut flow = interrupts.unless(loading).await?;
+            if !args.only.is_empty() {
+                flow = flow.only(&args.only).map_err(|task| {
+                    Failed::input(format!(
+                        "--only {task}: the workflow has no such task (see `sandflow inspect`)"
+                    ))
+                })?;
+            }
             if let Some(cache) = &cache {
                 kept::keep(cache, &args.bundle, flow.bundle().hash());
             }
@@ -586,7 +597,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
 /// the host's, and a door's runs get none.
 fn through_door(command: &Command) -> bool {
     match command {
-        Command::Run(args) => args.dirs.is_empty() && args.env.is_empty(),
+        Command::Run(args) => args.dirs.is_empty() && args.env.is_empty() && args.only.is_empty(),
         Command::Retry(args) => args.tasks.is_empty(),
         Command::Runs { .. } | Command::Output { .. } | Command::Logs(_) => true,
         _ => false,
@@ -701,10 +712,23 @@ async fn reopen(
         let loading = load(&sandbox, &kept, &bundle_limits, cache);
         flow = interrupts.unless(loading).await;
     }
+    // A run of some of the workflow's tasks (`run --only`) goes on with those.
+    let mut flow = flow?;
+    if *flow.workflow() != record.workflow {
+        let names: Vec<String> = record
+            .workflow
+            .tasks
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        if let Ok(narrowed) = flow.only(&names) {
+            flow = narrowed;
+        }
+    }
     let engine = Engine::from_sandbox(sandbox, store);
     let held = (db, &record.limits);
     let json = drive.json;
-    drive_run(&engine, held, &flow?, invocation, options, json, interrupts).await
+    drive_run(&engine, held, &flow, invocation, options, json, interrupts).await
 }
 
 /// Starts or resumes a run, stopping it on Ctrl-C or SIGTERM, and turns how it ended into

@@ -57,6 +57,46 @@ impl Flow {
     pub fn dag(&self) -> &Dag {
         &self.dag
     }
+
+    /// The workflow its runs run.
+    pub fn workflow(&self) -> &WorkflowDef {
+        &self.workflow
+    }
+
+    /// This flow narrowed to `tasks` and every task they depend on, directly or not, in
+    /// their declared order: its runs run just those (`sandflow run --only`). `Err` names
+    /// a task the workflow does not have.
+    pub fn only(&self, tasks: &[String]) -> Result<Self, String> {
+        let workflow = &self.workflow;
+        let mut keep = vec![false; workflow.tasks.len()];
+        let mut next = Vec::new();
+        for name in tasks {
+            match workflow.tasks.iter().position(|t| t.name == *name) {
+                Some(i) => next.push(i),
+                None => return Err(name.clone()),
+            }
+        }
+        while let Some(i) = next.pop() {
+            if !std::mem::replace(&mut keep[i], true) {
+                next.extend(self.dag.upstream(i).iter().map(|&u| u as usize));
+            }
+        }
+        let narrowed = WorkflowDef {
+            name: workflow.name.clone(),
+            schedule: workflow.schedule.clone(),
+            tasks: (workflow.tasks.iter().zip(keep))
+                .filter(|(_, keep)| *keep)
+                .map(|(t, _)| t.clone())
+                .collect(),
+            deterministic: workflow.deterministic,
+        };
+        let dag = Dag::build(&narrowed).expect("a closed part of a valid DAG is valid");
+        Ok(Self {
+            bundle: self.bundle.clone(),
+            workflow: Arc::new(narrowed),
+            dag: Arc::new(dag),
+        })
+    }
 }
 
 impl Engine {

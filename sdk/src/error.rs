@@ -44,11 +44,22 @@ impl fmt::Display for TaskError {
 
 /// `TaskError` deliberately does not implement `std::error::Error`, like `anyhow::Error`:
 /// that is what lets every error type convert into it with `?`.
-impl<E: std::error::Error> From<E> for TaskError {
+impl<E: std::error::Error + 'static> From<E> for TaskError {
     fn from(error: E) -> Self {
-        Self::Fatal(error.to_string())
+        let mut message = error.to_string();
+        // Inside the sandbox a path outside the granted directories does not exist: say
+        // so, or "No such file or directory" sends the author looking at the host's file.
+        let io = (&error as &dyn std::any::Any).downcast_ref::<std::io::Error>();
+        if io.is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+            message.push_str(UNGRANTED);
+        }
+        Self::Fatal(message)
     }
 }
+
+/// What an I/O error that may come from the sandbox's walls adds to its message.
+const UNGRANTED: &str = " (a task sees only the directories its run was granted, read-only: \
+                          `sandflow run --dir HOST[:GUEST]`)";
 
 impl From<TaskError> for wit::TaskError {
     fn from(error: TaskError) -> Self {
@@ -56,5 +67,22 @@ impl From<TaskError> for wit::TaskError {
             TaskError::Fatal(m) => wit::TaskError::Fatal(m),
             TaskError::Retryable(m) => wit::TaskError::Retryable(m),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TaskError;
+    use std::io;
+
+    #[test]
+    fn io_errors_that_may_be_the_sandboxs_walls_say_how_to_grant_a_directory() {
+        let walled: TaskError = io::Error::from(io::ErrorKind::NotFound).into();
+        assert!(walled.message().contains("--dir HOST[:GUEST]"), "{walled}");
+        // A socket refused is no directory's matter.
+        let refused: TaskError = io::Error::from(io::ErrorKind::PermissionDenied).into();
+        assert_eq!(refused.message(), "permission denied");
+        let parse: TaskError = "x".parse::<u32>().unwrap_err().into();
+        assert_eq!(parse, TaskError::fatal("invalid digit found in string"));
     }
 }

@@ -112,3 +112,35 @@ fn a_rebuilt_or_removed_bundle_does_not_strand_its_run() {
     let bare = scratch.sandflow(&["--no-cache", "retry", "1", "--task", "greet"]);
     bare.assert_bad_input("cannot read bundle");
 }
+
+#[test]
+fn a_run_of_only_some_tasks_runs_what_they_need_and_can_be_retried() {
+    let scratch = Scratch::default();
+    let etl = plugin("etl");
+    let (code, report) = scratch.run_json(&etl, &["--only", "parse"]);
+    assert_eq!(code, 0, "{report}");
+    let names: Vec<&str> = report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["extract", "parse"], "parse and what it needs");
+    let (code, report) = scratch.run_json(&etl, &["--only", "summary", "--only", "parse"]);
+    assert_eq!(
+        (code, report["tasks"].as_array().unwrap().len()),
+        (0, 6),
+        "{report}"
+    );
+
+    // Taken up again with the same tasks, from the whole bundle.
+    let retried = scratch.sandflow(&["retry", "1", "--task", "parse", "--json"]);
+    assert_eq!(retried.code, 0, "{retried:?}");
+    let report: Value = serde_json::from_str(&retried.stdout).unwrap();
+    assert_eq!(task(&report, "parse")["attempts"], 2);
+    assert_eq!(task(&report, "extract")["attempts"], 1);
+
+    scratch
+        .sandflow(&["run", etl.to_str().unwrap(), "--only", "nope"])
+        .assert_bad_input("--only nope: the workflow has no such task");
+}

@@ -176,8 +176,12 @@ fn files_environment_and_network_are_out_of_reach() {
     denied("read_file", "No such file or directory");
     denied("hoard_files", "No such file or directory");
     denied("write_file", "No such file or directory");
+    // A path out of reach says how one is granted.
+    denied("read_file", "sandflow run --dir HOST[:GUEST]");
     denied("read_env", "environment variable not found");
     denied("connect", "Permission denied");
+    let connect = task(&report, "connect")["error"]["message"].to_string();
+    assert!(!connect.contains("--dir"), "{connect}");
 }
 
 #[test]
