@@ -24,7 +24,8 @@ use runs::RunsCommand;
 use sandflow::scheduler::RunError;
 use sandflow::{
     Bundle, BundleLimits, Clear, DirGrant, Engine, EngineConfig, Flow, GrantPolicy, Grants,
-    HostGrants, NewRun, Params, RedbStore, RunLimits, RunOptions, RunState, Sandbox, Store,
+    HostGrants, NewRun, Params, RedbStore, RunLimits, RunOptions, RunSettings, RunState, Sandbox,
+    Store,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -220,8 +221,36 @@ struct RetryArgs {
     /// the copy kept when it ran]. Its contents must be the same.
     #[arg(long, value_name = "PATH")]
     bundle: Option<PathBuf>,
+    /// Let tasks read a host directory from now on, as `run --dir`; with --env, replaces
+    /// the run's grants; repeatable
+    #[arg(long = "dir", value_name = "HOST[:GUEST]")]
+    dirs: Vec<String>,
+    /// Let tasks read this environment variable from now on, as `run --env`; with --dir,
+    /// replaces the run's grants; repeatable
+    #[arg(long = "env", value_name = "NAME")]
+    env: Vec<String>,
     #[command(flatten)]
     drive: DriveArgs,
+    /// The limits given replace the run's from now on; the others stay
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+impl RetryArgs {
+    /// The run's settings as this retry changes them, if it changes any.
+    fn settings(&self, run: &sandflow::RunRecord) -> Option<RunSettings> {
+        let grants = !(self.dirs.is_empty() && self.env.is_empty());
+        (grants || self.limits.any()).then(|| RunSettings {
+            grants: match grants {
+                true => Grants {
+                    dirs: self.dirs.iter().map(|d| DirGrant::parse(d)).collect(),
+                    env: self.env.clone(),
+                },
+                false => run.grants.clone(),
+            },
+            limits: self.limits.over(&run.limits),
+        })
+    }
 }
 
 /// How this invocation drives the run; free to differ between a start and its resumes.
@@ -284,19 +313,32 @@ struct LimitArgs {
 
 impl LimitArgs {
     fn run_limits(&self) -> RunLimits {
-        let defaults = RunLimits::default();
+        self.over(&RunLimits::default())
+    }
+
+    /// `base` with the limits given replacing its own.
+    fn over(&self, base: &RunLimits) -> RunLimits {
         let bytes = |size: Option<bytesize::ByteSize>, default: usize| {
             size.map_or(default, |s| {
                 usize::try_from(s.as_u64()).unwrap_or(usize::MAX)
             })
         };
         RunLimits {
-            fuel: self.fuel.unwrap_or(defaults.fuel),
-            timeout: self.timeout.unwrap_or(defaults.timeout),
-            memory: bytes(self.memory, defaults.memory),
-            output: bytes(self.max_output, defaults.output),
-            log: bytes(self.max_log, defaults.log),
+            fuel: self.fuel.unwrap_or(base.fuel),
+            timeout: self.timeout.unwrap_or(base.timeout),
+            memory: bytes(self.memory, base.memory),
+            output: bytes(self.max_output, base.output),
+            log: bytes(self.max_log, base.log),
         }
+    }
+
+    /// Whether an attempt limit is given.
+    fn any(&self) -> bool {
+        self.fuel.is_some()
+            || self.timeout.is_some()
+            || self.memory.is_some()
+            || self.max_output.is_some()
+            || self.max_log.is_some()
     }
 
     fn bundle_limits(&self) -> BundleLimits {
@@ -509,16 +551,20 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
         Command::Resume(args) => {
             let invocation = (args.run, Invocation::Resume(args.run));
             let (bundle, cache) = (args.bundle.as_deref(), cache.as_deref());
-            reopen(&db_path()?, invocation, bundle, &args.drive, cache).await
+            reopen(&db_path()?, invocation, bundle, &args.drive, cache, |_| {
+                None
+            })
+            .await
         }
         Command::Retry(args) => {
             let which = match args.tasks.is_empty() {
                 true => Clear::Failed,
-                false => Clear::Tasks(args.tasks),
+                false => Clear::Tasks(args.tasks.clone()),
             };
-            let invocation = (args.run, Invocation::Retry(args.run, which));
+            let invocation = (args.run, Invocation::Retry(args.run, which, None));
             let (bundle, cache) = (args.bundle.as_deref(), cache.as_deref());
-            reopen(&db_path()?, invocation, bundle, &args.drive, cache).await
+            let changes = |run: &sandflow::RunRecord| args.settings(run);
+            reopen(&db_path()?, invocation, bundle, &args.drive, cache, changes).await
         }
         Command::Inspect {
             bundle: Some(bundle),
@@ -673,10 +719,11 @@ fn cores() -> usize {
 /// it started, else the copy kept when it ran; under the run's own limits.
 async fn reopen(
     db: &Path,
-    (id, invocation): (u64, Invocation),
+    (id, mut invocation): (u64, Invocation),
     bundle: Option<&Path>,
     drive: &DriveArgs,
     cache: Option<&Path>,
+    changes: impl FnOnce(&sandflow::RunRecord) -> Option<RunSettings>,
 ) -> Result<u8, Failed> {
     let store = Arc::new(door::open_store(db, true).await?);
     let record = store.run(id).await.map_err(Failed::input)?;
@@ -687,11 +734,26 @@ async fn reopen(
             state: record.state,
         }));
     }
+    // A retry's new settings; checked now, so that a bad grant changes nothing.
+    let settings = changes(&record);
+    if let Some(settings) = &settings {
+        HostGrants
+            .resolve("", &settings.grants)
+            .await
+            .map_err(Failed::input)?;
+    }
+    let limits = settings
+        .as_ref()
+        .map_or(&record.limits, |s| &s.limits)
+        .clone();
+    if let Invocation::Retry(_, _, new) = &mut invocation {
+        *new = settings;
+    }
     let mut interrupts = Interrupts::watch()?;
     let options = drive.options();
-    let sandbox = sandbox(&record.limits, options.concurrency)?;
+    let sandbox = sandbox(&limits, options.concurrency)?;
     let bundle_limits = BundleLimits {
-        describe: record.limits.clone(),
+        describe: limits.clone(),
         ..BundleLimits::default()
     };
     let path = bundle.unwrap_or(&record.bundle);
@@ -726,7 +788,7 @@ async fn reopen(
         }
     }
     let engine = Engine::from_sandbox(sandbox, store);
-    let held = (db, &record.limits);
+    let held = (db, &limits);
     let json = drive.json;
     drive_run(&engine, held, &flow, invocation, options, json, interrupts).await
 }

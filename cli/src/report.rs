@@ -7,8 +7,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sandflow::db::{RunRecord, TaskRecord};
 use sandflow::store::Attempt;
 use sandflow::{
-    AttemptLog, Clear, Engine, Flow, NewRun, RunError, RunEvent, RunOptions, RunReport, RunState,
-    Store, TaskState, Trigger,
+    AttemptLog, Clear, Engine, Flow, NewRun, RunError, RunEvent, RunOptions, RunReport,
+    RunSettings, RunState, Store, TaskState, Trigger,
 };
 use std::io::IsTerminal;
 use std::time::{Duration, UNIX_EPOCH};
@@ -17,7 +17,7 @@ use std::time::{Duration, UNIX_EPOCH};
 pub enum Invocation {
     Start(NewRun),
     Resume(u64),
-    Retry(u64, Clear),
+    Retry(u64, Clear, Option<RunSettings>),
 }
 
 /// Starts or resumes the run with a progress bar, and prints the report; `interrupt`
@@ -33,7 +33,9 @@ pub async fn run(
     let mut handle = match invocation {
         Invocation::Start(new) => engine.start(flow, new, options).await?,
         Invocation::Resume(id) => engine.resume(flow, id, options).await?,
-        Invocation::Retry(id, which) => engine.retry(flow, id, &which, options).await?,
+        Invocation::Retry(id, which, settings) => {
+            engine.retry(flow, id, &which, settings, options).await?
+        }
     };
     let bar = progress(flow.dag().len() as u64, json);
     let (record, done) = (handle.record(), handle.done_before());

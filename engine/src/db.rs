@@ -308,6 +308,12 @@ pub(crate) enum Write {
         run: u64,
         tasks: Vec<(String, u32)>,
     },
+    /// Replaces a run's grants and limits.
+    Settings {
+        id: u64,
+        grants: Grants,
+        limits: RunLimits,
+    },
     /// Forgets runs and everything they stored; the ids that existed are `Written::Runs`.
     DeleteRuns(Vec<u64>),
     /// A tenant and the other writes of tenancy (see `tenants`).
@@ -607,6 +613,17 @@ impl Db {
                             } else {
                                 Err(DbError::NoSuchRun(run))
                             }
+                        }
+                        Write::Settings { id, grants, limits } => 'settings: {
+                            let Some(bytes) = storage!(runs.get(id)) else {
+                                break 'settings Err(DbError::NoSuchRun(id));
+                            };
+                            let mut record: RunRecord = serde_json::from_slice(bytes.value())?;
+                            drop(bytes);
+                            record.grants = grants;
+                            record.limits = limits;
+                            storage!(runs.insert(id, serde_json::to_vec(&record)?.as_slice()));
+                            Ok(Written::Done)
                         }
                         Write::DeleteRuns(ids) => {
                             let mut deleted = Vec::new();

@@ -9,7 +9,7 @@ use crate::db::RunRecord;
 use crate::grants::{GrantPolicy, HostGrants};
 use crate::sandbox::{EngineConfig, Sandbox, SandboxError};
 use crate::scheduler::{
-    Clear, InSandbox, NewRun, RunError, RunEvent, RunOptions, RunReport, Runner, Stop,
+    Clear, InSandbox, NewRun, RunError, RunEvent, RunOptions, RunReport, RunSettings, Runner, Stop,
 };
 use crate::state::RunState;
 use crate::store::Store;
@@ -189,17 +189,18 @@ impl Engine {
     }
 
     /// Retries run `id` of `flow`, as Airflow's "clear" does: the tasks `which` picks and
-    /// every task downstream of them run again, each with its retries anew; the other
-    /// tasks keep their outputs and never run again.
+    /// every task downstream of them run again, each with its retries anew, under
+    /// `settings` if given; the other tasks keep their outputs and never run again.
     pub async fn retry(
         &self,
         flow: &Flow,
         id: u64,
         which: &Clear,
+        settings: Option<RunSettings>,
         options: RunOptions,
     ) -> Result<RunHandle, RunError> {
         let runner = self.runner(flow);
-        runner.clear(id, which, &*self.policy).await?;
+        runner.clear(id, which, settings, &*self.policy).await?;
         let (run, capabilities, prior) = runner.reopen(id, &*self.policy).await?;
         Ok(RunHandle::spawn(runner, run, capabilities, prior, options))
     }

@@ -72,7 +72,7 @@ pub use host::PLUGIN_TARGET;
 pub use journal::{LogLevel, LogLine, LogStream};
 pub use sandbox::{EngineConfig, RunLimits, Sandbox, SandboxError};
 pub use scheduler::{
-    Clear, NewRun, Params, RunError, RunEvent, RunOptions, RunReport, StorageBudget,
+    Clear, NewRun, Params, RunError, RunEvent, RunOptions, RunReport, RunSettings, StorageBudget,
 };
 pub use state::{Failure, RunState, TaskState, Trigger};
 pub use store::{AttemptLog, MemoryStore, RunFilter, Store, StoreError, StoredBundle};

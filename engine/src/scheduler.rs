@@ -204,6 +204,16 @@ impl Default for RunOptions {
     }
 }
 
+/// What a retried run's attempts run under and may reach from then on, when the retry
+/// changes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSettings {
+    /// What its tasks may reach beyond the sandbox.
+    pub grants: Grants,
+    /// What each attempt runs under.
+    pub limits: RunLimits,
+}
+
 /// Which tasks of a run [`crate::Engine::retry`] runs again, with every task downstream
 /// of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -480,9 +490,14 @@ impl Runner {
         &self,
         id: u64,
         which: &Clear,
+        settings: Option<RunSettings>,
         policy: &dyn GrantPolicy,
     ) -> Result<(), RunError> {
-        let run = self.store.run(id).await?;
+        let mut run = self.store.run(id).await?;
+        if let Some(settings) = &settings {
+            run.grants = settings.grants.clone();
+            run.limits = settings.limits.clone();
+        }
         // The bundle first: another bundle's tasks are not the run's to name.
         self.fits(&run)?;
         let workflow = &self.workflow;
@@ -518,6 +533,9 @@ impl Runner {
         };
         // Checked before anything is cleared, as the reopen after it will.
         policy.resolve(&run.tenant, &run.grants).await?;
+        if let Some(RunSettings { grants, limits }) = settings {
+            self.store.set_run_settings(id, grants, limits).await?;
+        }
         let mut clear = vec![false; workflow.tasks.len()];
         while let Some(i) = next.pop() {
             if !std::mem::replace(&mut clear[i], true) {

@@ -10,7 +10,9 @@
 //! land in the order its tasks ended whatever the store does across runs.
 
 use crate::db::{AttemptRecord, RunRecord, TaskRecord};
+use crate::grants::Grants;
 use crate::journal::LogLine;
+use crate::sandbox::RunLimits;
 use crate::state::RunState;
 use crate::tenant::Tenant;
 use serde::{Deserialize, Serialize};
@@ -335,6 +337,15 @@ pub trait Store: Send + Sync + 'static {
     /// failed tasks are retried this way. Each task comes with its last attempt number,
     /// which [`cleared`](Self::cleared) answers from then on.
     async fn clear_tasks(&self, run: u64, tasks: Vec<(String, u32)>) -> Result<(), StoreError>;
+
+    /// Replaces what run `id`'s attempts run under and may reach from now on: a retry
+    /// given new limits or grants.
+    async fn set_run_settings(
+        &self,
+        id: u64,
+        grants: Grants,
+        limits: RunLimits,
+    ) -> Result<(), StoreError>;
 
     /// The tasks of run `run` cleared for a retry, with their last attempt number then
     /// (the latest clear of each): their retry policies count failures after it only.

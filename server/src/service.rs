@@ -496,7 +496,11 @@ impl Service {
         let flow = self.flow(tenant, &run.bundle_hash).await?;
         let _admitted = self.admit(tenant, &run.workflow.name).await?;
         let options = self.options_within_quota(tenant).await?;
-        let handle = match self.engine.retry(&flow, id, &Clear::Failed, options).await {
+        let handle = match self
+            .engine
+            .retry(&flow, id, &Clear::Failed, None, options)
+            .await
+        {
             Ok(handle) => handle,
             Err(e @ RunError::NotFailed { .. }) => return Err(ApiError::conflict(e.to_string())),
             Err(e) => return Err(e.into()),

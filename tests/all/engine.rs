@@ -298,7 +298,13 @@ async fn retrying_a_failed_run_runs_its_failed_tasks_again_and_nothing_else() {
     let before = attempts(&failed);
 
     let mut retried = engine
-        .retry(&flow, failed.run.id, &Clear::Failed, RunOptions::default())
+        .retry(
+            &flow,
+            failed.run.id,
+            &Clear::Failed,
+            None,
+            RunOptions::default(),
+        )
         .await
         .unwrap();
     retried.ignore_events();
@@ -319,7 +325,7 @@ async fn retrying_a_failed_run_runs_its_failed_tasks_again_and_nothing_else() {
     cancelled.control().cancel();
     let id = cancelled.join().await.unwrap().run.id;
     let refused = engine
-        .retry(&flow, id, &Clear::Failed, RunOptions::default())
+        .retry(&flow, id, &Clear::Failed, None, RunOptions::default())
         .await;
     let message = refused.err().unwrap().to_string();
     assert!(message.contains("only a failed run"), "{message}");

@@ -144,3 +144,43 @@ fn a_run_of_only_some_tasks_runs_what_they_need_and_can_be_retried() {
         .sandflow(&["run", etl.to_str().unwrap(), "--only", "nope"])
         .assert_bad_input("--only nope: the workflow has no such task");
 }
+
+#[test]
+fn a_retry_may_give_the_run_new_limits_and_grants() {
+    let scratch = Scratch::default();
+    let hello = plugin("hello");
+    // Compiled and described into the cache first: with 1,000 fuel, `describe` could not.
+    assert_eq!(
+        scratch
+            .sandflow(&["validate", hello.to_str().unwrap()])
+            .code,
+        0
+    );
+    let (code, report) = scratch.run_json(&hello, &["--fuel", "1000"]);
+    assert_eq!(code, 1);
+    assert_eq!(task(&report, "greet")["error"]["kind"], "out-of-fuel");
+
+    // A grant that cannot be honoured changes nothing.
+    scratch
+        .sandflow(&["retry", "1", "--dir", "/no/such/dir", "--fuel", "100000000"])
+        .assert_bad_input("--dir /no/such/dir");
+    let settings = |field: &str| {
+        let shown = scratch.sandflow(&["runs", "show", "1", "--json"]);
+        serde_json::from_str::<Value>(&shown.stdout).unwrap()[field].clone()
+    };
+    assert_eq!(settings("limits")["fuel"], 1000);
+
+    let retried = scratch.sandflow(&["retry", "1", "--fuel", "100000000", "--env", "HOME"]);
+    assert_eq!(retried.code, 0, "{retried:?}");
+    assert_eq!(settings("limits")["fuel"], 100000000);
+    assert_eq!(settings("limits")["timeout"], report_timeout(&scratch));
+    assert_eq!(settings("grants")["env"], serde_json::json!(["HOME"]));
+}
+
+/// The default attempt timeout, as a run's JSON shows it: what a retry that changes the
+/// fuel alone keeps.
+fn report_timeout(scratch: &Scratch) -> Value {
+    let (_, _) = scratch.run_json(&plugin("hello"), &[]);
+    let shown = scratch.sandflow(&["runs", "show", "2", "--json"]);
+    serde_json::from_str::<Value>(&shown.stdout).unwrap()["limits"]["timeout"].clone()
+}

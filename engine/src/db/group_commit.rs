@@ -9,6 +9,8 @@
 
 use super::{Db, DbError, Write, Written, alerts, events, policies, schedules, tenants};
 use crate::db::{RunRecord, TaskRecord};
+use crate::grants::Grants;
+use crate::sandbox::RunLimits;
 use crate::state::RunState;
 use crate::store::{
     AlertRecord, Attempt, AttemptLog, Completion, EventRecord, RunFilter, ScheduleRecord, Store,
@@ -184,6 +186,16 @@ impl Store for RedbStore {
 
     async fn clear_tasks(&self, run: u64, tasks: Vec<(String, u32)>) -> Result<(), StoreError> {
         self.submit(Write::Clear { run, tasks }).await.map(drop)
+    }
+
+    async fn set_run_settings(
+        &self,
+        id: u64,
+        grants: Grants,
+        limits: RunLimits,
+    ) -> Result<(), StoreError> {
+        let write = Write::Settings { id, grants, limits };
+        self.submit(write).await.map(drop)
     }
 
     async fn cleared(&self, run: u64) -> Result<Vec<(String, u32)>, StoreError> {

@@ -550,6 +550,24 @@ async fn cleared_tasks_lose_their_ends_but_keep_their_attempts(store: &impl Stor
         .map(|(n, _)| n)
         .collect();
     assert_eq!(names, ["a"], "a keeps its end");
+    // A retry may give the run new settings; its state stays.
+    let limits = RunLimits {
+        fuel: 77,
+        ..RunLimits::default()
+    };
+    let grants = Grants {
+        dirs: vec![],
+        env: vec!["HOME".into()],
+    };
+    store
+        .set_run_settings(run.id, grants.clone(), limits.clone())
+        .await
+        .unwrap();
+    let changed = store.run(run.id).await.unwrap();
+    assert_eq!((changed.grants, changed.limits), (grants, limits));
+    assert_eq!(changed.state, RunState::Running);
+    let missing = store.set_run_settings(99, Grants::default(), RunLimits::default());
+    assert!(matches!(missing.await, Err(StoreError::NoSuchRun(99))));
     assert_eq!(store.output(run.id, "b").await.unwrap(), None);
     assert_eq!(
         store.logs(run.id, Some("b")).await.unwrap(),

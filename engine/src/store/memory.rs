@@ -7,7 +7,9 @@ use super::{
     Store, StoreError, StoredBundle, Subscription, WorkflowPolicy,
 };
 use crate::db::{AttemptRecord, RunRecord, TaskRecord};
+use crate::grants::Grants;
 use crate::journal::LogLine;
+use crate::sandbox::RunLimits;
 use crate::state::{RunState, RunningTime};
 use crate::tenant::Tenant;
 use std::collections::{BTreeMap, HashMap};
@@ -173,6 +175,19 @@ impl Store for MemoryStore {
         let record = state.runs.get_mut(&run).expect("checked above");
         record.state = RunState::Running;
         record.finished_ms = None;
+        Ok(())
+    }
+
+    async fn set_run_settings(
+        &self,
+        id: u64,
+        grants: Grants,
+        limits: RunLimits,
+    ) -> Result<(), StoreError> {
+        let mut state = self.state();
+        let run = state.runs.get_mut(&id).ok_or(StoreError::NoSuchRun(id))?;
+        run.grants = grants;
+        run.limits = limits;
         Ok(())
     }
 
