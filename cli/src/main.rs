@@ -39,16 +39,28 @@ use std::time::Duration;
 struct Cli {
     /// The run database [default: $XDG_DATA_HOME/sandflow/sandflow.redb, i.e.
     /// ~/.local/share/sandflow/sandflow.redb]
-    #[arg(long, global = true, env = "SANDFLOW_DB", value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "SANDFLOW_DB",
+        value_name = "PATH"
+    )]
     db: Option<PathBuf>,
 
     /// Where compiled bundles are cached [default: $XDG_CACHE_HOME/sandflow, i.e.
     /// ~/.cache/sandflow]
-    #[arg(long, global = true, env = "SANDFLOW_CACHE_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "SANDFLOW_CACHE_DIR",
+        value_name = "DIR"
+    )]
     cache_dir: Option<PathBuf>,
 
     /// Compile bundles afresh instead of using the cache
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     no_cache: bool,
 
     /// How sandflow's own log is written to stderr (filtered by RUST_LOG): lines for
@@ -56,6 +68,7 @@ struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "SANDFLOW_LOG_FORMAT",
         value_enum,
         default_value_t = logging::LogFormat::Text
@@ -67,6 +80,7 @@ struct Cli {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "OTEL_EXPORTER_OTLP_ENDPOINT",
         value_name = "URL"
     )]
@@ -74,13 +88,20 @@ struct Cli {
 
     /// Talk to a `sandflow serve` at URL instead of the database: `run`, `runs` and
     /// `output` act as the tenant whose token `--token` gives
-    #[arg(long, global = true, env = "SANDFLOW_SERVER", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "SANDFLOW_SERVER",
+        value_name = "URL"
+    )]
     server: Option<String>,
 
     /// The tenant's API token, with --server
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
         env = "SANDFLOW_TOKEN",
         value_name = "TOKEN",
         hide_env_values = true
