@@ -18,7 +18,7 @@ if [[ ! -x $venv/bin/schemathesis ]]; then
     "$venv/bin/pip" install --quiet "schemathesis==$version"
 fi
 cargo build --quiet -p sandflow-cli
-bin=target/debug/sandflow
+bin="${CARGO_TARGET_DIR:-target}/debug/sandflow"
 
 work=$(mktemp -d)
 server=

@@ -15,11 +15,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-cargo build --workspace --all-targets --target-dir target
+# `target` unless CARGO_TARGET_DIR says otherwise (as CI's does).
+target="${CARGO_TARGET_DIR:-target}"
+cargo build --workspace --all-targets --target-dir "$target"
 cargo build --release -p etl --manifest-path plugins/Cargo.toml \
     --target wasm32-wasip2 --target-dir plugins/target
 
-sandflow=target/debug/sandflow
+sandflow=$target/debug/sandflow
 bundle=plugins/target/wasm32-wasip2/release/etl.wasm
 db=target/example.redb
 
