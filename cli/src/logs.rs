@@ -83,10 +83,7 @@ pub async fn local(store: &dyn Store, args: &LogsArgs) -> Result<u8, Failed> {
     if let Some(task) = &args.task
         && !run.workflow.tasks.iter().any(|t| t.name == *task)
     {
-        return Err(Failed::input(format!(
-            "run {} has no task `{task}` (see `sandflow runs show {}`)",
-            run.id, run.id
-        )));
+        return Err(crate::report::no_such_task(run.id, task));
     }
     let mut attempts = store.attempts(run.id).await.map_err(Failed::input)?;
     sandflow::sort_attempts(&run.workflow, &mut attempts);

@@ -313,10 +313,7 @@ impl Remote {
             if let Some(task) = &args.task
                 && !run.tasks.iter().any(|t| t.name == *task)
             {
-                return Err(Failed::input(format!(
-                    "run {} has no task `{task}` (see `sandflow runs show {}`)",
-                    run.id, run.id
-                )));
+                return Err(crate::report::no_such_task(run.id, task));
             }
             let new = run.attempts.iter().filter(|a| {
                 args.wants(&a.task, a.attempt) && printed.insert((a.task.clone(), a.attempt))

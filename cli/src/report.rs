@@ -350,6 +350,12 @@ pub fn attempts_json(attempts: &[Attempt], logs: Option<Vec<AttemptLog>>) -> ser
         .collect()
 }
 
+/// What a command naming a task the run does not have says: the engine's own words.
+pub fn no_such_task(run: u64, task: &str) -> Failed {
+    let task = task.to_owned();
+    Failed::input(RunError::NoSuchTask { run, task })
+}
+
 /// A task's output, or a message saying why there is none.
 pub async fn output(store: &dyn Store, run: u64, task: &str) -> Result<Vec<u8>, Failed> {
     if let Some(output) = store.output(run, task).await.map_err(Failed::input)? {
@@ -357,9 +363,7 @@ pub async fn output(store: &dyn Store, run: u64, task: &str) -> Result<Vec<u8>, 
     }
     let record = store.run(run).await.map_err(Failed::input)?;
     if !record.workflow.tasks.iter().any(|t| t.name == task) {
-        return Err(Failed::input(format!(
-            "run {run} has no task `{task}` (see `sandflow runs show {run}`)"
-        )));
+        return Err(no_such_task(run, task));
     }
     let state = store
         .tasks(run)

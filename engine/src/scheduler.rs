@@ -17,7 +17,7 @@ use crate::grants::{Capabilities, GrantError, GrantPolicy, Grants};
 use crate::host::{InputSource, TaskIdentity};
 use crate::journal::LogLine;
 use crate::sandbox::{Execution, RunLimits, Sandbox, SandboxError};
-use crate::state::{Failure, RunState, TaskState, Trigger, now_ms};
+use crate::state::{Failure, RunState, RunningTime, TaskState, Trigger, now_ms};
 use crate::store::{Attempt, AttemptLog, Completion, Store, StoreError};
 use crate::trigger::{self, Decision};
 use crate::workflow::{RetryPolicy, WorkflowDef};
@@ -807,7 +807,12 @@ impl<'a> LiveRun<'a> {
                 state,
                 finished_ms: Some(finished_ms),
                 // As the store counts it: this invocation's time added.
-                running_ms: self.run.running_ms + finished_ms.saturating_sub(invoked_ms),
+                running_ms: RunningTime {
+                    ran_ms: self.run.running_ms,
+                    since_ms: Some(invoked_ms),
+                }
+                .moved(state, finished_ms)
+                .ran_ms,
                 ..self.run.clone()
             },
             tasks: self.records(),
