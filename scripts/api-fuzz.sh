@@ -37,13 +37,17 @@ done
 url=$(sed -n 's/^listening on //p' "$work/out")
 [[ -n $url ]] || { cat "$work/err"; echo "sandflow serve did not start" >&2; exit 1; }
 
+# One worker: CPython 3.11 before 3.11.8 keeps the ast module's recursion depth in shared
+# state, so hypothesis parsing lambdas in two threads at once fails now and then with
+# "AST constructor recursion depth mismatch" (CPython gh-106905), an error of the tool, not
+# of the server.
 "$venv/bin/schemathesis" --config-file scripts/schemathesis.toml run "$url/openapi.json" \
     --header "Authorization: Bearer $token" \
     --checks all \
     --exclude-checks negative_data_rejection \
     --max-examples "$examples" \
     --seed 1 \
-    --workers 2
+    --workers 1
 # A panic would have been answered 500 above, but say so even if it was not.
 if grep -q "panicked" "$work/err"; then
     cat "$work/err"
