@@ -221,10 +221,8 @@ fn commands(repeats: usize) {
 /// `sandflow ARGS` with its own database and cache; what it printed, once it succeeded.
 fn sandflow(db: &Path, cache: &Path, args: &[&str]) -> Vec<u8> {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sandflow"))
-        .arg("--db")
-        .arg(db)
-        .arg("--cache-dir")
-        .arg(cache)
+        .env("SANDFLOW_DB", db)
+        .env("SANDFLOW_CACHE_DIR", cache)
         .args(args)
         .output()
         .unwrap();

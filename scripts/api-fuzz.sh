@@ -27,8 +27,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-token=$("$bin" --db "$work/db.redb" tenant add fuzz)
-"$bin" --db "$work/db.redb" --no-cache serve --listen 127.0.0.1:0 >"$work/out" 2>"$work/err" &
+token=$("$bin" tenant add fuzz --db "$work/db.redb")
+"$bin" serve --listen 127.0.0.1:0 --db "$work/db.redb" --no-cache >"$work/out" 2>"$work/err" &
 server=$!
 for _ in $(seq 100); do
     [[ -s $work/out ]] && break

@@ -27,15 +27,15 @@ db=target/example.redb
 
 "$sandflow" inspect "$bundle"
 echo
-table=$("$sandflow" --db "$db" run "$bundle" "$@")
+table=$("$sandflow" run "$bundle" --db "$db" "$@")
 printf '%s\n\n' "$table"
 run=$(printf '%s\n' "$table" | sed -n '1s/^run \([0-9][0-9]*\) .*/\1/p')
-"$sandflow" --db "$db" output "$run" report
+"$sandflow" output "$run" report --db "$db"
 cat <<EOF
 
 Run $run is stored in $db. To look further, from the repository root:
-  $sandflow --db $db runs show $run --logs   # every attempt, with each task's log
-  $sandflow --db $db output $run summary     # one task's output (JSON)
-  $sandflow --db $db runs                    # every run in this database
+  $sandflow runs show $run --logs --db $db   # every attempt, with each task's log
+  $sandflow output $run summary --db $db     # one task's output (JSON)
+  $sandflow runs --db $db                    # every run in this database
   $sandflow inspect $bundle --format dot | dot -Tsvg > etl.svg   # the DAG (Graphviz)
 EOF

@@ -13,6 +13,7 @@ use sandflow_server::{Service, ServiceConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What the door file says.
 #[derive(Serialize, Deserialize)]
@@ -25,6 +26,8 @@ struct Address {
 pub struct Door {
     file: PathBuf,
     service: Arc<Service>,
+    /// When the door last answered a request, in milliseconds since the Unix epoch.
+    answered_ms: Arc<AtomicU64>,
     server: tokio::task::JoinHandle<()>,
     /// Stops the server taking connections; those open are answered to the end.
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -74,7 +77,14 @@ async fn try_open(db: &Path, engine: &Engine, limits: &RunLimits) -> std::io::Re
         ..ServiceConfig::default()
     };
     let service = Service::new(engine.clone(), config);
-    let router = sandflow_server::router(service.clone());
+    let answered_ms = Arc::new(AtomicU64::new(0));
+    let answered = answered_ms.clone();
+    let router = sandflow_server::router(service.clone()).layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            answered.store(crate::runs::now_ms(), Ordering::Relaxed);
+            next.run(request)
+        },
+    ));
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let served = axum::serve(listener, router).with_graceful_shutdown(async {
@@ -87,6 +97,7 @@ async fn try_open(db: &Path, engine: &Engine, limits: &RunLimits) -> std::io::Re
     let door = Door {
         file: file_of(db),
         service,
+        answered_ms,
         server,
         shutdown: Some(shutdown),
     };
@@ -108,6 +119,11 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl Door {
+    /// Lets those who come through the door see `run`'s attempts in flight.
+    pub fn show(&self, run: &sandflow::RunHandle) {
+        self.service.show(run.id(), run.control().clone());
+    }
+
     /// Closes the door, then waits for the runs started through it to end: no one new
     /// finds the door, while those who did are answered, their runs followed to the end.
     /// A Ctrl-C or SIGTERM meanwhile stops those runs (they can be resumed).
@@ -119,6 +135,13 @@ impl Door {
                 eprintln!("waiting for {waiting} runs other sandflow processes started here");
             }
             self.service.idle().await;
+            // Someone following a run here (`logs --follow`, a `run` through the door) asks
+            // once more before it sees the run end: answered, not refused.
+            let since =
+                crate::runs::now_ms().saturating_sub(self.answered_ms.load(Ordering::Relaxed));
+            if since < LINGER.as_millis() as u64 {
+                tokio::time::sleep(LINGER).await;
+            }
             // A request that knocked just before the door closed may start one more.
             if let Some(shutdown) = self.shutdown.take() {
                 let _ = shutdown.send(());
@@ -139,6 +162,10 @@ impl Drop for Door {
         let _ = std::fs::remove_file(&self.file);
     }
 }
+
+/// How long a door that was used lately stays open once the holder is done: four times as
+/// long as a follower waits between two questions.
+const LINGER: std::time::Duration = crate::remote::POLL_LOGS.saturating_mul(4);
 
 /// The process holding database `db`, if its door answers.
 pub fn knock(db: &Path) -> Option<Remote> {

@@ -17,7 +17,8 @@ pub struct LogsArgs {
     /// Only the lines of this attempt (from 1) [default: every attempt's]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub attempt: Option<u32>,
-    /// Keep printing the lines of attempts as they end, until the run ends (with --server)
+    /// Keep printing lines as the attempts write them, until the run ends (a run that a
+    /// server or another sandflow process is running)
     #[arg(long, short)]
     pub follow: bool,
     /// One JSON object a line: task, attempt, at_ms, stream, level, message

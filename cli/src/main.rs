@@ -9,6 +9,7 @@ mod inspect;
 mod kept;
 mod logging;
 mod logs;
+mod options;
 mod policies;
 mod remote;
 mod report;
@@ -18,7 +19,7 @@ mod serve;
 mod telemetry;
 mod tenant;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, FromArgMatches, Parser, Subcommand};
 use report::Invocation;
 use runs::RunsCommand;
 use sandflow::scheduler::RunError;
@@ -37,77 +38,6 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(name = "sandflow", version, about)]
 struct Cli {
-    /// The run database [default: $XDG_DATA_HOME/sandflow/sandflow.redb, i.e.
-    /// ~/.local/share/sandflow/sandflow.redb]
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        env = "SANDFLOW_DB",
-        value_name = "PATH"
-    )]
-    db: Option<PathBuf>,
-
-    /// Where compiled bundles are cached [default: $XDG_CACHE_HOME/sandflow, i.e.
-    /// ~/.cache/sandflow]
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        env = "SANDFLOW_CACHE_DIR",
-        value_name = "DIR"
-    )]
-    cache_dir: Option<PathBuf>,
-
-    /// Compile bundles afresh instead of using the cache
-    #[arg(long, global = true, help_heading = "Global options")]
-    no_cache: bool,
-
-    /// How sandflow's own log is written to stderr (filtered by RUST_LOG): lines for
-    /// people, or one JSON object a line with the run, task and attempt it is about
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        env = "SANDFLOW_LOG_FORMAT",
-        value_enum,
-        default_value_t = logging::LogFormat::Text
-    )]
-    log_format: logging::LogFormat,
-
-    /// Export each run as an OpenTelemetry trace, with a span per task attempt, to this
-    /// OTLP/HTTP collector (protobuf to URL/v1/traces), such as http://localhost:4318
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        env = "OTEL_EXPORTER_OTLP_ENDPOINT",
-        value_name = "URL"
-    )]
-    otlp_endpoint: Option<String>,
-
-    /// Talk to a `sandflow serve` at URL instead of the database: `run`, `runs` and
-    /// `output` act as the tenant whose token `--token` gives
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        env = "SANDFLOW_SERVER",
-        value_name = "URL"
-    )]
-    server: Option<String>,
-
-    /// The tenant's API token, with --server
-    #[arg(
-        long,
-        global = true,
-        help_heading = "Global options",
-        env = "SANDFLOW_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    token: Option<String>,
-
     #[command(subcommand)]
     command: Command,
 }
@@ -430,25 +360,27 @@ impl Failed {
 fn main() -> ExitCode {
     restore_sigpipe();
     raise_open_file_limit();
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        // clap prints help and usage errors itself and exits 0 or 2.
-        Err(e) => e.exit(),
-    };
+    // clap prints help and usage errors itself and exits 0 or 2.
+    let matches = options::command().get_matches();
+    let context = options::Context::from_matches(&matches);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     // A server's operator wants to see what it does; a command's user only what is wrong.
     // Tenants' own log lines stay out unless asked for: they are the tenants' to fill.
     let default_filter = match cli.command {
         Command::Serve(_) => "info,sandflow::plugin=warn",
         _ => "warn",
     };
-    let _exporter =
-        match logging::init(cli.log_format, default_filter, cli.otlp_endpoint.as_deref()) {
-            Ok(exporter) => exporter,
-            Err(message) => {
-                eprintln!("error: {message}");
-                return ExitCode::from(2);
-            }
-        };
+    let _exporter = match logging::init(
+        context.log_format,
+        default_filter,
+        context.otlp_endpoint.as_deref(),
+    ) {
+        Ok(exporter) => exporter,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = if matches!(cli.command, Command::Serve(_)) {
         sandflow_server::runtime()
     } else {
@@ -461,7 +393,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let outcome = runtime.block_on(dispatch(cli));
+    let outcome = runtime.block_on(dispatch(cli.command, context));
     // Everything sandflow started has ended with `dispatch`; what may be left is a thread
     // of the blocking pool stuck in a system call a task made (a WASI read that never
     // returns), which dropping the runtime would wait for without end.
@@ -475,22 +407,24 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(cli: Cli) -> Result<u8, Failed> {
-    if let Some(server) = &cli.server {
-        let remote = remote::Remote::new(server, cli.token.clone())?;
-        return tokio::task::spawn_blocking(move || remotely(&remote, cli.command))
+async fn dispatch(command: Command, context: options::Context) -> Result<u8, Failed> {
+    if let Some(server) = &context.server {
+        let remote = remote::Remote::new(server, context.token.clone())?;
+        return tokio::task::spawn_blocking(move || remotely(&remote, command))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     }
-    let cache = if cli.no_cache {
+    let cache = if context.no_cache {
         None
     } else {
-        cli.cache_dir
+        context
+            .cache_dir
             .clone()
             .or_else(|| dirs::cache_dir().map(|d| d.join("sandflow")))
     };
     let db_path = || -> Result<PathBuf, Failed> {
-        cli.db
+        context
+            .db
             .clone()
             .or_else(|| dirs::data_dir().map(|d| d.join("sandflow").join("sandflow.redb")))
             .ok_or_else(|| Failed::input("no home directory to keep the database in; pass --db"))
@@ -500,9 +434,9 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
     // written to when only history is changed.
     let existing = async |write: bool| -> Result<RedbStore, Failed> {
         let path = db_path()?;
-        if (cli.db.is_some() || write) && !path.exists() {
+        if (context.db.is_some() || write) && !path.exists() {
             return Err(Failed::input(format!(
-                "there is no database at {}: `sandflow --db {} run BUNDLE` makes one",
+                "there is no database at {}: `sandflow run BUNDLE --db {}` makes one",
                 path.display(),
                 path.display()
             )));
@@ -511,14 +445,14 @@ async fn dispatch(cli: Cli) -> Result<u8, Failed> {
     };
     let read_only = async || existing(false).await;
     // A database another process holds is reached through its door (see `door`).
-    if through_door(&cli.command)
+    if through_door(&command)
         && let Some(remote) = db_path().ok().and_then(|db| door::knock(&db))
     {
-        return tokio::task::spawn_blocking(move || remotely(&remote, cli.command))
+        return tokio::task::spawn_blocking(move || remotely(&remote, command))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
     }
-    match cli.command {
+    match command {
         Command::Run(args) => {
             let mut interrupts = Interrupts::watch()?;
             let options = args.drive.options();
@@ -674,10 +608,9 @@ fn through_door(command: &Command) -> bool {
 /// Prints the completion script for `shell`, generated from the same definitions that
 /// parse the flags, so it is never out of date.
 fn completions(shell: clap_complete::Shell) -> u8 {
-    use clap::CommandFactory;
     clap_complete::generate(
         shell,
-        &mut Cli::command(),
+        &mut options::command(),
         "sandflow",
         &mut std::io::stdout(),
     );
@@ -830,7 +763,13 @@ async fn drive_run(
 ) -> Result<u8, Failed> {
     let door = door::open(held.0, engine, held.1).await;
     let interrupted = async move { interrupts.next().await };
-    let report = report::run(engine, flow, invocation, options, json, interrupted).await;
+    let started = |run: &sandflow::RunHandle| {
+        if let Some(door) = &door {
+            door.show(run);
+        }
+    };
+    let watch = (started, interrupted);
+    let report = report::run(engine, flow, invocation, options, json, watch).await;
     if let Some(door) = door {
         door.close(Interrupts::watch()?).await;
     }
@@ -964,8 +903,6 @@ fn raise_open_file_limit() {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     /// `--help` is the manual a user reaches first: every command, argument and option
     /// says what it is.
     #[test]
@@ -986,7 +923,7 @@ mod tests {
             }
         }
         let mut missing = Vec::new();
-        walk(&super::Cli::command(), "sandflow", &mut missing);
+        walk(&super::options::command(), "sandflow", &mut missing);
         assert!(missing.is_empty(), "no help line: {missing:#?}");
     }
 }

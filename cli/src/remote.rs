@@ -13,6 +13,7 @@ use sandflow::{AttemptLog, LogLine, RunState};
 use sandflow_server::admin::TenantView;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -25,6 +26,11 @@ pub struct Remote {
 }
 
 /// A run as the server answers it (`GET /api/v1/runs/{id}`).
+/// How often a command following a run asks for its progress.
+const POLL_RUN: Duration = Duration::from_millis(100);
+/// How often `logs --follow` asks for new lines.
+pub const POLL_LOGS: Duration = Duration::from_millis(250);
+
 #[derive(Deserialize)]
 struct Run {
     id: u64,
@@ -39,6 +45,16 @@ struct Run {
     /// In the order they started.
     #[serde(default)]
     attempts: Vec<AttemptView>,
+    /// By task name.
+    #[serde(default)]
+    in_flight: Vec<InFlight>,
+}
+
+/// An attempt running now.
+#[derive(Deserialize)]
+struct InFlight {
+    task: String,
+    attempt: u32,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +90,11 @@ impl Run {
     fn tasks(&self) -> Vec<(String, Option<TaskRecord>)> {
         let tasks = self.tasks.iter();
         tasks.map(|t| (t.name.clone(), t.record.clone())).collect()
+    }
+
+    fn running(&self) -> Vec<(String, u32)> {
+        let in_flight = self.in_flight.iter();
+        in_flight.map(|a| (a.task.clone(), a.attempt)).collect()
     }
 
     fn attempts(&self) -> Vec<Attempt> {
@@ -295,7 +316,7 @@ impl Remote {
             println!("{report}");
             return Ok(0);
         }
-        report::print_table(&run.head(), &run.tasks());
+        report::print_table(&run.head(), &run.tasks(), &run.running());
         report::print_attempts(run.started_ms, &attempts);
         if logs {
             report::print_logs(&lines);
@@ -306,7 +327,10 @@ impl Remote {
     /// `sandflow logs`: the lines of the run's attempts as they started; with `--follow`,
     /// then those of each attempt that ends, until the run ends.
     pub fn logs(&self, args: &LogsArgs) -> Result<u8, Failed> {
-        let mut printed = std::collections::HashSet::new();
+        // Lines printed of each attempt; an attempt's lines only ever grow at their end,
+        // in flight and once stored, so each poll asks from there.
+        let mut printed: HashMap<(String, u32), usize> = HashMap::new();
+        let mut ended = HashSet::new();
         let mut any = false;
         loop {
             let run: Run = self.json(&format!("/runs/{}", args.run))?;
@@ -315,17 +339,26 @@ impl Remote {
             {
                 return Err(crate::report::no_such_task(run.id, task));
             }
-            let new = run.attempts.iter().filter(|a| {
-                args.wants(&a.task, a.attempt) && printed.insert((a.task.clone(), a.attempt))
-            });
-            for log in self.attempt_logs(run.id, new.map(|a| (&*a.task, a.attempt)))? {
-                any |= !log.lines.is_empty();
-                crate::logs::print(&log.task, log.attempt, &log.lines, args.json);
+            // The rest of each attempt that ended since, in the order they started; then
+            // what the attempts in flight wrote since.
+            let newly_ended = run
+                .attempts
+                .iter()
+                .map(|a| (&a.task, a.attempt))
+                .filter(|&(task, n)| ended.insert((task.clone(), n)));
+            let in_flight = run.in_flight.iter().map(|a| (&a.task, a.attempt));
+            let asked = newly_ended.chain(in_flight);
+            for (task, attempt) in asked.filter(|&(task, n)| args.wants(task, n)) {
+                let seen = printed.entry((task.clone(), attempt)).or_default();
+                let lines = self.attempt_lines(run.id, task, attempt, *seen)?;
+                *seen += lines.len();
+                any |= !lines.is_empty();
+                crate::logs::print(task, attempt, &lines, args.json);
             }
             if !args.follow || run.state != RunState::Running {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(250));
+            std::thread::sleep(POLL_LOGS);
         }
         if !any {
             eprintln!("{}", crate::logs::nothing_logged(args));
@@ -340,25 +373,9 @@ impl Remote {
         id: u64,
         attempts: impl Iterator<Item = (&'a str, u32)>,
     ) -> Result<Vec<AttemptLog>, Failed> {
-        #[derive(Deserialize)]
-        struct Page {
-            lines: Vec<LogLine>,
-            next: Option<u64>,
-        }
         let mut logs = Vec::new();
         for (task, attempt) in attempts {
-            let mut lines = Vec::new();
-            let mut after = 0;
-            loop {
-                let page: Page = self.json(&format!(
-                    "/runs/{id}/tasks/{task}/logs?attempt={attempt}&after={after}"
-                ))?;
-                lines.extend(page.lines);
-                match page.next {
-                    Some(next) => after = next,
-                    None => break,
-                }
-            }
+            let lines = self.attempt_lines(id, task, attempt, 0)?;
             if !lines.is_empty() {
                 let task = task.to_owned();
                 logs.push(AttemptLog {
@@ -369,6 +386,33 @@ impl Remote {
             }
         }
         Ok(logs)
+    }
+
+    /// The lines of `task`'s attempt `attempt` from the `after`th on, every page.
+    fn attempt_lines(
+        &self,
+        id: u64,
+        task: &str,
+        attempt: u32,
+        mut after: usize,
+    ) -> Result<Vec<LogLine>, Failed> {
+        #[derive(Deserialize)]
+        struct Page {
+            lines: Vec<LogLine>,
+            next: Option<u64>,
+        }
+        let mut lines = Vec::new();
+        loop {
+            let page: Page = self.json(&format!(
+                "/runs/{id}/tasks/{task}/logs?attempt={attempt}&after={after}"
+            ))?;
+            lines.extend(page.lines);
+            match page.next {
+                Some(next) => after = next as usize,
+                None => break,
+            }
+        }
+        Ok(lines)
     }
 
     /// `sandflow output`: the output's bytes.
@@ -437,14 +481,14 @@ impl Remote {
             if run.state != RunState::Running {
                 break run;
             }
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(POLL_RUN);
         };
         bar.finish_and_clear();
         if json {
             let run: Value = self.json(&format!("/runs/{id}"))?;
             println!("{run}");
         } else {
-            report::print_table(&run.head(), &run.tasks());
+            report::print_table(&run.head(), &run.tasks(), &run.running());
         }
         Ok(match run.state {
             RunState::Succeeded => 0,

@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use sandflow::db::{RunRecord, TaskRecord};
 use sandflow::store::Attempt;
 use sandflow::{
-    AttemptLog, Clear, Engine, Flow, NewRun, RunError, RunEvent, RunOptions, RunReport,
+    AttemptLog, Clear, Engine, Flow, NewRun, RunError, RunEvent, RunHandle, RunOptions, RunReport,
     RunSettings, RunState, Store, TaskState, Trigger,
 };
 use std::io::IsTerminal;
@@ -28,7 +28,7 @@ pub async fn run(
     invocation: Invocation,
     options: RunOptions,
     json: bool,
-    interrupt: impl Future<Output = ()>,
+    (started, interrupt): (impl FnOnce(&RunHandle), impl Future<Output = ()>),
 ) -> Result<RunReport, RunError> {
     let mut handle = match invocation {
         Invocation::Start(new) => engine.start(flow, new, options).await?,
@@ -37,6 +37,7 @@ pub async fn run(
             engine.retry(flow, id, &which, settings, options).await?
         }
     };
+    started(&handle);
     let bar = progress(flow.dag().len() as u64, json);
     let (record, done) = (handle.record(), handle.done_before());
     bar.set_position(done as u64);
@@ -80,7 +81,7 @@ pub async fn run(
     if json {
         println!("{}", to_json(&report.run, &tasks));
     } else {
-        print_table(&Head::live(&report.run), &tasks);
+        print_table(&Head::live(&report.run), &tasks, &[]);
     }
     Ok(report)
 }
@@ -241,7 +242,7 @@ pub async fn show_run(store: &dyn Store, id: u64, json: bool, logs: bool) -> Res
         return Ok(0);
     }
     print_setting(&run);
-    print_table(&Head::stored(&run), &tasks);
+    print_table(&Head::stored(&run), &tasks, &[]);
     print_attempts(run.started_ms, &attempts);
     if logs {
         print_logs(&lines);
@@ -377,7 +378,13 @@ pub async fn output(store: &dyn Store, run: u64, task: &str) -> Result<Vec<u8>, 
     )))
 }
 
-pub fn print_table(run: &Head<'_>, tasks: &[(String, Option<TaskRecord>)]) {
+/// A task without a record is pending, or running its attempt as `running` says.
+pub fn print_table(
+    run: &Head<'_>,
+    tasks: &[(String, Option<TaskRecord>)],
+    running: &[(String, u32)],
+) {
+    let in_flight = |name: &str| running.iter().find(|(t, _)| t == name).map(|(_, n)| *n);
     let width = tasks.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
     println!(
         "{:<width$}  {:<15} {:>8} {:>10} {:>15}  ERROR",
@@ -396,14 +403,21 @@ pub fn print_table(run: &Head<'_>, tasks: &[(String, Option<TaskRecord>)]) {
                     .map(|e| printable(&e.to_string()))
                     .unwrap_or_default()
             ),
-            None => println!("{name:<width$}  {:<15}", TaskState::Pending.as_str()),
+            None => match in_flight(name) {
+                Some(attempt) => println!(
+                    "{name:<width$}  {:<15} {attempt:>8}",
+                    TaskState::Running.as_str()
+                ),
+                None => println!("{name:<width$}  {:<15}", TaskState::Pending.as_str()),
+            },
         }
     }
     let mut counts: Vec<(TaskState, usize)> = Vec::new();
-    for state in tasks
-        .iter()
-        .map(|(_, r)| r.as_ref().map_or(TaskState::Pending, |r| r.state))
-    {
+    for state in tasks.iter().map(|(name, r)| match (r, in_flight(name)) {
+        (Some(r), _) => r.state,
+        (None, Some(_)) => TaskState::Running,
+        (None, None) => TaskState::Pending,
+    }) {
         match counts.iter_mut().find(|(s, _)| *s == state) {
             Some((_, n)) => *n += 1,
             None => counts.push((state, 1)),

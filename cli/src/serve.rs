@@ -22,8 +22,8 @@ pub struct ServeArgs {
     /// [default: 256MiB]
     #[arg(long, value_name = "SIZE")]
     max_memory: Option<bytesize::ByteSize>,
-    /// The operator's token for the admin API (`sandflow --server URL --token TOKEN tenant
-    /// ...` while the server runs); without it the admin API is off
+    /// The operator's token for the admin API (`sandflow tenant ... --server URL --token
+    /// TOKEN` while the server runs); without it the admin API is off
     #[arg(
         long,
         env = "SANDFLOW_ADMIN_TOKEN",

@@ -7,6 +7,7 @@ use crate::bundle::{Bundle, BundleError, BundleLimits};
 use crate::dag::{Dag, DagError};
 use crate::db::RunRecord;
 use crate::grants::{GrantPolicy, HostGrants};
+use crate::journal::{InFlight, LogLine};
 use crate::sandbox::{EngineConfig, Sandbox, SandboxError};
 use crate::scheduler::{
     Clear, InSandbox, NewRun, RunError, RunEvent, RunOptions, RunReport, RunSettings, Runner, Stop,
@@ -243,6 +244,8 @@ impl RunHandle {
     ) -> Self {
         let (events, received) = mpsc::unbounded_channel();
         let (stop, stops) = watch::channel(None);
+        let in_flight = InFlight::default();
+        let watched = (stops, in_flight.clone());
         let done = prior.done();
         let record = run.clone();
         // Every log line of the run, its attempts' and its tasks' own included, carries
@@ -257,7 +260,7 @@ impl RunHandle {
         let ended = tokio::spawn(
             async move {
                 let report = runner
-                    .drive(&run, capabilities, prior, &options, stops, &events)
+                    .drive(&run, capabilities, prior, &options, watched, &events)
                     .await;
                 match &report {
                     Ok(report) => tracing::info!(state = %report.run.state.as_str(), "run ended"),
@@ -273,6 +276,7 @@ impl RunHandle {
             events: received,
             control: RunControl {
                 stop: Arc::new(stop),
+                in_flight,
             },
             ended,
         }
@@ -321,14 +325,28 @@ impl RunHandle {
     }
 }
 
-/// Stops a run from anywhere: cheap to clone, kept by whoever may cancel the run while
-/// another task waits for its end.
+/// Stops a run and looks into its attempts in flight, from anywhere: cheap to clone, kept by
+/// whoever may cancel the run or show its progress while another task waits for its end.
 #[derive(Clone)]
 pub struct RunControl {
     stop: Arc<watch::Sender<Option<Stop>>>,
+    in_flight: InFlight,
 }
 
 impl RunControl {
+    /// Each task with an attempt in flight, with the attempt's number, by task name.
+    pub fn in_flight(&self) -> Vec<(String, u32)> {
+        self.in_flight.attempts()
+    }
+
+    /// The lines `task`'s attempt in flight has written so far (a line once it has
+    /// ended), with the attempt's number; `None` if no attempt of `task` is in flight.
+    /// Once the attempt ends its lines are read from the store: the same lines in the
+    /// same order, and the partial ones last.
+    pub fn live_log(&self, task: &str) -> Option<(u32, Vec<LogLine>)> {
+        self.in_flight.lines(task)
+    }
+
     /// Stops the run: attempts in flight are dropped, and the run ends `interrupted`,
     /// resumable. Ending it takes as long as committing what ended before.
     pub fn interrupt(&self) {

@@ -112,9 +112,8 @@ impl HostState {
     pub(crate) fn new(
         identity: TaskIdentity,
         memory_limit: usize,
-        log_limit: usize,
+        journal: Journal,
     ) -> wasmtime::Result<Self> {
-        let journal = Journal::new(log_limit);
         let mut wasi = WasiCtx::builder();
         wasi.stdout(journal.stream(LogStream::Stdout))
             .stderr(journal.stream(LogStream::Stderr))

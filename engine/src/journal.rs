@@ -7,6 +7,7 @@
 //! its log lines, with their place among them, instead of being thrown away.
 
 use crate::host::{LimitHit, PLUGIN_TARGET};
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -225,6 +226,11 @@ impl Journal {
         std::mem::take(&mut lines.lines)
     }
 
+    /// The whole lines written so far. Lines are only ever added, until `take`.
+    pub(crate) fn written(&self) -> Vec<LogLine> {
+        self.lines().lines.clone()
+    }
+
     /// The limit, if the task tried to pass it: such an attempt fails because of it,
     /// whatever the task did with the error.
     pub(crate) fn limit_hit(&self) -> Option<usize> {
@@ -282,6 +288,48 @@ impl Lines {
             level: LogLevel::Info,
             message,
         });
+    }
+}
+
+/// The journals of a run's attempts in flight, one per task, shared by the scheduler,
+/// which adds and removes them, and the run's control, through which a host shows the
+/// lines of an attempt while it runs. An attempt's journal leaves here when the attempt
+/// ends, before its lines are committed: a reader sees them here, or stored, or for a
+/// moment neither, never both.
+#[derive(Clone, Default)]
+pub(crate) struct InFlight(Arc<Mutex<HashMap<String, (u32, Journal)>>>);
+
+impl InFlight {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, Journal)>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `task`'s attempt `attempt` started, writing to `journal`.
+    pub(crate) fn started(&self, task: &str, attempt: u32, journal: Journal) {
+        self.map().insert(task.to_owned(), (attempt, journal));
+    }
+
+    /// `task`'s attempt ended; its journal, if it was in flight.
+    pub(crate) fn ended(&self, task: &str) -> Option<Journal> {
+        self.map().remove(task).map(|(_, journal)| journal)
+    }
+
+    /// Each task with an attempt in flight, and the attempt's number.
+    pub(crate) fn attempts(&self) -> Vec<(String, u32)> {
+        let mut attempts: Vec<_> = self
+            .map()
+            .iter()
+            .map(|(t, (n, _))| (t.clone(), *n))
+            .collect();
+        attempts.sort();
+        attempts
+    }
+
+    /// The number of `task`'s attempt in flight and its whole lines so far.
+    pub(crate) fn lines(&self, task: &str) -> Option<(u32, Vec<LogLine>)> {
+        // The map's lock is not held while the journal's is taken.
+        let journal = self.map().get(task).map(|(n, j)| (*n, j.clone()));
+        journal.map(|(attempt, journal)| (attempt, journal.written()))
     }
 }
 
@@ -365,6 +413,25 @@ mod tests {
             .iter()
             .map(|l| (l.stream, l.message.as_str()))
             .collect()
+    }
+
+    #[test]
+    fn an_attempt_in_flight_shows_its_whole_lines_until_it_ends() {
+        let watched = InFlight::default();
+        let journal = Journal::new(1 << 20);
+        watched.started("t", 2, journal.clone());
+        journal.log(LogLevel::Info, "one".into()).unwrap();
+        journal.write(LogStream::Stdout, b"two\nthr").unwrap();
+        assert_eq!(watched.attempts(), [("t".to_owned(), 2)]);
+        let (attempt, lines) = watched.lines("t").unwrap();
+        let (log, stdout) = (LogStream::Log, LogStream::Stdout);
+        assert_eq!(attempt, 2);
+        assert_eq!(messages(&lines), [(log, "one"), (stdout, "two")]);
+        // Its journal leaves with it, and holds the partial line too.
+        let ended = watched.ended("t").unwrap();
+        assert!(watched.lines("t").is_none() && watched.attempts().is_empty());
+        let all = [(log, "one"), (stdout, "two"), (stdout, "thr")];
+        assert_eq!(messages(&ended.take()), all);
     }
 
     #[test]

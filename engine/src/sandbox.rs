@@ -20,7 +20,7 @@ use crate::fair::{FairSlots, Share, Slot};
 use crate::host::bindings::sandflow::plugin::types::TaskError;
 use crate::host::bindings::{self, BundlePre};
 use crate::host::{HostState, LimitHit, TaskIdentity};
-use crate::journal::LogLine;
+use crate::journal::{Journal, LogLine};
 use crate::metrics::{AttemptCost, Counted};
 use crate::state::Failure;
 use crate::workflow::{TaskDef, WorkflowDef};
@@ -289,7 +289,8 @@ impl Sandbox {
         limits: &RunLimits,
     ) -> Result<WorkflowDef, Failure> {
         let identity = TaskIdentity::standalone();
-        self.execute(pre, identity, limits, async |bundle, store| {
+        let journal = Journal::new(limits.log);
+        self.execute(pre, identity, limits, journal, async |bundle, store| {
             bundle.call_describe(store).await
         })
         .await
@@ -311,21 +312,24 @@ impl Sandbox {
             task: task.to_owned(),
             ..TaskIdentity::standalone()
         };
-        self.run_task(bundle.pre(), identity, limits).await.outcome
+        let journal = Journal::new(limits.log);
+        let execution = self.run_task(bundle.pre(), identity, limits, journal);
+        execution.await.outcome
     }
 
     /// Runs one attempt of the task `identity` names, under `limits` as the task lowered
-    /// them (see [`RunLimits::for_task`]).
+    /// them (see [`RunLimits::for_task`]), its lines written to `journal`.
     pub(crate) async fn run_task(
         &self,
         pre: &BundlePre<HostState>,
         identity: TaskIdentity,
         limits: &RunLimits,
+        journal: Journal,
     ) -> Execution<Vec<u8>> {
         let task = identity.task.clone();
         let (tenant, workflow) = (identity.share.tenant.clone(), identity.workflow.clone());
         let execution = self
-            .execute(pre, identity, limits, async |bundle, store| {
+            .execute(pre, identity, limits, journal, async |bundle, store| {
                 bundle.call_run(store, &task).await
             })
             .await;
@@ -394,12 +398,13 @@ impl Sandbox {
         store
     }
 
-    /// Runs `call` on a fresh instance of `pre` under `limits`.
+    /// Runs `call` on a fresh instance of `pre` under `limits`, writing to `journal`.
     async fn execute<R>(
         &self,
         pre: &BundlePre<HostState>,
         identity: TaskIdentity,
         limits: &RunLimits,
+        journal: Journal,
         call: impl AsyncFnOnce(&bindings::Bundle, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Execution<R> {
         // Only attempts of runs are counted, not `describe`.
@@ -416,7 +421,7 @@ impl Sandbox {
         let queue_wait = started - asked;
         let started_ms = crate::state::now_ms();
         let (fuel, timeout) = (limits.fuel, limits.timeout);
-        let state = match HostState::new(identity, limits.memory, limits.log) {
+        let state = match HostState::new(identity, limits.memory, journal) {
             Ok(state) => state,
             Err(e) => {
                 return Execution {

@@ -15,7 +15,7 @@ use crate::db::{AttemptRecord, RunRecord, TaskRecord};
 use crate::fair::Share;
 use crate::grants::{Capabilities, GrantError, GrantPolicy, Grants};
 use crate::host::{InputSource, TaskIdentity};
-use crate::journal::LogLine;
+use crate::journal::{InFlight, Journal, LogLine};
 use crate::sandbox::{Execution, RunLimits, Sandbox, SandboxError};
 use crate::state::{Failure, RunState, RunningTime, TaskState, Trigger, now_ms};
 use crate::store::{Attempt, AttemptLog, Completion, Store, StoreError};
@@ -57,11 +57,12 @@ pub(crate) trait Attempts: Send + Sync + 'static {
     /// Whether attempts can run under `limits`.
     fn check(&self, limits: &RunLimits) -> Result<(), SandboxError>;
 
-    /// Runs one attempt of the task `identity` names.
+    /// Runs one attempt of the task `identity` names, its lines written to `journal`.
     fn run(
         &self,
         identity: TaskIdentity,
         limits: RunLimits,
+        journal: Journal,
     ) -> std::pin::Pin<Box<dyn Future<Output = Execution<Vec<u8>>> + Send>>;
 }
 
@@ -84,9 +85,13 @@ impl Attempts for InSandbox {
         &self,
         identity: TaskIdentity,
         limits: RunLimits,
+        journal: Journal,
     ) -> std::pin::Pin<Box<dyn Future<Output = Execution<Vec<u8>>> + Send>> {
         let (sandbox, bundle) = (self.sandbox.clone(), self.bundle.clone());
-        Box::pin(async move { sandbox.run_task(bundle.pre(), identity, &limits).await })
+        Box::pin(async move {
+            let execution = sandbox.run_task(bundle.pre(), identity, &limits, journal);
+            execution.await
+        })
     }
 }
 
@@ -562,10 +567,10 @@ impl Runner {
         capabilities: Capabilities,
         prior: Prior,
         options: &RunOptions,
-        stops: Stops,
+        (stops, watched): (Stops, InFlight),
         events: &Events,
     ) -> Result<RunReport, RunError> {
-        let live = LiveRun::new(self, run, capabilities, options);
+        let live = LiveRun::new(self, run, capabilities, options, watched);
         live.drive(prior, options, stops, events).await
     }
 }
@@ -656,6 +661,8 @@ struct LiveRun<'a> {
     /// Which task each attempt in flight belongs to, so that even an attempt that panicked
     /// inside the engine can be charged to its task instead of taking the run down.
     in_flight: HashMap<tokio::task::Id, usize>,
+    /// The journals of the attempts in flight, which the run's control reads.
+    watched: InFlight,
     batch: Batch,
     /// At most one commit at a time, so commits land in the order tasks ended.
     committing: Option<Commit>,
@@ -671,6 +678,7 @@ impl<'a> LiveRun<'a> {
         run: &'a RunRecord,
         capabilities: Capabilities,
         options: &RunOptions,
+        watched: InFlight,
     ) -> Self {
         let dag = &runner.dag;
         let tasks: Vec<Progress> = (0..dag.len())
@@ -713,6 +721,7 @@ impl<'a> LiveRun<'a> {
             retries: BinaryHeap::new(),
             running: JoinSet::new(),
             in_flight: HashMap::new(),
+            watched,
             batch: Batch::default(),
             committing: None,
             stored: 0,
@@ -935,7 +944,11 @@ impl<'a> LiveRun<'a> {
                 queue_wait_ms = tracing::field::Empty,
                 cause = tracing::field::Empty,
             );
-            let execution = self.runner.attempts.run(identity, limits).instrument(span);
+            let journal = Journal::new(limits.log);
+            self.watched
+                .started(&def.name, task.attempts, journal.clone());
+            let execution = self.runner.attempts.run(identity, limits, journal);
+            let execution = execution.instrument(span);
             let attempt = self.running.spawn(execution);
             self.in_flight.insert(attempt.id(), i);
         }
@@ -947,9 +960,9 @@ impl<'a> LiveRun<'a> {
         &mut self,
         joined: Result<(tokio::task::Id, Execution<Vec<u8>>), tokio::task::JoinError>,
     ) -> Option<Ended> {
-        let (id, execution) = match joined {
-            Ok(done) => done,
-            Err(e) => (e.id(), engine_fault(&e)),
+        let (id, mut execution, dropped) = match joined {
+            Ok((id, execution)) => (id, execution, false),
+            Err(e) => (e.id(), engine_fault(&e), true),
         };
         // When it had its slot, and when it gave it back: waiting for a slot is not the
         // attempt's time.
@@ -960,6 +973,12 @@ impl<'a> LiveRun<'a> {
             .remove(&id)
             .expect("every attempt in flight is registered");
         let def = &self.runner.workflow.tasks[i];
+        let journal = self.watched.ended(&def.name);
+        // An attempt dropped (interrupted, or panicked in the engine) still wrote what it
+        // wrote until then.
+        if let (true, Some(journal)) = (dropped, journal) {
+            execution.log = journal.take();
+        }
         let task = &mut self.tasks[i];
         task.fuel_used += execution.fuel_used;
         task.duration += execution.duration;
@@ -1292,7 +1311,7 @@ mod tests {
             Ok(())
         }
 
-        fn run(&self, identity: TaskIdentity, _: RunLimits) -> Attempt {
+        fn run(&self, identity: TaskIdentity, _: RunLimits, _: Journal) -> Attempt {
             (self.0)(identity)
         }
     }
@@ -1337,7 +1356,14 @@ mod tests {
         let options = RunOptions::default();
         let prior = Prior::default();
         runner
-            .drive(&run, capabilities, prior, &options, stops, &events)
+            .drive(
+                &run,
+                capabilities,
+                prior,
+                &options,
+                (stops, InFlight::default()),
+                &events,
+            )
             .await
             .unwrap()
     }
@@ -1461,7 +1487,7 @@ mod tests {
                 capabilities,
                 prior,
                 &options,
-                never_stopped(),
+                (never_stopped(), InFlight::default()),
                 &events,
             )
             .await

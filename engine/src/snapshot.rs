@@ -69,7 +69,8 @@ pub(crate) async fn snapshot(
     let mut linker = Linker::new(sandbox.engine());
     linker.define_unknown_imports_as_traps(&component)?;
 
-    let state = HostState::new(TaskIdentity::standalone(), limits.memory, limits.log)?;
+    let journal = crate::journal::Journal::new(limits.log);
+    let state = HostState::new(TaskIdentity::standalone(), limits.memory, journal)?;
     let _slot = sandbox.slot(&Default::default()).await;
     let deadline = Instant::now().checked_add(limits.timeout);
     let mut store = sandbox.store(state, limits.fuel, deadline);

@@ -68,6 +68,9 @@ pub struct Service {
     /// Loaded bundles by (tenant, hash): a bundle compiles once per process.
     flows: tokio::sync::Mutex<HashMap<(String, String), Flow>>,
     live: Mutex<HashMap<u64, Live>>,
+    /// Runs this process drives itself, not through the service, whose attempts in flight
+    /// the API shows (the run of a `sandflow run` whose door this service is).
+    shown: Mutex<HashMap<u64, RunControl>>,
     /// Held while a run of a workflow with a policy is admitted and started.
     admission: tokio::sync::Mutex<()>,
     /// Signalled when the last live run ends.
@@ -122,6 +125,7 @@ impl Service {
             config,
             flows: Default::default(),
             live: Mutex::default(),
+            shown: Mutex::default(),
             admission: Default::default(),
             idle: Notify::new(),
             draining: AtomicBool::new(false),
@@ -227,6 +231,23 @@ impl Service {
     /// How many runs are in flight here.
     pub fn in_flight(&self) -> usize {
         self.live_runs().len()
+    }
+
+    /// The control of run `id`, if it is in flight here: what shows its attempts in
+    /// flight.
+    pub fn control(&self, id: u64) -> Option<RunControl> {
+        let live = self.live_runs().get(&id).map(|live| live.control.clone());
+        live.or_else(|| {
+            let shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+            shown.get(&id).cloned()
+        })
+    }
+
+    /// Shows the attempts in flight of run `id`, which this process drives itself, as
+    /// those of its own runs; the service neither waits for it nor stops it.
+    pub fn show(&self, id: u64, control: RunControl) {
+        let mut shown = self.shown.lock().unwrap_or_else(|e| e.into_inner());
+        shown.insert(id, control);
     }
 
     /// Completes once no run is in flight here.

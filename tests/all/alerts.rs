@@ -140,7 +140,7 @@ fn each_failure_reaches_the_webhook_once_signed_through_failures_and_restarts() 
     let retried = alerts.iter().filter(|a| a["attempts"] == 2).count();
     assert_eq!(retried, 3, "{listed}");
     assert_eq!(listed["webhook"]["url"], url.as_str());
-    let cli = scratch.sandflow(&["--server", &server.url, "--token", &token, "alerts"]);
+    let cli = scratch.sandflow(&["alerts", "--server", &server.url, "--token", &token]);
     assert_eq!(cli.code, 0, "{cli:?}");
     assert!(
         cli.stdout.contains(&url) && cli.stdout.contains("run_failed"),

@@ -226,13 +226,12 @@ fn params_reach_the_tasks_exactly_as_given() {
 #[test]
 fn a_reader_leaving_early_ends_sandflow_quietly() {
     use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let scratch = Scratch::default();
     // Ten thousand lines: more than a pipe holds, so sandflow is still writing.
     let wide = plugin("sdk-fanout-10k");
-    let mut child = Command::new(crate::sandflow_bin())
-        .arg("--cache-dir")
-        .arg(scratch.cache())
+    let mut child = scratch
+        .command()
         .args(["inspect", wide.to_str().unwrap()])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

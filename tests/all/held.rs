@@ -3,19 +3,26 @@
 //! holder runs; what cannot go through the door waits a moment, then says "try later"
 //! with an exit code of its own.
 
-use crate::{Scratch, plugin, sandflow_bin};
+use crate::{Scratch, plugin};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 
 /// Starts a run of `lattice` that lasts about ten seconds (one attempt at a time), and
 /// returns once it is recorded.
 fn holder(scratch: &Scratch) -> Child {
-    let mut child = Command::new(sandflow_bin())
-        .args(["--db".as_ref(), scratch.db().as_os_str()])
-        .args(["--cache-dir".as_ref(), scratch.cache().as_os_str()])
+    holding(
+        scratch,
+        &["--params", r#"{"work": 40000000}"#, "--concurrency", "1"],
+    )
+}
+
+/// Starts `run lattice ARGS`, and returns once the run is recorded.
+fn holding(scratch: &Scratch, args: &[&str]) -> Child {
+    let mut child = scratch
+        .command()
         .args(["run".as_ref(), plugin("lattice").as_os_str()])
-        .args(["--params", r#"{"work": 40000000}"#, "--concurrency", "1"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -85,4 +92,54 @@ fn a_live_run_answers_the_other_commands_through_its_door() {
     let runs: Vec<Value> = serde_json::from_str(&runs.stdout).unwrap();
     let states: Vec<&str> = runs.iter().map(|r| r["state"].as_str().unwrap()).collect();
     assert_eq!(states, ["succeeded", "succeeded"], "{runs:?}");
+}
+
+#[test]
+fn a_follower_sees_an_attempt_s_lines_while_it_runs_and_keeps_them_when_it_is_stopped() {
+    let scratch = Scratch::default();
+    // One task, which logs a line and then spins for some seconds.
+    let params = r#"{"work": 4000000000}"#;
+    let only = ["--only", "l00_0", "--fuel", "100000000000"];
+    let child = holding(&scratch, &[&only[..], &["--params", params]].concat());
+    let mut follower = scratch
+        .command()
+        .args(["logs", "1", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(follower.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(
+        line.ends_with(" l00_0#1 info   spinning 4000000000 rounds\n"),
+        "{line:?}"
+    );
+    // The line came while its attempt ran: the run shows it in flight.
+    let shown = scratch.sandflow(&["runs", "show", "1", "--json"]);
+    let shown: Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!(shown["state"], "running", "{shown}");
+    assert_eq!(
+        shown["in_flight"],
+        serde_json::json!([{"task": "l00_0", "attempt": 1}])
+    );
+    assert_eq!(shown["tasks"][0]["state"], "running", "{shown}");
+    let table = scratch.sandflow(&["runs", "show", "1"]);
+    assert!(table.stdout.contains("l00_0  running"), "{table:?}");
+
+    // Stopped, the attempt is dropped, and what it wrote is kept; the follower ends
+    // with the run, having printed the line once.
+    let interrupt = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupt.success());
+    let ended = child.wait_with_output().unwrap();
+    assert_eq!(ended.status.code(), Some(130), "{ended:?}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert!(follower.wait().unwrap().success());
+    assert_eq!(rest, "", "printed once");
+    let kept = scratch.sandflow(&["logs", "1"]);
+    assert_eq!(kept.stdout, line, "{kept:?}");
 }

@@ -2,10 +2,10 @@
 //! their process died, deleted and pruned, and a pruned database that stops growing.
 
 use crate::serve::{Server, tenant};
-use crate::{Scratch, plugin, sandflow_bin};
+use crate::{Scratch, plugin};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 fn listed(scratch: &Scratch, args: &[&str]) -> Vec<(u64, String)> {
     let mut all = vec!["runs", "--json"];
@@ -26,9 +26,8 @@ fn listed(scratch: &Scratch, args: &[&str]) -> Vec<(u64, String)> {
 /// Starts a run of `scheduling` (it takes a while) and kills its process once the run is
 /// recorded: the run stays `running`, and nobody runs it.
 fn killed_run(scratch: &Scratch) {
-    let mut child = Command::new(sandflow_bin())
-        .args(["--db".as_ref(), scratch.db().as_os_str()])
-        .args(["--cache-dir".as_ref(), scratch.cache().as_os_str()])
+    let mut child = scratch
+        .command()
         .args(["run".as_ref(), plugin("scheduling").as_os_str()])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -87,12 +87,24 @@ impl Scratch {
         self.invoke(&self.db(), args, env)
     }
 
+    /// `sandflow` with the database at `db` and this scratch space's cache, given as the
+    /// environment gives them: a command heeds them where it takes `--db` and `--cache-dir`.
+    pub fn command_with_db(&self, db: &Path) -> Command {
+        let mut command = Command::new(sandflow_bin());
+        command
+            .env("SANDFLOW_DB", db)
+            .env("SANDFLOW_CACHE_DIR", self.cache());
+        command
+    }
+
+    /// `sandflow` with this scratch space's database and cache.
+    pub fn command(&self) -> Command {
+        self.command_with_db(&self.db())
+    }
+
     fn invoke(&self, db: &Path, args: &[&str], env: &[(&str, &str)]) -> Outcome {
-        let out = Command::new(sandflow_bin())
-            .arg("--db")
-            .arg(db)
-            .arg("--cache-dir")
-            .arg(self.cache())
+        let out = self
+            .command_with_db(db)
             .args(args)
             .envs(env.iter().copied())
             .output()

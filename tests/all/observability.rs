@@ -202,12 +202,12 @@ fn a_run_is_exported_as_a_trace_with_a_span_per_attempt_that_the_log_names() {
     let hello = crate::plugin("hello");
     let out = scratch.sandflow_with_env(
         &[
+            "run",
+            hello.to_str().unwrap(),
             "--log-format",
             "json",
             "--otlp-endpoint",
             &collector.base,
-            "run",
-            hello.to_str().unwrap(),
         ],
         &[("RUST_LOG", "info")],
     );

@@ -4,7 +4,7 @@
 //! The `lattice` plugin has 200 tasks whose outputs each depend on most of the graph
 //! above them, so a task run twice or an input lost would change the final outputs.
 
-use crate::{Scratch, plugin, sandflow_bin};
+use crate::{Scratch, plugin};
 use sandflow::Db;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -70,11 +70,8 @@ fn lattice() -> &'static str {
 
 /// Starts `sandflow ARGS` on the scratch database with attempt starts logged to `stderr`.
 fn spawn(scratch: &Scratch, args: &[&str], stderr: &Path) -> Child {
-    Command::new(sandflow_bin())
-        .arg("--db")
-        .arg(scratch.db())
-        .arg("--cache-dir")
-        .arg(scratch.cache())
+    scratch
+        .command()
         .args(args)
         .args(["--concurrency", "2", "--json"])
         .env("RUST_LOG", "sandflow::scheduler=debug")

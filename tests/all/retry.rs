@@ -109,7 +109,7 @@ fn a_rebuilt_or_removed_bundle_does_not_strand_its_run() {
         ])
         .assert_bad_input("started with a bundle whose SHA-256 is");
     // Without the cache there is no kept copy either.
-    let bare = scratch.sandflow(&["--no-cache", "retry", "1", "--task", "greet"]);
+    let bare = scratch.sandflow(&["retry", "1", "--task", "greet", "--no-cache"]);
     bare.assert_bad_input("cannot read bundle");
 }
 

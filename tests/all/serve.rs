@@ -1,7 +1,7 @@
 //! `sandflow serve` as tenants and operators meet it: the real binary on a loopback port,
 //! driven over HTTP.
 
-use crate::{Outcome, Scratch, plugin, sandflow_bin};
+use crate::{Outcome, Scratch, plugin};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -35,11 +35,8 @@ impl Server {
     }
 
     fn spawn(scratch: &Scratch, extra: &[&str], stderr: Stdio, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(sandflow_bin())
-            .arg("--db")
-            .arg(scratch.db())
-            .arg("--cache-dir")
-            .arg(scratch.cache())
+        let mut child = scratch
+            .command()
             .args(["serve", "--listen", "127.0.0.1:0", "--grace", "10s"])
             .args(extra)
             .envs(env.iter().copied())
@@ -67,8 +64,8 @@ impl Server {
         token: &'a str,
     ) -> impl Fn(&[&str]) -> Outcome + 'a {
         move |args| {
-            let mut all = vec!["--server", &self.url, "--token", token];
-            all.extend_from_slice(args);
+            let mut all = args.to_vec();
+            all.extend(["--server", &self.url, "--token", token]);
             scratch.sandflow_with_db(&scratch.path().join("never.redb"), &all)
         }
     }
@@ -671,12 +668,14 @@ fn the_command_line_runs_and_reads_through_the_server() {
     assert!(output.stdout.contains("cli"), "{output:?}");
 
     client(&["runs", "show", "7"]).assert_bad_input("run 7 does not exist");
-    client(&["validate", hello.to_str().unwrap()]).assert_bad_input("without --server");
-    let anonymous = scratch.sandflow_with_db(&elsewhere, &["--server", &server.url, "runs"]);
+    // Options are taken only by the commands that heed them.
+    client(&["validate", hello.to_str().unwrap()])
+        .assert_bad_input("unexpected argument '--server'");
+    let anonymous = scratch.sandflow_with_db(&elsewhere, &["runs", "--server", &server.url]);
     anonymous.assert_bad_input("--token");
     let wrong = scratch.sandflow_with_db(
         &elsewhere,
-        &["--server", &server.url, "--token", "x", "runs"],
+        &["runs", "--server", &server.url, "--token", "x"],
     );
     wrong.assert_bad_input("not valid");
     assert!(!elsewhere.exists());
@@ -731,11 +730,11 @@ fn the_operator_manages_tenants_while_the_server_runs() {
     let server = Server::start_with(&scratch, &["--admin-token", "operator-secret"]);
     let admin = |args: &[&str]| {
         let mut all = vec![
+            "tenant",
             "--server",
             &server.url,
             "--token",
             "operator-secret",
-            "tenant",
         ];
         all.extend_from_slice(args);
         scratch.sandflow_with_db(&scratch.path().join("unused.redb"), &all)
@@ -768,12 +767,12 @@ fn the_operator_manages_tenants_while_the_server_runs() {
     let as_tenant = scratch.sandflow_with_db(
         &scratch.path().join("unused.redb"),
         &[
+            "tenant",
+            "list",
             "--server",
             &server.url,
             "--token",
             &new_token,
-            "tenant",
-            "list",
         ],
     );
     as_tenant.assert_bad_input("admin token");

@@ -170,7 +170,7 @@ fn a_schedule_fires_each_tick_once_catches_up_pauses_and_backfills() {
 
     // The same through the command line.
     let cli = |args: &[&str]| {
-        let mut all = vec!["--server", &server.url, "--token", &token, "schedules"];
+        let mut all = vec!["schedules", "--server", &server.url, "--token", &token];
         all.extend_from_slice(args);
         let out = scratch.sandflow(&all);
         assert_eq!(out.code, 0, "{out:?}");
@@ -426,7 +426,7 @@ fn a_workflows_policy_queues_skips_or_cancels_what_would_run_past_its_limit() {
 
     // The same through the command line.
     let cli = |args: &[&str]| {
-        let mut all = vec!["--server", &server.url, "--token", &token, "policies"];
+        let mut all = vec!["policies", "--server", &server.url, "--token", &token];
         all.extend_from_slice(args);
         let out = scratch.sandflow(&all);
         assert_eq!(out.code, 0, "{out:?}");

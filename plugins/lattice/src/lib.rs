@@ -3,8 +3,9 @@
 //! a task that ran twice, or read an input that was lost, changes the final digests.
 //!
 //! Each task spins through `work` rounds of arithmetic (a run parameter, default 100,000)
-//! so that a run lasts long enough to be killed at many points along the way.
-use sandflow_sdk::{Context, Task, TaskError, Workflow, export_workflow};
+//! so that a run lasts long enough to be killed at many points along the way. It logs a
+//! line before it spins, which a follower of its log sees while it spins.
+use sandflow_sdk::{Context, Level, Task, TaskError, Workflow, export_workflow};
 
 const LAYERS: usize = 20;
 const WIDTH: usize = 10;
@@ -60,6 +61,7 @@ fn digest(ctx: &Context, layer: usize, index: usize) -> Result<u64, TaskError> {
         let input: u64 = ctx.input(&task)?;
         mix(&input.to_le_bytes());
     }
+    ctx.log(Level::Info, &format!("spinning {work} rounds"));
     for _ in 0..work {
         hash = std::hint::black_box(hash.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
     }

@@ -10,7 +10,7 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use sandflow::db::{AttemptRecord, TaskRecord};
-use sandflow::{LogLine, Params, RunFilter, RunRecord, RunState, TaskState, Trigger};
+use sandflow::{AttemptLog, LogLine, Params, RunFilter, RunRecord, RunState, TaskState, Trigger};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use utoipa::{IntoParams, ToSchema};
@@ -174,13 +174,23 @@ pub async fn list(
     Ok(Json(RunPage { runs, next }))
 }
 
-/// A run with every task (in declaration order) and every attempt.
+/// A run with every task (in declaration order), every attempt that ended, and the
+/// attempts in flight.
 #[derive(Serialize, ToSchema)]
 pub struct RunDetail {
     #[serde(flatten)]
     run: RunView,
     tasks: Vec<TaskView>,
     attempts: Vec<AttemptView>,
+    /// By task name; their lines so far are in the task's logs.
+    in_flight: Vec<InFlightView>,
+}
+
+/// An attempt running now.
+#[derive(Serialize, ToSchema)]
+pub struct InFlightView {
+    task: String,
+    attempt: u32,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -221,6 +231,7 @@ pub async fn get(
 ) -> Result<Json<RunDetail>, ApiError> {
     let run = service.run_of(&tenant, id).await?;
     let store = service.engine().store();
+    let in_flight = service.control(id).map_or_else(Vec::new, |c| c.in_flight());
     let mut records: std::collections::HashMap<String, TaskRecord> =
         store.tasks(id).await?.into_iter().collect();
     let tasks = run
@@ -232,7 +243,10 @@ pub async fn get(
             record: match records.remove(&def.name) {
                 Some(record) => Ended::Yes(record),
                 None => Ended::No {
-                    state: TaskState::Pending,
+                    state: match in_flight.iter().any(|(task, _)| *task == def.name) {
+                        true => TaskState::Running,
+                        false => TaskState::Pending,
+                    },
                 },
             },
         })
@@ -247,10 +261,15 @@ pub async fn get(
             record,
         })
         .collect();
+    let in_flight = in_flight
+        .into_iter()
+        .map(|(task, attempt)| InFlightView { task, attempt })
+        .collect();
     Ok(Json(RunDetail {
         run: RunView::from(&run),
         tasks,
         attempts,
+        in_flight,
     }))
 }
 
@@ -409,7 +428,9 @@ pub struct LogPage {
 }
 
 /// What a task logged, every attempt in order (or one), a page of lines at a time: its
-/// `host.log` lines and its stdout and stderr, each line with its time and stream.
+/// `host.log` lines and its stdout and stderr, each line with its time and stream. The
+/// lines of an attempt in flight come last, each once it has ended; they are only ever
+/// added to, so a follower asks again from where its last page ended.
 #[utoipa::path(
     get,
     path = "/runs/{id}/tasks/{task}/logs",
@@ -438,7 +459,15 @@ pub async fn logs(
         .map_or(MAX_PAGE, |l| l as usize)
         .clamp(1, MAX_PAGE);
     let from = query.after.unwrap_or(0) as usize;
-    let logs = service.engine().store().logs(id, Some(&task)).await?;
+    let mut logs = service.engine().store().logs(id, Some(&task)).await?;
+    // Read after the store: an attempt that ended meanwhile is in neither, for a moment,
+    // rather than in both.
+    let live = service.control(id).and_then(|c| c.live_log(&task));
+    logs.extend(live.map(|(attempt, lines)| AttemptLog {
+        task: task.clone(),
+        attempt,
+        lines,
+    }));
     let all = logs
         .into_iter()
         .filter(|log| query.attempt.is_none_or(|a| a == log.attempt))
