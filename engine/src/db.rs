@@ -596,11 +596,25 @@ impl Db {
                         } => {
                             if let Some(status) = status_of(&runs, &states, run)? {
                                 let mut marks = storage!(tx.open_table(CLEARED));
+                                // What the ends cost goes back to the quota: the tasks
+                                // that run again store their ends anew.
+                                let mut freed = 0;
                                 for (task, attempt) in &cleared {
                                     let key = (run, task.as_str());
-                                    storage!(tasks.remove(key));
-                                    storage!(outputs.remove(key));
+                                    if let Some(record) = storage!(tasks.remove(key)) {
+                                        freed += record.value().len() + task.len();
+                                    }
+                                    if let Some(output) = storage!(outputs.remove(key)) {
+                                        freed += output.value().len();
+                                    }
                                     storage!(marks.insert(key, *attempt));
+                                }
+                                if let Some(tenant) = storage!(run_tenants.get(run)) {
+                                    let tenant = tenant.value().to_owned();
+                                    let before = storage!(stored.get(tenant.as_str()))
+                                        .map_or(0, |v| v.value());
+                                    let after = before.saturating_sub(freed as u64);
+                                    storage!(stored.insert(tenant.as_str(), after));
                                 }
                                 let status = RunStatus {
                                     state: RunState::Running,

@@ -483,8 +483,15 @@ pub trait Store: Send + Sync + 'static {
     async fn alerts(&self, tenant: &str, limit: usize) -> Result<Vec<AlertRecord>, StoreError>;
 }
 
+/// What storing `value` as JSON takes, as the stores count it against a tenant's quota.
+fn json_len(value: &impl Serialize) -> u64 {
+    serde_json::to_vec(value).map_or(0, |v| v.len() as u64)
+}
+
 #[cfg(test)]
 pub(crate) mod conformance;
 mod memory;
+mod postgres;
 
 pub use memory::MemoryStore;
+pub use postgres::{PgConnectError, PgStore};

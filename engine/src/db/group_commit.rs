@@ -419,7 +419,7 @@ mod tests {
     async fn redb_store_conforms() {
         let dir = tempfile::tempdir().unwrap();
         let mut n = 0;
-        conformance::check(|| {
+        conformance::check(async || {
             n += 1;
             RedbStore::open(&dir.path().join(format!("{n}.redb"))).unwrap()
         })

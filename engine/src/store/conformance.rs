@@ -15,22 +15,22 @@ use crate::workflow::WorkflowDef;
 use std::sync::Arc;
 
 /// Runs every conformance test, each on a store `fresh` makes.
-pub(crate) async fn check<S: Store>(mut fresh: impl FnMut() -> S) {
-    runs_get_increasing_ids_and_keep_their_state(&fresh()).await;
-    completions_keep_record_output_and_logs_together_per_run(&fresh()).await;
-    filters_narrow_and_pages_follow_on(&fresh()).await;
-    concurrent_writes_all_land(Arc::new(fresh())).await;
-    an_idempotency_key_starts_one_run_per_tenant(Arc::new(fresh())).await;
-    cleared_tasks_lose_their_ends_but_keep_their_attempts(&fresh()).await;
-    deleted_runs_leave_nothing_and_give_their_bytes_back(&fresh()).await;
-    tenants_are_found_by_their_current_token_only(&fresh()).await;
-    bundles_belong_to_their_tenant(&fresh()).await;
-    secrets_belong_to_their_tenant(&fresh()).await;
-    schedules_settle_forward_only(&fresh()).await;
-    events_wait_until_handled_and_count_once_per_key(&fresh()).await;
-    subscriptions_belong_to_their_tenant(&fresh()).await;
-    policies_belong_to_their_tenant(&fresh()).await;
-    alerts_count_once_per_key_and_stay_pending_until_delivered(&fresh()).await;
+pub(crate) async fn check<S: Store>(mut fresh: impl AsyncFnMut() -> S) {
+    runs_get_increasing_ids_and_keep_their_state(&fresh().await).await;
+    completions_keep_record_output_and_logs_together_per_run(&fresh().await).await;
+    filters_narrow_and_pages_follow_on(&fresh().await).await;
+    concurrent_writes_all_land(Arc::new(fresh().await)).await;
+    an_idempotency_key_starts_one_run_per_tenant(Arc::new(fresh().await)).await;
+    cleared_tasks_lose_their_ends_but_keep_their_attempts(&fresh().await).await;
+    deleted_runs_leave_nothing_and_give_their_bytes_back(&fresh().await).await;
+    tenants_are_found_by_their_current_token_only(&fresh().await).await;
+    bundles_belong_to_their_tenant(&fresh().await).await;
+    secrets_belong_to_their_tenant(&fresh().await).await;
+    schedules_settle_forward_only(&fresh().await).await;
+    events_wait_until_handled_and_count_once_per_key(&fresh().await).await;
+    subscriptions_belong_to_their_tenant(&fresh().await).await;
+    policies_belong_to_their_tenant(&fresh().await).await;
+    alerts_count_once_per_key_and_stay_pending_until_delivered(&fresh().await).await;
 }
 
 /// A run of workflow `w` with no tasks, for tenant `tenant`.
@@ -533,10 +533,15 @@ async fn cleared_tasks_lose_their_ends_but_keep_their_attempts(store: &impl Stor
         .await
         .unwrap();
 
+    let before = store.stored_bytes("").await.unwrap();
     store
         .clear_tasks(run.id, vec![("b".into(), 1)])
         .await
         .unwrap();
+    // b's record and output go back to the quota; its attempt and log stay counted.
+    let freed = super::json_len(&task_record(TaskState::Failed)) + 2;
+    let after = store.stored_bytes("").await.unwrap();
+    assert_eq!(after, before - freed, "the cleared end's bytes go back");
     let reopened = store.run(run.id).await.unwrap();
     assert_eq!(
         (reopened.state, reopened.finished_ms),

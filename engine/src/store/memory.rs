@@ -4,7 +4,7 @@
 
 use super::{
     AlertRecord, Attempt, AttemptLog, Completion, Delivery, EventRecord, RunFilter, ScheduleRecord,
-    Store, StoreError, StoredBundle, Subscription, WorkflowPolicy,
+    Store, StoreError, StoredBundle, Subscription, WorkflowPolicy, json_len,
 };
 use crate::db::{AttemptRecord, RunRecord, TaskRecord};
 use crate::grants::Grants;
@@ -75,11 +75,6 @@ fn removed<K: Ord, V>(
         !gone
     });
     freed
-}
-
-/// What storing `value` as JSON takes, as the redb store counts it.
-fn json_len(value: &impl serde::Serialize) -> u64 {
-    serde_json::to_vec(value).map_or(0, |v| v.len() as u64)
 }
 
 #[async_trait::async_trait]
@@ -166,12 +161,22 @@ impl Store for MemoryStore {
         if !state.runs.contains_key(&run) {
             return Err(StoreError::NoSuchRun(run));
         }
+        // What the ends cost goes back to the quota: the tasks that run again store their
+        // ends anew.
+        let mut freed = 0;
         for (task, attempt) in tasks {
             let key = (run, task);
-            state.tasks.remove(&key);
-            state.outputs.remove(&key);
+            if let Some(record) = state.tasks.remove(&key) {
+                freed += json_len(&record) + key.1.len() as u64;
+            }
+            if let Some(output) = state.outputs.remove(&key) {
+                freed += output.len() as u64;
+            }
             state.cleared.insert(key, attempt);
         }
+        let tenant = state.runs[&run].tenant.clone();
+        let stored = state.stored.entry(tenant).or_default();
+        *stored = stored.saturating_sub(freed);
         let record = state.runs.get_mut(&run).expect("checked above");
         record.state = RunState::Running;
         record.finished_ms = None;
@@ -497,6 +502,6 @@ impl Store for MemoryStore {
 mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn memory_store_conforms() {
-        super::super::conformance::check(super::MemoryStore::default).await;
+        super::super::conformance::check(async || super::MemoryStore::default()).await;
     }
 }
