@@ -10,6 +10,7 @@ mod kept;
 mod logging;
 mod logs;
 mod options;
+mod place;
 mod policies;
 mod remote;
 mod report;
@@ -429,6 +430,12 @@ async fn dispatch(command: Command, context: options::Context) -> Result<u8, Fai
             .or_else(|| dirs::data_dir().map(|d| d.join("sandflow").join("sandflow.redb")))
             .ok_or_else(|| Failed::input("no home directory to keep the database in; pass --db"))
     };
+    let place = || -> Result<place::Place, Failed> {
+        Ok(match &context.store {
+            Some(url) => place::Place::Postgres(url.clone()),
+            None => place::Place::File(db_path()?),
+        })
+    };
     // The default database not existing yet means nothing ran; a named one not existing
     // is most likely a typo, which an empty listing would hide. Neither is made to be
     // written to when only history is changed.
@@ -575,9 +582,9 @@ async fn dispatch(command: Command, context: options::Context) -> Result<u8, Fai
         },
         Command::Serve(args) => {
             let interrupts = Interrupts::watch()?;
-            serve::serve(args, &db_path()?, cache.as_deref(), interrupts).await
+            serve::serve(args, &place()?, cache.as_deref(), interrupts).await
         }
-        Command::Tenant { command } => tenant::tenant(command, &db_path()?).await,
+        Command::Tenant { command } => tenant::tenant(command, &place()?).await,
         Command::Completions { shell } => Ok(completions(shell)),
         Command::Schedules { .. } | Command::Policies { .. } | Command::Alerts { .. } => {
             Err(Failed::input(

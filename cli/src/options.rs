@@ -14,6 +14,8 @@ use std::path::PathBuf;
 enum Group {
     /// `--db`
     Db,
+    /// `--store`: a PostgreSQL database instead of the `--db` file.
+    Store,
     /// `--cache-dir`, `--no-cache`
     Cache,
     /// `--server`, `--token`
@@ -24,7 +26,7 @@ enum Group {
     Trace,
 }
 
-use Group::{Cache, Db, Log, Server, Trace};
+use Group::{Cache, Db, Log, Server, Store, Trace};
 
 /// Which command takes which groups. Every command is named, so that a new one is decided
 /// on (a unit test checks).
@@ -37,9 +39,9 @@ const TAKES: &[(&str, &[Group])] = &[
     ("runs", &[Db, Server, Log]),
     ("output", &[Db, Server, Log]),
     ("logs", &[Db, Server, Log]),
-    ("serve", &[Db, Cache, Log, Trace]),
+    ("serve", &[Db, Store, Cache, Log, Trace]),
     ("completions", &[]),
-    ("tenant", &[Db, Server, Log]),
+    ("tenant", &[Db, Store, Server, Log]),
     ("schedules", &[Server, Log]),
     ("policies", &[Server, Log]),
     ("alerts", &[Server, Log]),
@@ -60,6 +62,15 @@ impl Group {
                     .help(
                         "The run database [default: $XDG_DATA_HOME/sandflow/sandflow.redb, \
                          i.e. ~/.local/share/sandflow/sandflow.redb]",
+                    ),
+            ],
+            Store => vec![
+                option("store")
+                    .env("SANDFLOW_STORE")
+                    .value_name("URL")
+                    .help(
+                        "Keep runs, tenants and bundles in this PostgreSQL database, not in \
+                         the --db file: postgres://USER[:PASSWORD]@HOST:PORT/DATABASE",
                     ),
             ],
             Cache => vec![
@@ -146,6 +157,7 @@ fn with(command: clap::Command, groups: &[Group]) -> clap::Command {
 #[derive(Default)]
 pub struct Context {
     pub db: Option<PathBuf>,
+    pub store: Option<String>,
     pub cache_dir: Option<PathBuf>,
     pub no_cache: bool,
     pub server: Option<String>,
@@ -166,6 +178,7 @@ impl Context {
         }
         Self {
             db: get(leaf, "db"),
+            store: get(leaf, "store"),
             cache_dir: get(leaf, "cache-dir"),
             no_cache: get(leaf, "no-cache").unwrap_or(false),
             server: get(leaf, "server"),

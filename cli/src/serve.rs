@@ -1,8 +1,9 @@
 //! `sandflow serve`: the multi-tenant HTTP service, over the run database.
 
+use crate::place::Place;
 use crate::{Failed, Interrupts};
 use clap::Args;
-use sandflow::{Engine, EngineConfig, RunLimits};
+use sandflow::{Engine, EngineConfig, PgStore, RunLimits};
 use sandflow_server::clock::{Clock, FileClock, SystemClock};
 use sandflow_server::{Service, ServiceConfig};
 use std::net::SocketAddr;
@@ -52,7 +53,7 @@ pub struct ServeArgs {
 /// on first.
 pub async fn serve(
     args: ServeArgs,
-    db: &Path,
+    place: &Place,
     cache: Option<&Path>,
     mut interrupts: Interrupts,
 ) -> Result<u8, Failed> {
@@ -65,7 +66,21 @@ pub async fn serve(
         }),
         ..EngineConfig::default()
     };
-    let store = Arc::new(crate::door::open_store(db, true).await?);
+    let store = place.open().await?;
+    // Held for as long as the server runs.
+    let mut sole_lock = None;
+    if let Place::Postgres(url) = place {
+        let sole = sole_lock.insert(PgStore::connect(url, 1).await.map_err(Failed::input)?);
+        let held = sole.hold_as_sole_server().await.map_err(Failed::input)?;
+        if !held {
+            return Err(Failed {
+                message: "another sandflow serve uses this PostgreSQL database: one server \
+                          per database for now (servers sharing one come with leases)"
+                    .into(),
+                code: crate::LOCKED,
+            });
+        }
+    }
     let engine = Engine::new(config, store).map_err(Failed::input)?;
     let engine = match cache {
         Some(dir) => engine.with_cache(dir.to_owned()),
@@ -93,8 +108,11 @@ pub async fn serve(
         private_webhooks: args.private_webhooks,
         local: None,
     };
-    // The command line on this machine reaches the database through the door meanwhile.
-    let _door = crate::door::open(db, &engine, &RunLimits::default()).await;
+    // The command line on this machine reaches a database file through the door meanwhile.
+    let _door = match place {
+        Place::File(db) => crate::door::open(db, &engine, &RunLimits::default()).await,
+        Place::Postgres(_) => None,
+    };
     let service = Service::new(engine, config);
     let resumed = service.resume_in_flight().await.map_err(|e| Failed {
         message: format!("cannot take up the runs left in flight: {e}"),

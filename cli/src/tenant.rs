@@ -2,9 +2,9 @@
 //! or through its admin API (`--server URL --token ADMIN_TOKEN`) while it runs.
 
 use crate::Failed;
+use crate::place::Place;
 use clap::{Args, Subcommand};
 use sandflow_server::admin::{self, AdminError, QuotaChange, TenantView};
-use std::path::Path;
 use std::time::Duration;
 
 #[derive(Subcommand)]
@@ -83,8 +83,9 @@ impl QuotaArgs {
 }
 
 /// Manages tenants on the database at `db` (while no server holds it).
-pub async fn tenant(command: TenantCommand, db: &Path) -> Result<u8, Failed> {
-    let store = crate::door::open_store(db, true).await?;
+pub async fn tenant(command: TenantCommand, place: &Place) -> Result<u8, Failed> {
+    let store = place.open().await?;
+    let store = &*store;
     let failed = |e: AdminError| Failed {
         code: if matches!(e, AdminError::Random(_)) {
             1
@@ -95,21 +96,21 @@ pub async fn tenant(command: TenantCommand, db: &Path) -> Result<u8, Failed> {
     };
     match command {
         TenantCommand::Add { name, quotas } => {
-            let token = admin::add(&store, &name, &quotas.change())
+            let token = admin::add(store, &name, &quotas.change())
                 .await
                 .map_err(failed)?;
             println!("{token}");
         }
-        TenantCommand::List => print(&admin::list(&store).await.map_err(failed)?),
-        TenantCommand::Remove { name } => admin::remove(&store, &name).await.map_err(failed)?,
+        TenantCommand::List => print(&admin::list(store).await.map_err(failed)?),
+        TenantCommand::Remove { name } => admin::remove(store, &name).await.map_err(failed)?,
         TenantCommand::RotateToken { name } => {
             println!(
                 "{}",
-                admin::rotate_token(&store, &name).await.map_err(failed)?
+                admin::rotate_token(store, &name).await.map_err(failed)?
             );
         }
         TenantCommand::SetQuota { name, quotas } => {
-            admin::set_quota(&store, &name, &quotas.change())
+            admin::set_quota(store, &name, &quotas.change())
                 .await
                 .map_err(failed)?;
         }

@@ -75,5 +75,7 @@ pub use scheduler::{
     Clear, NewRun, Params, RunError, RunEvent, RunOptions, RunReport, RunSettings, StorageBudget,
 };
 pub use state::{Failure, RunState, TaskState, Trigger};
-pub use store::{AttemptLog, MemoryStore, RunFilter, Store, StoreError, StoredBundle};
+pub use store::{
+    AttemptLog, MemoryStore, PgConnectError, PgStore, RunFilter, Store, StoreError, StoredBundle,
+};
 pub use tenant::{Quotas, Tenant};

@@ -15,6 +15,7 @@ mod logs;
 mod loopback;
 mod mutations;
 mod observability;
+mod postgres;
 mod readme;
 mod resume;
 mod retry;

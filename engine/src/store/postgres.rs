@@ -139,7 +139,13 @@ pub enum PgConnectError {
 /// that connects to it.
 pub struct PgStore {
     pool: Pool,
+    /// The connection that holds [`SOLE_SERVER_LOCK`] while this process serves.
+    sole: tokio::sync::Mutex<Option<deadpool_postgres::Object>>,
 }
+
+/// The advisory lock one `sandflow serve` holds on its database for as long as it runs
+/// ("sandserv" in ASCII).
+const SOLE_SERVER_LOCK: i64 = 0x73616e6473657276;
 
 fn encode(value: &impl Serialize) -> String {
     serde_json::to_string(value).expect("records serialize")
@@ -202,7 +208,26 @@ impl PgStore {
             .max_size(connections.max(1))
             .build()
             .expect("a pool without timeouts needs no runtime");
-        Self { pool }
+        Self {
+            pool,
+            sole: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// Makes this process the one server of the database until it exits, or says which
+    /// is: until servers share a database by leases, a second one would take up the first
+    /// one's runs as its own. The lock is PostgreSQL's, held by a connection of its own, so
+    /// a server that dies lets go of it with its connection.
+    pub async fn hold_as_sole_server(&self) -> Result<bool, StoreError> {
+        let client = self.pool.get().await?;
+        let held: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&SOLE_SERVER_LOCK])
+            .await?
+            .get(0);
+        if held {
+            *self.sole.lock().await = Some(client);
+        }
+        Ok(held)
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -932,32 +957,17 @@ impl Store for PgStore {
     }
 }
 
+// Shared with the end-to-end tests.
+#[cfg(test)]
+#[path = "../../../tests/support/postgres.rs"]
+mod test_support;
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::conformance;
 
-    /// The database the PostgreSQL tests use: `SANDFLOW_TEST_POSTGRES`, else the one this
-    /// project's machines run. A test that cannot reach it fails; it never skips.
-    fn test_url() -> String {
-        std::env::var("SANDFLOW_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-    }
-
-    /// Runs `sql` on the test database, outside any store.
-    async fn admin(sql: &str) {
-        let url = test_url();
-        let (client, connection) = tokio_postgres::connect(&url, NoTls)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "the PostgreSQL tests need a database: none at {url} ({e}); set \
-                     SANDFLOW_TEST_POSTGRES to one's URL (see the README)"
-                )
-            });
-        tokio::spawn(connection);
-        client.batch_execute(sql).await.unwrap();
-    }
+    use super::test_support::{admin, test_url};
 
     /// An empty store of its own: a fresh schema of the test database.
     async fn fresh(schema: &str) -> PgStore {
