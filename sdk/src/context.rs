@@ -20,6 +20,18 @@ pub struct Context {
     task: String,
     attempt: u32,
     logical_time_ms: u64,
+    /// What a native test gives the task in place of the host (see [`crate::testing`]).
+    native: Option<Native>,
+}
+
+/// The host of a task run natively: the parameters, the upstream tasks' outputs and the
+/// log a test gives and reads.
+pub(crate) struct Native {
+    pub params: Vec<u8>,
+    /// The task's `after(...)`: only these can be read, as in the engine.
+    pub upstream: Vec<String>,
+    pub inputs: std::collections::HashMap<String, Vec<u8>>,
+    pub log: std::cell::RefCell<Vec<(Level, String)>>,
 }
 
 impl Context {
@@ -30,17 +42,46 @@ impl Context {
             task: ctx.task,
             attempt: ctx.attempt,
             logical_time_ms: ctx.logical_time_ms,
+            native: None,
         }
+    }
+
+    /// A context that never reaches the host: a native test's.
+    pub(crate) fn native(
+        (run_id, task): (String, String),
+        (attempt, logical_time_ms): (u32, u64),
+        native: Native,
+    ) -> Self {
+        Self {
+            run_id,
+            task,
+            attempt,
+            logical_time_ms,
+            native: Some(native),
+        }
+    }
+
+    /// The native host, taken back after the task ran.
+    pub(crate) fn into_native(self) -> Option<Native> {
+        self.native
     }
 
     /// A context that never reaches the host, for unit tests of the SDK itself.
     #[cfg(test)]
     pub(crate) fn for_tests() -> Self {
-        Self {
-            run_id: "1".into(),
-            task: String::new(),
-            attempt: 1,
-            logical_time_ms: 0,
+        let native = Native {
+            params: b"{}".to_vec(),
+            upstream: Vec::new(),
+            inputs: Default::default(),
+            log: Default::default(),
+        };
+        Self::native(("1".into(), String::new()), (1, 0), native)
+    }
+
+    fn params_raw(&self) -> Vec<u8> {
+        match &self.native {
+            Some(native) => native.params.clone(),
+            None => host::params(),
         }
     }
 
@@ -67,7 +108,7 @@ impl Context {
 
     /// The run's parameters, decoded from JSON. A run started without parameters has `{}`.
     pub fn params<T: DeserializeOwned>(&self) -> Result<T, TaskError> {
-        let bytes = host::params();
+        let bytes = self.params_raw();
         serde_json::from_slice(&bytes)
             .map_err(|e| TaskError::fatal(format!("run parameters do not fit this task: {e}")))
     }
@@ -75,7 +116,7 @@ impl Context {
     /// The run's parameters as the run was started with them: JSON text, byte for byte
     /// (key order, duplicates and number precision as given).
     pub fn params_bytes(&self) -> Vec<u8> {
-        host::params()
+        self.params_raw()
     }
 
     /// The output of the upstream task `task`, decoded from JSON.
@@ -95,11 +136,25 @@ impl Context {
     /// The raw output bytes of the upstream task `task`, or `None` if it produced none
     /// (it failed or was skipped, which trigger rules other than all-success allow).
     pub fn input_bytes(&self, task: &str) -> Result<Option<Vec<u8>>, TaskError> {
-        host::input(task).map_err(TaskError::fatal)
+        let Some(native) = &self.native else {
+            return host::input(task).map_err(TaskError::fatal);
+        };
+        // The engine's own words for an input the task did not declare.
+        if !native.upstream.iter().any(|t| t == task) {
+            return Err(TaskError::fatal(format!(
+                "task `{}` may only read the outputs of the tasks it depends on, and `{task}` is not one of them",
+                self.task
+            )));
+        }
+        Ok(native.inputs.get(task).cloned())
     }
 
     /// Appends a line to the task's log, which `sandflow` stores with the run.
     pub fn log(&self, level: Level, message: &str) {
+        if let Some(native) = &self.native {
+            native.log.borrow_mut().push((level, message.to_owned()));
+            return;
+        }
         let level = match level {
             Level::Trace => host::Level::Trace,
             Level::Debug => host::Level::Debug,

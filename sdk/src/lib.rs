@@ -52,6 +52,7 @@
 
 mod context;
 mod error;
+pub mod testing;
 mod workflow;
 
 pub use context::{Context, Level};

@@ -117,6 +117,11 @@ impl Workflow {
         build()
     }
 
+    /// Its task `name`.
+    pub(crate) fn find(&self, name: &str) -> Option<&Task> {
+        self.tasks.iter().find(|t| t.name == name)
+    }
+
     /// The workflow's name.
     pub fn name(&self) -> &str {
         &self.name
@@ -265,6 +270,11 @@ impl Task {
     pub fn fuel(mut self, fuel: u64) -> Self {
         self.fuel = Some(fuel);
         self
+    }
+
+    /// The tasks it waits for and may read.
+    pub(crate) fn upstream(&self) -> &[String] {
+        &self.depends_on
     }
 
     pub(crate) fn call(&self, ctx: &Context) -> Result<Vec<u8>, TaskError> {

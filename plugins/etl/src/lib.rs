@@ -181,3 +181,68 @@ fn report(ctx: &Context) -> Result<Vec<u8>, TaskError> {
 }
 
 export_workflow!(workflow);
+
+/// The task bodies, run natively (`sandflow_sdk::testing`): `cargo test -p etl --target`
+/// the host's triple, from `plugins/` (whose own default target is wasm32-wasip2).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sandflow_sdk::testing::TaskRun;
+
+    const CSV: &str = "order_id,date,region,product,quantity,unit_price_cents\n\
+                       1,2026-01-01,north,tea,2,150\n\
+                       2,2026-01-02,south,tea,1,150\n\
+                       3,2026-01-02,north,cake,3,400\n";
+
+    #[test]
+    fn parse_validates_each_line_and_says_which_is_wrong() {
+        let ran = TaskRun::new(workflow, "parse").input("extract", CSV).run();
+        let sales: Vec<Sale> = ran.output().unwrap();
+        assert_eq!(sales.len(), 3);
+        assert!(ran.logged("parsed 3 orders"));
+
+        let broken = format!("{CSV}4,2026-01-03,east,tea,many,150\n");
+        let ran = TaskRun::new(workflow, "parse")
+            .input("extract", broken)
+            .run();
+        let Err(error) = ran.output::<Vec<Sale>>() else {
+            panic!("a line without a quantity was parsed");
+        };
+        assert_eq!(
+            error.message(),
+            "line 5: quantity `many`: invalid digit found in string"
+        );
+    }
+
+    #[test]
+    fn the_summary_joins_the_three_aggregations() {
+        let sales = TaskRun::new(workflow, "parse").input("extract", CSV).run();
+        let sales: Vec<Sale> = sales.output().unwrap();
+        let aggregate = |task| {
+            let ran = TaskRun::new(workflow, task).input("parse", &sales).run();
+            ran.output::<BTreeMap<String, u64>>().unwrap()
+        };
+        let summary = TaskRun::new(workflow, "summary")
+            .input("revenue_by_region", aggregate("revenue_by_region"))
+            .input("units_by_product", aggregate("units_by_product"))
+            .input("daily_revenue", aggregate("daily_revenue"))
+            .run();
+        let summary: Summary = summary.output().unwrap();
+        assert_eq!(summary.total_revenue_cents, 300 + 150 + 1200);
+        // Three cakes and three teas: a tie goes to the first product by name.
+        let best = (summary.best_region.as_str(), summary.best_product.as_str());
+        assert_eq!(best, ("north", "cake"));
+        assert_eq!(
+            (summary.best_day.as_str(), summary.best_day_revenue_cents),
+            ("2026-01-02", 1350)
+        );
+    }
+
+    #[test]
+    fn the_csv_parameter_replaces_the_embedded_data() {
+        let ran = TaskRun::new(workflow, "extract")
+            .params(BTreeMap::from([("csv", CSV)]))
+            .run();
+        assert_eq!(ran.output::<String>().unwrap(), CSV);
+    }
+}
