@@ -4,11 +4,13 @@
 //! `BundleLimits`, `RunOptions`) before anything is loaded or written.
 
 mod alerts;
+mod build;
 mod door;
 mod inspect;
 mod kept;
 mod logging;
 mod logs;
+mod new;
 mod options;
 mod place;
 mod policies;
@@ -76,6 +78,10 @@ enum Command {
         #[command(flatten)]
         limits: LimitArgs,
     },
+    /// Write a new plugin crate: a two-task workflow with a native test, ready to build
+    New(new::NewArgs),
+    /// Build the bundle of the plugin crate this directory is in, and check its workflow
+    Build(build::BuildArgs),
     /// List runs, show one, delete or prune them
     #[command(args_conflicts_with_subcommands = true)]
     Runs {
@@ -344,6 +350,7 @@ const LOCKED: u8 = 75;
 
 /// An error that ends the command: its message, and whether it is the user's input (exit
 /// code 2) or the run failing (exit code 1).
+#[derive(Debug)]
 struct Failed {
     message: String,
     code: u8,
@@ -572,6 +579,8 @@ async fn dispatch(command: Command, context: options::Context) -> Result<u8, Fai
             );
             Ok(0)
         }
+        Command::New(args) => new::new(&args),
+        Command::Build(args) => build::build(&args, cache.as_deref()).await,
         Command::Runs { list, command } => match command {
             None => report::list_runs(&read_only().await?, &list).await,
             Some(RunsCommand::Show { run, json, logs }) => {

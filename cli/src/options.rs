@@ -36,6 +36,8 @@ const TAKES: &[(&str, &[Group])] = &[
     ("retry", &[Db, Cache, Server, Log, Trace]),
     ("inspect", &[Db, Cache, Log]),
     ("validate", &[Cache, Log]),
+    ("new", &[]),
+    ("build", &[Cache, Log]),
     ("runs", &[Db, Server, Log]),
     ("output", &[Db, Server, Log]),
     ("logs", &[Db, Server, Log]),

@@ -803,10 +803,12 @@ impl<'a> LiveRun<'a> {
         if stopped.is_some() {
             self.stop(events).await?;
         }
-        let state = stopped.unwrap_or(if self.any_failed() {
-            RunState::Failed
-        } else {
-            RunState::Succeeded
+        let state = stopped.unwrap_or_else(|| {
+            if trigger::run_succeeded(self.tasks.iter().map(|t| t.state)) {
+                RunState::Succeeded
+            } else {
+                RunState::Failed
+            }
         });
         let finished_ms = now_ms();
         let store = &self.runner.store;
@@ -1074,8 +1076,7 @@ impl<'a> LiveRun<'a> {
                     Decision::Run => self.ready.push_back(d),
                     decision => {
                         let task = &mut self.tasks[d];
-                        task.state = decision
-                            .terminal_state()
+                        task.state = trigger::terminal_state(decision)
                             .expect("only Run leaves a task pending");
                         task.finished_ms = now_ms();
                         ended.push(Ended {
@@ -1149,12 +1150,6 @@ impl<'a> LiveRun<'a> {
                 record,
             });
         }
-    }
-
-    fn any_failed(&self) -> bool {
-        self.tasks
-            .iter()
-            .any(|t| matches!(t.state, TaskState::Failed | TaskState::UpstreamFailed))
     }
 
     /// Every task's record, in declaration order.

@@ -68,39 +68,8 @@ impl TaskDef {
     }
 }
 
-/// When a task runs, given the terminal states of its upstream tasks (Airflow's rules).
-#[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
-#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TriggerRule {
-    /// Every upstream task succeeded (the default).
-    AllSuccess,
-    /// Every upstream task ended, however.
-    AllDone,
-    /// Every upstream task failed.
-    AllFailed,
-    /// At least one upstream task succeeded.
-    OneSuccess,
-    /// At least one upstream task failed.
-    OneFailed,
-    /// No upstream task failed.
-    NoneFailed,
-}
-
-impl TriggerRule {
-    /// The name users write, as in the WIT and the README.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AllSuccess => "all-success",
-            Self::AllDone => "all-done",
-            Self::AllFailed => "all-failed",
-            Self::OneSuccess => "one-success",
-            Self::OneFailed => "one-failed",
-            Self::NoneFailed => "none-failed",
-        }
-    }
-}
+/// When a task runs: one definition, shared with the SDK's in-process test runs.
+pub use sandflow_rules::TriggerRule;
 
 /// How often a task is attempted, and how long it waits between attempts.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]

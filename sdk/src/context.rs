@@ -123,9 +123,7 @@ impl Context {
     ///
     /// Fails if `task` is not declared in this task's `after(...)`, or produced no output.
     pub fn input<T: DeserializeOwned>(&self, task: &str) -> Result<T, TaskError> {
-        let bytes = self.input_bytes(task)?.ok_or_else(|| {
-            TaskError::fatal(format!("upstream task `{task}` produced no output"))
-        })?;
+        let bytes = self.input_bytes(task)?.ok_or_else(|| no_output(task))?;
         serde_json::from_slice(&bytes).map_err(|e| {
             TaskError::fatal(format!(
                 "output of upstream task `{task}` does not decode: {e}"
@@ -169,4 +167,9 @@ impl Context {
     pub fn info(&self, message: &str) {
         self.log(Level::Info, message);
     }
+}
+
+/// What reading an upstream task that produced no output (it failed or was skipped) says.
+pub(crate) fn no_output(task: &str) -> TaskError {
+    TaskError::fatal(format!("upstream task `{task}` produced no output"))
 }

@@ -52,11 +52,13 @@
 
 mod context;
 mod error;
+mod output;
 pub mod testing;
 mod workflow;
 
 pub use context::{Context, Level};
 pub use error::TaskError;
+pub use output::{Inputs, Maybe, Output, Produces, RawOutput};
 pub use workflow::{Retry, Task, TriggerRule, Workflow};
 
 /// The raw bindings of the `sandflow:plugin` WIT world. Plugins do not need them; they are

@@ -27,12 +27,23 @@
 //! The task reads only the inputs of the tasks it declares in `after(...)`, as in the
 //! engine: an undeclared one fails the task with the engine's message, and a declared one
 //! the test did not give reads as missing, as the output of a failed or skipped task does.
+//! A panic fails the attempt, retryably, as a trap does in the engine.
+//!
+//! [`WorkflowRun`] runs the whole workflow in process instead: every task reads what its
+//! upstream tasks returned, the engine's trigger rules decide which tasks run, retries
+//! follow each task's policy, and tasks that reach outside the test can be stood in for
+//! ([`WorkflowRun::given`], [`WorkflowRun::failing`]).
+
+mod workflow_run;
+
+pub use workflow_run::{State, TaskEnded, WorkflowRan, WorkflowRun};
 
 use crate::context::Native;
-use crate::{Context, Level, TaskError, Workflow};
+use crate::{Context, Level, Task, TaskError, Workflow};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 
 /// One attempt of one task, as a test sets it up.
 pub struct TaskRun {
@@ -46,7 +57,7 @@ pub struct TaskRun {
 }
 
 /// What the attempt did.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Ran {
     /// What the task returned: its output's bytes (JSON for [`crate::Task::new`]), or its
     /// error.
@@ -111,18 +122,46 @@ impl TaskRun {
         let Some(task) = workflow.find(&self.task) else {
             panic!("workflow `{}` has no task `{}`", workflow.name(), self.task);
         };
+        let run = Attempt {
+            run_id: &self.run_id,
+            params: &self.params,
+            logical_time_ms: self.logical_time_ms,
+        };
+        run.call(task, self.attempt, self.inputs)
+    }
+}
+
+/// What every attempt of a native run shares.
+struct Attempt<'a> {
+    run_id: &'a str,
+    params: &'a [u8],
+    logical_time_ms: u64,
+}
+
+impl Attempt<'_> {
+    /// Calls `task`'s body once, as attempt `attempt`, with the upstream outputs `inputs`.
+    /// A panic fails the attempt, retryably, as a trap does in the engine.
+    fn call(&self, task: &Task, attempt: u32, inputs: HashMap<String, Vec<u8>>) -> Ran {
         let native = Native {
-            params: self.params,
+            params: self.params.to_vec(),
             upstream: task.upstream().to_vec(),
-            inputs: self.inputs,
+            inputs,
             log: Default::default(),
         };
         let ctx = Context::native(
-            (self.run_id, self.task.clone()),
-            (self.attempt, self.logical_time_ms),
+            (self.run_id.to_owned(), task.name().to_owned()),
+            (attempt, self.logical_time_ms),
             native,
         );
-        let result = task.call(&ctx);
+        let called = std::panic::catch_unwind(AssertUnwindSafe(|| task.call(&ctx)));
+        let result = called.unwrap_or_else(|panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|m| m.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a value that is no message".into());
+            Err(TaskError::retryable(format!("task panicked: {message}")))
+        });
         let native = ctx.into_native().expect("a native context");
         Ran {
             result,
@@ -154,7 +193,6 @@ impl Ran {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Task;
 
     fn workflow() -> Workflow {
         Workflow::new("w")

@@ -1,5 +1,7 @@
 use crate::bindings::sandflow::plugin::types as wit;
+use crate::output::{Inputs, Output, Produces};
 use crate::{Context, TaskError};
+pub use sandflow_rules::TriggerRule;
 use serde::Serialize;
 use std::cell::{OnceCell, RefCell};
 use std::time::Duration;
@@ -127,6 +129,11 @@ impl Workflow {
         &self.name
     }
 
+    /// Its tasks, in declaration order (unless [`Workflow::describe_and_keep`] sorted them).
+    pub(crate) fn tasks(&self) -> &[Task] {
+        &self.tasks
+    }
+
     pub(crate) fn to_wit(&self) -> wit::WorkflowDef {
         wit::WorkflowDef {
             name: self.name.clone(),
@@ -135,25 +142,6 @@ impl Workflow {
             deterministic: self.deterministic,
         }
     }
-}
-
-/// When a task runs, given how its upstream tasks ended. The names and meanings are
-/// Airflow's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TriggerRule {
-    /// Every upstream task succeeded.
-    #[default]
-    AllSuccess,
-    /// Every upstream task ended, whatever the outcome.
-    AllDone,
-    /// Every upstream task failed.
-    AllFailed,
-    /// At least one upstream task succeeded.
-    OneSuccess,
-    /// At least one upstream task failed.
-    OneFailed,
-    /// No upstream task failed (each succeeded or was skipped).
-    NoneFailed,
 }
 
 /// How often a task is attempted, and how long to wait between attempts.
@@ -203,11 +191,24 @@ impl Task {
         T: Serialize,
         F: Fn(&Context) -> Result<T, TaskError> + 'static,
     {
-        Self::raw(name, move |ctx| {
-            let value = body(ctx)?;
-            serde_json::to_vec(&value)
-                .map_err(|e| TaskError::fatal(format!("output does not encode as JSON: {e}")))
+        Self::raw(name, move |ctx| Output::<T>::encode(body(ctx)?))
+    }
+
+    /// The task that makes `output` from what `inputs` made (an [`Output`], a
+    /// [`crate::RawOutput`], a `Maybe` of one, `()` for none, or a tuple of them): it runs
+    /// after each, and its body is given their values. The dependency, the types read and
+    /// the type returned all come from the handles, so a mistake in any fails to compile.
+    pub fn of<P, I, F>(output: P, inputs: I, body: F) -> Self
+    where
+        P: Produces + 'static,
+        I: Inputs + 'static,
+        F: Fn(&Context, I::Values) -> Result<P::Value, TaskError> + 'static,
+    {
+        let upstream = inputs.names();
+        Self::raw(output.name(), move |ctx| {
+            P::encode(body(ctx, inputs.read(ctx)?)?)
         })
+        .after(upstream)
     }
 
     /// A task whose output is the bytes `body` returns, unencoded: for binary data, or
@@ -272,9 +273,24 @@ impl Task {
         self
     }
 
+    /// Its name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The tasks it waits for and may read.
     pub(crate) fn upstream(&self) -> &[String] {
         &self.depends_on
+    }
+
+    /// Its trigger rule.
+    pub(crate) fn trigger_rule(&self) -> TriggerRule {
+        self.trigger
+    }
+
+    /// How many attempts it gets in all; the engine treats 0 like 1.
+    pub(crate) fn max_attempts(&self) -> u32 {
+        self.retry.max_attempts.max(1)
     }
 
     pub(crate) fn call(&self, ctx: &Context) -> Result<Vec<u8>, TaskError> {

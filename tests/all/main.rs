@@ -3,6 +3,7 @@
 //! command-line package (see cli/Cargo.toml): `cargo test --workspace` runs them.
 
 mod alerts;
+mod authoring;
 mod bad_bundles;
 mod cache;
 mod cli;
@@ -50,6 +51,16 @@ pub struct Outcome {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl From<std::process::Output> for Outcome {
+    fn from(out: std::process::Output) -> Self {
+        Self {
+            code: out.status.code().expect("sandflow exited, not killed"),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
 }
 
 impl Default for Scratch {
@@ -110,11 +121,7 @@ impl Scratch {
             .envs(env.iter().copied())
             .output()
             .expect("running sandflow");
-        Outcome {
-            code: out.status.code().expect("sandflow exited, not killed"),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Outcome::from(out)
     }
 
     /// Runs `bundle` with `--json` and returns the report, whatever the exit code.

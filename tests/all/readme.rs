@@ -1,8 +1,10 @@
-//! The README's walk-through for plugin authors, taken verbatim: its `Cargo.toml` and
-//! `lib.rs` become a crate of their own outside this repository's workspaces, and its shell
-//! commands build and run it with `sandflow` on the `PATH`, as a reader would.
+//! The README's walk-through for plugin authors, taken verbatim: its shell commands make,
+//! test, build and run a crate outside this repository's workspaces with `sandflow` on the
+//! `PATH`, as a reader would, and the `Cargo.toml` and `lib.rs` it shows are the ones
+//! `sandflow new` wrote.
 
-use crate::plugins::{plugins_dir, without_host_settings};
+use crate::authoring::share_build_cache;
+use crate::plugins::without_host_settings;
 use crate::{Scratch, sandflow_bin};
 use std::path::Path;
 use std::process::Command;
@@ -30,49 +32,86 @@ fn blocks(readme: &str, heading: &str, language: &str) -> Vec<String> {
 fn the_first_plugin_walk_through_builds_and_runs_as_written() {
     let readme = include_str!("../../README.md");
     let heading = "## Write your first plugin";
-    let [manifest] = &blocks(readme, heading, "toml")[..] else {
-        panic!("expected one Cargo.toml in `{heading}`");
-    };
-    let [source] = &blocks(readme, heading, "rust")[..] else {
-        panic!("expected one lib.rs in `{heading}`");
-    };
     let [commands] = &blocks(readme, heading, "sh")[..] else {
         panic!("expected one block of commands in `{heading}`");
     };
+    let [manifest] = &blocks(readme, heading, "toml")[..] else {
+        panic!("expected one Cargo.toml in `{heading}`");
+    };
+    // The first Rust block is the lib.rs `sandflow new` writes; the others are tests of
+    // plugins/etl, as they are there.
+    let [source, etl_tests @ ..] = &blocks(readme, heading, "rust")[..] else {
+        panic!("expected a lib.rs in `{heading}`");
+    };
+    let etl =
+        std::fs::read_to_string(crate::plugins::plugins_dir().join("etl/src/lib.rs")).unwrap();
+    for test in etl_tests {
+        let indented: String = test.lines().map(|line| format!("    {line}\n")).collect();
+        let indented = indented.replace("    \n", "\n");
+        assert!(
+            etl.contains(&indented),
+            "plugins/etl has the README's\n{test}"
+        );
+    }
+    let (first, rest) = commands.split_once('\n').unwrap();
+    assert_eq!(
+        first, "sandflow new greet",
+        "the walk-through starts a crate"
+    );
 
     let scratch = Scratch::default();
-    let krate = scratch.path().join("greet");
-    std::fs::create_dir_all(krate.join("src")).unwrap();
-    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
-    let manifest = manifest.replace("/path/to/sandflow/sdk", sdk.to_str().unwrap());
-    std::fs::write(krate.join("Cargo.toml"), manifest).unwrap();
-    std::fs::write(krate.join("src/lib.rs"), source).unwrap();
-    // The plugins' lock file pins the same dependency versions, so the build needs no
-    // registry update; their target directory keeps the compiled dependencies between runs.
-    std::fs::copy(plugins_dir().join("Cargo.lock"), krate.join("Cargo.lock")).unwrap();
-    let shared_target = plugins_dir().join("target/readme-greet");
-    std::fs::create_dir_all(&shared_target).unwrap();
-    std::os::unix::fs::symlink(&shared_target, krate.join("target")).unwrap();
-
     let bin_dir = sandflow_bin().parent().unwrap();
     let path = format!(
         "{}:{}",
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = without_host_settings(&mut Command::new("bash"))
-        .args(["-euo", "pipefail", "-c", commands])
-        .current_dir(&krate)
-        .env("PATH", path)
-        .env("SANDFLOW_CACHE_DIR", scratch.cache())
-        .env_remove("SANDFLOW_DB")
-        .output()
-        .expect("running bash");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let bash = |script: &str, dir: &Path| {
+        let out = without_host_settings(&mut Command::new("bash"))
+            .args(["-euo", "pipefail", "-c", script])
+            .current_dir(dir)
+            .env("PATH", &path)
+            .env("SANDFLOW_CACHE_DIR", scratch.cache())
+            .env_remove("SANDFLOW_DB")
+            .env_remove("SANDFLOW_SDK")
+            .output()
+            .expect("running bash");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "the README's commands failed:\n{stdout}\n{stderr}"
+        );
+        stdout
+    };
+    let created = bash(first, scratch.path());
     assert!(
-        out.status.success(),
-        "the README's commands failed:\n{stdout}\n{stderr}"
+        created.contains("cargo test"),
+        "it says what to do next:\n{created}"
+    );
+
+    let krate = scratch.path().join("greet");
+    let sdk = std::fs::canonicalize(Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk"));
+    let written = |file: &str| std::fs::read_to_string(krate.join(file)).unwrap();
+    let written_manifest = written("Cargo.toml");
+    let sdk = sdk.unwrap();
+    let written_manifest = written_manifest.replace(sdk.to_str().unwrap(), "/path/to/sandflow/sdk");
+    assert_eq!(
+        &written_manifest, manifest,
+        "the README shows the Cargo.toml written"
+    );
+    assert_eq!(
+        &written("src/lib.rs"),
+        source,
+        "the README shows the lib.rs written"
+    );
+
+    share_build_cache(&krate, "readme-greet");
+
+    let stdout = bash(rest, scratch.path());
+    assert!(
+        stdout.contains("target/wasm32-wasip2/release/greet.wasm\n"),
+        "`sandflow build` prints the bundle's path:\n{stdout}"
     );
     assert!(
         stdout.trim_end().ends_with("\"Hello, Ada!\""),

@@ -10,7 +10,7 @@
 //! `parse` validates it into records, three aggregations run in parallel, `summary` joins
 //! them, and `report` renders the result. All amounts are integer cents, so the figures can
 //! be checked exactly.
-use sandflow_sdk::{Context, Task, TaskError, Workflow, export_workflow};
+use sandflow_sdk::{Context, Output, RawOutput, Task, TaskError, Workflow, export_workflow};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -43,17 +43,28 @@ struct Summary {
     best_day_revenue_cents: u64,
 }
 
+/// Each task's output, named once: `Task::of` takes the edges into a task and the types it
+/// reads from these, so a misspelt or mistyped edge does not compile.
+const EXTRACT: Output<String> = Output::new("extract");
+const PARSE: Output<Vec<Sale>> = Output::new("parse");
+type Totals = BTreeMap<String, u64>;
+const REVENUE_BY_REGION: Output<Totals> = Output::new("revenue_by_region");
+const UNITS_BY_PRODUCT: Output<Totals> = Output::new("units_by_product");
+const DAILY_REVENUE: Output<Totals> = Output::new("daily_revenue");
+const SUMMARY: Output<Summary> = Output::new("summary");
+const REPORT: RawOutput = RawOutput::new("report");
+
 fn workflow() -> Workflow {
-    let aggregations = ["revenue_by_region", "units_by_product", "daily_revenue"];
+    let aggregations = (REVENUE_BY_REGION, UNITS_BY_PRODUCT, DAILY_REVENUE);
     Workflow::new("etl")
         .schedule("0 3 * * *")
-        .task(Task::new("extract", extract))
-        .task(Task::new("parse", parse).after(["extract"]))
-        .task(Task::new("revenue_by_region", revenue_by_region).after(["parse"]))
-        .task(Task::new("units_by_product", units_by_product).after(["parse"]))
-        .task(Task::new("daily_revenue", daily_revenue).after(["parse"]))
-        .task(Task::new("summary", summary).after(aggregations))
-        .task(Task::raw("report", report).after(["summary"]).retries(2))
+        .task(Task::of(EXTRACT, (), extract))
+        .task(Task::of(PARSE, EXTRACT, parse))
+        .task(Task::of(REVENUE_BY_REGION, PARSE, revenue_by_region))
+        .task(Task::of(UNITS_BY_PRODUCT, PARSE, units_by_product))
+        .task(Task::of(DAILY_REVENUE, PARSE, daily_revenue))
+        .task(Task::of(SUMMARY, aggregations, summary))
+        .task(Task::of(REPORT, SUMMARY, report).retries(2))
 }
 
 #[derive(Deserialize, Default)]
@@ -62,13 +73,12 @@ struct Params {
     csv: Option<String>,
 }
 
-fn extract(ctx: &Context) -> Result<String, TaskError> {
+fn extract(ctx: &Context, (): ()) -> Result<String, TaskError> {
     let params: Params = ctx.params()?;
     Ok(params.csv.unwrap_or_else(|| SALES_CSV.to_owned()))
 }
 
-fn parse(ctx: &Context) -> Result<Vec<Sale>, TaskError> {
-    let csv: String = ctx.input("extract")?;
+fn parse(ctx: &Context, csv: String) -> Result<Vec<Sale>, TaskError> {
     let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
     let header = lines
         .next()
@@ -101,34 +111,29 @@ fn parse_line(line: &str) -> Result<Sale, String> {
 }
 
 /// Sums `value` of every sale under the key `key` picks.
-fn aggregate(
-    ctx: &Context,
-    key: impl Fn(&Sale) -> &str,
-    value: impl Fn(&Sale) -> u64,
-) -> Result<BTreeMap<String, u64>, TaskError> {
-    let sales: Vec<Sale> = ctx.input("parse")?;
+fn aggregate(sales: &[Sale], key: impl Fn(&Sale) -> &str, value: impl Fn(&Sale) -> u64) -> Totals {
     let mut totals = BTreeMap::new();
-    for sale in &sales {
+    for sale in sales {
         *totals.entry(key(sale).to_owned()).or_insert(0) += value(sale);
     }
-    Ok(totals)
+    totals
 }
 
-fn revenue_by_region(ctx: &Context) -> Result<BTreeMap<String, u64>, TaskError> {
-    aggregate(ctx, |s| &s.region, Sale::revenue_cents)
+fn revenue_by_region(_: &Context, sales: Vec<Sale>) -> Result<Totals, TaskError> {
+    Ok(aggregate(&sales, |s| &s.region, Sale::revenue_cents))
 }
 
-fn units_by_product(ctx: &Context) -> Result<BTreeMap<String, u64>, TaskError> {
-    aggregate(ctx, |s| &s.product, |s| s.quantity)
+fn units_by_product(_: &Context, sales: Vec<Sale>) -> Result<Totals, TaskError> {
+    Ok(aggregate(&sales, |s| &s.product, |s| s.quantity))
 }
 
-fn daily_revenue(ctx: &Context) -> Result<BTreeMap<String, u64>, TaskError> {
-    aggregate(ctx, |s| &s.date, Sale::revenue_cents)
+fn daily_revenue(_: &Context, sales: Vec<Sale>) -> Result<Totals, TaskError> {
+    Ok(aggregate(&sales, |s| &s.date, Sale::revenue_cents))
 }
 
 /// The key with the largest value; ties go to the first key in order, so the result does
 /// not depend on map iteration details.
-fn best(totals: &BTreeMap<String, u64>) -> Result<(String, u64), TaskError> {
+fn best(totals: &Totals) -> Result<(String, u64), TaskError> {
     totals
         .iter()
         .fold(None, |best: Option<(&String, u64)>, (k, &v)| match best {
@@ -139,10 +144,10 @@ fn best(totals: &BTreeMap<String, u64>) -> Result<(String, u64), TaskError> {
         .ok_or_else(|| TaskError::fatal("no sales to summarise"))
 }
 
-fn summary(ctx: &Context) -> Result<Summary, TaskError> {
-    let revenue_by_region: BTreeMap<String, u64> = ctx.input("revenue_by_region")?;
-    let units_by_product: BTreeMap<String, u64> = ctx.input("units_by_product")?;
-    let daily: BTreeMap<String, u64> = ctx.input("daily_revenue")?;
+fn summary(
+    _: &Context,
+    (revenue_by_region, units_by_product, daily): (Totals, Totals, Totals),
+) -> Result<Summary, TaskError> {
     let (best_day, best_day_revenue_cents) = best(&daily)?;
     Ok(Summary {
         total_revenue_cents: revenue_by_region.values().sum(),
@@ -157,8 +162,7 @@ fn summary(ctx: &Context) -> Result<Summary, TaskError> {
 
 /// Renders the summary as the text a person reads (raw UTF-8, not JSON); amounts as dollars
 /// with cents.
-fn report(ctx: &Context) -> Result<Vec<u8>, TaskError> {
-    let s: Summary = ctx.input("summary")?;
+fn report(_: &Context, s: Summary) -> Result<Vec<u8>, TaskError> {
     let dollars = |cents: u64| format!("${}.{:02}", cents / 100, cents % 100);
     let mut out = format!(
         "Sales report\nTotal revenue: {}\n",
@@ -187,7 +191,7 @@ export_workflow!(workflow);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sandflow_sdk::testing::TaskRun;
+    use sandflow_sdk::testing::{State, TaskRun, WorkflowRun};
 
     const CSV: &str = "order_id,date,region,product,quantity,unit_price_cents\n\
                        1,2026-01-01,north,tea,2,150\n\
@@ -244,5 +248,30 @@ mod tests {
             .params(BTreeMap::from([("csv", CSV)]))
             .run();
         assert_eq!(ran.output::<String>().unwrap(), CSV);
+    }
+
+    #[test]
+    fn the_whole_workflow_reports_on_the_orders_it_is_given() {
+        let ran = WorkflowRun::new(workflow)
+            .params(BTreeMap::from([("csv", CSV)]))
+            .run();
+        assert!(ran.succeeded());
+        let report = ran.task("report").attempts[0].result.clone().unwrap();
+        let report = String::from_utf8(report).unwrap();
+        assert!(report.contains("Total revenue: $16.50"), "{report}");
+        assert!(report.contains("Best day: 2026-01-02 ($13.50)"), "{report}");
+    }
+
+    #[test]
+    fn a_bad_line_fails_parse_and_what_depends_on_it() {
+        let broken = format!("{CSV}4,2026-01-03,east,tea,many,150\n");
+        let ran = WorkflowRun::new(workflow)
+            .params(BTreeMap::from([("csv", broken)]))
+            .run();
+        assert!(!ran.succeeded());
+        assert_eq!(ran.state("parse"), State::Failed);
+        for task in ["revenue_by_region", "summary", "report"] {
+            assert_eq!(ran.state(task), State::UpstreamFailed, "{task}");
+        }
     }
 }

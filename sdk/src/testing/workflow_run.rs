@@ -1,0 +1,556 @@
+//! A whole workflow run in process, for tests that check how tasks fit together: each task
+//! reads what its upstream tasks returned, trigger rules decide which tasks run (the
+//! engine's own rules, from `sandflow_rules`), and retryable failures are attempted again
+//! as the task's retry policy allows. Tasks run one at a time, in dependency order, on the
+//! test's thread; backoffs are not waited out, and there is no sandbox, fuel or timeout.
+
+use super::{Attempt, Ran};
+use crate::{Task, TaskError, Workflow};
+use sandflow_rules::{Decision, Ended};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+
+/// A run of a whole workflow, as a test sets it up.
+///
+/// ```
+/// use sandflow_sdk::testing::{State, WorkflowRun};
+/// use sandflow_sdk::{Context, Task, TaskError, TriggerRule, Workflow};
+///
+/// fn workflow() -> Workflow {
+///     Workflow::new("report")
+///         .task(Task::new("fetch", |_: &Context| Ok(vec![3, 4])))
+///         .task(Task::new("sum", sum).after(["fetch"]))
+///         .task(
+///             Task::new("alert", |_: &Context| Ok("paged"))
+///                 .after(["sum"])
+///                 .trigger(TriggerRule::OneFailed),
+///         )
+/// }
+///
+/// fn sum(ctx: &Context) -> Result<u32, TaskError> {
+///     Ok(ctx.input::<Vec<u32>>("fetch")?.iter().sum())
+/// }
+///
+/// let ran = WorkflowRun::new(workflow).run();
+/// assert_eq!(ran.output::<u32>("sum"), Ok(7));
+/// assert_eq!(ran.state("alert"), State::Skipped);
+///
+/// // A task that reaches outside is stood in for, here by a failure.
+/// let ran = WorkflowRun::new(workflow)
+///     .failing("fetch", TaskError::fatal("the API is down"))
+///     .run();
+/// assert_eq!(ran.state("sum"), State::UpstreamFailed);
+/// assert_eq!(ran.output::<String>("alert"), Ok("paged".into()));
+/// assert!(!ran.succeeded());
+/// ```
+pub struct WorkflowRun {
+    workflow: fn() -> Workflow,
+    params: Vec<u8>,
+    logical_time_ms: u64,
+    run_id: String,
+    /// Tasks whose body is not called: what each of their attempts returns instead.
+    stand_ins: HashMap<String, Result<Vec<u8>, TaskError>>,
+}
+
+/// How a task of an in-process run ended: the engine's terminal states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Its last attempt returned an output.
+    Succeeded,
+    /// Its last attempt failed, and the retry policy allowed no other.
+    Failed,
+    /// Its trigger rule could not be met because upstream tasks failed; it did not run.
+    UpstreamFailed,
+    /// Its trigger rule could not be met, and nothing upstream failed; it did not run.
+    Skipped,
+}
+
+/// How one task ended, and each of its attempts (none if it did not run).
+#[derive(Debug)]
+pub struct TaskEnded {
+    /// Its terminal state.
+    pub state: State,
+    /// Its attempts, the first first.
+    pub attempts: Vec<Ran>,
+}
+
+/// What an in-process run did.
+#[derive(Debug)]
+pub struct WorkflowRan {
+    /// Every task, in the order the run ended them.
+    tasks: Vec<(String, TaskEnded)>,
+}
+
+impl WorkflowRun {
+    /// A run of the workflow `workflow` builds, with parameters `{}`, as run `1` at logical
+    /// time 0.
+    pub fn new(workflow: fn() -> Workflow) -> Self {
+        Self {
+            workflow,
+            params: b"{}".to_vec(),
+            logical_time_ms: 0,
+            run_id: "1".into(),
+            stand_ins: HashMap::new(),
+        }
+    }
+
+    /// The run's parameters, encoded as JSON.
+    pub fn params(mut self, params: impl Serialize) -> Self {
+        self.params = serde_json::to_vec(&params).expect("the parameters encode as JSON");
+        self
+    }
+
+    /// The run's logical time ([`crate::Context::logical_time_ms`]).
+    pub fn logical_time_ms(mut self, ms: u64) -> Self {
+        self.logical_time_ms = ms;
+        self
+    }
+
+    /// Stands in for the task `task`, which is not called: it succeeds with `output`,
+    /// encoded as JSON as [`crate::Task::new`] encodes it. For a task that reaches outside
+    /// the test (a service, a granted directory).
+    pub fn given(self, task: &str, output: impl Serialize) -> Self {
+        let bytes = serde_json::to_vec(&output).expect("the output encodes as JSON");
+        self.given_bytes(task, bytes)
+    }
+
+    /// Stands in for the task `task` with an output of bytes, as [`crate::Task::raw`]'s.
+    pub fn given_bytes(mut self, task: &str, output: impl Into<Vec<u8>>) -> Self {
+        self.stand_ins.insert(task.to_owned(), Ok(output.into()));
+        self
+    }
+
+    /// Stands in for the task `task`, which is not called: each of its attempts fails with
+    /// `error`, so a retryable error is attempted as often as the task's policy allows.
+    pub fn failing(mut self, task: &str, error: TaskError) -> Self {
+        self.stand_ins.insert(task.to_owned(), Err(error));
+        self
+    }
+
+    /// Runs the workflow to its end.
+    ///
+    /// # Panics
+    ///
+    /// If the engine would refuse the workflow (a duplicate task, an upstream task it
+    /// does not have, a cycle), with the engine's message, or if a stand-in names a task
+    /// the workflow does not have: mistakes to fix before any task runs.
+    pub fn run(self) -> WorkflowRan {
+        let workflow = (self.workflow)();
+        let tasks = workflow.tasks();
+        let order = dependency_order(tasks);
+        if let Some(unknown) = self
+            .stand_ins
+            .keys()
+            .find(|name| !tasks.iter().any(|t| t.name() == name.as_str()))
+        {
+            panic!(
+                "workflow `{}` has no task `{unknown}` to stand in for",
+                workflow.name()
+            );
+        }
+        let attempt = Attempt {
+            run_id: &self.run_id,
+            params: &self.params,
+            logical_time_ms: self.logical_time_ms,
+        };
+        let mut ended: HashMap<&str, TaskEnded> = HashMap::with_capacity(tasks.len());
+        let mut names = Vec::with_capacity(tasks.len());
+        for i in order {
+            let task = &tasks[i];
+            let upstream = task.upstream().iter().map(|u| &ended[u.as_str()]);
+            let decision =
+                sandflow_rules::decide(task.trigger_rule(), upstream.map(|t| t.state.ended()));
+            let done = match decision {
+                Decision::Run => self.attempts(&attempt, task, &ended),
+                Decision::Skip => TaskEnded::not_run(State::Skipped),
+                Decision::UpstreamFailed => TaskEnded::not_run(State::UpstreamFailed),
+            };
+            ended.insert(task.name(), done);
+            names.push(task.name());
+        }
+        let tasks = names
+            .into_iter()
+            .map(|name| {
+                let done = ended.remove(name).expect("every task ended");
+                (name.to_owned(), done)
+            })
+            .collect();
+        WorkflowRan { tasks }
+    }
+
+    /// Attempts `task` until it succeeds, fails fatally, or has had all its attempts.
+    fn attempts(
+        &self,
+        attempt: &Attempt,
+        task: &Task,
+        ended: &HashMap<&str, TaskEnded>,
+    ) -> TaskEnded {
+        let inputs: HashMap<String, Vec<u8>> = task
+            .upstream()
+            .iter()
+            .filter_map(|u| Some((u.clone(), ended[u.as_str()].output()?.to_vec())))
+            .collect();
+        let mut attempts: Vec<Ran> = Vec::new();
+        for number in 1..=task.max_attempts() {
+            let ran = match self.stand_ins.get(task.name()) {
+                Some(result) => Ran {
+                    result: result.clone(),
+                    logs: Vec::new(),
+                },
+                None => attempt.call(task, number, inputs.clone()),
+            };
+            let again = matches!(ran.result, Err(TaskError::Retryable(_)));
+            attempts.push(ran);
+            if !again {
+                break;
+            }
+        }
+        let succeeded = attempts.last().is_some_and(|ran| ran.result.is_ok());
+        TaskEnded {
+            state: if succeeded {
+                State::Succeeded
+            } else {
+                State::Failed
+            },
+            attempts,
+        }
+    }
+}
+
+impl State {
+    fn ended(self) -> Ended {
+        match self {
+            Self::Succeeded => Ended::Succeeded,
+            Self::Failed | Self::UpstreamFailed => Ended::Failed,
+            Self::Skipped => Ended::Skipped,
+        }
+    }
+}
+
+impl TaskEnded {
+    fn not_run(state: State) -> Self {
+        Self {
+            state,
+            attempts: Vec::new(),
+        }
+    }
+
+    /// Its output's bytes, if it succeeded.
+    fn output(&self) -> Option<&[u8]> {
+        match self.attempts.last()?.result {
+            Ok(ref bytes) => Some(bytes),
+            Err(_) => None,
+        }
+    }
+}
+
+impl WorkflowRan {
+    /// Whether the run succeeded, by the engine's rule: no task failed.
+    pub fn succeeded(&self) -> bool {
+        sandflow_rules::run_succeeded(self.tasks.iter().map(|(_, t)| t.state.ended()))
+    }
+
+    /// How the task `task` ended, and its attempts.
+    ///
+    /// # Panics
+    ///
+    /// If the workflow has no task of that name.
+    pub fn task(&self, task: &str) -> &TaskEnded {
+        match self.tasks.iter().find(|(name, _)| name == task) {
+            Some((_, ended)) => ended,
+            None => panic!("the workflow has no task `{task}`"),
+        }
+    }
+
+    /// The terminal state of the task `task`.
+    pub fn state(&self, task: &str) -> State {
+        self.task(task).state
+    }
+
+    /// The output of the task `task`, decoded from JSON; its last attempt's error if it
+    /// failed; and if it did not run, a fatal error that says how it ended.
+    ///
+    /// # Panics
+    ///
+    /// If the workflow has no task of that name, or its output is not JSON of type `T`.
+    pub fn output<T: DeserializeOwned>(&self, task: &str) -> Result<T, TaskError> {
+        let ended = self.task(task);
+        match ended.attempts.last() {
+            Some(ran) => ran.output(),
+            None => Err(TaskError::fatal(format!(
+                "task `{task}` did not run: {:?}",
+                ended.state
+            ))),
+        }
+    }
+
+    /// The tasks in the order the run ended them: upstream tasks before their downstream
+    /// tasks, otherwise in declaration order.
+    pub fn order(&self) -> impl Iterator<Item = &str> {
+        self.tasks.iter().map(|(name, _)| name.as_str())
+    }
+}
+
+/// The indexes of `tasks` in an order that puts every task after its upstream tasks, and
+/// otherwise keeps declaration order (Kahn's algorithm, the lowest ready index first).
+///
+/// Panics, with the engine's message, on what the engine refuses: a duplicate name, an
+/// upstream task that does not exist, a cycle.
+fn dependency_order(tasks: &[Task]) -> Vec<usize> {
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(tasks.len());
+    for (i, task) in tasks.iter().enumerate() {
+        if index.insert(task.name(), i).is_some() {
+            panic!(
+                "task `{}` is declared more than once; task names must be unique",
+                task.name()
+            );
+        }
+    }
+    let mut waiting_on = vec![0usize; tasks.len()];
+    let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];
+    for (i, task) in tasks.iter().enumerate() {
+        for upstream in task.upstream() {
+            let Some(&u) = index.get(upstream.as_str()) else {
+                panic!(
+                    "task `{}` depends on `{upstream}`, which is not a task of this workflow",
+                    task.name()
+                );
+            };
+            waiting_on[i] += 1;
+            downstream[u].push(i);
+        }
+    }
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..tasks.len()).filter(|&i| waiting_on[i] == 0).collect();
+    let mut order = Vec::with_capacity(tasks.len());
+    while let Some(i) = ready.pop_first() {
+        order.push(i);
+        for &d in &downstream[i] {
+            waiting_on[d] -= 1;
+            if waiting_on[d] == 0 {
+                ready.insert(d);
+            }
+        }
+    }
+    if order.len() < tasks.len() {
+        let cycle = find_cycle(tasks, &index, &waiting_on);
+        panic!(
+            "the workflow has a dependency cycle: {}",
+            cycle.join(" -> ")
+        );
+    }
+    order
+}
+
+/// One cycle among the tasks Kahn's algorithm could not order (those still waiting), in
+/// dependency order, its first task repeated at the end. Walking from a waiting task to a
+/// waiting upstream task always finds one, since each waits on another.
+fn find_cycle<'a>(
+    tasks: &'a [Task],
+    index: &HashMap<&str, usize>,
+    waiting_on: &[usize],
+) -> Vec<&'a str> {
+    let waiting_upstream = |i: usize| {
+        tasks[i]
+            .upstream()
+            .iter()
+            .map(|u| index[u.as_str()])
+            .find(|&u| waiting_on[u] > 0)
+            .expect("a waiting task waits on a waiting task")
+    };
+    let start = (0..tasks.len())
+        .find(|&i| waiting_on[i] > 0)
+        .expect("some task is left");
+    let mut seen_at: HashMap<usize, usize> = HashMap::new();
+    let mut walk = Vec::new();
+    let mut at = start;
+    while !seen_at.contains_key(&at) {
+        seen_at.insert(at, walk.len());
+        walk.push(at);
+        at = waiting_upstream(at);
+    }
+    // The walk went upstream: the cycle is where it closes, reversed into dependency
+    // order, and told from the task declared first, which is then repeated.
+    let mut cycle: Vec<usize> = walk[seen_at[&at]..].iter().rev().copied().collect();
+    let first = (0..cycle.len()).min_by_key(|&k| cycle[k]).expect("a cycle");
+    cycle.rotate_left(first);
+    cycle.push(cycle[0]);
+    cycle.into_iter().map(|i| tasks[i].name()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Context, Retry, TriggerRule};
+    use std::time::Duration;
+
+    fn ok(name: &'static str) -> Task {
+        Task::new(name, move |_: &Context| Ok(name))
+    }
+
+    /// `flaky` fails retryably until its third attempt; `sum` adds its upstream outputs.
+    fn workflow() -> Workflow {
+        Workflow::new("w")
+            .task(Task::new("one", |_: &Context| Ok(1)))
+            .task(
+                Task::new("flaky", |ctx: &Context| {
+                    ctx.info(&format!("attempt {}", ctx.attempt()));
+                    if ctx.attempt() < 3 {
+                        return Err(TaskError::retryable("not yet"));
+                    }
+                    Ok(2)
+                })
+                .retries(2),
+            )
+            .task(Task::new("sum", sum).after(["flaky", "one"]))
+            .task(ok("cleanup").after(["sum"]).trigger(TriggerRule::AllDone))
+    }
+
+    fn sum(ctx: &Context) -> Result<u32, TaskError> {
+        Ok(ctx.input::<u32>("one")? + ctx.input::<u32>("flaky")?)
+    }
+
+    #[test]
+    fn tasks_read_their_upstream_outputs_and_retry_as_their_policy_says() {
+        let ran = WorkflowRun::new(workflow).run();
+        assert!(ran.succeeded());
+        assert_eq!(ran.output::<u32>("sum"), Ok(3));
+        let flaky = ran.task("flaky");
+        assert_eq!(flaky.attempts.len(), 3);
+        assert!(flaky.attempts[1].logged("attempt 2"));
+        assert_eq!(
+            ran.order().collect::<Vec<_>>(),
+            ["one", "flaky", "sum", "cleanup"]
+        );
+    }
+
+    #[test]
+    fn a_failure_decides_downstream_tasks_by_their_trigger_rules() {
+        let ran = WorkflowRun::new(workflow)
+            .failing("flaky", TaskError::retryable("down"))
+            .run();
+        assert!(!ran.succeeded());
+        assert_eq!(ran.state("flaky"), State::Failed);
+        assert_eq!(ran.task("flaky").attempts.len(), 3, "every attempt allowed");
+        assert_eq!(ran.state("sum"), State::UpstreamFailed);
+        assert_eq!(
+            ran.output::<u32>("sum"),
+            Err(TaskError::fatal("task `sum` did not run: UpstreamFailed"))
+        );
+        assert_eq!(ran.output::<String>("cleanup"), Ok("cleanup".into()));
+
+        // A fatal error is attempted once; a stand-in's output is read downstream.
+        let ran = WorkflowRun::new(workflow)
+            .failing("one", TaskError::fatal("no"))
+            .given("flaky", 40)
+            .run();
+        assert_eq!(ran.task("one").attempts.len(), 1);
+        assert_eq!(ran.state("sum"), State::UpstreamFailed);
+        let ran = WorkflowRun::new(workflow).given("one", 40).run();
+        assert_eq!(ran.output::<u32>("sum"), Ok(42));
+    }
+
+    #[test]
+    fn a_panic_fails_the_attempt_retryably_as_a_trap_does_in_the_engine() {
+        fn panicking() -> Workflow {
+            let policy = Retry {
+                max_attempts: 2,
+                initial_backoff: Duration::from_secs(3600),
+                ..Retry::default()
+            };
+            Workflow::new("p").task(
+                Task::new("boom", |_: &Context| -> Result<(), TaskError> {
+                    panic!("index out of bounds")
+                })
+                .retry(policy),
+            )
+        }
+        let ran = WorkflowRun::new(panicking).run();
+        let boom = ran.task("boom");
+        assert_eq!(boom.state, State::Failed);
+        assert_eq!(boom.attempts.len(), 2, "retried, without waiting an hour");
+        assert_eq!(
+            ran.output::<()>("boom"),
+            Err(TaskError::retryable("task panicked: index out of bounds"))
+        );
+    }
+
+    #[test]
+    fn skips_propagate_as_the_engine_s_rules_say() {
+        fn skipping() -> Workflow {
+            Workflow::new("s")
+                .task(ok("a"))
+                .task(
+                    ok("only-on-failure")
+                        .after(["a"])
+                        .trigger(TriggerRule::AllFailed),
+                )
+                .task(ok("after-it").after(["only-on-failure"]))
+                .task(
+                    ok("tolerant")
+                        .after(["only-on-failure"])
+                        .trigger(TriggerRule::NoneFailed),
+                )
+        }
+        let ran = WorkflowRun::new(skipping).run();
+        assert_eq!(ran.state("only-on-failure"), State::Skipped);
+        assert_eq!(ran.state("after-it"), State::Skipped);
+        assert_eq!(ran.state("tolerant"), State::Succeeded);
+        assert!(ran.succeeded());
+    }
+
+    fn refusal(workflow: fn() -> Workflow) -> String {
+        let panicked = std::panic::catch_unwind(|| WorkflowRun::new(workflow).run());
+        let payload = panicked.expect_err("the workflow is refused");
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_workflow_the_engine_refuses_is_refused_with_the_engine_s_words() {
+        fn duplicate() -> Workflow {
+            Workflow::new("d").task(ok("a")).task(ok("a"))
+        }
+        fn unknown() -> Workflow {
+            Workflow::new("u")
+                .task(ok("a"))
+                .task(ok("b").after(["nmae"]))
+        }
+        fn cycle() -> Workflow {
+            Workflow::new("c")
+                .task(ok("start"))
+                .task(ok("a").after(["start", "c"]))
+                .task(ok("b").after(["a"]))
+                .task(ok("c").after(["b"]))
+        }
+        fn own() -> Workflow {
+            Workflow::new("o").task(ok("a").after(["a"]))
+        }
+        assert_eq!(
+            refusal(duplicate),
+            "task `a` is declared more than once; task names must be unique"
+        );
+        assert_eq!(
+            refusal(unknown),
+            "task `b` depends on `nmae`, which is not a task of this workflow"
+        );
+        assert_eq!(
+            refusal(cycle),
+            "the workflow has a dependency cycle: a -> b -> c -> a"
+        );
+        assert_eq!(refusal(own), "the workflow has a dependency cycle: a -> a");
+        fn stand_in_for_nothing() -> Workflow {
+            Workflow::new("n").task(ok("a"))
+        }
+        let panicked =
+            std::panic::catch_unwind(|| WorkflowRun::new(stand_in_for_nothing).given("z", 1).run());
+        let message = panicked.expect_err("refused");
+        assert_eq!(
+            message.downcast_ref::<String>().unwrap(),
+            "workflow `n` has no task `z` to stand in for"
+        );
+    }
+}
