@@ -110,7 +110,8 @@ pub enum BundleError {
     /// The component does not implement sandflow's world.
     #[error(
         "{} is a component, but not a sandflow bundle: {reason}; a bundle implements the \
-         `sandflow:plugin/bundle` world, which the sandflow-sdk crate exports for you",
+         `sandflow:plugin/bundle` world, which a plugin crate exports by calling \
+         `sandflow_sdk::export_workflow!(workflow)` once, at its root",
         path.display()
     )]
     WrongWorld {

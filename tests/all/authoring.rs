@@ -76,15 +76,46 @@ fn build_works_from_inside_the_crate_and_says_each_mistake_in_the_author_s_terms
         "{built:?}"
     );
 
-    // A workflow the engine would refuse is refused now, by the task's name.
+    // A workflow the engine would refuse is refused now, in the author's terms.
     let lib = krate.join("src/lib.rs");
     let source = std::fs::read_to_string(&lib).unwrap();
     let edit = |from: &str, to: &str| {
         assert!(source.contains(from), "the template has `{from}`");
         std::fs::write(&lib, source.replace(from, to)).unwrap();
     };
-    edit(".after([\"name\"])", ".after([\"nmae\"])");
-    sandflow_in(&scratch, &krate, &["build"]).assert_bad_input("nmae");
+    let refused = |from: &str, to: &str, expected: &str| {
+        edit(from, to);
+        sandflow_in(&scratch, &krate, &["build"]).assert_bad_input(expected);
+    };
+    let greeting = ".task(Task::new(\"greeting\", greeting).after([\"name\"]))";
+    refused(
+        ".after([\"name\"])",
+        ".after([\"nmae\"])",
+        "task `greeting` depends on `nmae`, which is not a task of this workflow",
+    );
+    refused(
+        greeting,
+        &format!("{greeting}{greeting}"),
+        "task `greeting` is declared more than once",
+    );
+    refused(
+        ".task(Task::new(\"name\", name))",
+        ".task(Task::new(\"name\", name).after([\"greeting\"]))",
+        "the workflow has a dependency cycle: name -> greeting -> name",
+    );
+    // The workflow function panics: the message and where, from the panic itself.
+    refused(
+        "Workflow::new(\"flow\")",
+        "{ if true { panic!(\"no workflow today\") } Workflow::new(\"flow\") }",
+        "could not describe its workflow: plugin panicked, and its stderr says: no workflow \
+         today (at src/lib.rs:",
+    );
+    // No `export_workflow!`: a component, but no bundle, and what makes one.
+    refused(
+        "export_workflow!(workflow);",
+        "",
+        "`sandflow_sdk::export_workflow!(workflow)` once",
+    );
 
     // Rust that does not compile: cargo's own messages, and what failed.
     edit("Ok(format!", "Ok(formt!");
