@@ -6,12 +6,11 @@
 //! writing anything to the database.
 
 use crate::contain::contain_async;
-use crate::host::HostState;
-use crate::host::bindings::BundlePre;
 use crate::sandbox::{RunLimits, Sandbox, SandboxError};
 use crate::snapshot::{self, NotSnapshotted};
 use crate::state::Failure;
 use crate::workflow::WorkflowDef;
+use crate::world::BundlePre;
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -180,7 +179,7 @@ pub struct Bundle {
     path: PathBuf,
     hash: String,
     workflow: WorkflowDef,
-    pre: BundlePre<HostState>,
+    pre: BundlePre,
     from_cache: bool,
 }
 
@@ -291,7 +290,7 @@ impl Bundle {
         self.from_cache
     }
 
-    pub(crate) fn pre(&self) -> &BundlePre<HostState> {
+    pub(crate) fn pre(&self) -> &BundlePre {
         &self.pre
     }
 }

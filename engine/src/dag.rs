@@ -64,38 +64,48 @@ pub enum DagError {
         prefix: String,
     },
     /// Two tasks share a name.
-    #[error("task `{task}` is declared more than once; task names must be unique")]
+    #[error("task `{task}`{at} is declared more than once; task names must be unique")]
     DuplicateTask {
         /// The task at fault.
         task: String,
+        /// Where its second declaration is.
+        at: Declared,
     },
     /// A task depends on a task the workflow does not declare.
-    #[error("task `{task}` depends on `{dependency}`, which is not a task of this workflow")]
+    #[error("task `{task}`{at} depends on `{dependency}`, which is not a task of this workflow")]
     UnknownDependency {
         /// The task at fault.
         task: String,
+        /// Where it is declared.
+        at: Declared,
         /// The dependency it names.
         dependency: String,
     },
     /// A task depends on itself.
-    #[error("task `{task}` depends on itself")]
+    #[error("task `{task}`{at} depends on itself")]
     SelfDependency {
         /// The task at fault.
         task: String,
+        /// Where it is declared.
+        at: Declared,
     },
     /// A task names the same dependency twice.
-    #[error("task `{task}` lists `{dependency}` more than once in its dependencies")]
+    #[error("task `{task}`{at} lists `{dependency}` more than once in its dependencies")]
     DuplicateDependency {
         /// The task at fault.
         task: String,
+        /// Where it is declared.
+        at: Declared,
         /// The dependency it names.
         dependency: String,
     },
-    /// A retry policy, fuel or timeout the engine does not accept.
-    #[error("task `{task}` {problem}")]
+    /// A retry policy, fuel, timeout or location the engine does not accept.
+    #[error("task `{task}`{at} {problem}")]
     Policy {
         /// The task at fault.
         task: String,
+        /// Where it is declared.
+        at: Declared,
         /// What is wrong with it.
         problem: String,
     },
@@ -105,6 +115,28 @@ pub enum DagError {
         /// The tasks on the cycle in dependency order; the first is repeated at the end.
         cycle: Vec<String>,
     },
+}
+
+/// Where the bundle's sources declare a task, as its messages say it: ` (declared at
+/// src/lib.rs:12:10)`, or nothing for a bundle that does not say (WIT 0.1.0, a workflow
+/// built in Rust).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Declared(pub Option<String>);
+
+impl Declared {
+    /// `task`'s location, unless it is too long to print (which is then the error).
+    fn of(task: &crate::workflow::TaskDef) -> Self {
+        Self(task.location.clone().filter(|l| l.len() <= MAX_NAME_BYTES))
+    }
+}
+
+impl std::fmt::Display for Declared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(location) => write!(f, " (declared at {location})"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Task names are identifiers that people type and the database keys on; anything longer
@@ -151,6 +183,7 @@ impl Dag {
         for name in std::iter::once(&workflow.name)
             .chain(&workflow.schedule)
             .chain(workflow.tasks.iter().map(|t| &t.name))
+            .chain(workflow.tasks.iter().filter_map(|t| t.location.as_ref()))
         {
             if name.chars().any(unprintable) {
                 return Err(DagError::UnprintableName {
@@ -181,12 +214,14 @@ impl Dag {
             if let Some(problem) = policy_problem(task) {
                 return Err(DagError::Policy {
                     task: task.name.clone(),
+                    at: Declared::of(task),
                     problem,
                 });
             }
             if index.insert(task.name.as_str(), i as u32).is_some() {
                 return Err(DagError::DuplicateTask {
                     task: task.name.clone(),
+                    at: Declared::of(task),
                 });
             }
         }
@@ -202,17 +237,20 @@ impl Dag {
                 let Some(&d) = index.get(dep.as_str()) else {
                     return Err(DagError::UnknownDependency {
                         task: task.name.clone(),
+                        at: Declared::of(task),
                         dependency: dep.clone(),
                     });
                 };
                 if d as usize == i {
                     return Err(DagError::SelfDependency {
                         task: task.name.clone(),
+                        at: Declared::of(task),
                     });
                 }
                 if std::mem::replace(&mut listed_by[d as usize], i as u32) == i as u32 {
                     return Err(DagError::DuplicateDependency {
                         task: task.name.clone(),
+                        at: Declared::of(task),
                         dependency: dep.clone(),
                     });
                 }
@@ -288,6 +326,17 @@ pub fn unprintable(c: char) -> bool {
 /// never run are refused here.
 fn policy_problem(task: &crate::workflow::TaskDef) -> Option<String> {
     let retry = &task.retry;
+    if let Some(len) = task
+        .location
+        .as_ref()
+        .map(String::len)
+        .filter(|&len| len > MAX_NAME_BYTES)
+    {
+        return Some(format!(
+            "declares a source location of {len} bytes, longer than the limit of \
+             {MAX_NAME_BYTES} bytes"
+        ));
+    }
     if task.fuel == Some(0) {
         return Some("declares no fuel at all: it could never run".into());
     }
@@ -459,6 +508,34 @@ mod tests {
     }
 
     #[test]
+    fn a_task_s_location_is_in_every_message_about_it_and_bounded_like_a_name() {
+        let mut w = workflow(&[("a", &[]), ("b", &["nmae"])]);
+        w.tasks[1].location = Some("src/lib.rs:7:14".into());
+        assert_eq!(
+            Dag::build(&w).unwrap_err().to_string(),
+            "task `b` (declared at src/lib.rs:7:14) depends on `nmae`, which is not a task of \
+             this workflow"
+        );
+        w.tasks[1].depends_on = vec!["b".into()];
+        assert_eq!(
+            Dag::build(&w).unwrap_err().to_string(),
+            "task `b` (declared at src/lib.rs:7:14) depends on itself"
+        );
+        w.tasks[1].depends_on.clear();
+        w.tasks[1].location = Some("x".repeat(MAX_NAME_BYTES + 1));
+        let err = Dag::build(&w).unwrap_err().to_string();
+        assert!(
+            err.starts_with("task `b` declares a source location of 1025 bytes"),
+            "{err}"
+        );
+        w.tasks[1].location = Some("src/lib.rs\u{1b}[2J".into());
+        assert!(matches!(
+            Dag::build(&w),
+            Err(DagError::UnprintableName { .. })
+        ));
+    }
+
+    #[test]
     fn empty_workflow_is_refused() {
         assert_eq!(
             Dag::build(&workflow(&[])).unwrap_err(),
@@ -471,7 +548,13 @@ mod tests {
     #[test]
     fn duplicate_names_are_refused() {
         let err = Dag::build(&workflow(&[("a", &[]), ("a", &[])])).unwrap_err();
-        assert_eq!(err, DagError::DuplicateTask { task: "a".into() });
+        assert_eq!(
+            err,
+            DagError::DuplicateTask {
+                task: "a".into(),
+                at: Declared::default()
+            }
+        );
     }
 
     #[test]
@@ -549,7 +632,13 @@ mod tests {
     #[test]
     fn self_dependency_is_refused() {
         let err = Dag::build(&workflow(&[("a", &["a"])])).unwrap_err();
-        assert_eq!(err, DagError::SelfDependency { task: "a".into() });
+        assert_eq!(
+            err,
+            DagError::SelfDependency {
+                task: "a".into(),
+                at: Declared::default()
+            }
+        );
     }
 
     #[test]

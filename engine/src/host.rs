@@ -10,7 +10,7 @@
 use crate::fair::Share;
 use crate::grants::Capabilities;
 use crate::journal::{Journal, LogLevel, LogStream};
-use crate::workflow::{RetryPolicy, TaskDef, TriggerRule, WorkflowDef};
+use crate::workflow::TriggerRule;
 use std::collections::HashSet;
 use std::sync::Arc;
 use wasmtime::ResourceLimiter;
@@ -258,38 +258,56 @@ pub(crate) const MAX_HANDLES: usize = 256;
 /// Function tables of real plugins hold a few thousand entries at most.
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
 
-impl From<types::WorkflowDef> for WorkflowDef {
-    fn from(w: types::WorkflowDef) -> Self {
-        WorkflowDef {
-            name: w.name,
-            schedule: w.schedule,
-            deterministic: w.deterministic,
-            tasks: w.tasks.into_iter().map(Into::into).collect(),
+/// Converts a version's `workflow-def` and `task-def` into the engine's, given how a task's
+/// location is read (`t => t.location`); each version converts its own `trigger-rule`.
+/// One macro, since each version's bindings are types of their own.
+macro_rules! workflow_from_wit {
+    ($types:ident, $t:ident => $location:expr) => {
+        impl From<$types::WorkflowDef> for $crate::workflow::WorkflowDef {
+            fn from(w: $types::WorkflowDef) -> Self {
+                Self {
+                    name: w.name,
+                    schedule: w.schedule,
+                    deterministic: w.deterministic,
+                    tasks: w.tasks.into_iter().map(Into::into).collect(),
+                }
+            }
         }
-    }
-}
 
-impl From<types::TaskDef> for TaskDef {
-    fn from(t: types::TaskDef) -> Self {
-        TaskDef {
-            name: t.name,
-            depends_on: t.depends_on,
-            trigger: match t.trigger {
-                types::TriggerRule::AllSuccess => TriggerRule::AllSuccess,
-                types::TriggerRule::AllDone => TriggerRule::AllDone,
-                types::TriggerRule::AllFailed => TriggerRule::AllFailed,
-                types::TriggerRule::OneSuccess => TriggerRule::OneSuccess,
-                types::TriggerRule::OneFailed => TriggerRule::OneFailed,
-                types::TriggerRule::NoneFailed => TriggerRule::NoneFailed,
-            },
-            retry: RetryPolicy {
-                max_attempts: t.retry.max_attempts,
-                initial_backoff_ms: t.retry.initial_backoff_ms,
-                max_backoff_ms: t.retry.max_backoff_ms,
-                on_limits: t.retry.retry_on_limits,
-            },
-            timeout_ms: t.timeout_ms,
-            fuel: t.fuel,
+        impl From<$types::TaskDef> for $crate::workflow::TaskDef {
+            fn from($t: $types::TaskDef) -> Self {
+                Self {
+                    trigger: $t.trigger.into(),
+                    retry: $crate::workflow::RetryPolicy {
+                        max_attempts: $t.retry.max_attempts,
+                        initial_backoff_ms: $t.retry.initial_backoff_ms,
+                        max_backoff_ms: $t.retry.max_backoff_ms,
+                        on_limits: $t.retry.retry_on_limits,
+                    },
+                    timeout_ms: $t.timeout_ms,
+                    fuel: $t.fuel,
+                    location: $location,
+                    depends_on: $t.depends_on,
+                    name: $t.name,
+                }
+            }
+        }
+    };
+}
+pub(crate) use workflow_from_wit;
+
+workflow_from_wit!(types, t => t.location);
+
+impl From<types::TriggerRule> for TriggerRule {
+    fn from(rule: types::TriggerRule) -> Self {
+        match rule {
+            types::TriggerRule::AllSuccess => Self::AllSuccess,
+            types::TriggerRule::AllDone => Self::AllDone,
+            types::TriggerRule::AllFailed => Self::AllFailed,
+            types::TriggerRule::OneSuccess => Self::OneSuccess,
+            types::TriggerRule::OneFailed => Self::OneFailed,
+            types::TriggerRule::NoneFailed => Self::NoneFailed,
+            types::TriggerRule::NoneFailedMinOneSuccess => Self::NoneFailedMinOneSuccess,
         }
     }
 }
@@ -297,6 +315,30 @@ impl From<types::TaskDef> for TaskDef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_described_task_keeps_its_rule_and_location() {
+        let described = types::TaskDef {
+            name: "join".into(),
+            depends_on: vec!["a".into(), "b".into()],
+            trigger: types::TriggerRule::NoneFailedMinOneSuccess,
+            retry: types::RetryPolicy {
+                max_attempts: 3,
+                initial_backoff_ms: 10,
+                max_backoff_ms: 20,
+                retry_on_limits: true,
+            },
+            timeout_ms: Some(50),
+            fuel: Some(60),
+            location: Some("src/lib.rs:3:9".into()),
+        };
+        let task = crate::workflow::TaskDef::from(described);
+        assert_eq!(task.trigger, TriggerRule::NoneFailedMinOneSuccess);
+        assert_eq!(task.location.as_deref(), Some("src/lib.rs:3:9"));
+        assert_eq!(task.depends_on, ["a", "b"]);
+        assert_eq!((task.retry.max_attempts, task.retry.on_limits), (3, true));
+        assert_eq!((task.timeout_ms, task.fuel), (Some(50), Some(60)));
+    }
 
     #[test]
     fn the_memory_limit_covers_all_memories_of_an_instance_together() {

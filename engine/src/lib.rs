@@ -62,6 +62,7 @@ pub mod store;
 pub mod tenant;
 pub mod trigger;
 pub mod workflow;
+mod world;
 
 pub use bundle::{Bundle, BundleError, BundleLimits};
 pub use dag::{Dag, DagError, sort_attempts};

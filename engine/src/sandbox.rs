@@ -17,13 +17,12 @@
 
 use crate::bundle::Bundle;
 use crate::fair::{FairSlots, Share, Slot};
-use crate::host::bindings::sandflow::plugin::types::TaskError;
-use crate::host::bindings::{self, BundlePre};
 use crate::host::{HostState, LimitHit, TaskIdentity};
 use crate::journal::{Journal, LogLine};
 use crate::metrics::{AttemptCost, Counted};
 use crate::state::Failure;
 use crate::workflow::{TaskDef, WorkflowDef};
+use crate::world::{self, BundlePre, Exports};
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -225,11 +224,7 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(SandboxError::Config)?;
         crate::grants::refuse_special_files(&mut linker).map_err(SandboxError::Config)?;
-        bindings::Bundle::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
-            &mut linker,
-            |state| state,
-        )
-        .map_err(SandboxError::Config)?;
+        world::add_to_linker(&mut linker).map_err(SandboxError::Config)?;
         Ok(Self {
             _ticker: Arc::new(EpochTicker::start(engine.clone())),
             engine,
@@ -278,14 +273,14 @@ impl Sandbox {
     }
 
     /// Links `component` against the host once, so each attempt only instantiates.
-    pub(crate) fn prepare(&self, component: &Component) -> wasmtime::Result<BundlePre<HostState>> {
+    pub(crate) fn prepare(&self, component: &Component) -> wasmtime::Result<BundlePre> {
         BundlePre::new(self.linker.instantiate_pre(component)?)
     }
 
     /// Asks the bundle for its workflow, under `limits`.
     pub(crate) async fn describe(
         &self,
-        pre: &BundlePre<HostState>,
+        pre: &BundlePre,
         limits: &RunLimits,
     ) -> Result<WorkflowDef, Failure> {
         let identity = TaskIdentity::standalone();
@@ -295,7 +290,6 @@ impl Sandbox {
         })
         .await
         .outcome
-        .map(Into::into)
         .map_err(Failure::bounded)
     }
 
@@ -321,7 +315,7 @@ impl Sandbox {
     /// them (see [`RunLimits::for_task`]), its lines written to `journal`.
     pub(crate) async fn run_task(
         &self,
-        pre: &BundlePre<HostState>,
+        pre: &BundlePre,
         identity: TaskIdentity,
         limits: &RunLimits,
         journal: Journal,
@@ -342,9 +336,7 @@ impl Sandbox {
                         size: output.len(),
                         limit,
                     }),
-                    Ok(output) => Ok(output),
-                    Err(TaskError::Fatal(message)) => Err(Failure::Fatal { message }),
-                    Err(TaskError::Retryable(message)) => Err(Failure::Retryable { message }),
+                    returned => returned,
                 })
                 .map_err(Failure::bounded),
             fuel_used: execution.fuel_used,
@@ -401,11 +393,11 @@ impl Sandbox {
     /// Runs `call` on a fresh instance of `pre` under `limits`, writing to `journal`.
     async fn execute<R>(
         &self,
-        pre: &BundlePre<HostState>,
+        pre: &BundlePre,
         identity: TaskIdentity,
         limits: &RunLimits,
         journal: Journal,
-        call: impl AsyncFnOnce(&bindings::Bundle, &mut Store<HostState>) -> wasmtime::Result<R>,
+        call: impl AsyncFnOnce(&Exports, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Execution<R> {
         // Only attempts of runs are counted, not `describe`.
         let metered = !identity.workflow.is_empty();

@@ -20,11 +20,11 @@
 //!   behaviour: `describe` must not depend on anything but the bundle (the WIT says so),
 //!   so running it once before every attempt or once for all is the same.
 
-use crate::host::bindings;
 use crate::host::{HostState, TaskIdentity};
 use crate::sandbox::{RunLimits, Sandbox, classify};
 use crate::state::Failure;
 use crate::workflow::WorkflowDef;
+use crate::world::Exports;
 use std::time::Instant;
 use wasmtime::Store;
 use wasmtime::component::{ComponentType, Instance, Lift, Linker, WasmList};
@@ -75,11 +75,11 @@ pub(crate) async fn snapshot(
     let deadline = Instant::now().checked_add(limits.timeout);
     let mut store = sandbox.store(state, limits.fuel, deadline);
     let instance = linker.instantiate_async(&mut store, &component).await?;
-    let described = bindings::Bundle::new(&mut store, &instance)?
+    let described = Exports::new(&mut store, &instance)?
         .call_describe(&mut store)
         .await;
     let workflow = match described {
-        Ok(workflow) => WorkflowDef::from(workflow),
+        Ok(workflow) => workflow,
         Err(error) => {
             let failure = classify(&error, store.data(), limits.fuel, limits.timeout);
             return Err(match failure {

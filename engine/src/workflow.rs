@@ -40,6 +40,11 @@ pub struct TaskDef {
     pub timeout_ms: Option<u64>,
     /// Fuel of one attempt; `None` means the run's default.
     pub fuel: Option<u64>,
+    /// Where the bundle's sources declare it (`FILE:LINE:COLUMN`), if the bundle says:
+    /// for messages about the task. Bundles of WIT 0.1.0 do not, nor did runs stored
+    /// before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
 }
 
 impl TaskDef {
@@ -59,6 +64,7 @@ impl TaskDef {
             },
             timeout_ms: None,
             fuel: None,
+            location: None,
         }
     }
 

@@ -29,9 +29,23 @@ pub enum TriggerRule {
     OneFailed,
     /// No upstream task failed: each succeeded or was skipped.
     NoneFailed,
+    /// No upstream task failed, and at least one succeeded: the join after a branch, which
+    /// runs after the branch taken and is skipped when every branch was.
+    NoneFailedMinOneSuccess,
 }
 
 impl TriggerRule {
+    /// Every rule, in the order above.
+    pub const ALL: [Self; 7] = [
+        Self::AllSuccess,
+        Self::AllDone,
+        Self::AllFailed,
+        Self::OneSuccess,
+        Self::OneFailed,
+        Self::NoneFailed,
+        Self::NoneFailedMinOneSuccess,
+    ];
+
     /// The name users write, as in the WIT and the README.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,6 +55,7 @@ impl TriggerRule {
             Self::OneSuccess => "one-success",
             Self::OneFailed => "one-failed",
             Self::NoneFailed => "none-failed",
+            Self::NoneFailedMinOneSuccess => "none-failed-min-one-success",
         }
     }
 }
@@ -97,6 +112,9 @@ pub fn decide(rule: TriggerRule, upstream: impl IntoIterator<Item = Ended>) -> D
         TriggerRule::OneFailed => Decision::Skip,
         TriggerRule::NoneFailed if failed > 0 => Decision::UpstreamFailed,
         TriggerRule::NoneFailed => Decision::Run,
+        TriggerRule::NoneFailedMinOneSuccess if failed > 0 => Decision::UpstreamFailed,
+        TriggerRule::NoneFailedMinOneSuccess if succeeded > 0 => Decision::Run,
+        TriggerRule::NoneFailedMinOneSuccess => Decision::Skip,
     }
 }
 
@@ -135,6 +153,10 @@ mod tests {
         (NoneFailed, &[Ok, S], Run),
         (NoneFailed, &[S, S], Run),
         (NoneFailed, &[Ok, F], UF),
+        (NoneFailedMinOneSuccess, &[Ok, S], Run),
+        (NoneFailedMinOneSuccess, &[S, S], Skip),
+        (NoneFailedMinOneSuccess, &[Ok, F], UF),
+        (NoneFailedMinOneSuccess, &[S, F], UF),
     ];
 
     #[test]
@@ -150,10 +172,8 @@ mod tests {
 
     #[test]
     fn tasks_without_upstream_always_run() {
-        for rule in [
-            AllSuccess, AllDone, AllFailed, OneSuccess, OneFailed, NoneFailed,
-        ] {
-            assert_eq!(decide(rule, []), Run);
+        for rule in TriggerRule::ALL {
+            assert_eq!(decide(rule, []), Run, "{}", rule.as_str());
         }
     }
 

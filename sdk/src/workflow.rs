@@ -4,6 +4,7 @@ use crate::{Context, TaskError};
 pub use sandflow_rules::TriggerRule;
 use serde::Serialize;
 use std::cell::{OnceCell, RefCell};
+use std::panic::Location;
 use std::time::Duration;
 
 thread_local! {
@@ -181,11 +182,14 @@ pub struct Task {
     retry: Retry,
     timeout: Option<Duration>,
     fuel: Option<u64>,
+    /// Where the author declared it, for the engine's messages about it.
+    location: &'static Location<'static>,
     body: Body,
 }
 
 impl Task {
     /// A task whose output is `body`'s value encoded as JSON.
+    #[track_caller]
     pub fn new<T, F>(name: impl Into<String>, body: F) -> Self
     where
         T: Serialize,
@@ -198,6 +202,7 @@ impl Task {
     /// [`crate::RawOutput`], a `Maybe` of one, `()` for none, or a tuple of them): it runs
     /// after each, and its body is given their values. The dependency, the types read and
     /// the type returned all come from the handles, so a mistake in any fails to compile.
+    #[track_caller]
     pub fn of<P, I, F>(output: P, inputs: I, body: F) -> Self
     where
         P: Produces + 'static,
@@ -213,6 +218,7 @@ impl Task {
 
     /// A task whose output is the bytes `body` returns, unencoded: for binary data, or
     /// formats other than JSON. Read it downstream with [`Context::input_bytes`].
+    #[track_caller]
     pub fn raw<F>(name: impl Into<String>, body: F) -> Self
     where
         F: Fn(&Context) -> Result<Vec<u8>, TaskError> + 'static,
@@ -224,6 +230,7 @@ impl Task {
             retry: Retry::default(),
             timeout: None,
             fuel: None,
+            location: Location::caller(),
             body: Box::new(body),
         }
     }
@@ -278,6 +285,11 @@ impl Task {
         &self.name
     }
 
+    /// Where the author declared it.
+    pub(crate) fn location(&self) -> &'static Location<'static> {
+        self.location
+    }
+
     /// The tasks it waits for and may read.
     pub(crate) fn upstream(&self) -> &[String] {
         &self.depends_on
@@ -309,6 +321,7 @@ impl Task {
                 TriggerRule::OneSuccess => wit::TriggerRule::OneSuccess,
                 TriggerRule::OneFailed => wit::TriggerRule::OneFailed,
                 TriggerRule::NoneFailed => wit::TriggerRule::NoneFailed,
+                TriggerRule::NoneFailedMinOneSuccess => wit::TriggerRule::NoneFailedMinOneSuccess,
             },
             retry: wit::RetryPolicy {
                 max_attempts: self.retry.max_attempts,
@@ -318,6 +331,7 @@ impl Task {
             },
             timeout_ms: self.timeout.map(millis),
             fuel: self.fuel,
+            location: Some(self.location.to_string()),
         }
     }
 }
@@ -398,6 +412,19 @@ mod tests {
         });
         assert!(panicked.is_err());
         assert_eq!(names(&abc()), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn a_task_tells_the_engine_its_rule_and_where_it_is_declared() {
+        let rule = TriggerRule::NoneFailedMinOneSuccess;
+        let (task, line) = (Task::new("t", |_: &Context| Ok(())), line!());
+        let described = task.trigger(rule).to_wit();
+        assert_eq!(described.trigger, wit::TriggerRule::NoneFailedMinOneSuccess);
+        let location = described.location.expect("a location");
+        assert!(
+            location.starts_with(&format!("{}:{line}:", file!())),
+            "{location}"
+        );
     }
 
     #[test]

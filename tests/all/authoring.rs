@@ -91,12 +91,17 @@ fn build_works_from_inside_the_crate_and_says_each_mistake_in_the_author_s_terms
     refused(
         ".after([\"name\"])",
         ".after([\"nmae\"])",
-        "task `greeting` depends on `nmae`, which is not a task of this workflow",
+        "task `greeting` (declared at src/lib.rs:6:15) depends on `nmae`, which is not a \
+         task of this workflow",
     );
     refused(
         greeting,
         &format!("{greeting}{greeting}"),
-        "task `greeting` is declared more than once",
+        // The second declaration, on the same line, after the first.
+        &format!(
+            "task `greeting` (declared at src/lib.rs:6:{}) is declared more than once",
+            15 + greeting.len()
+        ),
     );
     refused(
         ".task(Task::new(\"name\", name))",

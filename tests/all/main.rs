@@ -7,6 +7,7 @@ mod authoring;
 mod bad_bundles;
 mod cache;
 mod cli;
+mod compat;
 mod deterministic;
 mod engine;
 mod etl;

@@ -30,6 +30,7 @@ impl sandflow_sdk::bindings::Guest for Bench {
                 },
                 timeout_ms: None,
                 fuel: None,
+                location: None,
             }],
         }
     }

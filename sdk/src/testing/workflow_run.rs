@@ -296,27 +296,44 @@ impl WorkflowRan {
 /// otherwise keeps declaration order (Kahn's algorithm, the lowest ready index first).
 ///
 /// Panics, with the engine's message, on what the engine refuses: a duplicate name, an
-/// upstream task that does not exist, a cycle.
+/// upstream task that does not exist, itself or twice, a cycle.
 fn dependency_order(tasks: &[Task]) -> Vec<usize> {
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(tasks.len());
     for (i, task) in tasks.iter().enumerate() {
         if index.insert(task.name(), i).is_some() {
             panic!(
-                "task `{}` is declared more than once; task names must be unique",
-                task.name()
+                "task `{}` (declared at {}) is declared more than once; task names must be \
+                 unique",
+                task.name(),
+                task.location()
             );
         }
     }
     let mut waiting_on = vec![0usize; tasks.len()];
     let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];
     for (i, task) in tasks.iter().enumerate() {
-        for upstream in task.upstream() {
+        let at = task.location();
+        for (k, upstream) in task.upstream().iter().enumerate() {
             let Some(&u) = index.get(upstream.as_str()) else {
                 panic!(
-                    "task `{}` depends on `{upstream}`, which is not a task of this workflow",
+                    "task `{}` (declared at {at}) depends on `{upstream}`, which is not a task \
+                     of this workflow",
                     task.name()
                 );
             };
+            if u == i {
+                panic!(
+                    "task `{}` (declared at {at}) depends on itself",
+                    task.name()
+                );
+            }
+            if task.upstream()[..k].contains(upstream) {
+                panic!(
+                    "task `{}` (declared at {at}) lists `{upstream}` more than once in its \
+                     dependencies",
+                    task.name()
+                );
+            }
             waiting_on[i] += 1;
             downstream[u].push(i);
         }
@@ -385,6 +402,7 @@ mod tests {
     use crate::{Context, Retry, TriggerRule};
     use std::time::Duration;
 
+    #[track_caller]
     fn ok(name: &'static str) -> Task {
         Task::new(name, move |_: &Context| Ok(name))
     }
@@ -500,13 +518,21 @@ mod tests {
         assert!(ran.succeeded());
     }
 
+    /// The message `workflow` is refused with, its location (which must be in this file)
+    /// taken out.
     fn refusal(workflow: fn() -> Workflow) -> String {
         let panicked = std::panic::catch_unwind(|| WorkflowRun::new(workflow).run());
         let payload = panicked.expect_err("the workflow is refused");
-        payload
+        let message = payload
             .downcast_ref::<String>()
             .cloned()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        let Some((before, rest)) = message.split_once(" (declared at ") else {
+            return message;
+        };
+        let (location, after) = rest.split_once(')').expect("a closed location");
+        assert!(location.starts_with(file!()), "{message}");
+        format!("{before}{after}")
     }
 
     #[test]
@@ -529,6 +555,11 @@ mod tests {
         fn own() -> Workflow {
             Workflow::new("o").task(ok("a").after(["a"]))
         }
+        fn twice() -> Workflow {
+            Workflow::new("t")
+                .task(ok("a"))
+                .task(ok("b").after(["a", "a"]))
+        }
         assert_eq!(
             refusal(duplicate),
             "task `a` is declared more than once; task names must be unique"
@@ -541,7 +572,11 @@ mod tests {
             refusal(cycle),
             "the workflow has a dependency cycle: a -> b -> c -> a"
         );
-        assert_eq!(refusal(own), "the workflow has a dependency cycle: a -> a");
+        assert_eq!(refusal(own), "task `a` depends on itself");
+        assert_eq!(
+            refusal(twice),
+            "task `b` lists `a` more than once in its dependencies"
+        );
         fn stand_in_for_nothing() -> Workflow {
             Workflow::new("n").task(ok("a"))
         }
