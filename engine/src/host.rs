@@ -10,8 +10,9 @@
 use crate::fair::Share;
 use crate::grants::Capabilities;
 use crate::journal::{Journal, LogLevel, LogStream};
+use crate::state::TaskState;
 use crate::workflow::TriggerRule;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -44,6 +45,15 @@ pub trait InputSource: Send + Sync {
     async fn output(&self, task: &str) -> wasmtime::Result<Option<Vec<u8>>>;
 }
 
+/// How an upstream task ended, as `upstream-state` tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Upstream {
+    /// A terminal state.
+    pub state: TaskState,
+    /// Why its last attempt failed, if it failed.
+    pub error: Option<String>,
+}
+
 /// What the host tells a task about itself.
 #[derive(Clone)]
 pub(crate) struct TaskIdentity {
@@ -51,8 +61,8 @@ pub(crate) struct TaskIdentity {
     pub task: String,
     pub attempt: u32,
     pub logical_time_ms: u64,
-    /// The only tasks whose outputs `input` hands out.
-    pub upstream: Arc<HashSet<String>>,
+    /// The only tasks whose outputs `input` hands out, and how each ended.
+    pub upstream: Arc<HashMap<String, Upstream>>,
     pub params: Arc<[u8]>,
     pub inputs: Option<Arc<dyn InputSource>>,
     pub capabilities: Arc<Capabilities>,
@@ -165,11 +175,8 @@ impl host::Host for HostState {
     async fn input(&mut self, task: String) -> wasmtime::Result<Result<Option<Vec<u8>>, String>> {
         self.copied += task.len();
         let id = &self.identity;
-        if !id.upstream.contains(&task) {
-            return Ok(Err(format!(
-                "task `{}` may only read the outputs of the tasks it depends on, and `{task}` is not one of them",
-                id.task
-            )));
+        if !id.upstream.contains_key(&task) {
+            return Ok(Err(undeclared(&id.task, &task)));
         }
         let output = match &id.inputs {
             Some(inputs) => inputs.output(&task).await?,
@@ -177,6 +184,26 @@ impl host::Host for HostState {
         };
         self.copied += output.as_ref().map_or(0, Vec::len);
         Ok(Ok(output))
+    }
+
+    fn upstream(&mut self, task: String) -> wasmtime::Result<Result<types::UpstreamState, String>> {
+        self.copied += task.len();
+        let id = &self.identity;
+        let Some(upstream) = id.upstream.get(&task) else {
+            return Ok(Err(undeclared(&id.task, &task)));
+        };
+        let end = match upstream.state {
+            TaskState::Success => types::UpstreamEnd::Succeeded,
+            TaskState::Failed => types::UpstreamEnd::Failed,
+            TaskState::UpstreamFailed => types::UpstreamEnd::UpstreamFailed,
+            // Only terminal tasks have downstream tasks running.
+            _ => types::UpstreamEnd::Skipped,
+        };
+        self.copied += upstream.error.as_ref().map_or(0, String::len);
+        Ok(Ok(types::UpstreamState {
+            end,
+            error: upstream.error.clone(),
+        }))
     }
 
     fn params(&mut self) -> wasmtime::Result<Vec<u8>> {
@@ -194,6 +221,14 @@ impl host::Host for HostState {
             logical_time_ms: id.logical_time_ms,
         })
     }
+}
+
+/// What a task hears when it asks of a task it did not declare upstream.
+fn undeclared(task: &str, asked: &str) -> String {
+    format!(
+        "task `{task}` may only read the outputs of the tasks it depends on, and `{asked}` is \
+         not one of them"
+    )
 }
 
 /// Caps linear memory per store. The pooling allocator also caps each memory slot, but that

@@ -14,7 +14,7 @@ use crate::dag::Dag;
 use crate::db::{AttemptRecord, RunRecord, TaskRecord};
 use crate::fair::Share;
 use crate::grants::{Capabilities, GrantError, GrantPolicy, Grants};
-use crate::host::{InputSource, TaskIdentity};
+use crate::host::{InputSource, TaskIdentity, Upstream};
 use crate::journal::{InFlight, Journal, LogLine};
 use crate::sandbox::{Execution, RunLimits, Sandbox, SandboxError};
 use crate::state::{Failure, RunState, RunningTime, TaskState, Trigger, now_ms};
@@ -22,7 +22,7 @@ use crate::store::{Attempt, AttemptLog, Completion, Store, StoreError};
 use crate::trigger::{self, Decision};
 use crate::workflow::{RetryPolicy, WorkflowDef};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -913,6 +913,7 @@ impl<'a> LiveRun<'a> {
             && let Some(i) = self.ready.pop_front()
         {
             let def = &workflow.tasks[i];
+            let upstream = Arc::new(self.upstream_of(i));
             let task = &mut self.tasks[i];
             task.attempts += 1;
             task.state = TaskState::Running;
@@ -927,7 +928,7 @@ impl<'a> LiveRun<'a> {
                 task: def.name.clone(),
                 attempt: task.attempts,
                 logical_time_ms: self.run.logical_ms(),
-                upstream: Arc::new(def.depends_on.iter().cloned().collect::<HashSet<_>>()),
+                upstream,
                 params: self.params.clone(),
                 inputs: Some(self.inputs.clone()),
                 capabilities: self.capabilities.clone(),
@@ -954,6 +955,28 @@ impl<'a> LiveRun<'a> {
             let attempt = self.running.spawn(execution);
             self.in_flight.insert(attempt.id(), i);
         }
+    }
+
+    /// How each upstream task of task `i` ended, for its attempt to read.
+    fn upstream_of(&self, i: usize) -> HashMap<String, Upstream> {
+        let workflow = &*self.runner.workflow;
+        self.runner
+            .dag
+            .upstream(i)
+            .iter()
+            .map(|&u| {
+                let task = &self.tasks[u as usize];
+                let upstream = Upstream {
+                    state: task.state,
+                    // Only a failure the task caused is why it failed; an interruption
+                    // is not (the task ran again).
+                    error: (task.state == TaskState::Failed)
+                        .then(|| task.last_failure.as_ref().map(ToString::to_string))
+                        .flatten(),
+                };
+                (workflow.tasks[u as usize].name.clone(), upstream)
+            })
+            .collect()
     }
 
     /// Books one finished attempt for the next commit, and decides what becomes of its

@@ -9,7 +9,7 @@
 //!
 //! Versions:
 //! - 0.2.0 (current, wit/sandflow.wit): tasks say where they are declared; the trigger
-//!   rule `none-failed-min-one-success`.
+//!   rule `none-failed-min-one-success`; `host.upstream`, how an upstream task ended.
 //! - 0.1.0 (wit/compat/sandflow-0.1.0.wit): runs as it always did, its tasks without a
 //!   location.
 

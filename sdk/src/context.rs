@@ -1,6 +1,8 @@
 use crate::TaskError;
 use crate::bindings::sandflow::plugin::host;
+use crate::bindings::sandflow::plugin::types::UpstreamEnd;
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 
 /// Severity of a log line written with [`Context::log`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,8 +32,54 @@ pub(crate) struct Native {
     pub params: Vec<u8>,
     /// The task's `after(...)`: only these can be read, as in the engine.
     pub upstream: Vec<String>,
-    pub inputs: std::collections::HashMap<String, Vec<u8>>,
+    pub given: Given,
     pub log: std::cell::RefCell<Vec<(Level, String)>>,
+}
+
+/// What a native test says its upstream tasks left: outputs, and how they ended. An
+/// upstream task with no state given ended as its output says: succeeded with one,
+/// skipped without.
+#[derive(Default, Clone)]
+pub(crate) struct Given {
+    pub inputs: HashMap<String, Vec<u8>>,
+    pub states: HashMap<String, UpstreamState>,
+}
+
+/// How a task ended: the engine's terminal states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Its last attempt returned an output.
+    Succeeded,
+    /// Its last attempt failed, and its retry policy allowed no other.
+    Failed,
+    /// Its trigger rule could not be met because upstream tasks failed; it did not run.
+    UpstreamFailed,
+    /// Its trigger rule could not be met, and nothing upstream failed; it did not run.
+    Skipped,
+}
+
+/// How an upstream task ended, and why if it failed ([`Context::upstream_state`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamState {
+    /// How it ended.
+    pub state: State,
+    /// Why its last attempt failed, in the engine's words; `None` unless it failed.
+    pub error: Option<String>,
+}
+
+impl UpstreamState {
+    /// A task that failed because of `error`.
+    pub fn failed(error: impl Into<String>) -> Self {
+        Self {
+            state: State::Failed,
+            error: Some(error.into()),
+        }
+    }
+
+    /// A task that ended as `state`, with no error to tell.
+    pub fn ended(state: State) -> Self {
+        Self { state, error: None }
+    }
 }
 
 impl Context {
@@ -72,7 +120,7 @@ impl Context {
         let native = Native {
             params: b"{}".to_vec(),
             upstream: Vec::new(),
-            inputs: Default::default(),
+            given: Given::default(),
             log: Default::default(),
         };
         Self::native(("1".into(), String::new()), (1, 0), native)
@@ -137,14 +185,52 @@ impl Context {
         let Some(native) = &self.native else {
             return host::input(task).map_err(TaskError::fatal);
         };
-        // The engine's own words for an input the task did not declare.
-        if !native.upstream.iter().any(|t| t == task) {
-            return Err(TaskError::fatal(format!(
-                "task `{}` may only read the outputs of the tasks it depends on, and `{task}` is not one of them",
-                self.task
-            )));
+        self.declared(native, task)?;
+        Ok(native.given.inputs.get(task).cloned())
+    }
+
+    /// How the upstream task `task` ended, and why if it failed: for a task whose trigger
+    /// rule runs it after failures (`all-done`, `one-failed`), to clean up after them or
+    /// to say what went wrong.
+    ///
+    /// Fails if `task` is not declared in this task's `after(...)`.
+    pub fn upstream_state(&self, task: &str) -> Result<UpstreamState, TaskError> {
+        let Some(native) = &self.native else {
+            let told = host::upstream(task).map_err(TaskError::fatal)?;
+            let state = match told.end {
+                UpstreamEnd::Succeeded => State::Succeeded,
+                UpstreamEnd::Failed => State::Failed,
+                UpstreamEnd::UpstreamFailed => State::UpstreamFailed,
+                UpstreamEnd::Skipped => State::Skipped,
+            };
+            return Ok(UpstreamState {
+                state,
+                error: told.error,
+            });
+        };
+        self.declared(native, task)?;
+        let by_output = || match native.given.inputs.contains_key(task) {
+            true => UpstreamState::ended(State::Succeeded),
+            false => UpstreamState::ended(State::Skipped),
+        };
+        Ok(native
+            .given
+            .states
+            .get(task)
+            .cloned()
+            .unwrap_or_else(by_output))
+    }
+
+    /// Refuses, in the engine's own words, a task this one did not declare upstream.
+    fn declared(&self, native: &Native, task: &str) -> Result<(), TaskError> {
+        if native.upstream.iter().any(|t| t == task) {
+            return Ok(());
         }
-        Ok(native.inputs.get(task).cloned())
+        Err(TaskError::fatal(format!(
+            "task `{}` may only read the outputs of the tasks it depends on, and `{task}` is \
+             not one of them",
+            self.task
+        )))
     }
 
     /// Appends a line to the task's log, which `sandflow` stores with the run.

@@ -56,7 +56,7 @@ mod output;
 pub mod testing;
 mod workflow;
 
-pub use context::{Context, Level};
+pub use context::{Context, Level, State, UpstreamState};
 pub use error::TaskError;
 pub use output::{Inputs, Maybe, Output, Produces, RawOutput};
 pub use workflow::{Retry, Task, TriggerRule, Workflow};

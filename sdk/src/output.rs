@@ -259,8 +259,8 @@ tuple_inputs!(A, B, C, D, E, F, G, H);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{State, WorkflowRun};
-    use crate::{Task, TriggerRule, Workflow};
+    use crate::testing::WorkflowRun;
+    use crate::{State, Task, TriggerRule, Workflow};
 
     const A: Output<u32> = Output::new("a");
     const B: Output<String> = Output::new("b");

@@ -36,13 +36,12 @@
 
 mod workflow_run;
 
-pub use workflow_run::{State, TaskEnded, WorkflowRan, WorkflowRun};
+pub use workflow_run::{TaskEnded, WorkflowRan, WorkflowRun};
 
-use crate::context::Native;
-use crate::{Context, Level, Task, TaskError, Workflow};
+use crate::context::{Given, Native};
+use crate::{Context, Level, Task, TaskError, UpstreamState, Workflow};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 
 /// One attempt of one task, as a test sets it up.
@@ -50,7 +49,7 @@ pub struct TaskRun {
     workflow: fn() -> Workflow,
     task: String,
     params: Vec<u8>,
-    inputs: HashMap<String, Vec<u8>>,
+    given: Given,
     attempt: u32,
     logical_time_ms: u64,
     run_id: String,
@@ -74,7 +73,7 @@ impl TaskRun {
             workflow,
             task: task.to_owned(),
             params: b"{}".to_vec(),
-            inputs: HashMap::new(),
+            given: Given::default(),
             attempt: 1,
             logical_time_ms: 0,
             run_id: "1".into(),
@@ -96,7 +95,14 @@ impl TaskRun {
 
     /// The output of the upstream task `task`, as bytes ([`crate::Task::raw`]'s).
     pub fn input_bytes(mut self, task: &str, output: impl Into<Vec<u8>>) -> Self {
-        self.inputs.insert(task.to_owned(), output.into());
+        self.given.inputs.insert(task.to_owned(), output.into());
+        self
+    }
+
+    /// How the upstream task `task` ended ([`Context::upstream_state`]). Not given, it
+    /// succeeded if the test gave its output, and was skipped if not.
+    pub fn upstream(mut self, task: &str, state: UpstreamState) -> Self {
+        self.given.states.insert(task.to_owned(), state);
         self
     }
 
@@ -127,7 +133,7 @@ impl TaskRun {
             params: &self.params,
             logical_time_ms: self.logical_time_ms,
         };
-        run.call(task, self.attempt, self.inputs)
+        run.call(task, self.attempt, self.given)
     }
 }
 
@@ -139,13 +145,13 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// Calls `task`'s body once, as attempt `attempt`, with the upstream outputs `inputs`.
+    /// Calls `task`'s body once, as attempt `attempt`, with what its upstream tasks left.
     /// A panic fails the attempt, retryably, as a trap does in the engine.
-    fn call(&self, task: &Task, attempt: u32, inputs: HashMap<String, Vec<u8>>) -> Ran {
+    fn call(&self, task: &Task, attempt: u32, given: Given) -> Ran {
         let native = Native {
             params: self.params.to_vec(),
             upstream: task.upstream().to_vec(),
-            inputs,
+            given,
             log: Default::default(),
         };
         let ctx = Context::native(
@@ -254,6 +260,42 @@ mod tests {
         let error = ran.output::<u32>().unwrap_err();
         assert!(
             error
+                .message()
+                .contains("may only read the outputs of the tasks it depends on")
+        );
+    }
+
+    #[test]
+    fn an_upstream_task_ended_as_the_test_says_or_as_its_output_does() {
+        fn workflow() -> Workflow {
+            Workflow::new("w").task(ok("a")).task(
+                Task::new("report", |ctx: &Context| {
+                    let a = ctx.upstream_state("a")?;
+                    Ok(format!("{:?} {}", a.state, a.error.unwrap_or_default()))
+                })
+                .after(["a"]),
+            )
+        }
+        fn ok(name: &'static str) -> Task {
+            Task::new(name, |_: &Context| Ok(1))
+        }
+        let told = |run: TaskRun| run.run().output::<String>().unwrap();
+        let run = || TaskRun::new(workflow, "report");
+        assert_eq!(told(run()), "Skipped ");
+        assert_eq!(told(run().input("a", 1)), "Succeeded ");
+        let failed = run().upstream("a", UpstreamState::failed("task failed: no"));
+        assert_eq!(told(failed), "Failed task failed: no");
+        fn sneaky() -> Workflow {
+            Workflow::new("w")
+                .task(ok("a"))
+                .task(Task::new("b", |ctx: &Context| {
+                    ctx.upstream_state("a").map(|a| a.error)
+                }))
+        }
+        let refused = TaskRun::new(sneaky, "b").run().output::<Option<String>>();
+        assert!(
+            refused
+                .unwrap_err()
                 .message()
                 .contains("may only read the outputs of the tasks it depends on")
         );

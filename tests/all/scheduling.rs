@@ -36,6 +36,13 @@ fn retryable_failures_are_retried_with_backoff_and_every_attempt_is_recorded() {
         (Some("failed"), Some(2))
     );
     assert_eq!(doomed["error"]["message"], "attempt 2 fails too");
+    // Its all-done cleanup hears how it ended, and why, in the words `runs show` uses.
+    let run = report["id"].to_string();
+    let told = scratch.sandflow(&["output", &run, "cleanup"]);
+    assert_eq!(
+        told.stdout,
+        "\"doomed ended Failed: task failed (retryable): attempt 2 fails too\""
+    );
     let fatal = task(&report, "fatal_once");
     assert_eq!(
         (fatal["state"].as_str(), fatal["attempts"].as_u64()),

@@ -191,7 +191,8 @@ export_workflow!(workflow);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sandflow_sdk::testing::{State, TaskRun, WorkflowRun};
+    use sandflow_sdk::State;
+    use sandflow_sdk::testing::{TaskRun, WorkflowRun};
 
     const CSV: &str = "order_id,date,region,product,quantity,unit_price_cents\n\
                        1,2026-01-01,north,tea,2,150\n\

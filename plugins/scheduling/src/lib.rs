@@ -8,7 +8,8 @@
 //!   logs a warning and writes a line to stdout and one to stderr, which are kept with it.
 //! - `hungry` and `hungry_again` run out of fuel; only the second has a policy that retries
 //!   limit hits.
-//! - `cleanup` runs once `doomed` has ended, however it ended (`all-done`).
+//! - `cleanup` runs once `doomed` has ended, however it ended (`all-done`), and says how
+//!   and why (`Context::upstream_state`).
 use sandflow_sdk::{
     Context, Level, Retry, Task, TaskError, TriggerRule, Workflow, export_workflow,
 };
@@ -28,7 +29,7 @@ fn workflow() -> Workflow {
         .task(Task::new("flaky", flaky).retry(retry(5)))
         .task(Task::new("doomed", doomed).retry(retry(2)))
         .task(
-            Task::new("cleanup", |_: &Context| Ok(()))
+            Task::new("cleanup", cleanup)
                 .after(["doomed"])
                 .trigger(TriggerRule::AllDone),
         )
@@ -74,6 +75,13 @@ fn doomed(ctx: &Context) -> Result<(), TaskError> {
         "attempt {} fails too",
         ctx.attempt()
     )))
+}
+
+/// Says how `doomed` ended and why, as an alerting task would.
+fn cleanup(ctx: &Context) -> Result<String, TaskError> {
+    let doomed = ctx.upstream_state("doomed")?;
+    let why = doomed.error.unwrap_or_default();
+    Ok(format!("doomed ended {:?}: {why}", doomed.state))
 }
 
 fn fatal_once(_: &Context) -> Result<(), TaskError> {

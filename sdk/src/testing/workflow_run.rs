@@ -5,7 +5,8 @@
 //! test's thread; backoffs are not waited out, and there is no sandbox, fuel or timeout.
 
 use super::{Attempt, Ran};
-use crate::{Task, TaskError, Workflow};
+use crate::context::Given;
+use crate::{State, Task, TaskError, UpstreamState, Workflow};
 use sandflow_rules::{Decision, Ended};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -14,8 +15,8 @@ use std::collections::HashMap;
 /// A run of a whole workflow, as a test sets it up.
 ///
 /// ```
-/// use sandflow_sdk::testing::{State, WorkflowRun};
-/// use sandflow_sdk::{Context, Task, TaskError, TriggerRule, Workflow};
+/// use sandflow_sdk::testing::WorkflowRun;
+/// use sandflow_sdk::{Context, State, Task, TaskError, TriggerRule, Workflow};
 ///
 /// fn workflow() -> Workflow {
 ///     Workflow::new("report")
@@ -51,19 +52,6 @@ pub struct WorkflowRun {
     run_id: String,
     /// Tasks whose body is not called: what each of their attempts returns instead.
     stand_ins: HashMap<String, Result<Vec<u8>, TaskError>>,
-}
-
-/// How a task of an in-process run ended: the engine's terminal states.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// Its last attempt returned an output.
-    Succeeded,
-    /// Its last attempt failed, and the retry policy allowed no other.
-    Failed,
-    /// Its trigger rule could not be met because upstream tasks failed; it did not run.
-    UpstreamFailed,
-    /// Its trigger rule could not be met, and nothing upstream failed; it did not run.
-    Skipped,
 }
 
 /// How one task ended, and each of its attempts (none if it did not run).
@@ -186,11 +174,24 @@ impl WorkflowRun {
         task: &Task,
         ended: &HashMap<&str, TaskEnded>,
     ) -> TaskEnded {
-        let inputs: HashMap<String, Vec<u8>> = task
-            .upstream()
-            .iter()
-            .filter_map(|u| Some((u.clone(), ended[u.as_str()].output()?.to_vec())))
-            .collect();
+        let mut given = Given::default();
+        for upstream in task.upstream() {
+            let done = &ended[upstream.as_str()];
+            if let Some(output) = done.output() {
+                given.inputs.insert(upstream.clone(), output.to_vec());
+            }
+            // As the engine records a task's error.
+            let error = match done.attempts.last().map(|ran| &ran.result) {
+                Some(Err(TaskError::Fatal(m))) => Some(format!("task failed: {m}")),
+                Some(Err(TaskError::Retryable(m))) => Some(format!("task failed (retryable): {m}")),
+                _ => None,
+            };
+            let state = UpstreamState {
+                state: done.state,
+                error,
+            };
+            given.states.insert(upstream.clone(), state);
+        }
         let mut attempts: Vec<Ran> = Vec::new();
         for number in 1..=task.max_attempts() {
             let ran = match self.stand_ins.get(task.name()) {
@@ -198,7 +199,7 @@ impl WorkflowRun {
                     result: result.clone(),
                     logs: Vec::new(),
                 },
-                None => attempt.call(task, number, inputs.clone()),
+                None => attempt.call(task, number, given.clone()),
             };
             let again = matches!(ran.result, Err(TaskError::Retryable(_)));
             attempts.push(ran);
@@ -491,6 +492,33 @@ mod tests {
         assert_eq!(
             ran.output::<()>("boom"),
             Err(TaskError::retryable("task panicked: index out of bounds"))
+        );
+    }
+
+    #[test]
+    fn a_cleanup_task_hears_which_upstream_task_failed_and_why() {
+        fn workflow() -> Workflow {
+            Workflow::new("c")
+                .task(ok("fine"))
+                .task(Task::new(
+                    "broken",
+                    |_: &Context| -> Result<(), TaskError> { Err(TaskError::fatal("disk full")) },
+                ))
+                .task(
+                    Task::new("cleanup", |ctx: &Context| {
+                        let (fine, broken) =
+                            (ctx.upstream_state("fine")?, ctx.upstream_state("broken")?);
+                        let why = broken.error.unwrap_or_default();
+                        Ok(format!("{:?} {:?}: {why}", fine.state, broken.state))
+                    })
+                    .after(["fine", "broken"])
+                    .trigger(TriggerRule::AllDone),
+                )
+        }
+        let ran = WorkflowRun::new(workflow).run();
+        assert_eq!(
+            ran.output::<String>("cleanup"),
+            Ok("Succeeded Failed: task failed: disk full".into())
         );
     }
 
