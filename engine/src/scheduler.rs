@@ -1035,6 +1035,15 @@ impl<'a> LiveRun<'a> {
                     output: Some(output),
                 })
             }
+            Err(failure @ Failure::Skipped { .. }) => {
+                task.state = TaskState::Skipped;
+                task.last_failure = Some(failure);
+                task.finished_ms = finished_ms;
+                Some(Ended {
+                    task: i,
+                    output: None,
+                })
+            }
             Err(failure) if !failure.counts_against_retries() => {
                 task.state = TaskState::Pending;
                 task.last_failure = Some(failure);

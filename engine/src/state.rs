@@ -214,6 +214,13 @@ pub enum Failure {
     /// the task again.
     #[error("interrupted: the run was stopped")]
     Interrupted,
+    /// The task said it had nothing to do: it ends `skipped`, not failed, and is not
+    /// attempted again.
+    #[error("skipped by the task: {message}")]
+    Skipped {
+        /// What the task said.
+        message: String,
+    },
 }
 
 /// The most bytes of a failure's message that are kept. Every attempt's failure is stored
@@ -254,6 +261,9 @@ impl Failure {
             Self::Start { message } => Self::Start {
                 message: cut(message),
             },
+            Self::Skipped { message } => Self::Skipped {
+                message: cut(message),
+            },
             other => other,
         }
     }
@@ -274,6 +284,7 @@ impl Failure {
             Self::Trap { .. } => "trap",
             Self::Start { .. } => "start",
             Self::Interrupted => "interrupted",
+            Self::Skipped { .. } => "skipped",
         }
     }
 
@@ -361,6 +372,9 @@ mod tests {
             Failure::OutputTooLarge { size: 2, limit: 1 },
             Failure::LogLimit { limit: 1 },
             Failure::Interrupted,
+            Failure::Skipped {
+                message: "nothing new".into(),
+            },
         ];
         for failure in failures {
             let stored = serde_json::to_value(&failure).unwrap();

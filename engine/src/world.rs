@@ -9,7 +9,8 @@
 //!
 //! Versions:
 //! - 0.2.0 (current, wit/sandflow.wit): tasks say where they are declared; the trigger
-//!   rule `none-failed-min-one-success`; `host.upstream`, how an upstream task ended.
+//!   rule `none-failed-min-one-success`; `host.upstream`, how an upstream task ended;
+//!   `task-error.skip`.
 //! - 0.1.0 (wit/compat/sandflow-0.1.0.wit): runs as it always did, its tasks without a
 //!   location.
 
@@ -113,6 +114,7 @@ impl Exports {
             Self::Current(bundle) => bundle.call_run(store, task).await?.map_err(|e| match e {
                 Now::Fatal(message) => Failure::Fatal { message },
                 Now::Retryable(message) => Failure::Retryable { message },
+                Now::Skip(message) => Failure::Skipped { message },
             }),
             Self::V0_1(bundle) => bundle.call_run(store, task).await?.map_err(|e| match e {
                 Then::Fatal(message) => Failure::Fatal { message },

@@ -54,7 +54,8 @@ pub enum State {
     Failed,
     /// Its trigger rule could not be met because upstream tasks failed; it did not run.
     UpstreamFailed,
-    /// Its trigger rule could not be met, and nothing upstream failed; it did not run.
+    /// It said it had nothing to do ([`crate::TaskError::skip`]), or its trigger rule could
+    /// not be met and nothing upstream failed.
     Skipped,
 }
 

@@ -1,7 +1,8 @@
 use crate::bindings::sandflow::plugin::types as wit;
 use std::fmt;
 
-/// Why a task attempt failed, and whether another attempt could succeed.
+/// Why a task attempt returned no output: it failed, and whether another attempt could
+/// succeed, or it has nothing to do ([`TaskError::skip`]).
 ///
 /// Any `std::error::Error` converts into a [`TaskError::Fatal`] with `?`, so task bodies can
 /// propagate parse or I/O errors directly; say [`TaskError::retryable`] explicitly where a
@@ -12,6 +13,10 @@ pub enum TaskError {
     Fatal(String),
     /// Another attempt may succeed: the engine retries if the task's retry policy allows.
     Retryable(String),
+    /// Nothing to do (no new data, a condition not met): the task ends `skipped`, not
+    /// failed, and its downstream tasks decide by their trigger rules as after any skip.
+    /// Airflow's `AirflowSkipException`.
+    Skip(String),
 }
 
 impl TaskError {
@@ -25,10 +30,15 @@ impl TaskError {
         Self::Retryable(message.into())
     }
 
+    /// The task has nothing to do: it ends `skipped`, with `reason` recorded.
+    pub fn skip(reason: impl Into<String>) -> Self {
+        Self::Skip(reason.into())
+    }
+
     /// The human-readable cause.
     pub fn message(&self) -> &str {
         match self {
-            Self::Fatal(m) | Self::Retryable(m) => m,
+            Self::Fatal(m) | Self::Retryable(m) | Self::Skip(m) => m,
         }
     }
 }
@@ -38,6 +48,7 @@ impl fmt::Display for TaskError {
         match self {
             Self::Fatal(m) => write!(f, "{m}"),
             Self::Retryable(m) => write!(f, "{m} (retryable)"),
+            Self::Skip(m) => write!(f, "skipped: {m}"),
         }
     }
 }
@@ -66,6 +77,7 @@ impl From<TaskError> for wit::TaskError {
         match error {
             TaskError::Fatal(m) => wit::TaskError::Fatal(m),
             TaskError::Retryable(m) => wit::TaskError::Retryable(m),
+            TaskError::Skip(m) => wit::TaskError::Skip(m),
         }
     }
 }

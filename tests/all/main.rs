@@ -24,6 +24,7 @@ mod retry;
 mod sandbox_limits;
 mod scheduling;
 mod serve;
+mod skips;
 mod triggers;
 
 mod snapshot;

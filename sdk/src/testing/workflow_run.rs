@@ -207,15 +207,12 @@ impl WorkflowRun {
                 break;
             }
         }
-        let succeeded = attempts.last().is_some_and(|ran| ran.result.is_ok());
-        TaskEnded {
-            state: if succeeded {
-                State::Succeeded
-            } else {
-                State::Failed
-            },
-            attempts,
-        }
+        let state = match attempts.last().map(|ran| &ran.result) {
+            Some(Ok(_)) => State::Succeeded,
+            Some(Err(TaskError::Skip(_))) => State::Skipped,
+            _ => State::Failed,
+        };
+        TaskEnded { state, attempts }
     }
 }
 
@@ -520,6 +517,27 @@ mod tests {
             ran.output::<String>("cleanup"),
             Ok("Succeeded Failed: task failed: disk full".into())
         );
+    }
+
+    #[test]
+    fn a_task_that_skips_itself_is_skipped_not_failed_nor_retried() {
+        fn workflow() -> Workflow {
+            Workflow::new("s")
+                .task(
+                    Task::new("poll", |_: &Context| -> Result<(), TaskError> {
+                        Err(TaskError::skip("no new files"))
+                    })
+                    .retries(3),
+                )
+                .task(ok("load").after(["poll"]))
+                .task(ok("join").after(["poll"]).trigger(TriggerRule::NoneFailed))
+        }
+        let ran = WorkflowRun::new(workflow).run();
+        assert_eq!(ran.state("poll"), State::Skipped);
+        assert_eq!(ran.task("poll").attempts.len(), 1);
+        assert_eq!(ran.state("load"), State::Skipped);
+        assert_eq!(ran.state("join"), State::Succeeded);
+        assert!(ran.succeeded());
     }
 
     #[test]
