@@ -53,20 +53,26 @@ pub(crate) enum Exports {
     V0_1(v0_1::Bundle),
 }
 
+/// What a bundle's exports are checked as: the current version if they fit it, else the
+/// older one; the error is the current version's, which says what a bundle built today
+/// must export.
+fn newest_fit<T>(
+    current: wasmtime::Result<T>,
+    older: impl FnOnce() -> wasmtime::Result<T>,
+) -> wasmtime::Result<T> {
+    current.or_else(|error| older().map_err(|_| error))
+}
+
 /// What `run` returned: the output, or the failure the task reported.
 pub(crate) type Returned = Result<Vec<u8>, Failure>;
 
 impl BundlePre {
-    /// Checks `pre`'s exports against each version, the current first; the error is the
-    /// current version's, which says what a bundle built today must export.
+    /// Checks `pre`'s exports against each version (see [`newest_fit`]).
     pub(crate) fn new(pre: InstancePre<HostState>) -> wasmtime::Result<Self> {
-        match current::BundlePre::new(pre.clone()) {
-            Ok(current) => Ok(Self::Current(current)),
-            Err(error) => match v0_1::BundlePre::new(pre) {
-                Ok(old) => Ok(Self::V0_1(old)),
-                Err(_) => Err(error),
-            },
-        }
+        newest_fit(
+            current::BundlePre::new(pre.clone()).map(Self::Current),
+            || v0_1::BundlePre::new(pre).map(Self::V0_1),
+        )
     }
 
     pub(crate) async fn instantiate_async(
@@ -84,13 +90,10 @@ impl Exports {
     /// The exports of an instance made without a [`BundlePre`] (a snapshot's), checked as
     /// [`BundlePre::new`] checks them.
     pub(crate) fn new(store: &mut Store<HostState>, instance: &Instance) -> wasmtime::Result<Self> {
-        match current::Bundle::new(&mut *store, instance) {
-            Ok(current) => Ok(Self::Current(current)),
-            Err(error) => match v0_1::Bundle::new(store, instance) {
-                Ok(old) => Ok(Self::V0_1(old)),
-                Err(_) => Err(error),
-            },
-        }
+        newest_fit(
+            current::Bundle::new(&mut *store, instance).map(Self::Current),
+            || v0_1::Bundle::new(store, instance).map(Self::V0_1),
+        )
     }
 
     pub(crate) async fn call_describe(
