@@ -173,11 +173,7 @@ impl Context {
     /// Fails if `task` is not declared in this task's `after(...)`, or produced no output.
     pub fn input<T: DeserializeOwned>(&self, task: &str) -> Result<T, TaskError> {
         let bytes = self.input_bytes(task)?.ok_or_else(|| no_output(task))?;
-        serde_json::from_slice(&bytes).map_err(|e| {
-            TaskError::fatal(format!(
-                "output of upstream task `{task}` does not decode: {e}"
-            ))
-        })
+        decode_input(task, &bytes)
     }
 
     /// The raw output bytes of the upstream task `task`, or `None` if it produced none
@@ -254,6 +250,15 @@ impl Context {
     pub fn info(&self, message: &str) {
         self.log(Level::Info, message);
     }
+}
+
+/// The output `bytes` of the upstream task `task`, decoded from JSON.
+pub(crate) fn decode_input<T: DeserializeOwned>(task: &str, bytes: &[u8]) -> Result<T, TaskError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        TaskError::fatal(format!(
+            "output of upstream task `{task}` does not decode: {e}"
+        ))
+    })
 }
 
 /// What reading an upstream task that produced no output (it failed or was skipped) says.

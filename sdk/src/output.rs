@@ -53,7 +53,7 @@
 //! The engine sees the same workflow as with strings: the handles are the SDK's, and the
 //! string form stays, for workflows generated from data.
 
-use crate::context::no_output;
+use crate::context::{decode_input, no_output};
 use crate::{Context, TaskError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -199,10 +199,9 @@ impl<T: DeserializeOwned> Inputs for Maybe<Output<T>> {
         self.0.names()
     }
     fn read(&self, ctx: &Context) -> Result<Option<T>, TaskError> {
-        match ctx.input_bytes(self.0.name)? {
-            None => Ok(None),
-            Some(_) => self.0.read(ctx).map(Some),
-        }
+        let name = self.0.name;
+        let bytes = ctx.input_bytes(name)?;
+        bytes.map(|bytes| decode_input(name, &bytes)).transpose()
     }
 }
 
