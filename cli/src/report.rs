@@ -398,10 +398,7 @@ pub fn print_table(
                 r.attempts,
                 duration_us(r.duration_us),
                 r.fuel_used,
-                r.error
-                    .as_ref()
-                    .map(|e| printable(&e.to_string()))
-                    .unwrap_or_default()
+                note(r)
             ),
             None => match in_flight(name) {
                 Some(attempt) => println!(
@@ -434,6 +431,16 @@ pub fn print_table(
         run.state(),
         counts.join(", ")
     );
+}
+
+/// What the last column says of a task: why it failed or was skipped, or, for a branch,
+/// which tasks it followed.
+fn note(record: &TaskRecord) -> String {
+    match (&record.error, &record.followed) {
+        (Some(error), _) => printable(&error.to_string()),
+        (None, Some(followed)) => printable(&format!("followed {}", followed.join(", "))),
+        (None, None) => String::new(),
+    }
 }
 
 fn to_json(run: &RunRecord, tasks: &[(String, Option<TaskRecord>)]) -> serde_json::Value {

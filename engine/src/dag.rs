@@ -109,6 +109,17 @@ pub enum DagError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A teardown names a setup task it does not depend on, names one twice, or sets a
+    /// trigger rule of its own.
+    #[error("task `{task}`{at} {problem}")]
+    Teardown {
+        /// The task at fault.
+        task: String,
+        /// Where it is declared.
+        at: Declared,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The dependencies form a cycle.
     #[error("the workflow has a dependency cycle: {}", cycle.join(" -> "))]
     Cycle {
@@ -163,6 +174,8 @@ pub const MAX_BACKOFF_MS: u64 = 24 * 60 * 60 * 1000;
 pub struct Dag {
     upstream: Vec<Vec<u32>>,
     downstream: Vec<Vec<u32>>,
+    /// A teardown's setup tasks; empty for any other task.
+    setups: Vec<Vec<u32>>,
     topological: Vec<u32>,
 }
 
@@ -184,6 +197,13 @@ impl Dag {
             .chain(&workflow.schedule)
             .chain(workflow.tasks.iter().map(|t| &t.name))
             .chain(workflow.tasks.iter().filter_map(|t| t.location.as_ref()))
+            // Names of tasks that may not exist are printed in the messages about them.
+            .chain(
+                workflow
+                    .tasks
+                    .iter()
+                    .flat_map(|t| t.depends_on.iter().chain(&t.teardown_of)),
+            )
         {
             if name.chars().any(unprintable) {
                 return Err(DagError::UnprintableName {
@@ -231,6 +251,7 @@ impl Dag {
         // `listed_by[d]` is the last task whose dependencies named `d`: a repeat is found
         // in constant time, however many dependencies a task lists.
         let mut listed_by = vec![u32::MAX; workflow.tasks.len()];
+        let mut setups = Vec::with_capacity(workflow.tasks.len());
         for (i, task) in workflow.tasks.iter().enumerate() {
             let mut deps = Vec::with_capacity(task.depends_on.len());
             for dep in &task.depends_on {
@@ -258,12 +279,14 @@ impl Dag {
                 downstream[d as usize].push(i as u32);
             }
             upstream.push(deps);
+            setups.push(teardown_setups(task, i as u32, &index, &listed_by)?);
         }
 
         let topological = topological_order(workflow, &upstream, &downstream)?;
         Ok(Self {
             upstream,
             downstream,
+            setups,
             topological,
         })
     }
@@ -288,10 +311,58 @@ impl Dag {
         &self.downstream[task]
     }
 
+    /// The setup tasks of `task` if it is a teardown, else none.
+    pub fn setups(&self, task: usize) -> &[u32] {
+        &self.setups[task]
+    }
+
     /// Every task after all of its upstream tasks; among independent tasks, declaration order.
     pub fn topological(&self) -> &[u32] {
         &self.topological
     }
+}
+
+/// The setups of `task`, the `i`th, checked: each one of its dependencies (`listed_by[d]
+/// == i` for those, as the dependency check left it), none twice, and no trigger rule of
+/// its own. Linear in what the task lists.
+fn teardown_setups(
+    task: &crate::workflow::TaskDef,
+    i: u32,
+    index: &HashMap<&str, u32>,
+    listed_by: &[u32],
+) -> Result<Vec<u32>, DagError> {
+    let problem = |problem: String| DagError::Teardown {
+        task: task.name.clone(),
+        at: Declared::of(task),
+        problem,
+    };
+    if task.teardown_of.is_empty() {
+        return Ok(Vec::new());
+    }
+    if task.trigger != crate::workflow::TriggerRule::AllSuccess {
+        return Err(problem(sandflow_rules::teardown_sets_rule(task.trigger)));
+    }
+    let mut setups: Vec<u32> = Vec::with_capacity(task.teardown_of.len());
+    let mut seen = std::collections::HashSet::with_capacity(task.teardown_of.len());
+    for setup in &task.teardown_of {
+        match index.get(setup.as_str()) {
+            Some(&s) if listed_by[s as usize] == i => {
+                if !seen.insert(s) {
+                    return Err(problem(format!(
+                        "tears down `{setup}` more than once; list each setup once"
+                    )));
+                }
+                setups.push(s);
+            }
+            _ => {
+                return Err(problem(format!(
+                    "tears down `{setup}`, which it does not depend on; a teardown depends \
+                     on each of its setups"
+                )));
+            }
+        }
+    }
+    Ok(setups)
 }
 
 /// Sorts a run's attempts into the order they ran: by start and, among attempts that
@@ -592,6 +663,18 @@ mod tests {
             assert!(matches!(err, DagError::UnprintableName { .. }), "{err}");
             assert!(!err.to_string().contains(bad), "printed raw: {err}");
         }
+        // Also where a task names another, which an error may print.
+        let mut w = workflow(&[("a", &["\u{1b}[2J"])]);
+        assert!(matches!(
+            Dag::build(&w),
+            Err(DagError::UnprintableName { .. })
+        ));
+        w.tasks[0].depends_on.clear();
+        w.tasks[0].teardown_of = vec!["\u{1b}[2J".into()];
+        assert!(matches!(
+            Dag::build(&w),
+            Err(DagError::UnprintableName { .. })
+        ));
         let mut w = workflow(&[("a", &[])]);
         w.name = "work\rflow".into();
         assert!(matches!(
@@ -645,6 +728,42 @@ mod tests {
     fn repeated_dependency_is_refused() {
         let err = Dag::build(&workflow(&[("a", &[]), ("b", &["a", "a"])])).unwrap_err();
         assert!(matches!(err, DagError::DuplicateDependency { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_teardown_depends_on_each_of_its_setups_once_and_keeps_its_fixed_rule() {
+        let mut w = workflow(&[
+            ("create", &[]),
+            ("work", &["create"]),
+            ("delete", &["work"]),
+        ]);
+        w.tasks[2].teardown_of = vec!["create".into()];
+        assert_eq!(
+            Dag::build(&w).unwrap_err().to_string(),
+            "task `delete` tears down `create`, which it does not depend on; a teardown \
+             depends on each of its setups"
+        );
+        w.tasks[2].depends_on.push("create".into());
+        let dag = Dag::build(&w).unwrap();
+        assert_eq!(dag.setups(2), &[0]);
+        assert_eq!(dag.setups(1), &[] as &[u32]);
+
+        w.tasks[2].teardown_of.push("create".into());
+        assert!(
+            Dag::build(&w)
+                .unwrap_err()
+                .to_string()
+                .contains("tears down `create` more than once")
+        );
+        w.tasks[2].teardown_of.pop();
+        w.tasks[2].trigger = crate::workflow::TriggerRule::AllDone;
+        assert_eq!(
+            Dag::build(&w).unwrap_err().to_string(),
+            "task `delete` is a teardown and sets the trigger rule `all-done`; a teardown's \
+             rule is fixed: it runs when one of its setups succeeded"
+        );
+        w.tasks[2].teardown_of = vec!["nowhere".into()];
+        assert!(matches!(Dag::build(&w), Err(DagError::Teardown { .. })));
     }
 
     #[test]

@@ -206,6 +206,10 @@ pub struct TaskRecord {
     pub error: Option<Failure>,
     /// When the task reached its state, in milliseconds since the Unix epoch.
     pub finished_ms: u64,
+    /// The tasks directly downstream of it that it followed, if it is a branch that
+    /// succeeded: kept so that a resumed run passes over the same tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub followed: Option<Vec<String>>,
 }
 
 /// One attempt of a task, however it ended.

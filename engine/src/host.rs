@@ -11,7 +11,6 @@ use crate::fair::Share;
 use crate::grants::Capabilities;
 use crate::journal::{Journal, LogLevel, LogStream};
 use crate::state::TaskState;
-use crate::workflow::TriggerRule;
 use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::ResourceLimiter;
@@ -63,6 +62,8 @@ pub(crate) struct TaskIdentity {
     pub logical_time_ms: u64,
     /// The only tasks whose outputs `input` hands out, and how each ended.
     pub upstream: Arc<HashMap<String, Upstream>>,
+    /// The tasks directly downstream of this one, sorted: the only ones it may `follow`.
+    pub downstream: Arc<[String]>,
     pub params: Arc<[u8]>,
     pub inputs: Option<Arc<dyn InputSource>>,
     pub capabilities: Arc<Capabilities>,
@@ -85,6 +86,7 @@ impl TaskIdentity {
             attempt: 1,
             logical_time_ms: 0,
             upstream: Arc::default(),
+            downstream: Arc::from([]),
             params: Arc::from(&b"{}"[..]),
             inputs: None,
             capabilities: Arc::default(),
@@ -115,6 +117,9 @@ pub(crate) struct HostState {
     /// Bytes sandflow's host functions copied for the plugin since the sandbox last charged
     /// them to its fuel (see `sandbox::charge_host_call`).
     pub(crate) copied: usize,
+    /// The downstream tasks the attempt chose with `follow`, if it did, sorted and each
+    /// once: its task's branch once it succeeds.
+    pub(crate) followed: Option<Vec<String>>,
 }
 
 impl HostState {
@@ -144,6 +149,7 @@ impl HostState {
             identity,
             journal,
             copied: 0,
+            followed: None,
         })
     }
 }
@@ -176,7 +182,7 @@ impl host::Host for HostState {
         self.copied += task.len();
         let id = &self.identity;
         if !id.upstream.contains_key(&task) {
-            return Ok(Err(undeclared(&id.task, &task)));
+            return Ok(Err(sandflow_rules::undeclared_upstream(&id.task, &task)));
         }
         let output = match &id.inputs {
             Some(inputs) => inputs.output(&task).await?,
@@ -190,7 +196,7 @@ impl host::Host for HostState {
         self.copied += task.len();
         let id = &self.identity;
         let Some(upstream) = id.upstream.get(&task) else {
-            return Ok(Err(undeclared(&id.task, &task)));
+            return Ok(Err(sandflow_rules::undeclared_upstream(&id.task, &task)));
         };
         let end = match upstream.state {
             TaskState::Success => types::UpstreamEnd::Succeeded,
@@ -204,6 +210,22 @@ impl host::Host for HostState {
             end,
             error: upstream.error.clone(),
         }))
+    }
+
+    fn follow(&mut self, mut tasks: Vec<String>) -> wasmtime::Result<Result<(), String>> {
+        let id = &self.identity;
+        self.copied += tasks.iter().map(String::len).sum::<usize>();
+        // Sorted, as `downstream` is: linear-logarithmic however many names a bundle sends.
+        tasks.sort_unstable();
+        tasks.dedup();
+        if let Some(task) = tasks
+            .iter()
+            .find(|task| id.downstream.binary_search(task).is_err())
+        {
+            return Ok(Err(sandflow_rules::cannot_follow(&id.task, task)));
+        }
+        self.followed = Some(tasks);
+        Ok(Ok(()))
     }
 
     fn params(&mut self) -> wasmtime::Result<Vec<u8>> {
@@ -221,14 +243,6 @@ impl host::Host for HostState {
             logical_time_ms: id.logical_time_ms,
         })
     }
-}
-
-/// What a task hears when it asks of a task it did not declare upstream.
-fn undeclared(task: &str, asked: &str) -> String {
-    format!(
-        "task `{task}` may only read the outputs of the tasks it depends on, and `{asked}` is \
-         not one of them"
-    )
 }
 
 /// Caps linear memory per store. The pooling allocator also caps each memory slot, but that
@@ -293,11 +307,20 @@ pub(crate) const MAX_HANDLES: usize = 256;
 /// Function tables of real plugins hold a few thousand entries at most.
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
 
-/// Converts a version's `workflow-def` and `task-def` into the engine's, given how a task's
-/// location is read (`t => t.location`); each version converts its own `trigger-rule`.
-/// One macro, since each version's bindings are types of their own.
+/// Converts a version's `workflow-def`, `task-def` and `trigger-rule` into the engine's,
+/// given how a task's location and setups are read (`t => t.location, t.teardown_of`:
+/// older versions give none) and which rules the version has. One macro, since each
+/// version's bindings are types of their own.
 macro_rules! workflow_from_wit {
-    ($types:ident, $t:ident => $location:expr) => {
+    ($types:ident, $t:ident => $location:expr, $teardown_of:expr; $($rule:ident),+) => {
+        impl From<$types::TriggerRule> for $crate::workflow::TriggerRule {
+            fn from(rule: $types::TriggerRule) -> Self {
+                match rule {
+                    $($types::TriggerRule::$rule => Self::$rule,)+
+                }
+            }
+        }
+
         impl From<$types::WorkflowDef> for $crate::workflow::WorkflowDef {
             fn from(w: $types::WorkflowDef) -> Self {
                 Self {
@@ -322,6 +345,7 @@ macro_rules! workflow_from_wit {
                     timeout_ms: $t.timeout_ms,
                     fuel: $t.fuel,
                     location: $location,
+                    teardown_of: $teardown_of,
                     depends_on: $t.depends_on,
                     name: $t.name,
                 }
@@ -331,28 +355,18 @@ macro_rules! workflow_from_wit {
 }
 pub(crate) use workflow_from_wit;
 
-workflow_from_wit!(types, t => t.location);
-
-impl From<types::TriggerRule> for TriggerRule {
-    fn from(rule: types::TriggerRule) -> Self {
-        match rule {
-            types::TriggerRule::AllSuccess => Self::AllSuccess,
-            types::TriggerRule::AllDone => Self::AllDone,
-            types::TriggerRule::AllFailed => Self::AllFailed,
-            types::TriggerRule::OneSuccess => Self::OneSuccess,
-            types::TriggerRule::OneFailed => Self::OneFailed,
-            types::TriggerRule::NoneFailed => Self::NoneFailed,
-            types::TriggerRule::NoneFailedMinOneSuccess => Self::NoneFailedMinOneSuccess,
-        }
-    }
-}
+workflow_from_wit!(
+    types, t => t.location, t.teardown_of;
+    AllSuccess, AllDone, AllFailed, OneSuccess, OneFailed, NoneFailed, NoneFailedMinOneSuccess
+);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workflow::TriggerRule;
 
     #[test]
-    fn a_described_task_keeps_its_rule_and_location() {
+    fn a_described_task_keeps_its_rule_location_and_setups() {
         let described = types::TaskDef {
             name: "join".into(),
             depends_on: vec!["a".into(), "b".into()],
@@ -366,11 +380,13 @@ mod tests {
             timeout_ms: Some(50),
             fuel: Some(60),
             location: Some("src/lib.rs:3:9".into()),
+            teardown_of: vec!["a".into()],
         };
         let task = crate::workflow::TaskDef::from(described);
         assert_eq!(task.trigger, TriggerRule::NoneFailedMinOneSuccess);
         assert_eq!(task.location.as_deref(), Some("src/lib.rs:3:9"));
         assert_eq!(task.depends_on, ["a", "b"]);
+        assert_eq!(task.teardown_of, ["a"]);
         assert_eq!((task.retry.max_attempts, task.retry.on_limits), (3, true));
         assert_eq!((task.timeout_ms, task.fuel), (Some(50), Some(60)));
     }

@@ -345,6 +345,7 @@ impl Sandbox {
             queue_wait: execution.queue_wait,
             instantiation: execution.instantiation,
             log: execution.log,
+            followed: execution.followed,
         };
         if !workflow.is_empty() {
             crate::metrics::attempt_ended(AttemptCost {
@@ -426,6 +427,7 @@ impl Sandbox {
                     queue_wait,
                     instantiation: None,
                     log: Vec::new(),
+                    followed: None,
                 };
             }
         };
@@ -454,6 +456,7 @@ impl Sandbox {
 
         let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let log = store.data().journal.take();
+        let followed = store.data_mut().followed.take();
         Execution {
             outcome,
             fuel_used,
@@ -462,6 +465,7 @@ impl Sandbox {
             queue_wait,
             instantiation,
             log,
+            followed,
         }
     }
 }
@@ -502,6 +506,8 @@ pub(crate) struct Execution<T> {
     /// How long its instance took to make, if it was made.
     pub instantiation: Option<Duration>,
     pub log: Vec<LogLine>,
+    /// The downstream tasks the call chose to follow (`host.follow`), if it did.
+    pub followed: Option<Vec<String>>,
 }
 
 impl Execution<Vec<u8>> {

@@ -220,7 +220,7 @@ pub struct RunSettings {
 }
 
 /// Which tasks of a run [`crate::Engine::retry`] runs again, with every task downstream
-/// of them.
+/// of them (and a cleared teardown's setups, whose resource it released).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Clear {
     /// The failed and upstream-failed tasks of a failed run (Airflow's "clear" of failed
@@ -391,6 +391,11 @@ struct Progress {
     last_failure: Option<Failure>,
     /// When the task reached its terminal state; 0 until then.
     finished_ms: u64,
+    /// The downstream tasks it followed, if it is a branch that succeeded.
+    followed: Option<Vec<String>>,
+    /// A branch upstream of it passed over it: it ends skipped once its upstream tasks
+    /// have ended, whatever its trigger rule.
+    passed_over: bool,
 }
 
 impl Runner {
@@ -487,8 +492,9 @@ impl Runner {
         Ok(self.attempts.check(&run.limits)?)
     }
 
-    /// Clears the tasks `which` picks of run `id`, and every task downstream of them (their
-    /// trigger rules decided on what is cleared), so that a reopen runs them again; the
+    /// Clears the tasks `which` picks of run `id`, every task downstream of them (their
+    /// trigger rules decided on what is cleared) and the setups of each teardown cleared,
+    /// with what they lead to, so that a reopen runs them again; the
     /// other tasks keep their records and outputs. Each cleared task gets its retries
     /// anew.
     pub(crate) async fn clear(
@@ -545,6 +551,9 @@ impl Runner {
         while let Some(i) = next.pop() {
             if !std::mem::replace(&mut clear[i], true) {
                 next.extend(self.dag.downstream(i).iter().map(|&d| d as usize));
+                // A teardown that runs again releases what its setups made: they run
+                // again before it (and so does all they lead to, which may read them).
+                next.extend(self.dag.setups(i).iter().map(|&s| s as usize));
             }
         }
         let cleared = workflow
@@ -691,6 +700,8 @@ impl<'a> LiveRun<'a> {
                 duration: Duration::ZERO,
                 last_failure: None,
                 finished_ms: 0,
+                followed: None,
+                passed_over: false,
             })
             .collect();
         let ready = dag
@@ -804,7 +815,13 @@ impl<'a> LiveRun<'a> {
             self.stop(events).await?;
         }
         let state = stopped.unwrap_or_else(|| {
-            if trigger::run_succeeded(self.tasks.iter().map(|t| t.state)) {
+            let workflow = &self.runner.workflow.tasks;
+            let ends = self
+                .tasks
+                .iter()
+                .zip(workflow)
+                .map(|(t, def)| (t.state, def.role()));
+            if trigger::run_succeeded(ends) {
                 RunState::Succeeded
             } else {
                 RunState::Failed
@@ -866,6 +883,8 @@ impl<'a> LiveRun<'a> {
                 task.duration = Duration::from_micros(record.duration_us);
                 task.last_failure = record.error;
                 task.finished_ms = record.finished_ms;
+                task.followed = record.followed;
+                self.pass_over(i);
                 done.push(Ended {
                     task: i,
                     output: None,
@@ -914,6 +933,10 @@ impl<'a> LiveRun<'a> {
         {
             let def = &workflow.tasks[i];
             let upstream = Arc::new(self.upstream_of(i));
+            let mut downstream: Vec<String> = (self.runner.dag.downstream(i).iter())
+                .map(|&d| workflow.tasks[d as usize].name.clone())
+                .collect();
+            downstream.sort_unstable();
             let task = &mut self.tasks[i];
             task.attempts += 1;
             task.state = TaskState::Running;
@@ -929,6 +952,7 @@ impl<'a> LiveRun<'a> {
                 attempt: task.attempts,
                 logical_time_ms: self.run.logical_ms(),
                 upstream,
+                downstream: downstream.into(),
                 params: self.params.clone(),
                 inputs: Some(self.inputs.clone()),
                 capabilities: self.capabilities.clone(),
@@ -954,6 +978,28 @@ impl<'a> LiveRun<'a> {
             let execution = execution.instrument(span);
             let attempt = self.running.spawn(execution);
             self.in_flight.insert(attempt.id(), i);
+        }
+    }
+
+    /// Marks the tasks that task `i`, a branch if it followed any, passes over
+    /// (`sandflow_rules::passed_over`). A name the sandbox let through is always one of its
+    /// downstream tasks; one that is not (a record of an older bundle) is no task to follow.
+    fn pass_over(&mut self, i: usize) {
+        let Some(followed) = &self.tasks[i].followed else {
+            return;
+        };
+        let (workflow, dag) = (&*self.runner.workflow, &*self.runner.dag);
+        let direct = dag.downstream(i);
+        let followed: std::collections::HashSet<&str> =
+            followed.iter().map(String::as_str).collect();
+        let followed: Vec<u32> = direct
+            .iter()
+            .copied()
+            .filter(|&d| followed.contains(workflow.tasks[d as usize].name.as_str()))
+            .collect();
+        let downstream = |t: u32| dag.downstream(t as usize).iter().copied();
+        for d in sandflow_rules::passed_over(direct, &followed, downstream) {
+            self.tasks[d as usize].passed_over = true;
         }
     }
 
@@ -1028,6 +1074,8 @@ impl<'a> LiveRun<'a> {
                 task.state = TaskState::Success;
                 task.last_failure = None;
                 task.finished_ms = finished_ms;
+                task.followed = execution.followed;
+                self.pass_over(i);
                 let output: Arc<[u8]> = output.into();
                 self.inputs.hold(&def.name, output.clone());
                 Some(Ended {
@@ -1100,11 +1148,15 @@ impl<'a> LiveRun<'a> {
                 if self.tasks[d].waiting_on > 0 || self.tasks[d].state.is_terminal() {
                     continue;
                 }
-                let upstream = dag
-                    .upstream(d)
-                    .iter()
-                    .map(|&u| self.tasks[u as usize].state);
-                match trigger::decide(workflow.tasks[d].trigger, upstream) {
+                let state = |u: &u32| self.tasks[*u as usize].state;
+                let decision = if self.tasks[d].passed_over {
+                    Decision::Skip
+                } else if workflow.tasks[d].teardown_of.is_empty() {
+                    trigger::decide(workflow.tasks[d].trigger, dag.upstream(d).iter().map(state))
+                } else {
+                    trigger::decide_teardown(dag.setups(d).iter().map(state))
+                };
+                match decision {
                     Decision::Run => self.ready.push_back(d),
                     decision => {
                         let task = &mut self.tasks[d];
@@ -1249,6 +1301,7 @@ fn engine_fault(error: &tokio::task::JoinError) -> Execution<Vec<u8>> {
         queue_wait: Duration::ZERO,
         instantiation: None,
         log: Vec::new(),
+        followed: None,
     }
 }
 
@@ -1260,6 +1313,7 @@ fn record_of(task: &Progress) -> TaskRecord {
         duration_us: task.duration.as_micros() as u64,
         error: task.last_failure.clone(),
         finished_ms: task.finished_ms,
+        followed: task.followed.clone(),
     }
 }
 
@@ -1352,6 +1406,7 @@ mod tests {
             queue_wait: Duration::ZERO,
             instantiation: None,
             log: Vec::new(),
+            followed: None,
         }
     }
 
@@ -1464,6 +1519,159 @@ mod tests {
         assert_eq!(state_of(&report, "cleanup"), (TaskState::Success, 1));
         let stored = store.tasks(report.run.id).await.unwrap();
         assert_eq!(stored.len(), 4, "every end is stored: {stored:?}");
+    }
+
+    /// ```text
+    /// create ─▶ choose ─┬─▶ left ──┬─▶ join ─▶ delete (teardown of create)
+    ///                   ├─▶ right ─┤
+    ///                   └──────────┘
+    /// ```
+    /// `choose` follows `left`; `join` is none-failed-min-one-success.
+    fn branch_and_teardown(
+        store: &Arc<MemoryStore>,
+        fail: &'static [&'static str],
+    ) -> (Runner, Arc<Mutex<Vec<String>>>) {
+        let after = |name: &str, upstream: &[&str]| {
+            TaskDef::new(name, upstream.iter().map(|u| (*u).into()).collect())
+        };
+        let mut join = after("join", &["choose", "left", "right"]);
+        join.trigger = TriggerRule::NoneFailedMinOneSuccess;
+        let mut delete = after("delete", &["create", "join"]);
+        delete.teardown_of = vec!["create".into()];
+        let tasks = vec![
+            after("create", &[]),
+            after("choose", &["create"]),
+            after("left", &["choose"]),
+            after("right", &["choose"]),
+            join,
+            delete,
+        ];
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let runner = runner(tasks, store, {
+            let ran = ran.clone();
+            move |identity| {
+                ran.lock().unwrap().push(identity.task.clone());
+                let outcome = match fail.contains(&identity.task.as_str()) {
+                    true => Err(Failure::Fatal {
+                        message: "no".into(),
+                    }),
+                    false => Ok(Vec::new()),
+                };
+                let mut execution = ended(outcome);
+                if identity.task == "choose" {
+                    assert_eq!(*identity.downstream, ["join", "left", "right"]);
+                    execution.followed = Some(vec!["left".into()]);
+                }
+                Box::pin(async move { execution })
+            }
+        });
+        (runner, ran)
+    }
+
+    #[tokio::test]
+    async fn a_branch_skips_what_it_did_not_follow_and_a_teardown_runs_after_failures() {
+        use TaskState::{Failed, Skipped, Success, UpstreamFailed};
+        let store = Arc::new(MemoryStore::default());
+        let (runner, _) = branch_and_teardown(&store, &[]);
+        let report = drive(&runner, never_stopped()).await;
+        assert_eq!(report.run.state, RunState::Succeeded);
+        assert_eq!(state_of(&report, "right"), (Skipped, 0));
+        // Directly downstream of the branch too, but `left` leads to it.
+        assert_eq!(state_of(&report, "join"), (Success, 1));
+        assert_eq!(state_of(&report, "delete"), (Success, 1));
+        let tasks = store.tasks(report.run.id).await.unwrap();
+        let (_, choose) = tasks.iter().find(|(t, _)| t == "choose").unwrap();
+        assert_eq!(choose.followed.as_deref(), Some(&["left".to_owned()][..]));
+
+        // Work failed: the teardown still releases what `create` made; the run failed.
+        let (runner, _) = branch_and_teardown(&store, &["left"]);
+        let report = drive(&runner, never_stopped()).await;
+        assert_eq!(report.run.state, RunState::Failed);
+        assert_eq!(state_of(&report, "join"), (UpstreamFailed, 0));
+        assert_eq!(state_of(&report, "delete"), (Success, 1));
+
+        // Only the teardown failed: the run's work succeeded, and so did the run.
+        let (runner, _) = branch_and_teardown(&store, &["delete"]);
+        let report = drive(&runner, never_stopped()).await;
+        assert_eq!(state_of(&report, "delete"), (Failed, 1));
+        assert_eq!(report.run.state, RunState::Succeeded);
+
+        // The setup failed: nothing to release.
+        let (runner, _) = branch_and_teardown(&store, &["create"]);
+        let report = drive(&runner, never_stopped()).await;
+        assert_eq!(state_of(&report, "delete"), (UpstreamFailed, 0));
+        assert_eq!(report.run.state, RunState::Failed);
+    }
+
+    #[tokio::test]
+    async fn a_resumed_run_passes_over_what_its_branch_chose_before() {
+        let store = Arc::new(MemoryStore::default());
+        let (runner, ran) = branch_and_teardown(&store, &[]);
+        let (run, _) = runner.create(NewRun::default(), &HostGrants).await.unwrap();
+        // An earlier invocation ended `create` and `choose`, which followed `right`
+        // (today's script would follow `left`).
+        let record = |followed: Option<&str>| TaskRecord {
+            state: TaskState::Success,
+            attempts: 1,
+            fuel_used: 0,
+            duration_us: 0,
+            error: None,
+            finished_ms: 1,
+            followed: followed.map(|f| vec![f.to_owned()]),
+        };
+        let completions =
+            [("create", None), ("choose", Some("right"))].map(|(task, f)| Completion {
+                task: task.into(),
+                record: record(f),
+                output: Some(Arc::from(&b""[..])),
+            });
+        store
+            .complete(run.id, vec![], vec![], completions.into())
+            .await
+            .unwrap();
+        store
+            .set_run_state(run.id, RunState::Interrupted, now_ms())
+            .await
+            .unwrap();
+        let (run, capabilities, prior) = runner.reopen(run.id, &HostGrants).await.unwrap();
+        let (events, _) = mpsc::unbounded_channel();
+        let stops = (never_stopped(), InFlight::default());
+        let report = runner
+            .drive(
+                &run,
+                capabilities,
+                prior,
+                &RunOptions::default(),
+                stops,
+                &events,
+            )
+            .await
+            .unwrap();
+        assert_eq!(report.run.state, RunState::Succeeded);
+        assert_eq!(state_of(&report, "left"), (TaskState::Skipped, 0));
+        assert_eq!(*ran.lock().unwrap(), ["right", "join", "delete"]);
+    }
+
+    #[tokio::test]
+    async fn clearing_work_between_a_setup_and_its_teardown_runs_the_setup_again() {
+        let store = Arc::new(MemoryStore::default());
+        let (runner, _) = branch_and_teardown(&store, &["left"]);
+        let report = drive(&runner, never_stopped()).await;
+        assert_eq!(report.run.state, RunState::Failed);
+        let id = report.run.id;
+        let clear = Clear::Tasks(vec!["join".into()]);
+        runner.clear(id, &clear, None, &HostGrants).await.unwrap();
+        let cleared: Vec<String> = store
+            .cleared(id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        // `join` and the teardown after it; the teardown's setup, and all it leads to.
+        for task in ["create", "choose", "left", "right", "join", "delete"] {
+            assert!(cleared.contains(&task.to_owned()), "{task}: {cleared:?}");
+        }
     }
 
     #[tokio::test]

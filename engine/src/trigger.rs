@@ -4,7 +4,7 @@
 use crate::state::TaskState;
 use crate::workflow::TriggerRule;
 pub use sandflow_rules::Decision;
-use sandflow_rules::Ended;
+use sandflow_rules::{Ended, Role};
 
 /// The terminal state of a task that does not run, or `None` if it runs.
 pub fn terminal_state(decision: Decision) -> Option<TaskState> {
@@ -27,10 +27,15 @@ pub fn decide(rule: TriggerRule, upstream: impl IntoIterator<Item = TaskState>) 
     sandflow_rules::decide(rule, upstream.map(ended))
 }
 
-/// Whether a run whose tasks ended in `tasks` succeeded (a task that never ran, as one
-/// outside `--only`, counts as skipped).
-pub fn run_succeeded(tasks: impl IntoIterator<Item = TaskState>) -> bool {
-    sandflow_rules::run_succeeded(tasks.into_iter().map(ended))
+/// Decides for a teardown whose upstream tasks have all ended, given how its setups ended.
+pub fn decide_teardown(setups: impl IntoIterator<Item = TaskState>) -> Decision {
+    sandflow_rules::decide_teardown(setups.into_iter().map(ended))
+}
+
+/// Whether a run whose tasks ended in `tasks`, each with its role, succeeded (a task that
+/// never ran, as one outside `--only`, counts as skipped).
+pub fn run_succeeded(tasks: impl IntoIterator<Item = (TaskState, Role)>) -> bool {
+    sandflow_rules::run_succeeded(tasks.into_iter().map(|(state, role)| (ended(state), role)))
 }
 
 fn ended(state: TaskState) -> Ended {

@@ -45,6 +45,11 @@ pub struct TaskDef {
     /// before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
+    /// The setup tasks this task is the teardown of, each among `depends_on`; empty for
+    /// an ordinary task. A teardown runs when one of its setups succeeded, whatever ran
+    /// between, and how it ends does not decide the run's state (`sandflow_rules`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub teardown_of: Vec<String>,
 }
 
 impl TaskDef {
@@ -65,6 +70,16 @@ impl TaskDef {
             timeout_ms: None,
             fuel: None,
             location: None,
+            teardown_of: Vec::new(),
+        }
+    }
+
+    /// What the task is to its run's state.
+    pub fn role(&self) -> sandflow_rules::Role {
+        if self.teardown_of.is_empty() {
+            sandflow_rules::Role::Work
+        } else {
+            sandflow_rules::Role::Teardown
         }
     }
 

@@ -8,6 +8,9 @@
 //! [`TriggerRule`] as the one authors name.
 #![deny(missing_docs)]
 
+use std::collections::HashSet;
+use std::hash::Hash;
+
 /// When a task runs, given how its upstream tasks ended. The names and meanings are
 /// Airflow's.
 #[cfg_attr(feature = "arbitrary", derive(arbitrary::Arbitrary))]
@@ -118,11 +121,110 @@ pub fn decide(rule: TriggerRule, upstream: impl IntoIterator<Item = Ended>) -> D
     }
 }
 
-/// Whether a run whose tasks all ended as `tasks` says succeeded: when none of them failed.
-/// (Airflow follows the leaf tasks instead, so that a failure a cleanup task handled does
-/// not fail the run; sandflow does not, yet.)
-pub fn run_succeeded(tasks: impl IntoIterator<Item = Ended>) -> bool {
-    tasks.into_iter().all(|ended| ended != Ended::Failed)
+/// Decides for a teardown task whose upstream tasks have all ended, given how its setup
+/// tasks ended (Airflow's `all-done-setup-success`, the rule of every teardown): it runs
+/// when one of its setups succeeded, whatever the tasks between did, for there is a
+/// resource to release; it is skipped when every setup was skipped, and upstream-failed
+/// when none succeeded and one failed, for there is nothing to release.
+pub fn decide_teardown(setups: impl IntoIterator<Item = Ended>) -> Decision {
+    let (mut any, mut succeeded, mut failed) = (false, false, false);
+    for ended in setups {
+        any = true;
+        succeeded |= ended == Ended::Succeeded;
+        failed |= ended == Ended::Failed;
+    }
+    match () {
+        () if !any || succeeded => Decision::Run,
+        () if failed => Decision::UpstreamFailed,
+        () => Decision::Skip,
+    }
+}
+
+/// The tasks directly downstream of a branch that it passes over when it followed
+/// `followed`: those it did not follow and that no followed task leads to. They end
+/// skipped, whatever their trigger rules say. A task a followed task leads to is kept, as
+/// Airflow keeps it, so that a join directly downstream of the branch still runs after the
+/// branch taken.
+///
+/// `direct` lists the branch's direct downstream tasks and `downstream(t)` those of `t`.
+/// Only what the followed tasks lead to is visited, and the walk stops once every
+/// candidate is found: a branch that follows all its tasks costs nothing.
+pub fn passed_over<T, I>(direct: &[T], followed: &[T], mut downstream: impl FnMut(T) -> I) -> Vec<T>
+where
+    T: Copy + Eq + Hash,
+    I: IntoIterator<Item = T>,
+{
+    let mut seen: HashSet<T> = followed.iter().copied().collect();
+    let mut left: HashSet<T> = direct
+        .iter()
+        .copied()
+        .filter(|t| !seen.contains(t))
+        .collect();
+    let mut walk: Vec<T> = followed.to_vec();
+    while !left.is_empty()
+        && let Some(t) = walk.pop()
+    {
+        for d in downstream(t) {
+            if seen.insert(d) {
+                left.remove(&d);
+                walk.push(d);
+            }
+        }
+    }
+    direct
+        .iter()
+        .copied()
+        .filter(|t| left.contains(t))
+        .collect()
+}
+
+/// What a task is to its run's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Its failure fails the run.
+    Work,
+    /// A teardown: it releases what its setups made, and how it ends does not decide the
+    /// run's state, so that a failed teardown does not fail work that succeeded (Airflow's
+    /// default).
+    Teardown,
+}
+
+/// Whether a run whose tasks all ended as `tasks` says succeeded: when no task but a
+/// teardown failed.
+///
+/// Airflow decides by the leaf tasks instead, so that a failure followed by a successful
+/// `all-done` cleanup leaf is a successful run. sandflow does not: a run whose work failed
+/// must raise its alert, whatever ran after; a cleanup that must not decide the run's state
+/// is a teardown.
+pub fn run_succeeded(tasks: impl IntoIterator<Item = (Ended, Role)>) -> bool {
+    tasks
+        .into_iter()
+        .all(|(ended, role)| ended != Ended::Failed || role == Role::Teardown)
+}
+
+/// What a task hears when it reads the output or state of a task it does not depend on.
+pub fn undeclared_upstream(task: &str, asked: &str) -> String {
+    format!(
+        "task `{task}` may only read the outputs of the tasks it depends on, and `{asked}` is \
+         not one of them"
+    )
+}
+
+/// Why a teardown that sets a trigger rule other than the default is refused.
+pub fn teardown_sets_rule(rule: TriggerRule) -> String {
+    format!(
+        "is a teardown and sets the trigger rule `{}`; a teardown's rule is fixed: it runs \
+         when one of its setups succeeded",
+        rule.as_str()
+    )
+}
+
+/// What a task hears when it follows a task that is not directly downstream of it.
+pub fn cannot_follow(task: &str, asked: &str) -> String {
+    format!(
+        "task `{task}` may only follow the tasks that depend on it directly, and `{asked}` is \
+         not one of them"
+    )
 }
 
 #[cfg(test)]
@@ -178,9 +280,50 @@ mod tests {
     }
 
     #[test]
-    fn a_run_succeeds_when_no_task_failed() {
-        assert!(run_succeeded([Ok, S, Ok]));
+    fn a_run_succeeds_when_no_task_but_a_teardown_failed() {
+        use Role::{Teardown, Work};
+        assert!(run_succeeded([(Ok, Work), (S, Work), (Ok, Work)]));
         assert!(run_succeeded([]));
-        assert!(!run_succeeded([Ok, F, Ok]));
+        assert!(!run_succeeded([(Ok, Work), (F, Work), (Ok, Work)]));
+        assert!(run_succeeded([(Ok, Work), (F, Teardown)]));
+        // A successful cleanup after a failure does not make the run a success.
+        assert!(!run_succeeded([(F, Work), (Ok, Work)]));
+    }
+
+    #[test]
+    fn a_teardown_runs_when_one_setup_succeeded_whatever_ran_between() {
+        assert_eq!(decide_teardown([Ok]), Run);
+        assert_eq!(decide_teardown([F, Ok]), Run);
+        assert_eq!(decide_teardown([S, Ok]), Run);
+        assert_eq!(decide_teardown([S, S]), Skip);
+        assert_eq!(decide_teardown([S, F]), UF);
+        assert_eq!(decide_teardown([F]), UF);
+        assert_eq!(decide_teardown([]), Run);
+    }
+
+    /// ```text
+    /// branch ─┬─▶ a ─▶ join
+    ///         ├─▶ b
+    ///         ├─▶ join
+    ///         └─▶ c ─▶ d
+    /// ```
+    fn downstream(t: &str) -> Vec<&str> {
+        match t {
+            "a" => vec!["join"],
+            "c" => vec!["d"],
+            _ => vec![],
+        }
+    }
+
+    #[test]
+    fn a_branch_passes_over_what_it_did_not_follow_and_no_followed_task_leads_to() {
+        let direct = ["a", "b", "join", "c"];
+        assert_eq!(passed_over(&direct, &["a"], downstream), ["b", "c"]);
+        assert_eq!(passed_over(&direct, &["c"], downstream), ["a", "b", "join"]);
+        assert_eq!(
+            passed_over(&direct, &direct, downstream),
+            Vec::<&str>::new()
+        );
+        assert_eq!(passed_over(&direct, &[], downstream), direct);
     }
 }

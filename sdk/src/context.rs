@@ -32,8 +32,12 @@ pub(crate) struct Native {
     pub params: Vec<u8>,
     /// The task's `after(...)`: only these can be read, as in the engine.
     pub upstream: Vec<String>,
+    /// The tasks that depend on it directly: only these can be followed.
+    pub downstream: Vec<String>,
     pub given: Given,
     pub log: std::cell::RefCell<Vec<(Level, String)>>,
+    /// What the task chose to follow, if it did.
+    pub followed: std::cell::RefCell<Option<Vec<String>>>,
 }
 
 /// What a native test says its upstream tasks left: outputs, and how they ended. An
@@ -121,8 +125,10 @@ impl Context {
         let native = Native {
             params: b"{}".to_vec(),
             upstream: Vec::new(),
+            downstream: Vec::new(),
             given: Given::default(),
             log: Default::default(),
+            followed: Default::default(),
         };
         Self::native(("1".into(), String::new()), (1, 0), native)
     }
@@ -223,11 +229,38 @@ impl Context {
         if native.upstream.iter().any(|t| t == task) {
             return Ok(());
         }
-        Err(TaskError::fatal(format!(
-            "task `{}` may only read the outputs of the tasks it depends on, and `{task}` is \
-             not one of them",
-            self.task
+        Err(TaskError::fatal(sandflow_rules::undeclared_upstream(
+            &self.task, task,
         )))
+    }
+
+    /// Makes this task a branch: once this attempt succeeds, of the tasks that depend on
+    /// it directly only `tasks` run, and the others are skipped, whatever their trigger
+    /// rules, unless one of `tasks` leads to them (the join after the branch, which then
+    /// runs by its rule, usually [`crate::TriggerRule::NoneFailedMinOneSuccess`]). A later
+    /// call replaces the choice; an attempt that never calls it runs them all, and one that
+    /// fails chooses nothing. Airflow's `@task.branch`.
+    ///
+    /// Fails if a name is not a task that depends on this one directly.
+    pub fn follow<I, S>(&self, tasks: I) -> Result<(), TaskError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let tasks: Vec<String> = tasks.into_iter().map(Into::into).collect();
+        let Some(native) = &self.native else {
+            return host::follow(&tasks).map_err(TaskError::fatal);
+        };
+        if let Some(task) = tasks.iter().find(|t| !native.downstream.contains(t)) {
+            return Err(TaskError::fatal(sandflow_rules::cannot_follow(
+                &self.task, task,
+            )));
+        }
+        let mut tasks = tasks;
+        tasks.sort_unstable();
+        tasks.dedup();
+        *native.followed.borrow_mut() = Some(tasks);
+        Ok(())
     }
 
     /// Appends a line to the task's log, which `sandflow` stores with the run.

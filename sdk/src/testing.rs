@@ -63,6 +63,8 @@ pub struct Ran {
     pub result: Result<Vec<u8>, TaskError>,
     /// The lines it logged through [`Context::log`], in order.
     pub logs: Vec<(Level, String)>,
+    /// The downstream tasks it chose to follow ([`Context::follow`]), sorted, if it did.
+    pub followed: Option<Vec<String>>,
 }
 
 impl TaskRun {
@@ -124,6 +126,12 @@ impl TaskRun {
     ///
     /// If the workflow has no task of that name: a mistake of the test, not of the task.
     pub fn run(self) -> Ran {
+        let downstream = (self.workflow)()
+            .tasks()
+            .iter()
+            .filter(|t| t.upstream().contains(&self.task))
+            .map(|t| t.name().to_owned())
+            .collect();
         let workflow = Workflow::build_for(&self.task, self.workflow);
         let Some(task) = workflow.find(&self.task) else {
             panic!("workflow `{}` has no task `{}`", workflow.name(), self.task);
@@ -133,7 +141,7 @@ impl TaskRun {
             params: &self.params,
             logical_time_ms: self.logical_time_ms,
         };
-        run.call(task, self.attempt, self.given)
+        run.call(task, self.attempt, (self.given, downstream))
     }
 }
 
@@ -145,14 +153,17 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// Calls `task`'s body once, as attempt `attempt`, with what its upstream tasks left.
-    /// A panic fails the attempt, retryably, as a trap does in the engine.
-    fn call(&self, task: &Task, attempt: u32, given: Given) -> Ran {
+    /// Calls `task`'s body once, as attempt `attempt`, with what its upstream tasks left
+    /// and the names of its downstream tasks. A panic fails the attempt, retryably, as a
+    /// trap does in the engine.
+    fn call(&self, task: &Task, attempt: u32, (given, downstream): (Given, Vec<String>)) -> Ran {
         let native = Native {
             params: self.params.to_vec(),
             upstream: task.upstream().to_vec(),
+            downstream,
             given,
             log: Default::default(),
+            followed: Default::default(),
         };
         let ctx = Context::native(
             (self.run_id.to_owned(), task.name().to_owned()),
@@ -169,9 +180,12 @@ impl Attempt<'_> {
             Err(TaskError::retryable(format!("task panicked: {message}")))
         });
         let native = ctx.into_native().expect("a native context");
+        // As in the engine: only an attempt that succeeded chose a branch.
+        let followed = native.followed.into_inner().filter(|_| result.is_ok());
         Ran {
             result,
             logs: native.log.into_inner(),
+            followed,
         }
     }
 }

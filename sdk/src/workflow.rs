@@ -182,6 +182,8 @@ pub struct Task {
     retry: Retry,
     timeout: Option<Duration>,
     fuel: Option<u64>,
+    /// The setups it tears down, if it is a teardown.
+    teardown_of: Vec<String>,
     /// Where the author declared it, for the engine's messages about it.
     location: &'static Location<'static>,
     body: Body,
@@ -230,6 +232,7 @@ impl Task {
             retry: Retry::default(),
             timeout: None,
             fuel: None,
+            teardown_of: Vec::new(),
             location: Location::caller(),
             body: Box::new(body),
         }
@@ -242,6 +245,30 @@ impl Task {
         S: Into<String>,
     {
         self.depends_on.extend(tasks.into_iter().map(Into::into));
+        self
+    }
+
+    /// Makes this task the teardown of the setup tasks `setups`, which made something it
+    /// releases (a cluster, a lease, a temporary table), and runs it after them: it runs
+    /// once every upstream task ended if one of its setups succeeded, whatever the tasks
+    /// between them did, and is skipped if none ran. How it ends does not decide the
+    /// run's state: a failed teardown does not fail work that succeeded, and a successful
+    /// one does not hide work that failed. Airflow's `as_teardown(setups=...)`.
+    ///
+    /// A teardown has no trigger rule of its own: the engine refuses one that sets any.
+    pub fn teardown_of<I, S>(mut self, setups: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        for setup in setups.into_iter().map(Into::into) {
+            if !self.depends_on.contains(&setup) {
+                self.depends_on.push(setup.clone());
+            }
+            if !self.teardown_of.contains(&setup) {
+                self.teardown_of.push(setup);
+            }
+        }
         self
     }
 
@@ -300,6 +327,11 @@ impl Task {
         self.trigger
     }
 
+    /// The setups it tears down; empty unless it is a teardown.
+    pub(crate) fn setups(&self) -> &[String] {
+        &self.teardown_of
+    }
+
     /// How many attempts it gets in all; the engine treats 0 like 1.
     pub(crate) fn max_attempts(&self) -> u32 {
         self.retry.max_attempts.max(1)
@@ -332,6 +364,7 @@ impl Task {
             timeout_ms: self.timeout.map(millis),
             fuel: self.fuel,
             location: Some(self.location.to_string()),
+            teardown_of: self.teardown_of.clone(),
         }
     }
 }

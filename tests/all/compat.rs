@@ -1,6 +1,7 @@
 //! Bundles built against an older WIT world keep running: a tenant's stored, scheduled
-//! bundle must not break when the host upgrades sandflow. The fixture is `plugins/etl` as
-//! sandflow-sdk built it for `sandflow:plugin@0.1.0` (tests/fixtures/README.md).
+//! bundle must not break when the host upgrades sandflow. The fixtures are plugins as
+//! sandflow-sdk built them for each older version of `sandflow:plugin`
+//! (tests/fixtures/README.md).
 
 use crate::{Scratch, plugin};
 use std::path::{Path, PathBuf};
@@ -56,6 +57,48 @@ fn a_wit_0_1_bundle_runs_as_today_s_build_of_it_does() {
         location
             .as_str()
             .is_some_and(|l| l.starts_with("etl/src/lib.rs:")),
+        "{location}"
+    );
+}
+
+/// 0.2.0's own features (a task skipping itself, `none-failed-min-one-success`, asking how
+/// an upstream task ended, source locations) work as they did, through the adapter.
+#[test]
+fn a_wit_0_2_bundle_runs_as_today_s_build_of_it_does() {
+    let scratch = Scratch::default();
+    let old = fixture("skips-wit-0.2.0.wasm");
+    for params in ["{}", r#"{"new": true}"#] {
+        let run = |bundle: &Path| {
+            let (code, report) = scratch.run_json(bundle, &["--params", params]);
+            assert_eq!(code, 0, "{report}");
+            report
+        };
+        let (then, now) = (run(&old), run(&plugin("skips")));
+        assert_eq!(then["state"], now["state"]);
+        for task in ["poll", "load", "baseline", "report", "cleanup"] {
+            let of = |report: &serde_json::Value| {
+                let task = crate::task(report, task);
+                (
+                    task["state"].clone(),
+                    task["attempts"].clone(),
+                    task["error"].clone(),
+                )
+            };
+            assert_eq!(of(&then), of(&now), "{task} with {params}");
+            let output = |report: &serde_json::Value| {
+                let run = report["id"].to_string();
+                scratch.sandflow(&["output", &run, task]).stdout
+            };
+            assert_eq!(output(&then), output(&now), "{task} with {params}");
+        }
+    }
+    let out = scratch.sandflow(&["inspect", old.to_str().unwrap(), "--format", "json"]);
+    let json: serde_json::Value = serde_json::from_str(&out.stdout).expect("JSON");
+    let location = &json["tasks"][0]["location"];
+    assert!(
+        location
+            .as_str()
+            .is_some_and(|l| l.starts_with("skips/src/lib.rs:")),
         "{location}"
     );
 }

@@ -5,6 +5,7 @@
 mod alerts;
 mod authoring;
 mod bad_bundles;
+mod branches;
 mod cache;
 mod cli;
 mod compat;

@@ -66,6 +66,8 @@ fn task_record(state: TaskState) -> TaskRecord {
         duration_us: 3_000,
         error: None,
         finished_ms: 5,
+        // Every store keeps a branch's choice.
+        followed: Some(vec!["left".into()]),
     }
 }
 

@@ -31,6 +31,7 @@ impl sandflow_sdk::bindings::Guest for Bench {
                 timeout_ms: None,
                 fuel: None,
                 location: None,
+                teardown_of: Vec::new(),
             }],
         }
     }

@@ -134,7 +134,7 @@ fn workflow() -> Workflow {
 /// Calls `host.log` as no binding would: with a message said to lie past the end of
 /// memory. The host must refuse to read it, and say why.
 fn bad_host_call(_: &Context) -> Result<(), TaskError> {
-    #[link(wasm_import_module = "sandflow:plugin/host@0.2.0")]
+    #[link(wasm_import_module = "sandflow:plugin/host@0.3.0")]
     unsafe extern "C" {
         #[link_name = "log"]
         fn log(level: i32, message: *const u8, len: usize);

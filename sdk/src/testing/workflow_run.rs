@@ -6,8 +6,8 @@
 
 use super::{Attempt, Ran};
 use crate::context::Given;
-use crate::{State, Task, TaskError, UpstreamState, Workflow};
-use sandflow_rules::{Decision, Ended};
+use crate::{State, Task, TaskError, TriggerRule, UpstreamState, Workflow};
+use sandflow_rules::{Decision, Ended, Role};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -66,8 +66,8 @@ pub struct TaskEnded {
 /// What an in-process run did.
 #[derive(Debug)]
 pub struct WorkflowRan {
-    /// Every task, in the order the run ended them.
-    tasks: Vec<(String, TaskEnded)>,
+    /// Every task, in the order the run ended them, with what it is to the run's state.
+    tasks: Vec<(String, TaskEnded, Role)>,
 }
 
 impl WorkflowRun {
@@ -126,7 +126,7 @@ impl WorkflowRun {
     pub fn run(self) -> WorkflowRan {
         let workflow = (self.workflow)();
         let tasks = workflow.tasks();
-        let order = dependency_order(tasks);
+        let (order, downstream) = dependency_order(tasks);
         if let Some(unknown) = self
             .stand_ins
             .keys()
@@ -143,25 +143,48 @@ impl WorkflowRun {
             logical_time_ms: self.logical_time_ms,
         };
         let mut ended: HashMap<&str, TaskEnded> = HashMap::with_capacity(tasks.len());
+        let mut passed_over = vec![false; tasks.len()];
         let mut names = Vec::with_capacity(tasks.len());
         for i in order {
             let task = &tasks[i];
-            let upstream = task.upstream().iter().map(|u| &ended[u.as_str()]);
-            let decision =
-                sandflow_rules::decide(task.trigger_rule(), upstream.map(|t| t.state.ended()));
+            let ended_as = |names: &[String]| -> Vec<Ended> {
+                names
+                    .iter()
+                    .map(|u| ended[u.as_str()].state.ended())
+                    .collect()
+            };
+            let decision = if passed_over[i] {
+                Decision::Skip
+            } else if task.setups().is_empty() {
+                sandflow_rules::decide(task.trigger_rule(), ended_as(task.upstream()))
+            } else {
+                sandflow_rules::decide_teardown(ended_as(task.setups()))
+            };
+            let names_of =
+                |all: &[usize]| all.iter().map(|&d| tasks[d].name().to_owned()).collect();
             let done = match decision {
-                Decision::Run => self.attempts(&attempt, task, &ended),
+                Decision::Run => self.attempts(&attempt, task, &ended, names_of(&downstream[i])),
                 Decision::Skip => TaskEnded::not_run(State::Skipped),
                 Decision::UpstreamFailed => TaskEnded::not_run(State::UpstreamFailed),
             };
+            if let Some(followed) = done.attempts.last().and_then(|ran| ran.followed.as_ref()) {
+                let followed: Vec<usize> = (downstream[i].iter().copied())
+                    .filter(|&d| followed.iter().any(|f| f == tasks[d].name()))
+                    .collect();
+                let next = |t: usize| downstream[t].iter().copied();
+                for d in sandflow_rules::passed_over(&downstream[i], &followed, next) {
+                    passed_over[d] = true;
+                }
+            }
             ended.insert(task.name(), done);
-            names.push(task.name());
+            names.push((task.name(), task.setups().is_empty()));
         }
         let tasks = names
             .into_iter()
-            .map(|name| {
+            .map(|(name, work)| {
                 let done = ended.remove(name).expect("every task ended");
-                (name.to_owned(), done)
+                let role = if work { Role::Work } else { Role::Teardown };
+                (name.to_owned(), done, role)
             })
             .collect();
         WorkflowRan { tasks }
@@ -173,6 +196,7 @@ impl WorkflowRun {
         attempt: &Attempt,
         task: &Task,
         ended: &HashMap<&str, TaskEnded>,
+        downstream: Vec<String>,
     ) -> TaskEnded {
         let mut given = Given::default();
         for upstream in task.upstream() {
@@ -198,8 +222,9 @@ impl WorkflowRun {
                 Some(result) => Ran {
                     result: result.clone(),
                     logs: Vec::new(),
+                    followed: None,
                 },
-                None => attempt.call(task, number, given.clone()),
+                None => attempt.call(task, number, (given.clone(), downstream.clone())),
             };
             let again = matches!(ran.result, Err(TaskError::Retryable(_)));
             attempts.push(ran);
@@ -244,9 +269,13 @@ impl TaskEnded {
 }
 
 impl WorkflowRan {
-    /// Whether the run succeeded, by the engine's rule: no task failed.
+    /// Whether the run succeeded, by the engine's rule: no task but a teardown failed.
     pub fn succeeded(&self) -> bool {
-        sandflow_rules::run_succeeded(self.tasks.iter().map(|(_, t)| t.state.ended()))
+        let ends = self
+            .tasks
+            .iter()
+            .map(|(_, t, role)| (t.state.ended(), *role));
+        sandflow_rules::run_succeeded(ends)
     }
 
     /// How the task `task` ended, and its attempts.
@@ -255,8 +284,8 @@ impl WorkflowRan {
     ///
     /// If the workflow has no task of that name.
     pub fn task(&self, task: &str) -> &TaskEnded {
-        match self.tasks.iter().find(|(name, _)| name == task) {
-            Some((_, ended)) => ended,
+        match self.tasks.iter().find(|(name, ..)| name == task) {
+            Some((_, ended, _)) => ended,
             None => panic!("the workflow has no task `{task}`"),
         }
     }
@@ -286,7 +315,7 @@ impl WorkflowRan {
     /// The tasks in the order the run ended them: upstream tasks before their downstream
     /// tasks, otherwise in declaration order.
     pub fn order(&self) -> impl Iterator<Item = &str> {
-        self.tasks.iter().map(|(name, _)| name.as_str())
+        self.tasks.iter().map(|(name, ..)| name.as_str())
     }
 }
 
@@ -294,8 +323,9 @@ impl WorkflowRan {
 /// otherwise keeps declaration order (Kahn's algorithm, the lowest ready index first).
 ///
 /// Panics, with the engine's message, on what the engine refuses: a duplicate name, an
-/// upstream task that does not exist, itself or twice, a cycle.
-fn dependency_order(tasks: &[Task]) -> Vec<usize> {
+/// upstream task that does not exist, itself or twice, a cycle, a teardown with a trigger
+/// rule. Returns each task's downstream tasks too.
+fn dependency_order(tasks: &[Task]) -> (Vec<usize>, Vec<Vec<usize>>) {
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(tasks.len());
     for (i, task) in tasks.iter().enumerate() {
         if index.insert(task.name(), i).is_some() {
@@ -311,6 +341,13 @@ fn dependency_order(tasks: &[Task]) -> Vec<usize> {
     let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];
     for (i, task) in tasks.iter().enumerate() {
         let at = task.location();
+        if !task.setups().is_empty() && task.trigger_rule() != TriggerRule::default() {
+            panic!(
+                "task `{}` (declared at {at}) {}",
+                task.name(),
+                sandflow_rules::teardown_sets_rule(task.trigger_rule())
+            );
+        }
         for upstream in task.upstream() {
             let Some(&u) = index.get(upstream.as_str()) else {
                 panic!(
@@ -357,7 +394,7 @@ fn dependency_order(tasks: &[Task]) -> Vec<usize> {
             cycle.join(" -> ")
         );
     }
-    order
+    (order, downstream)
 }
 
 /// One cycle among the tasks Kahn's algorithm could not order (those still waiting), in
@@ -634,6 +671,76 @@ mod tests {
         assert_eq!(
             message.downcast_ref::<String>().unwrap(),
             "workflow `n` has no task `z` to stand in for"
+        );
+    }
+
+    /// `choose` follows the task the run's parameter names; `create` is the setup that
+    /// `delete` tears down.
+    fn branching() -> Workflow {
+        #[derive(serde::Deserialize)]
+        struct Params {
+            follow: String,
+            #[serde(default)]
+            fail: Option<String>,
+        }
+        let failing = |name: &'static str| {
+            Task::new(name, move |ctx: &Context| {
+                let Params { fail, .. } = ctx.params()?;
+                match fail.as_deref() == Some(name) {
+                    true => Err(TaskError::fatal("no")),
+                    false => Ok(name),
+                }
+            })
+        };
+        Workflow::new("b")
+            .task(failing("create"))
+            .task(
+                Task::new("choose", |ctx: &Context| {
+                    let Params { follow, .. } = ctx.params()?;
+                    ctx.follow([follow])
+                })
+                .after(["create"]),
+            )
+            .task(failing("left").after(["choose"]))
+            .task(failing("right").after(["choose"]))
+            .task(
+                failing("join")
+                    .after(["choose", "left", "right"])
+                    .trigger(TriggerRule::NoneFailedMinOneSuccess),
+            )
+            .task(failing("delete").after(["join"]).teardown_of(["create"]))
+    }
+
+    #[test]
+    fn a_branch_and_a_teardown_run_as_in_the_engine() {
+        let run = |params: serde_json::Value| WorkflowRun::new(branching).params(params).run();
+        let ran = run(serde_json::json!({ "follow": "left" }));
+        assert_eq!(ran.state("right"), State::Skipped);
+        assert_eq!(ran.state("join"), State::Succeeded);
+        assert_eq!(ran.state("delete"), State::Succeeded);
+        let chosen = ran.task("choose").attempts[0].followed.clone();
+        assert_eq!(chosen, Some(vec!["left".to_owned()]));
+        assert!(ran.succeeded());
+
+        let ran = run(serde_json::json!({ "follow": "right", "fail": "right" }));
+        assert_eq!(ran.state("left"), State::Skipped);
+        assert_eq!(ran.state("join"), State::UpstreamFailed);
+        assert_eq!(ran.state("delete"), State::Succeeded);
+        assert!(!ran.succeeded());
+
+        let ran = run(serde_json::json!({ "follow": "left", "fail": "delete" }));
+        assert_eq!(ran.state("delete"), State::Failed);
+        assert!(ran.succeeded(), "a failed teardown does not fail the run");
+
+        let ran = run(serde_json::json!({ "follow": "left", "fail": "create" }));
+        assert_eq!(ran.state("delete"), State::UpstreamFailed);
+
+        let ran = run(serde_json::json!({ "follow": "delete" }));
+        let refused = ran.output::<()>("choose").unwrap_err();
+        assert_eq!(
+            refused.message(),
+            "task `choose` may only follow the tasks that depend on it directly, and \
+             `delete` is not one of them"
         );
     }
 }
