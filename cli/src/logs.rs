@@ -82,7 +82,7 @@ pub fn in_start_order(logs: &mut [AttemptLog], order: &[(String, u32)]) {
 pub async fn local(store: &dyn Store, args: &LogsArgs) -> Result<u8, Failed> {
     let run = store.run(args.run).await.map_err(Failed::input)?;
     if let Some(task) = &args.task
-        && !run.workflow.tasks.iter().any(|t| t.name == *task)
+        && !run.workflow.names(task)
     {
         return Err(crate::report::no_such_task(run.id, task));
     }

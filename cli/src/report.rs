@@ -210,18 +210,8 @@ pub fn print_runs<'a>(runs: impl IntoIterator<Item = Head<'a>>, filtered: bool) 
 
 pub async fn show_run(store: &dyn Store, id: u64, json: bool, logs: bool) -> Result<u8, Failed> {
     let run = store.run(id).await.map_err(Failed::input)?;
-    let mut stored: std::collections::HashMap<String, TaskRecord> = store
-        .tasks(id)
-        .await
-        .map_err(Failed::input)?
-        .into_iter()
-        .collect();
-    let tasks: Vec<(String, Option<TaskRecord>)> = run
-        .workflow
-        .tasks
-        .iter()
-        .map(|def| (def.name.clone(), stored.remove(&def.name)))
-        .collect();
+    let stored = store.tasks(id).await.map_err(Failed::input)?;
+    let tasks = run.workflow.rows(stored.into_iter().collect());
     let mut attempts = store.attempts(id).await.map_err(Failed::input)?;
     sandflow::sort_attempts(&run.workflow, &mut attempts);
     let mut lines = match logs {
@@ -363,16 +353,20 @@ pub async fn output(store: &dyn Store, run: u64, task: &str) -> Result<Vec<u8>, 
         return Ok(output);
     }
     let record = store.run(run).await.map_err(Failed::input)?;
-    if !record.workflow.tasks.iter().any(|t| t.name == task) {
+    if !record.workflow.names(task) {
         return Err(no_such_task(run, task));
     }
-    let state = store
-        .tasks(run)
-        .await
-        .map_err(Failed::input)?
-        .into_iter()
-        .find(|(name, _)| name == task)
-        .map_or(TaskState::Pending, |(_, r)| r.state);
+    let records = store.tasks(run).await.map_err(Failed::input)?;
+    let state_of = |name: &str| {
+        let record = records.iter().find(|(n, _)| n == name);
+        record.map(|(_, r)| r.state)
+    };
+    let state = match (state_of(task), sandflow::instance_of(task)) {
+        (Some(state), _) => state,
+        // Its task ended without making this instance: its list was shorter.
+        (None, Some((of, _))) if state_of(of).is_some() => return Err(no_such_task(run, task)),
+        (None, _) => TaskState::Pending,
+    };
     Err(Failed::input(format!(
         "task `{task}` of run {run} has no output: it is {state}"
     )))

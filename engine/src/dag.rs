@@ -120,6 +120,17 @@ pub enum DagError {
         /// What is wrong with it.
         problem: String,
     },
+    /// A mapped task maps over a task it does not depend on, is a teardown too, or another
+    /// task's name is one of its instances'.
+    #[error("task `{task}`{at} {problem}")]
+    Map {
+        /// The task at fault.
+        task: String,
+        /// Where it is declared.
+        at: Declared,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// The dependencies form a cycle.
     #[error("the workflow has a dependency cycle: {}", cycle.join(" -> "))]
     Cycle {
@@ -197,6 +208,7 @@ impl Dag {
             .chain(&workflow.schedule)
             .chain(workflow.tasks.iter().map(|t| &t.name))
             .chain(workflow.tasks.iter().filter_map(|t| t.location.as_ref()))
+            .chain(workflow.tasks.iter().filter_map(|t| t.map_over.as_ref()))
             // Names of tasks that may not exist are printed in the messages about them.
             .chain(
                 workflow
@@ -280,7 +292,9 @@ impl Dag {
             }
             upstream.push(deps);
             setups.push(teardown_setups(task, i as u32, &index, &listed_by)?);
+            check_map(task, i as u32, &index, &listed_by)?;
         }
+        check_instance_names(workflow)?;
 
         let topological = topological_order(workflow, &upstream, &downstream)?;
         Ok(Self {
@@ -365,6 +379,61 @@ fn teardown_setups(
     Ok(setups)
 }
 
+/// A mapped task (the `i`th) maps over one of its dependencies, and is no teardown: a
+/// teardown runs once, to give back what its setups made.
+fn check_map(
+    task: &crate::workflow::TaskDef,
+    i: u32,
+    index: &HashMap<&str, u32>,
+    listed_by: &[u32],
+) -> Result<(), DagError> {
+    let Some(over) = &task.map_over else {
+        return Ok(());
+    };
+    let problem = match index.get(over.as_str()) {
+        _ if !task.teardown_of.is_empty() => {
+            "is mapped and a teardown; a teardown runs once, after its setups".to_owned()
+        }
+        Some(&u) if listed_by[u as usize] == i => return Ok(()),
+        _ => format!(
+            "is mapped over `{over}`, which it does not depend on; a mapped task depends on \
+             the task whose list it is mapped over"
+        ),
+    };
+    Err(DagError::Map {
+        task: task.name.clone(),
+        at: Declared::of(task),
+        problem,
+    })
+}
+
+/// No task is named as an instance of a mapped task (`TASK[INDEX]`), which is how the
+/// store keys instances.
+fn check_instance_names(workflow: &WorkflowDef) -> Result<(), DagError> {
+    let mapped: std::collections::HashSet<&str> = (workflow.tasks.iter())
+        .filter(|t| t.map_over.is_some())
+        .map(|t| t.name.as_str())
+        .collect();
+    if mapped.is_empty() {
+        return Ok(());
+    }
+    for task in &workflow.tasks {
+        if let Some((of, _)) = crate::state::instance_of(&task.name)
+            && mapped.contains(of)
+        {
+            return Err(DagError::Map {
+                task: of.to_owned(),
+                at: Declared::default(),
+                problem: format!(
+                    "is mapped, and task `{}` has the name of one of its instances; rename it",
+                    task.name
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Sorts a run's attempts into the order they ran: by start and, among attempts that
 /// started in the same millisecond (the resolution of their records), upstream tasks first
 /// (the workflow's topological order), then by number. Sorting by name instead could list a
@@ -380,7 +449,11 @@ pub fn sort_attempts(workflow: &WorkflowDef, attempts: &mut [Attempt]) {
         .enumerate()
         .map(|(rank, &i)| (workflow.tasks[i as usize].name.as_str(), rank))
         .collect();
-    let rank_of = |task: &str| rank.get(task).copied().unwrap_or(usize::MAX);
+    // An instance ranks as its task, then by index.
+    let rank_of = |task: &str| {
+        let (task, index) = crate::state::instance_of(task).map_or((task, 0), |(t, i)| (t, i));
+        (rank.get(task).copied().unwrap_or(usize::MAX), index)
+    };
     attempts
         .sort_by_cached_key(|(task, number, record)| (record.started_ms, rank_of(task), *number));
 }
@@ -764,6 +837,32 @@ mod tests {
         );
         w.tasks[2].teardown_of = vec!["nowhere".into()];
         assert!(matches!(Dag::build(&w), Err(DagError::Teardown { .. })));
+    }
+
+    #[test]
+    fn a_mapped_task_depends_on_its_list_is_no_teardown_and_owns_its_instances_names() {
+        let mut w = workflow(&[("list", &[]), ("each", &[]), ("each[2]", &[])]);
+        w.tasks[1].map_over = Some("list".into());
+        assert_eq!(
+            Dag::build(&w).unwrap_err().to_string(),
+            "task `each` is mapped over `list`, which it does not depend on; a mapped task \
+             depends on the task whose list it is mapped over"
+        );
+        w.tasks[1].depends_on.push("list".into());
+        assert_eq!(
+            Dag::build(&w).unwrap_err().to_string(),
+            "task `each` is mapped, and task `each[2]` has the name of one of its instances; \
+             rename it"
+        );
+        w.tasks[2].name = "each[x]".into();
+        assert!(Dag::build(&w).is_ok());
+        w.tasks[1].teardown_of = vec!["list".into()];
+        assert!(
+            Dag::build(&w)
+                .unwrap_err()
+                .to_string()
+                .contains("is mapped and a teardown")
+        );
     }
 
     #[test]

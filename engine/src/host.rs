@@ -64,6 +64,8 @@ pub(crate) struct TaskIdentity {
     pub upstream: Arc<HashMap<String, Upstream>>,
     /// The tasks directly downstream of this one, sorted: the only ones it may `follow`.
     pub downstream: Arc<[String]>,
+    /// For an instance of a mapped task: its index and its element, as JSON.
+    pub item: Option<(u32, Arc<[u8]>)>,
     pub params: Arc<[u8]>,
     pub inputs: Option<Arc<dyn InputSource>>,
     pub capabilities: Arc<Capabilities>,
@@ -87,6 +89,7 @@ impl TaskIdentity {
             logical_time_ms: 0,
             upstream: Arc::default(),
             downstream: Arc::from([]),
+            item: None,
             params: Arc::from(&b"{}"[..]),
             inputs: None,
             capabilities: Arc::default(),
@@ -228,6 +231,12 @@ impl host::Host for HostState {
         Ok(Ok(()))
     }
 
+    fn item(&mut self) -> wasmtime::Result<Option<Vec<u8>>> {
+        let item = self.identity.item.as_ref().map(|(_, item)| item.to_vec());
+        self.copied += item.as_ref().map_or(0, Vec::len);
+        Ok(item)
+    }
+
     fn params(&mut self) -> wasmtime::Result<Vec<u8>> {
         self.copied += self.identity.params.len();
         Ok(self.identity.params.to_vec())
@@ -241,6 +250,7 @@ impl host::Host for HostState {
             task: id.task.clone(),
             attempt: id.attempt,
             logical_time_ms: id.logical_time_ms,
+            map_index: id.item.as_ref().map(|(index, _)| *index),
         })
     }
 }
@@ -308,11 +318,14 @@ pub(crate) const MAX_HANDLES: usize = 256;
 pub(crate) const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// Converts a version's `workflow-def`, `task-def` and `trigger-rule` into the engine's,
-/// given how a task's location and setups are read (`t => t.location, t.teardown_of`:
-/// older versions give none) and which rules the version has. One macro, since each
+/// given how a task's location, setups and list are read (`t => t.location, t.teardown_of,
+/// t.map_over`: older versions give none) and which rules the version has. One macro, since each
 /// version's bindings are types of their own.
 macro_rules! workflow_from_wit {
-    ($types:ident, $t:ident => $location:expr, $teardown_of:expr; $($rule:ident),+) => {
+    (
+        $types:ident, $t:ident => $location:expr, $teardown_of:expr, $map_over:expr;
+        $($rule:ident),+
+    ) => {
         impl From<$types::TriggerRule> for $crate::workflow::TriggerRule {
             fn from(rule: $types::TriggerRule) -> Self {
                 match rule {
@@ -346,6 +359,7 @@ macro_rules! workflow_from_wit {
                     fuel: $t.fuel,
                     location: $location,
                     teardown_of: $teardown_of,
+                    map_over: $map_over,
                     depends_on: $t.depends_on,
                     name: $t.name,
                 }
@@ -356,7 +370,7 @@ macro_rules! workflow_from_wit {
 pub(crate) use workflow_from_wit;
 
 workflow_from_wit!(
-    types, t => t.location, t.teardown_of;
+    types, t => t.location, t.teardown_of, t.map_over;
     AllSuccess, AllDone, AllFailed, OneSuccess, OneFailed, NoneFailed, NoneFailedMinOneSuccess
 );
 
@@ -381,12 +395,14 @@ mod tests {
             fuel: Some(60),
             location: Some("src/lib.rs:3:9".into()),
             teardown_of: vec!["a".into()],
+            map_over: Some("b".into()),
         };
         let task = crate::workflow::TaskDef::from(described);
         assert_eq!(task.trigger, TriggerRule::NoneFailedMinOneSuccess);
         assert_eq!(task.location.as_deref(), Some("src/lib.rs:3:9"));
         assert_eq!(task.depends_on, ["a", "b"]);
         assert_eq!(task.teardown_of, ["a"]);
+        assert_eq!(task.map_over.as_deref(), Some("b"));
         assert_eq!((task.retry.max_attempts, task.retry.on_limits), (3, true));
         assert_eq!((task.timeout_ms, task.fuel), (Some(50), Some(60)));
     }

@@ -75,7 +75,7 @@ pub use sandbox::{EngineConfig, RunLimits, Sandbox, SandboxError};
 pub use scheduler::{
     Clear, NewRun, Params, RunError, RunEvent, RunOptions, RunReport, RunSettings, StorageBudget,
 };
-pub use state::{Failure, RunState, TaskState, Trigger};
+pub use state::{Failure, RunState, TaskState, Trigger, instance_name, instance_of};
 pub use store::{
     AttemptLog, MemoryStore, PgConnectError, PgStore, RunFilter, Store, StoreError, StoredBundle,
 };

@@ -396,7 +396,72 @@ struct Progress {
     /// A branch upstream of it passed over it: it ends skipped once its upstream tasks
     /// have ended, whatever its trigger rule.
     passed_over: bool,
+    /// For an instance of a mapped task: the task, and the instance's index.
+    instance_of: Option<(usize, u32)>,
 }
+
+impl Progress {
+    fn pending(waiting_on: usize, instance_of: Option<(usize, u32)>) -> Self {
+        Self {
+            state: TaskState::Pending,
+            waiting_on,
+            attempts: 0,
+            failures: 0,
+            fuel_used: 0,
+            duration: Duration::ZERO,
+            last_failure: None,
+            finished_ms: 0,
+            followed: None,
+            passed_over: false,
+            instance_of,
+        }
+    }
+
+    /// Takes up what earlier invocations left of this task (or instance), `name`:
+    /// attempts are numbered on from the last recorded one, and only failures the task
+    /// caused since it was last cleared count against its retries. Whether it had ended.
+    fn restore(&mut self, name: &str, prior: &mut Prior) -> bool {
+        let cleared_at = prior.cleared.get(name).copied().unwrap_or(0);
+        for (number, attempt) in prior.attempts.remove(name).unwrap_or_default() {
+            self.attempts = self.attempts.max(number);
+            self.fuel_used += attempt.fuel_used;
+            self.duration +=
+                Duration::from_millis(attempt.finished_ms.saturating_sub(attempt.started_ms));
+            if let Some(failure) = attempt.error {
+                let counts = number > cleared_at && failure.counts_against_retries();
+                self.failures += u32::from(counts);
+                self.last_failure = Some(failure);
+            }
+        }
+        let Some(record) = prior.records.remove(name) else {
+            return false;
+        };
+        self.state = record.state;
+        self.attempts = record.attempts;
+        self.fuel_used = record.fuel_used;
+        self.duration = Duration::from_micros(record.duration_us);
+        self.last_failure = record.error;
+        self.finished_ms = record.finished_ms;
+        self.followed = record.followed;
+        true
+    }
+}
+
+/// A mapped task's instances, once the list it is mapped over was read.
+struct Mapped {
+    /// Its instances are the units `first..first + outputs.len()` of `LiveRun::tasks`.
+    first: usize,
+    /// Each instance's element, as JSON.
+    items: Vec<Arc<[u8]>>,
+    /// Each instance's output, once it ended with one.
+    outputs: Vec<Option<Arc<[u8]>>>,
+    /// Instances that have not ended.
+    left: usize,
+}
+
+/// The most instances a mapped task may have: each is a record, an attempt at least and
+/// an output in the store, and a list is an upstream output a bundle chooses.
+pub const MAX_INSTANCES: usize = 100_000;
 
 impl Runner {
     /// Records a new run, once its limits fit the sandbox and its grants resolve.
@@ -556,12 +621,19 @@ impl Runner {
                 next.extend(self.dag.setups(i).iter().map(|&s| s as usize));
             }
         }
-        let cleared = workflow
-            .tasks
+        let cleared_names: std::collections::HashSet<&str> = (workflow.tasks.iter())
+            .zip(&clear)
+            .filter(|(_, clear)| **clear)
+            .map(|(t, _)| t.name.as_str())
+            .collect();
+        // A cleared mapped task's instances are cleared with it.
+        let cleared = ended
             .iter()
-            .zip(clear)
-            .filter(|(_, clear)| *clear)
-            .filter_map(|(t, _)| ended.get(&t.name).map(|r| (t.name.clone(), r.attempts)))
+            .filter(|(name, _)| {
+                let task = crate::state::instance_of(name).map_or(name.as_str(), |(t, _)| t);
+                cleared_names.contains(task)
+            })
+            .map(|(name, record)| (name.clone(), record.attempts))
             .collect();
         Ok(self.store.clear_tasks(id, cleared).await?)
     }
@@ -679,6 +751,13 @@ struct LiveRun<'a> {
     stored: u64,
     /// The tenant's storage, shared with its other runs.
     budget: Option<Arc<StorageBudget>>,
+    /// Mapped tasks decided to run whose list is still to be read.
+    to_map: Vec<usize>,
+    /// Mapped tasks whose instances are running, by task.
+    mapped: HashMap<usize, Mapped>,
+    /// What earlier invocations left of instances, which exist only once their task's
+    /// list is read.
+    prior: Prior,
 }
 
 impl<'a> LiveRun<'a> {
@@ -691,18 +770,7 @@ impl<'a> LiveRun<'a> {
     ) -> Self {
         let dag = &runner.dag;
         let tasks: Vec<Progress> = (0..dag.len())
-            .map(|i| Progress {
-                state: TaskState::Pending,
-                waiting_on: dag.upstream(i).len(),
-                attempts: 0,
-                failures: 0,
-                fuel_used: 0,
-                duration: Duration::ZERO,
-                last_failure: None,
-                finished_ms: 0,
-                followed: None,
-                passed_over: false,
-            })
+            .map(|i| Progress::pending(dag.upstream(i).len(), None))
             .collect();
         let ready = dag
             .topological()
@@ -737,6 +805,9 @@ impl<'a> LiveRun<'a> {
             committing: None,
             stored: 0,
             budget: options.tenant_storage.clone(),
+            to_map: Vec::new(),
+            mapped: HashMap::new(),
+            prior: Prior::default(),
         }
     }
 
@@ -756,6 +827,7 @@ impl<'a> LiveRun<'a> {
         let mut draining = None;
         let stopped = loop {
             if draining.is_none() {
+                self.map_ready().await?;
                 self.start_ready(events);
             }
             self.hand_off_commit();
@@ -850,6 +922,7 @@ impl<'a> LiveRun<'a> {
     /// Nothing runs, waits or remains to be committed.
     fn is_over(&self) -> bool {
         self.running.is_empty()
+            && self.to_map.is_empty()
             && self.ready.is_empty()
             && self.retries.is_empty()
             && self.committing.is_none()
@@ -863,27 +936,7 @@ impl<'a> LiveRun<'a> {
     fn restore(&mut self, mut prior: Prior) {
         let mut done = Vec::new();
         for (i, def) in self.runner.workflow.tasks.iter().enumerate() {
-            let task = &mut self.tasks[i];
-            let cleared_at = prior.cleared.get(&def.name).copied().unwrap_or(0);
-            for (number, attempt) in prior.attempts.remove(&def.name).unwrap_or_default() {
-                task.attempts = task.attempts.max(number);
-                task.fuel_used += attempt.fuel_used;
-                task.duration +=
-                    Duration::from_millis(attempt.finished_ms.saturating_sub(attempt.started_ms));
-                if let Some(failure) = attempt.error {
-                    let counts = number > cleared_at && failure.counts_against_retries();
-                    task.failures += u32::from(counts);
-                    task.last_failure = Some(failure);
-                }
-            }
-            if let Some(record) = prior.records.remove(&def.name) {
-                task.state = record.state;
-                task.attempts = record.attempts;
-                task.fuel_used = record.fuel_used;
-                task.duration = Duration::from_micros(record.duration_us);
-                task.last_failure = record.error;
-                task.finished_ms = record.finished_ms;
-                task.followed = record.followed;
+            if self.tasks[i].restore(&def.name, &mut prior) {
                 self.pass_over(i);
                 done.push(Ended {
                     task: i,
@@ -891,6 +944,8 @@ impl<'a> LiveRun<'a> {
                 });
             }
         }
+        // The rest is instances'.
+        self.prior = prior;
         if done.is_empty() {
             return;
         }
@@ -931,19 +986,30 @@ impl<'a> LiveRun<'a> {
             && !self.inputs.backlogged()
             && let Some(i) = self.ready.pop_front()
         {
-            let def = &workflow.tasks[i];
-            let upstream = Arc::new(self.upstream_of(i));
-            let mut downstream: Vec<String> = (self.runner.dag.downstream(i).iter())
-                .map(|&d| workflow.tasks[d as usize].name.clone())
-                .collect();
+            let name = self.unit_name(i).into_owned();
+            let instance = self.tasks[i].instance_of;
+            let of = instance.map_or(i, |(task, _)| task);
+            let def = &workflow.tasks[of];
+            let upstream = Arc::new(self.upstream_of(of));
+            // An instance follows nothing: its task as a whole decides downstream.
+            let mut downstream: Vec<String> = match instance {
+                Some(_) => Vec::new(),
+                None => (self.runner.dag.downstream(i).iter())
+                    .map(|&d| workflow.tasks[d as usize].name.clone())
+                    .collect(),
+            };
             downstream.sort_unstable();
+            let item = instance.map(|(task, index)| {
+                let mapped = &self.mapped[&task];
+                (index, mapped.items[index as usize].clone())
+            });
             let task = &mut self.tasks[i];
             task.attempts += 1;
             task.state = TaskState::Running;
-            tracing::debug!(task = %def.name, attempt = task.attempts, "attempt started");
+            tracing::debug!(task = %name, attempt = task.attempts, "attempt started");
             // Nobody listening is fine.
             let _ = events.send(RunEvent::TaskStarted {
-                task: def.name.clone(),
+                task: name.clone(),
                 attempt: task.attempts,
             });
             let identity = TaskIdentity {
@@ -953,6 +1019,7 @@ impl<'a> LiveRun<'a> {
                 logical_time_ms: self.run.logical_ms(),
                 upstream,
                 downstream: downstream.into(),
+                item,
                 params: self.params.clone(),
                 inputs: Some(self.inputs.clone()),
                 capabilities: self.capabilities.clone(),
@@ -964,7 +1031,7 @@ impl<'a> LiveRun<'a> {
             // The outcome and cost are recorded when it ends (`metrics::attempt_ended`).
             let span = tracing::info_span!(
                 "attempt",
-                task = %def.name,
+                task = %name,
                 attempt = task.attempts,
                 outcome = tracing::field::Empty,
                 fuel = tracing::field::Empty,
@@ -972,8 +1039,7 @@ impl<'a> LiveRun<'a> {
                 cause = tracing::field::Empty,
             );
             let journal = Journal::new(limits.log);
-            self.watched
-                .started(&def.name, task.attempts, journal.clone());
+            self.watched.started(&name, task.attempts, journal.clone());
             let execution = self.runner.attempts.run(identity, limits, journal);
             let execution = execution.instrument(span);
             let attempt = self.running.spawn(execution);
@@ -1043,8 +1109,9 @@ impl<'a> LiveRun<'a> {
             .in_flight
             .remove(&id)
             .expect("every attempt in flight is registered");
-        let def = &self.runner.workflow.tasks[i];
-        let journal = self.watched.ended(&def.name);
+        let instance = self.tasks[i].instance_of;
+        let def = &self.runner.workflow.tasks[instance.map_or(i, |(task, _)| task)];
+        let journal = self.watched.ended(&self.unit_name(i));
         // An attempt dropped (interrupted, or panicked in the engine) still wrote what it
         // wrote until then.
         if let (true, Some(journal)) = (dropped, journal) {
@@ -1074,10 +1141,13 @@ impl<'a> LiveRun<'a> {
                 task.state = TaskState::Success;
                 task.last_failure = None;
                 task.finished_ms = finished_ms;
-                task.followed = execution.followed;
-                self.pass_over(i);
                 let output: Arc<[u8]> = output.into();
-                self.inputs.hold(&def.name, output.clone());
+                // An instance's output is read as part of its task's (`collect`).
+                if instance.is_none() {
+                    task.followed = execution.followed;
+                    self.pass_over(i);
+                    self.inputs.hold(&def.name, output.clone());
+                }
                 Some(Ended {
                     task: i,
                     output: Some(output),
@@ -1126,10 +1196,165 @@ impl<'a> LiveRun<'a> {
     /// own end is committed in the same transaction as that output or a later one, so the
     /// database never holds a task's end without the ends of its upstream tasks.
     fn end(&mut self, ended: Vec<Ended>) {
-        if !ended.is_empty() {
-            let ended = self.release_downstream(ended);
+        let mut tasks = Vec::with_capacity(ended.len());
+        for e in ended {
+            let Some((task, index)) = self.tasks[e.task].instance_of else {
+                tasks.push(e);
+                continue;
+            };
+            let mapped = self
+                .mapped
+                .get_mut(&task)
+                .expect("an instance's task is mapped");
+            mapped.outputs[index as usize] = e.output.clone();
+            mapped.left -= 1;
+            let last = mapped.left == 0;
+            self.batch.ended.push(e);
+            if last {
+                tasks.push(self.collect(task));
+            }
+        }
+        if !tasks.is_empty() {
+            let ended = self.release_downstream(tasks);
             self.batch.ended.extend(ended);
         }
+    }
+
+    /// Reads the list of each mapped task decided to run and makes its instances, ready
+    /// to run; instances that ended in an earlier invocation keep their ends. A task
+    /// whose list is empty or missing (its upstream task did not succeed, and its trigger
+    /// rule ran it anyway) is skipped; one whose list is not a JSON array, or longer than
+    /// [`MAX_INSTANCES`], fails.
+    async fn map_ready(&mut self) -> Result<(), StoreError> {
+        while let Some(m) = self.to_map.pop() {
+            let workflow = self.runner.workflow.clone();
+            let def = &workflow.tasks[m];
+            let over = def
+                .map_over
+                .as_deref()
+                .expect("only mapped tasks are mapped");
+            let list = self.inputs.read(over).await?;
+            let items = match list.as_deref().map(|list| elements(over, list)) {
+                Some(Ok(items)) if !items.is_empty() => items,
+                Some(Err(failure)) => {
+                    self.end_unmapped(m, TaskState::Failed, Some(failure));
+                    continue;
+                }
+                _ => {
+                    self.end_unmapped(m, TaskState::Skipped, None);
+                    continue;
+                }
+            };
+            let first = self.tasks.len();
+            let mut left = items.len();
+            let mut outputs = Vec::with_capacity(items.len());
+            for index in 0..items.len() as u32 {
+                let unit = self.tasks.len();
+                let name = crate::state::instance_name(&def.name, index);
+                let mut instance = Progress::pending(0, Some((m, index)));
+                let output = match instance.restore(&name, &mut self.prior) {
+                    false => {
+                        self.ready.push_back(unit);
+                        None
+                    }
+                    true if instance.state == TaskState::Success => self
+                        .runner
+                        .store
+                        .output(self.run.id, &name)
+                        .await?
+                        .map(Arc::from),
+                    true => None,
+                };
+                left -= usize::from(instance.state.is_terminal());
+                outputs.push(output);
+                self.tasks.push(instance);
+            }
+            self.tasks[m].state = TaskState::Running;
+            self.mapped.insert(
+                m,
+                Mapped {
+                    first,
+                    items,
+                    outputs,
+                    left,
+                },
+            );
+            if left == 0 {
+                let ended = self.collect(m);
+                self.end(vec![ended]);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends mapped task `m` without instances: `state`, for `failure`'s sake if any.
+    fn end_unmapped(&mut self, m: usize, state: TaskState, failure: Option<Failure>) {
+        let task = &mut self.tasks[m];
+        task.state = state;
+        task.last_failure = failure;
+        task.finished_ms = now_ms();
+        self.end(vec![Ended {
+            task: m,
+            output: None,
+        }]);
+    }
+
+    /// Ends mapped task `m`, whose instances have all ended: failed if one failed (or
+    /// was upstream-failed), skipped if all were skipped, else succeeded with its
+    /// instances' outputs collected into one JSON array, `null` where one was skipped,
+    /// which must be JSON and fit one output's limit.
+    fn collect(&mut self, m: usize) -> Ended {
+        let mapped = self.mapped.remove(&m).expect("a collected task is mapped");
+        let instances = &self.tasks[mapped.first..mapped.first + mapped.outputs.len()];
+        let (mut attempts, mut fuel_used, mut duration) = (0u32, 0u64, Duration::ZERO);
+        let (mut failed, mut first_failed, mut skipped) = (0u32, None, 0usize);
+        for (index, instance) in instances.iter().enumerate() {
+            attempts = attempts.saturating_add(instance.attempts);
+            fuel_used = fuel_used.saturating_add(instance.fuel_used);
+            duration += instance.duration;
+            match instance.state {
+                TaskState::Failed | TaskState::UpstreamFailed => {
+                    failed += 1;
+                    first_failed.get_or_insert(index as u32);
+                }
+                TaskState::Skipped => skipped += 1,
+                _ => {}
+            }
+        }
+        let count = mapped.outputs.len();
+        let def = &self.runner.workflow.tasks[m];
+        let limit = self.run.limits.for_task(def).output;
+        let outcome = match first_failed {
+            Some(first) => Err(Failure::InstancesFailed {
+                failed,
+                instances: count as u32,
+                first,
+            }),
+            None if skipped == count => Ok(None),
+            None => collected(&def.name, &mapped.outputs, limit).map(Some),
+        };
+        let task = &mut self.tasks[m];
+        task.attempts = attempts;
+        task.fuel_used = fuel_used;
+        task.duration = duration;
+        task.finished_ms = now_ms();
+        let (state, output) = match outcome {
+            Ok(Some(output)) => (TaskState::Success, Some(output)),
+            Ok(None) => (TaskState::Skipped, None),
+            Err(failure) => {
+                task.last_failure = Some(failure);
+                (TaskState::Failed, None)
+            }
+        };
+        task.state = state;
+        if let Some(output) = &output {
+            self.stored = self.stored.saturating_add(output.len() as u64);
+            if let Some(budget) = &self.budget {
+                budget.spend(output.len() as u64);
+            }
+            self.inputs.hold(&def.name, output.clone());
+        }
+        Ended { task: m, output }
     }
 
     /// Counts `ended` off their downstream tasks. A downstream task whose upstream tasks
@@ -1157,6 +1382,7 @@ impl<'a> LiveRun<'a> {
                     trigger::decide_teardown(dag.setups(d).iter().map(state))
                 };
                 match decision {
+                    Decision::Run if workflow.tasks[d].map_over.is_some() => self.to_map.push(d),
                     Decision::Run => self.ready.push_back(d),
                     decision => {
                         let task = &mut self.tasks[d];
@@ -1183,8 +1409,7 @@ impl<'a> LiveRun<'a> {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
-        let workflow = &*self.runner.workflow;
-        let name = |i: usize| workflow.tasks[i].name.clone();
+        let name = |i: usize| self.unit_name(i).into_owned();
         let records: Vec<(usize, TaskRecord)> = batch
             .ended
             .iter()
@@ -1225,25 +1450,31 @@ impl<'a> LiveRun<'a> {
     /// Tasks whose ends are now durable: their outputs are read from the database from
     /// now on, and they are reported done.
     fn report(&mut self, committed: Vec<(usize, TaskRecord)>, events: &Events) {
-        let workflow = &*self.runner.workflow;
         for (i, record) in committed {
-            let task = &workflow.tasks[i].name;
-            self.inputs.release(task);
-            let _ = events.send(RunEvent::TaskFinished {
-                task: task.clone(),
-                record,
-            });
+            let task = self.unit_name(i).into_owned();
+            self.inputs.release(&task);
+            let _ = events.send(RunEvent::TaskFinished { task, record });
         }
     }
 
-    /// Every task's record, in declaration order.
+    /// What unit `i` is stored and shown as: its task's name, or an instance's
+    /// (`TASK[INDEX]`).
+    fn unit_name(&self, i: usize) -> std::borrow::Cow<'_, str> {
+        let tasks = &self.runner.workflow.tasks;
+        match self.tasks[i].instance_of {
+            None => tasks[i].name.as_str().into(),
+            Some((task, index)) => crate::state::instance_name(&tasks[task].name, index).into(),
+        }
+    }
+
+    /// Every task's record, in declaration order, each mapped task's followed by those of
+    /// the instances this invocation made, by index.
     fn records(&self) -> Vec<(String, TaskRecord)> {
-        let workflow = &*self.runner.workflow;
-        workflow
-            .tasks
-            .iter()
-            .zip(&self.tasks)
-            .map(|(def, task)| (def.name.clone(), record_of(task)))
+        let records = (0..self.tasks.len())
+            .map(|i| (self.unit_name(i).into_owned(), record_of(&self.tasks[i])))
+            .collect();
+        (self.runner.workflow.rows(records).into_iter())
+            .filter_map(|(name, record)| Some((name, record?)))
             .collect()
     }
 }
@@ -1258,6 +1489,66 @@ async fn wait_for(commit: &mut Option<Commit>) -> Result<Vec<(usize, TaskRecord)
         },
         None => std::future::pending().await,
     }
+}
+
+/// The elements of `list`, the output of `over`: a JSON array of at most
+/// [`MAX_INSTANCES`] elements, each kept as the JSON it was.
+fn elements(over: &str, list: &[u8]) -> Result<Vec<Arc<[u8]>>, Failure> {
+    let refuse = |why: String| Failure::MapInput {
+        message: format!("the output of `{over}` {why}"),
+    };
+    let items: Vec<&serde_json::value::RawValue> =
+        serde_json::from_slice(list).map_err(|e| refuse(format!("is not a JSON array: {e}")))?;
+    if items.len() > MAX_INSTANCES {
+        return Err(refuse(format!(
+            "has {} elements, more than the limit of {MAX_INSTANCES} instances",
+            items.len()
+        )));
+    }
+    Ok(items
+        .into_iter()
+        .map(|item| Arc::from(item.get().as_bytes()))
+        .collect())
+}
+
+/// The instances' outputs of `task` as one JSON array, `null` for an instance without one;
+/// refused unless each is JSON and the whole fits `limit`.
+fn collected(
+    task: &str,
+    outputs: &[Option<Arc<[u8]>>],
+    limit: usize,
+) -> Result<Arc<[u8]>, Failure> {
+    let size = 2 + outputs
+        .iter()
+        .map(|o| o.as_ref().map_or(4, |o| o.len()) + 1)
+        .sum::<usize>();
+    if size > limit {
+        return Err(Failure::OutputTooLarge { size, limit });
+    }
+    let mut array = Vec::with_capacity(size);
+    array.push(b'[');
+    for (index, output) in outputs.iter().enumerate() {
+        if index > 0 {
+            array.push(b',');
+        }
+        match output {
+            Some(output) => {
+                if serde_json::from_slice::<serde::de::IgnoredAny>(output).is_err() {
+                    return Err(Failure::MapInput {
+                        message: format!(
+                            "the output of `{}` is not JSON, so the outputs of `{task}`'s \
+                             instances cannot be collected into one array",
+                            crate::state::instance_name(task, index as u32)
+                        ),
+                    });
+                }
+                array.extend_from_slice(output);
+            }
+            None => array.extend_from_slice(b"null"),
+        }
+    }
+    array.push(b']');
+    Ok(array.into())
 }
 
 /// The wait before retrying a task that has failed `failures` times: exponential from the
@@ -1347,6 +1638,14 @@ impl RunInputs {
         if let Some(output) = held.outputs.remove(task) {
             held.bytes -= output.len();
         }
+    }
+
+    /// The output of `task`, from memory while its commit is pending.
+    async fn read(&self, task: &str) -> Result<Option<Arc<[u8]>>, StoreError> {
+        if let Some(held) = self.held().outputs.get(task) {
+            return Ok(Some(held.clone()));
+        }
+        Ok(self.store.output(self.run, task).await?.map(Arc::from))
     }
 
     fn backlogged(&self) -> bool {
@@ -1448,6 +1747,16 @@ mod tests {
             )
             .await
             .unwrap()
+    }
+
+    /// Reopens run `id` and drives it to its end.
+    async fn resume(runner: &Runner, id: u64) -> RunReport {
+        let (run, capabilities, prior) = runner.reopen(id, &HostGrants).await.unwrap();
+        let (events, _) = mpsc::unbounded_channel();
+        let stops = (never_stopped(), InFlight::default());
+        let options = RunOptions::default();
+        let driving = runner.drive(&run, capabilities, prior, &options, stops, &events);
+        driving.await.unwrap()
     }
 
     /// Stops nobody can send: a run that ends by itself.
@@ -1633,20 +1942,7 @@ mod tests {
             .set_run_state(run.id, RunState::Interrupted, now_ms())
             .await
             .unwrap();
-        let (run, capabilities, prior) = runner.reopen(run.id, &HostGrants).await.unwrap();
-        let (events, _) = mpsc::unbounded_channel();
-        let stops = (never_stopped(), InFlight::default());
-        let report = runner
-            .drive(
-                &run,
-                capabilities,
-                prior,
-                &RunOptions::default(),
-                stops,
-                &events,
-            )
-            .await
-            .unwrap();
+        let report = resume(&runner, run.id).await;
         assert_eq!(report.run.state, RunState::Succeeded);
         assert_eq!(state_of(&report, "left"), (TaskState::Skipped, 0));
         assert_eq!(*ran.lock().unwrap(), ["right", "join", "delete"]);
@@ -1672,6 +1968,178 @@ mod tests {
         for task in ["create", "choose", "left", "right", "join", "delete"] {
             assert!(cleared.contains(&task.to_owned()), "{task}: {cleared:?}");
         }
+    }
+
+    /// `list` returns `list`; `each`, mapped over it, returns ten times its element and
+    /// fails (fatally) on the element 0; `sum` reads `each`'s collected outputs.
+    fn mapped(store: &Arc<MemoryStore>, list: &'static str) -> (Runner, Arc<Mutex<Vec<String>>>) {
+        let mut each = TaskDef::new("each", vec!["list".into()]);
+        each.map_over = Some("list".into());
+        each.retry.max_attempts = 2;
+        let tasks = vec![
+            TaskDef::new("list", vec![]),
+            each,
+            TaskDef::new("sum", vec!["each".into()]),
+        ];
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let runner = runner(tasks, store, {
+            let ran = ran.clone();
+            move |identity| {
+                let ran = ran.clone();
+                Box::pin(async move {
+                    let name = match &identity.item {
+                        Some((index, _)) => format!("{}[{index}]", identity.task),
+                        None => identity.task.clone(),
+                    };
+                    ran.lock()
+                        .unwrap()
+                        .push(format!("{name}#{}", identity.attempt));
+                    match (identity.task.as_str(), identity.item) {
+                        ("list", _) => ended(Ok(list.as_bytes().to_vec())),
+                        ("each", Some((_, item))) => {
+                            let n: u64 = serde_json::from_slice(&item).unwrap();
+                            match (n, identity.attempt) {
+                                (0, _) => ended(Err(Failure::Fatal {
+                                    message: "zero".into(),
+                                })),
+                                // Instances retry on their own.
+                                (2, 1) => ended(Err(Failure::Retryable {
+                                    message: "later".into(),
+                                })),
+                                _ => ended(Ok((n * 10).to_string().into_bytes())),
+                            }
+                        }
+                        _ => {
+                            let inputs = identity.inputs.unwrap();
+                            ended(Ok(inputs.output("each").await.unwrap().unwrap()))
+                        }
+                    }
+                })
+            }
+        });
+        (runner, ran)
+    }
+
+    #[tokio::test]
+    async fn a_mapped_task_runs_an_instance_per_element_and_downstream_reads_them_as_one() {
+        use TaskState::{Failed, Skipped, Success, UpstreamFailed};
+        let store = Arc::new(MemoryStore::default());
+        let (runner, ran) = mapped(&store, "[1,2,3]");
+        let report = drive(&runner, never_stopped()).await;
+        assert_eq!(report.run.state, RunState::Succeeded, "{:?}", report.tasks);
+        let id = report.run.id;
+        assert_eq!(
+            store.output(id, "sum").await.unwrap().unwrap(),
+            b"[10,20,30]"
+        );
+        assert_eq!(store.output(id, "each[1]").await.unwrap().unwrap(), b"20");
+        assert_eq!(state_of(&report, "each"), (Success, 4));
+        assert_eq!(state_of(&report, "each[1]"), (Success, 2));
+        let mut ran = ran.lock().unwrap().clone();
+        ran.sort();
+        assert_eq!(
+            ran,
+            [
+                "each[0]#1",
+                "each[1]#1",
+                "each[1]#2",
+                "each[2]#1",
+                "list#1",
+                "sum#1"
+            ]
+        );
+
+        // An instance that fails fails its task, which decides downstream as one.
+        let (runner, _) = mapped(&store, "[5, 0, 7]");
+        let report = drive(&runner, never_stopped()).await;
+        assert_eq!(report.run.state, RunState::Failed);
+        assert_eq!(state_of(&report, "each[1]"), (Failed, 1));
+        assert_eq!(state_of(&report, "each[2]"), (Success, 1));
+        assert_eq!(state_of(&report, "sum"), (UpstreamFailed, 0));
+        let (_, each) = report.tasks.iter().find(|(t, _)| t == "each").unwrap();
+        assert_eq!(
+            each.error.as_ref().unwrap().to_string(),
+            "1 of its 3 instances failed, the first at index 1"
+        );
+
+        // Nothing to map over: skipped, as is what needs it.
+        let (runner, _) = mapped(&store, "[]");
+        let report = drive(&runner, never_stopped()).await;
+        assert_eq!(state_of(&report, "each"), (Skipped, 0));
+        assert_eq!(state_of(&report, "sum"), (Skipped, 0));
+
+        // Not a list: the task fails, saying why.
+        let (runner, _) = mapped(&store, "{\"a\": 1}");
+        let report = drive(&runner, never_stopped()).await;
+        assert_eq!(state_of(&report, "each"), (Failed, 0));
+        let (_, each) = report.tasks.iter().find(|(t, _)| t == "each").unwrap();
+        let error = each.error.as_ref().unwrap();
+        assert_eq!(error.kind(), "map-input");
+        assert!(
+            error
+                .to_string()
+                .starts_with("cannot map: the output of `list` is not a JSON array"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_list_is_at_most_the_instance_limit_and_outputs_collect_only_as_json() {
+        let list = format!("[{}0]", "0,".repeat(MAX_INSTANCES));
+        let error = elements("list", list.as_bytes()).unwrap_err();
+        assert!(error.to_string().contains("100001 elements"), "{error}");
+        let outputs = [Some(Arc::from(&b"1"[..])), None, Some(Arc::from(&b"x"[..]))];
+        let error = collected("each", &outputs, 1 << 20).unwrap_err();
+        assert!(
+            error.to_string().contains("`each[2]` is not JSON"),
+            "{error}"
+        );
+        assert_eq!(
+            &*collected("each", &outputs[..2], 1 << 20).unwrap(),
+            b"[1,null]"
+        );
+        let error = collected("each", &outputs[..2], 5).unwrap_err();
+        assert!(
+            matches!(error, Failure::OutputTooLarge { size: 9, limit: 5 }),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_mapped_task_resumed_in_the_middle_runs_only_the_instances_left() {
+        let store = Arc::new(MemoryStore::default());
+        let (runner, ran) = mapped(&store, "[1, 3, 4, 5]");
+        let (stop, stops) = watch::channel(None);
+        let driving = drive(&runner, stops);
+        let stopping = async {
+            while ran.lock().unwrap().len() < 3 {
+                tokio::task::yield_now().await;
+            }
+            stop.send_replace(Some(Stop::Drain(RunState::Interrupted)));
+        };
+        let (report, ()) = tokio::join!(driving, stopping);
+        assert_eq!(report.run.state, RunState::Interrupted);
+        let before = ran.lock().unwrap().clone();
+        let id = report.run.id;
+        let report = resume(&runner, id).await;
+        assert_eq!(report.run.state, RunState::Succeeded);
+        assert_eq!(
+            store.output(id, "sum").await.unwrap().unwrap(),
+            b"[10,30,40,50]"
+        );
+        let all = ran.lock().unwrap().clone();
+        for (i, started) in before.iter().enumerate() {
+            assert!(
+                !all[before.len()..].contains(started),
+                "{started} ran again: {all:?}"
+            );
+            assert_eq!(&all[i], started);
+        }
+        assert_eq!(
+            all.len(),
+            6,
+            "list and four instances and sum, each once: {all:?}"
+        );
     }
 
     #[tokio::test]

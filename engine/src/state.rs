@@ -214,6 +214,23 @@ pub enum Failure {
     /// the task again.
     #[error("interrupted: the run was stopped")]
     Interrupted,
+    /// A mapped task's upstream output is not a list it can be mapped over, or its
+    /// instances' outputs cannot be collected into one.
+    #[error("cannot map: {message}")]
+    MapInput {
+        /// What is wrong, in the engine's words.
+        message: String,
+    },
+    /// Instances of a mapped task failed (each instance's own failure is in its record).
+    #[error("{failed} of its {instances} instances failed, the first at index {first}")]
+    InstancesFailed {
+        /// Instances that failed or were upstream-failed.
+        failed: u32,
+        /// Instances in all.
+        instances: u32,
+        /// The index of the first that failed.
+        first: u32,
+    },
     /// The task said it had nothing to do: it ends `skipped`, not failed, and is not
     /// attempted again.
     #[error("skipped by the task: {message}")]
@@ -221,6 +238,23 @@ pub enum Failure {
         /// What the task said.
         message: String,
     },
+}
+
+/// The name an instance of a mapped task is kept and shown under: `TASK[INDEX]`.
+pub fn instance_name(task: &str, index: u32) -> String {
+    format!("{task}[{index}]")
+}
+
+/// The mapped task and index an instance's name names, if it is one (`TASK[INDEX]`, the
+/// index in decimal without leading zeros).
+pub fn instance_of(name: &str) -> Option<(&str, u32)> {
+    let (task, index) = name.strip_suffix(']')?.rsplit_once('[')?;
+    let canonical = index.len() == 1 || !index.starts_with('0');
+    let index = index
+        .parse()
+        .ok()
+        .filter(|_| canonical && index.bytes().all(|b| b.is_ascii_digit()))?;
+    Some((task, index))
 }
 
 /// The most bytes of a failure's message that are kept. Every attempt's failure is stored
@@ -264,6 +298,9 @@ impl Failure {
             Self::Skipped { message } => Self::Skipped {
                 message: cut(message),
             },
+            Self::MapInput { message } => Self::MapInput {
+                message: cut(message),
+            },
             other => other,
         }
     }
@@ -284,6 +321,8 @@ impl Failure {
             Self::Trap { .. } => "trap",
             Self::Start { .. } => "start",
             Self::Interrupted => "interrupted",
+            Self::MapInput { .. } => "map-input",
+            Self::InstancesFailed { .. } => "instances-failed",
             Self::Skipped { .. } => "skipped",
         }
     }
@@ -355,6 +394,24 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instance_name_names_its_task_and_index_and_nothing_else_does() {
+        assert_eq!(instance_name("each", 12), "each[12]");
+        assert_eq!(instance_of("each[12]"), Some(("each", 12)));
+        assert_eq!(instance_of("a[b][0]"), Some(("a[b]", 0)));
+        for not in [
+            "each",
+            "each[]",
+            "each[01]",
+            "each[+1]",
+            "each[x]",
+            "each[1]x",
+            "each[99999999999]",
+        ] {
+            assert_eq!(instance_of(not), None, "{not}");
+        }
+    }
 
     #[test]
     fn a_failures_kind_is_its_stored_tag() {

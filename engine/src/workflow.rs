@@ -2,8 +2,10 @@
 //! it, the scheduler runs it, the database stores it, the CLI prints it. Converted once from
 //! the WIT bindings (see `host`), so no other module depends on generated code.
 
+use crate::db::TaskRecord;
 use crate::state::Failure;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// A workflow as its bundle's `describe` returned it, not yet validated (see [`crate::dag`]).
@@ -21,6 +23,47 @@ pub struct WorkflowDef {
     /// the README's "Deterministic mode"). Runs stored before it existed were not.
     #[serde(default)]
     pub deterministic: bool,
+}
+
+impl WorkflowDef {
+    /// Whether `name` is one of its tasks, or an instance of a mapped one (`TASK[INDEX]`):
+    /// what a run's outputs and logs are kept under.
+    pub fn names(&self, name: &str) -> bool {
+        let task = |name: &str| self.tasks.iter().find(|t| t.name == name);
+        task(name).is_some()
+            || crate::state::instance_of(name)
+                .and_then(|(of, _)| task(of))
+                .is_some_and(|t| t.map_over.is_some())
+    }
+
+    /// A run's tasks as `records` (the store's, by name) has them, in declaration order,
+    /// each mapped task followed by its instances by index; `None` for a task not ended.
+    pub fn rows(
+        &self,
+        mut records: HashMap<String, TaskRecord>,
+    ) -> Vec<(String, Option<TaskRecord>)> {
+        let mut instances: HashMap<String, Vec<(u32, String, TaskRecord)>> = HashMap::new();
+        records.retain(|name, record| match crate::state::instance_of(name) {
+            Some((task, index)) => {
+                let entry = (index, name.clone(), record.clone());
+                instances.entry(task.to_owned()).or_default().push(entry);
+                false
+            }
+            None => true,
+        });
+        let mut rows = Vec::with_capacity(self.tasks.len());
+        for def in &self.tasks {
+            rows.push((def.name.clone(), records.remove(&def.name)));
+            if let Some(mut of) = instances
+                .remove(&def.name)
+                .filter(|_| def.map_over.is_some())
+            {
+                of.sort_unstable_by_key(|(index, ..)| *index);
+                rows.extend(of.into_iter().map(|(_, name, record)| (name, Some(record))));
+            }
+        }
+        rows
+    }
 }
 
 /// One task as declared: its name, what it waits for, and how it is run.
@@ -50,6 +93,11 @@ pub struct TaskDef {
     /// between, and how it ends does not decide the run's state (`sandflow_rules`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub teardown_of: Vec<String>,
+    /// The upstream task whose output, a JSON array, this task is mapped over: it runs
+    /// once per element, each instance (`TASK[INDEX]`) with its own attempts, record and
+    /// output, and downstream tasks read the instances' outputs as one JSON array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_over: Option<String>,
 }
 
 impl TaskDef {
@@ -71,6 +119,7 @@ impl TaskDef {
             fuel: None,
             location: None,
             teardown_of: Vec::new(),
+            map_over: None,
         }
     }
 

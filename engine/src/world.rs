@@ -8,11 +8,11 @@
 //! what they return is converted into the engine's own [`WorkflowDef`].
 //!
 //! Versions:
-//! - 0.3.0 (current, wit/sandflow.wit): branches (`host.follow`) and teardown tasks
-//!   (`task-def.teardown-of`).
+//! - 0.3.0 (current, wit/sandflow.wit): branches (`host.follow`), teardown tasks
+//!   (`task-def.teardown-of`) and mapped tasks (`task-def.map-over`, `host.item`).
 //! - 0.2.0 (wit/compat/sandflow-0.2.0.wit): tasks say where they are declared; the trigger
 //!   rule `none-failed-min-one-success`; `host.upstream`, how an upstream task ended;
-//!   `task-error.skip`. Runs as it did: no branch, no teardown.
+//!   `task-error.skip`. Runs as it did: no branch, teardown or mapped task.
 //! - 0.1.0 (wit/compat/sandflow-0.1.0.wit): runs as it always did, its tasks without a
 //!   location.
 
@@ -236,7 +236,7 @@ mod v0_1_types {
     use super::v0_1::sandflow::plugin::types as old;
 
     crate::host::workflow_from_wit!(
-        old, t => None, Vec::new();
+        old, t => None, Vec::new(), None;
         AllSuccess, AllDone, AllFailed, OneSuccess, OneFailed, NoneFailed
     );
 }
@@ -247,7 +247,7 @@ mod v0_2_types {
     use super::v0_2::sandflow::plugin::types as old;
 
     crate::host::workflow_from_wit!(
-        old, t => t.location, Vec::new();
+        old, t => t.location, Vec::new(), None;
         AllSuccess, AllDone, AllFailed, OneSuccess, OneFailed, NoneFailed, NoneFailedMinOneSuccess
     );
 }

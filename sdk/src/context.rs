@@ -22,6 +22,7 @@ pub struct Context {
     task: String,
     attempt: u32,
     logical_time_ms: u64,
+    map_index: Option<u32>,
     /// What a native test gives the task in place of the host (see [`crate::testing`]).
     native: Option<Native>,
 }
@@ -38,6 +39,8 @@ pub(crate) struct Native {
     pub log: std::cell::RefCell<Vec<(Level, String)>>,
     /// What the task chose to follow, if it did.
     pub followed: std::cell::RefCell<Option<Vec<String>>>,
+    /// For an instance of a mapped task: its element, as JSON.
+    pub item: Option<Vec<u8>>,
 }
 
 /// What a native test says its upstream tasks left: outputs, and how they ended. An
@@ -95,6 +98,7 @@ impl Context {
             task: ctx.task,
             attempt: ctx.attempt,
             logical_time_ms: ctx.logical_time_ms,
+            map_index: ctx.map_index,
             native: None,
         }
     }
@@ -102,7 +106,7 @@ impl Context {
     /// A context that never reaches the host: a native test's.
     pub(crate) fn native(
         (run_id, task): (String, String),
-        (attempt, logical_time_ms): (u32, u64),
+        (attempt, logical_time_ms, map_index): (u32, u64, Option<u32>),
         native: Native,
     ) -> Self {
         Self {
@@ -110,6 +114,7 @@ impl Context {
             task,
             attempt,
             logical_time_ms,
+            map_index,
             native: Some(native),
         }
     }
@@ -129,8 +134,9 @@ impl Context {
             given: Given::default(),
             log: Default::default(),
             followed: Default::default(),
+            item: None,
         };
-        Self::native(("1".into(), String::new()), (1, 0), native)
+        Self::native(("1".into(), String::new()), (1, 0, None), native)
     }
 
     fn params_raw(&self) -> Vec<u8> {
@@ -159,6 +165,33 @@ impl Context {
     /// clock so that a retried or resumed task computes the same result.
     pub fn logical_time_ms(&self) -> u64 {
         self.logical_time_ms
+    }
+
+    /// Which element of its list this instance of a mapped task runs for, from 0; `None`
+    /// for a task that is not mapped ([`crate::Task::map`]).
+    pub fn map_index(&self) -> Option<u32> {
+        self.map_index
+    }
+
+    /// The element of its list this instance of a mapped task runs for, decoded from JSON.
+    ///
+    /// Fails if the task is not mapped, or the element is not JSON of type `T`.
+    pub fn item<T: DeserializeOwned>(&self) -> Result<T, TaskError> {
+        let bytes = match &self.native {
+            Some(native) => native.item.clone(),
+            None => host::item(),
+        };
+        let bytes = bytes.ok_or_else(|| {
+            TaskError::fatal(format!(
+                "task `{}` is not mapped, so it has no item; map it with `Task::map` or \
+                 `.map_over(...)`",
+                self.task
+            ))
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            let index = self.map_index.unwrap_or_default();
+            TaskError::fatal(format!("element {index} does not fit this task: {e}"))
+        })
     }
 
     /// The run's parameters, decoded from JSON. A run started without parameters has `{}`.

@@ -53,6 +53,8 @@ pub struct TaskRun {
     attempt: u32,
     logical_time_ms: u64,
     run_id: String,
+    /// For an instance of a mapped task: its index and element.
+    item: Option<(u32, Vec<u8>)>,
 }
 
 /// What the attempt did.
@@ -79,6 +81,7 @@ impl TaskRun {
             attempt: 1,
             logical_time_ms: 0,
             run_id: "1".into(),
+            item: None,
         }
     }
 
@@ -120,6 +123,14 @@ impl TaskRun {
         self
     }
 
+    /// Runs the task as the instance `index` of a mapped task, given `item` as its element
+    /// ([`Context::item`]), encoded as JSON.
+    pub fn item(mut self, index: u32, item: impl Serialize) -> Self {
+        let bytes = serde_json::to_vec(&item).expect("the item encodes as JSON");
+        self.item = Some((index, bytes));
+        self
+    }
+
     /// Runs the task's body once, on this thread.
     ///
     /// # Panics
@@ -141,8 +152,22 @@ impl TaskRun {
             params: &self.params,
             logical_time_ms: self.logical_time_ms,
         };
-        run.call(task, self.attempt, (self.given, downstream))
+        let called = Called {
+            given: self.given,
+            downstream,
+            item: self.item,
+        };
+        run.call(task, self.attempt, called)
     }
+}
+
+/// What one native call of a task is given besides its run's: what its upstream tasks
+/// left, its downstream tasks' names, and its item if it is an instance of a mapped task.
+#[derive(Clone, Default)]
+struct Called {
+    given: Given,
+    downstream: Vec<String>,
+    item: Option<(u32, Vec<u8>)>,
 }
 
 /// What every attempt of a native run shares.
@@ -153,21 +178,22 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
-    /// Calls `task`'s body once, as attempt `attempt`, with what its upstream tasks left
-    /// and the names of its downstream tasks. A panic fails the attempt, retryably, as a
-    /// trap does in the engine.
-    fn call(&self, task: &Task, attempt: u32, (given, downstream): (Given, Vec<String>)) -> Ran {
+    /// Calls `task`'s body once, as attempt `attempt`, with what `called` gives. A panic
+    /// fails the attempt, retryably, as a trap does in the engine.
+    fn call(&self, task: &Task, attempt: u32, called: Called) -> Ran {
+        let (map_index, item) = called.item.unzip();
         let native = Native {
             params: self.params.to_vec(),
             upstream: task.upstream().to_vec(),
-            downstream,
-            given,
+            downstream: called.downstream,
+            given: called.given,
             log: Default::default(),
             followed: Default::default(),
+            item,
         };
         let ctx = Context::native(
             (self.run_id.to_owned(), task.name().to_owned()),
-            (attempt, self.logical_time_ms),
+            (attempt, self.logical_time_ms, map_index),
             native,
         );
         let called = std::panic::catch_unwind(AssertUnwindSafe(|| task.call(&ctx)));

@@ -3,6 +3,7 @@ use crate::output::{Inputs, Output, Produces};
 use crate::{Context, TaskError};
 pub use sandflow_rules::TriggerRule;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::cell::{OnceCell, RefCell};
 use std::panic::Location;
 use std::time::Duration;
@@ -184,6 +185,8 @@ pub struct Task {
     fuel: Option<u64>,
     /// The setups it tears down, if it is a teardown.
     teardown_of: Vec<String>,
+    /// The upstream task whose list it is mapped over, if it is mapped.
+    map_over: Option<String>,
     /// Where the author declared it, for the engine's messages about it.
     location: &'static Location<'static>,
     body: Body,
@@ -218,6 +221,25 @@ impl Task {
         .after(upstream)
     }
 
+    /// The task that makes `output` by mapping `body` over the list `over` made: the
+    /// engine runs one instance of it per element of that list, at run time, each given
+    /// its element, with its own attempts, record, log and output; downstream tasks read
+    /// `output` as the list of the instances' outputs, in element order (Airflow's
+    /// `.expand()`, Dagster's dynamic outputs, Prefect's `.map()`). An empty list skips
+    /// it; a failed instance fails it. The string form is [`Task::map_over`].
+    #[track_caller]
+    pub fn map<T, I, F>(output: Output<Vec<T>>, over: Output<Vec<I>>, body: F) -> Self
+    where
+        T: Serialize + 'static,
+        I: DeserializeOwned + 'static,
+        F: Fn(&Context, I) -> Result<T, TaskError> + 'static,
+    {
+        Self::raw(output.name(), move |ctx| {
+            Output::<T>::encode(body(ctx, ctx.item()?)?)
+        })
+        .map_over(over.name())
+    }
+
     /// A task whose output is the bytes `body` returns, unencoded: for binary data, or
     /// formats other than JSON. Read it downstream with [`Context::input_bytes`].
     #[track_caller]
@@ -233,6 +255,7 @@ impl Task {
             timeout: None,
             fuel: None,
             teardown_of: Vec::new(),
+            map_over: None,
             location: Location::caller(),
             body: Box::new(body),
         }
@@ -269,6 +292,20 @@ impl Task {
                 self.teardown_of.push(setup);
             }
         }
+        self
+    }
+
+    /// Maps this task over the output of the upstream task `task`, a JSON array, and runs
+    /// it after it: one instance per element, each reading its element with
+    /// [`Context::item`] and its index with [`Context::map_index`]. Its output, as
+    /// downstream tasks read it, is the JSON array of its instances' outputs (each must be
+    /// JSON, as [`Task::new`]'s is), `null` for an instance that skipped itself.
+    pub fn map_over(mut self, task: impl Into<String>) -> Self {
+        let task = task.into();
+        if !self.depends_on.contains(&task) {
+            self.depends_on.push(task.clone());
+        }
+        self.map_over = Some(task);
         self
     }
 
@@ -332,6 +369,11 @@ impl Task {
         &self.teardown_of
     }
 
+    /// The upstream task whose list it is mapped over, if it is mapped.
+    pub(crate) fn mapped_over(&self) -> Option<&str> {
+        self.map_over.as_deref()
+    }
+
     /// How many attempts it gets in all; the engine treats 0 like 1.
     pub(crate) fn max_attempts(&self) -> u32 {
         self.retry.max_attempts.max(1)
@@ -365,6 +407,7 @@ impl Task {
             fuel: self.fuel,
             location: Some(self.location.to_string()),
             teardown_of: self.teardown_of.clone(),
+            map_over: self.map_over.clone(),
         }
     }
 }

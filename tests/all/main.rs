@@ -16,6 +16,7 @@ mod held;
 mod history;
 mod logs;
 mod loopback;
+mod mapped;
 mod mutations;
 mod observability;
 mod postgres;

@@ -32,6 +32,7 @@ impl sandflow_sdk::bindings::Guest for Bench {
                 fuel: None,
                 location: None,
                 teardown_of: Vec::new(),
+                map_over: None,
             }],
         }
     }

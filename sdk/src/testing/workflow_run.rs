@@ -4,7 +4,7 @@
 //! as the task's retry policy allows. Tasks run one at a time, in dependency order, on the
 //! test's thread; backoffs are not waited out, and there is no sandbox, fuel or timeout.
 
-use super::{Attempt, Ran};
+use super::{Attempt, Called, Ran};
 use crate::context::Given;
 use crate::{State, Task, TaskError, TriggerRule, UpstreamState, Workflow};
 use sandflow_rules::{Decision, Ended, Role};
@@ -54,13 +54,41 @@ pub struct WorkflowRun {
     stand_ins: HashMap<String, Result<Vec<u8>, TaskError>>,
 }
 
+/// The upstream outputs and states `task` is given, as the engine gives them.
+fn given(task: &Task, ended: &HashMap<&str, TaskEnded>) -> Given {
+    let mut given = Given::default();
+    for upstream in task.upstream() {
+        let done = &ended[upstream.as_str()];
+        if let Some(output) = done.output() {
+            given.inputs.insert(upstream.clone(), output.to_vec());
+        }
+        // As the engine records a task's error.
+        let error = match done.attempts.last().map(|ran| &ran.result) {
+            Some(Err(TaskError::Fatal(m))) => Some(format!("task failed: {m}")),
+            Some(Err(TaskError::Retryable(m))) => Some(format!("task failed (retryable): {m}")),
+            _ => None,
+        };
+        let state = UpstreamState {
+            state: done.state,
+            error,
+        };
+        given.states.insert(upstream.clone(), state);
+    }
+    given
+}
+
 /// How one task ended, and each of its attempts (none if it did not run).
 #[derive(Debug)]
 pub struct TaskEnded {
     /// Its terminal state.
     pub state: State,
-    /// Its attempts, the first first.
+    /// Its attempts, the first first; none for a mapped task, whose instances attempt.
     pub attempts: Vec<Ran>,
+    /// A mapped task's instances, in element order; none for any other task.
+    pub instances: Vec<TaskEnded>,
+    /// A mapped task's output: its instances' outputs as one JSON array; or why it could
+    /// not be mapped.
+    mapped: Option<Result<Vec<u8>, TaskError>>,
 }
 
 /// What an in-process run did.
@@ -163,7 +191,17 @@ impl WorkflowRun {
             let names_of =
                 |all: &[usize]| all.iter().map(|&d| tasks[d].name().to_owned()).collect();
             let done = match decision {
-                Decision::Run => self.attempts(&attempt, task, &ended, names_of(&downstream[i])),
+                Decision::Run => {
+                    let called = Called {
+                        given: given(task, &ended),
+                        downstream: names_of(&downstream[i]),
+                        item: None,
+                    };
+                    match task.mapped_over() {
+                        Some(over) => self.instances(&attempt, task, &ended[over], called),
+                        None => self.attempts(&attempt, task, called),
+                    }
+                }
                 Decision::Skip => TaskEnded::not_run(State::Skipped),
                 Decision::UpstreamFailed => TaskEnded::not_run(State::UpstreamFailed),
             };
@@ -191,31 +229,7 @@ impl WorkflowRun {
     }
 
     /// Attempts `task` until it succeeds, fails fatally, or has had all its attempts.
-    fn attempts(
-        &self,
-        attempt: &Attempt,
-        task: &Task,
-        ended: &HashMap<&str, TaskEnded>,
-        downstream: Vec<String>,
-    ) -> TaskEnded {
-        let mut given = Given::default();
-        for upstream in task.upstream() {
-            let done = &ended[upstream.as_str()];
-            if let Some(output) = done.output() {
-                given.inputs.insert(upstream.clone(), output.to_vec());
-            }
-            // As the engine records a task's error.
-            let error = match done.attempts.last().map(|ran| &ran.result) {
-                Some(Err(TaskError::Fatal(m))) => Some(format!("task failed: {m}")),
-                Some(Err(TaskError::Retryable(m))) => Some(format!("task failed (retryable): {m}")),
-                _ => None,
-            };
-            let state = UpstreamState {
-                state: done.state,
-                error,
-            };
-            given.states.insert(upstream.clone(), state);
-        }
+    fn attempts(&self, attempt: &Attempt, task: &Task, called: Called) -> TaskEnded {
         let mut attempts: Vec<Ran> = Vec::new();
         for number in 1..=task.max_attempts() {
             let ran = match self.stand_ins.get(task.name()) {
@@ -224,7 +238,7 @@ impl WorkflowRun {
                     logs: Vec::new(),
                     followed: None,
                 },
-                None => attempt.call(task, number, (given.clone(), downstream.clone())),
+                None => attempt.call(task, number, called.clone()),
             };
             let again = matches!(ran.result, Err(TaskError::Retryable(_)));
             attempts.push(ran);
@@ -237,7 +251,83 @@ impl WorkflowRun {
             Some(Err(TaskError::Skip(_))) => State::Skipped,
             _ => State::Failed,
         };
-        TaskEnded { state, attempts }
+        TaskEnded {
+            state,
+            attempts,
+            instances: Vec::new(),
+            mapped: None,
+        }
+    }
+
+    /// Runs mapped task `task` once per element of `list`'s output, as the engine does:
+    /// skipped for an empty list or none, failed if one instance failed, else its
+    /// instances' outputs as one JSON array, `null` where one skipped itself.
+    fn instances(
+        &self,
+        attempt: &Attempt,
+        task: &Task,
+        list: &TaskEnded,
+        called: Called,
+    ) -> TaskEnded {
+        let not_mapped = |error: TaskError| TaskEnded {
+            mapped: Some(Err(error)),
+            ..TaskEnded::not_run(State::Failed)
+        };
+        let Some(list) = list.output() else {
+            return TaskEnded::not_run(State::Skipped);
+        };
+        let over = task.mapped_over().unwrap_or_default();
+        let items: Vec<serde_json::Value> = match serde_json::from_slice(list) {
+            Ok(items) => items,
+            Err(e) => {
+                let message =
+                    format!("cannot map: the output of `{over}` is not a JSON array: {e}");
+                return not_mapped(TaskError::fatal(message));
+            }
+        };
+        let instances: Vec<TaskEnded> = (0..items.len() as u32)
+            .zip(&items)
+            .map(|(index, item)| {
+                let item = serde_json::to_vec(item).expect("a JSON value encodes");
+                let called = Called {
+                    item: Some((index, item)),
+                    downstream: Vec::new(),
+                    ..called.clone()
+                };
+                self.attempts(attempt, task, called)
+            })
+            .collect();
+        let failed = |t: &TaskEnded| matches!(t.state, State::Failed | State::UpstreamFailed);
+        let state = match () {
+            () if instances.iter().any(failed) => State::Failed,
+            () if instances.iter().all(|t| t.state == State::Skipped) => State::Skipped,
+            () => State::Succeeded,
+        };
+        let mut array = Vec::new();
+        if state == State::Succeeded {
+            let outputs: Result<Vec<serde_json::Value>, _> = (instances.iter())
+                .map(|t| {
+                    t.output()
+                        .map_or(Ok(serde_json::Value::Null), serde_json::from_slice)
+                })
+                .collect();
+            match outputs {
+                Ok(outputs) => array = serde_json::to_vec(&outputs).expect("JSON encodes"),
+                Err(e) => {
+                    let message = format!(
+                        "cannot map: an output of `{}`'s instances is not JSON: {e}",
+                        task.name()
+                    );
+                    return not_mapped(TaskError::fatal(message));
+                }
+            }
+        }
+        TaskEnded {
+            state,
+            attempts: Vec::new(),
+            instances,
+            mapped: (state == State::Succeeded).then_some(Ok(array)),
+        }
     }
 }
 
@@ -256,11 +346,16 @@ impl TaskEnded {
         Self {
             state,
             attempts: Vec::new(),
+            instances: Vec::new(),
+            mapped: None,
         }
     }
 
     /// Its output's bytes, if it succeeded.
     fn output(&self) -> Option<&[u8]> {
+        if let Some(Ok(collected)) = &self.mapped {
+            return Some(collected);
+        }
         match self.attempts.last()?.result {
             Ok(ref bytes) => Some(bytes),
             Err(_) => None,
@@ -295,17 +390,28 @@ impl WorkflowRan {
         self.task(task).state
     }
 
-    /// The output of the task `task`, decoded from JSON; its last attempt's error if it
-    /// failed; and if it did not run, a fatal error that says how it ended.
+    /// The output of the task `task`, decoded from JSON (a mapped task's: its instances'
+    /// outputs as one list); its last attempt's error if it failed; and if it did not run,
+    /// a fatal error that says how it ended.
     ///
     /// # Panics
     ///
     /// If the workflow has no task of that name, or its output is not JSON of type `T`.
     pub fn output<T: DeserializeOwned>(&self, task: &str) -> Result<T, TaskError> {
         let ended = self.task(task);
-        match ended.attempts.last() {
-            Some(ran) => ran.output(),
-            None => Err(TaskError::fatal(format!(
+        let decoded = |bytes: &[u8]| {
+            serde_json::from_slice(bytes)
+                .unwrap_or_else(|e| panic!("the output is not JSON of that type: {e}"))
+        };
+        match (&ended.mapped, ended.attempts.last()) {
+            (Some(Ok(collected)), _) => Ok(decoded(collected)),
+            (Some(Err(error)), _) => Err(error.clone()),
+            (None, Some(ran)) => ran.output(),
+            (None, None) if !ended.instances.is_empty() => Err(TaskError::fatal(format!(
+                "task `{task}` is mapped, and its instances did not all succeed: {:?}",
+                ended.state
+            ))),
+            (None, None) => Err(TaskError::fatal(format!(
                 "task `{task}` did not run: {:?}",
                 ended.state
             ))),
@@ -436,7 +542,7 @@ fn find_cycle<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Context, Retry, TriggerRule};
+    use crate::{Context, Output, Retry, TriggerRule};
     use std::time::Duration;
 
     #[track_caller]
@@ -741,6 +847,66 @@ mod tests {
             refused.message(),
             "task `choose` may only follow the tasks that depend on it directly, and \
              `delete` is not one of them"
+        );
+    }
+
+    fn mapped() -> Workflow {
+        const LIST: Output<Vec<u32>> = Output::new("list");
+        const SQUARES: Output<Vec<u32>> = Output::new("squares");
+        Workflow::new("m")
+            .task(Task::of(LIST, (), |ctx, ()| ctx.params()))
+            .task(Task::map(SQUARES, LIST, |ctx, n: u32| {
+                ctx.info(&format!("instance {:?}", ctx.map_index()));
+                match n {
+                    0 => Err(TaskError::fatal("zero")),
+                    n => Ok(n * n),
+                }
+            }))
+            .task(Task::of(Output::<u32>::new("sum"), SQUARES, |_, s| {
+                Ok(s.iter().sum())
+            }))
+    }
+
+    #[test]
+    fn a_mapped_task_runs_once_per_element_as_in_the_engine() {
+        let ran = WorkflowRun::new(mapped).params([1, 2, 3]).run();
+        assert_eq!(ran.output::<Vec<u32>>("squares"), Ok(vec![1, 4, 9]));
+        assert_eq!(ran.output::<u32>("sum"), Ok(14));
+        let squares = ran.task("squares");
+        assert_eq!(squares.instances.len(), 3);
+        assert!(squares.instances[2].attempts[0].logged("instance Some(2)"));
+
+        let ran = WorkflowRun::new(mapped).params([1, 0]).run();
+        assert_eq!(ran.state("squares"), State::Failed);
+        assert_eq!(ran.task("squares").instances[1].state, State::Failed);
+        assert_eq!(ran.state("sum"), State::UpstreamFailed);
+
+        let empty: [u32; 0] = [];
+        let ran = WorkflowRun::new(mapped).params(empty).run();
+        assert_eq!(ran.state("squares"), State::Skipped);
+        assert_eq!(ran.state("sum"), State::Skipped);
+
+        let ran = WorkflowRun::new(mapped).given("list", "nope").run();
+        let refused = ran.output::<Vec<u32>>("squares").unwrap_err();
+        assert!(
+            refused
+                .message()
+                .starts_with("cannot map: the output of `list` is not a JSON array")
+        );
+
+        // One instance on its own.
+        let one = crate::testing::TaskRun::new(mapped, "squares")
+            .item(4, 5)
+            .run();
+        assert_eq!(one.output::<u32>(), Ok(25));
+        assert!(one.logged("instance Some(4)"));
+        let unmapped = crate::testing::TaskRun::new(mapped, "squares").run();
+        assert!(
+            unmapped
+                .output::<u32>()
+                .unwrap_err()
+                .message()
+                .contains("is not mapped")
         );
     }
 }

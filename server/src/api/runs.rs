@@ -232,23 +232,22 @@ pub async fn get(
     let run = service.run_of(&tenant, id).await?;
     let store = service.engine().store();
     let in_flight = service.control(id).map_or_else(Vec::new, |c| c.in_flight());
-    let mut records: std::collections::HashMap<String, TaskRecord> =
-        store.tasks(id).await?.into_iter().collect();
+    let records = store.tasks(id).await?.into_iter().collect();
     let tasks = run
         .workflow
-        .tasks
-        .iter()
-        .map(|def| TaskView {
-            name: def.name.clone(),
-            record: match records.remove(&def.name) {
+        .rows(records)
+        .into_iter()
+        .map(|(name, record)| TaskView {
+            record: match record {
                 Some(record) => Ended::Yes(record),
                 None => Ended::No {
-                    state: match in_flight.iter().any(|(task, _)| *task == def.name) {
+                    state: match in_flight.iter().any(|(task, _)| *task == name) {
                         true => TaskState::Running,
                         false => TaskState::Pending,
                     },
                 },
             },
+            name,
         })
         .collect();
     let mut attempts = store.attempts(id).await?;
@@ -383,7 +382,7 @@ pub async fn output(
         };
         return Ok(([(CONTENT_TYPE, kind)], output));
     }
-    if !run.workflow.tasks.iter().any(|t| t.name == task) {
+    if !run.workflow.names(&task) {
         return Err(ApiError::not_found(format!(
             "run {id} has no task `{task}`"
         )));
@@ -449,7 +448,7 @@ pub async fn logs(
     Query(query): Query<LogQuery>,
 ) -> Result<Json<LogPage>, ApiError> {
     let run = service.run_of(&tenant, id).await?;
-    if !run.workflow.tasks.iter().any(|t| t.name == task) {
+    if !run.workflow.names(&task) {
         return Err(ApiError::not_found(format!(
             "run {id} has no task `{task}`"
         )));
