@@ -8,6 +8,7 @@
 use crate::store::Attempt;
 use crate::workflow::WorkflowDef;
 use petgraph::graph::{DiGraph, NodeIndex};
+use sandflow_rules::refusals;
 use std::collections::HashMap;
 
 /// Why a workflow is not a runnable DAG. Every message names the offending tasks.
@@ -64,7 +65,7 @@ pub enum DagError {
         prefix: String,
     },
     /// Two tasks share a name.
-    #[error("task `{task}`{at} is declared more than once; task names must be unique")]
+    #[error("{}", refusals::duplicate_task(task, &at.to_string()))]
     DuplicateTask {
         /// The task at fault.
         task: String,
@@ -72,7 +73,7 @@ pub enum DagError {
         at: Declared,
     },
     /// A task depends on a task the workflow does not declare.
-    #[error("task `{task}`{at} depends on `{dependency}`, which is not a task of this workflow")]
+    #[error("{}", refusals::unknown_dependency(task, &at.to_string(), dependency))]
     UnknownDependency {
         /// The task at fault.
         task: String,
@@ -82,7 +83,7 @@ pub enum DagError {
         dependency: String,
     },
     /// A task depends on itself.
-    #[error("task `{task}`{at} depends on itself")]
+    #[error("{}", refusals::self_dependency(task, &at.to_string()))]
     SelfDependency {
         /// The task at fault.
         task: String,
@@ -90,7 +91,7 @@ pub enum DagError {
         at: Declared,
     },
     /// A task names the same dependency twice.
-    #[error("task `{task}`{at} lists `{dependency}` more than once in its dependencies")]
+    #[error("{}", refusals::duplicate_dependency(task, &at.to_string(), dependency))]
     DuplicateDependency {
         /// The task at fault.
         task: String,
@@ -132,7 +133,7 @@ pub enum DagError {
         problem: String,
     },
     /// The dependencies form a cycle.
-    #[error("the workflow has a dependency cycle: {}", cycle.join(" -> "))]
+    #[error("{}", refusals::cycle(cycle))]
     Cycle {
         /// The tasks on the cycle in dependency order; the first is repeated at the end.
         cycle: Vec<String>,
@@ -391,9 +392,7 @@ fn check_map(
         return Ok(());
     };
     let problem = match index.get(over.as_str()) {
-        _ if !task.teardown_of.is_empty() => {
-            "is mapped and a teardown; a teardown runs once, after its setups".to_owned()
-        }
+        _ if !task.teardown_of.is_empty() => refusals::MAPPED_TEARDOWN.to_owned(),
         Some(&u) if listed_by[u as usize] == i => return Ok(()),
         _ => format!(
             "is mapped over `{over}`, which it does not depend on; a mapped task depends on \
@@ -424,10 +423,7 @@ fn check_instance_names(workflow: &WorkflowDef) -> Result<(), DagError> {
             return Err(DagError::Map {
                 task: of.to_owned(),
                 at: Declared::default(),
-                problem: format!(
-                    "is mapped, and task `{}` has the name of one of its instances; rename it",
-                    task.name
-                ),
+                problem: refusals::instance_named(&task.name),
             });
         }
     }

@@ -240,22 +240,7 @@ pub enum Failure {
     },
 }
 
-/// The name an instance of a mapped task is kept and shown under: `TASK[INDEX]`.
-pub fn instance_name(task: &str, index: u32) -> String {
-    format!("{task}[{index}]")
-}
-
-/// The mapped task and index an instance's name names, if it is one (`TASK[INDEX]`, the
-/// index in decimal without leading zeros).
-pub fn instance_of(name: &str) -> Option<(&str, u32)> {
-    let (task, index) = name.strip_suffix(']')?.rsplit_once('[')?;
-    let canonical = index.len() == 1 || !index.starts_with('0');
-    let index = index
-        .parse()
-        .ok()
-        .filter(|_| canonical && index.bytes().all(|b| b.is_ascii_digit()))?;
-    Some((task, index))
-}
+pub use sandflow_rules::{instance_name, instance_of};
 
 /// The most bytes of a failure's message that are kept. Every attempt's failure is stored
 /// and printed; a plugin's message is not allowed to be a way to fill the database.
@@ -394,24 +379,6 @@ pub(crate) fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_instance_name_names_its_task_and_index_and_nothing_else_does() {
-        assert_eq!(instance_name("each", 12), "each[12]");
-        assert_eq!(instance_of("each[12]"), Some(("each", 12)));
-        assert_eq!(instance_of("a[b][0]"), Some(("a[b]", 0)));
-        for not in [
-            "each",
-            "each[]",
-            "each[01]",
-            "each[+1]",
-            "each[x]",
-            "each[1]x",
-            "each[99999999999]",
-        ] {
-            assert_eq!(instance_of(not), None, "{not}");
-        }
-    }
 
     #[test]
     fn a_failures_kind_is_its_stored_tag() {

@@ -494,4 +494,4 @@ mod memory;
 mod postgres;
 
 pub use memory::MemoryStore;
-pub use postgres::{PgConnectError, PgStore};
+pub use postgres::{Claim, PgConnectError, PgStore, QueueError};

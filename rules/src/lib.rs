@@ -2,6 +2,11 @@
 //! marked upstream-failed. Airflow's semantics, decided once every upstream task has ended
 //! (sandflow never starts a task while an upstream task may still write its output).
 //!
+//! Beside them, what else decides a run the same way in both places: teardowns
+//! ([`decide_teardown`]), branches ([`passed_over`]), the run's state ([`run_succeeded`]),
+//! how instances of mapped tasks are named ([`instance_name`]), and the words a workflow is
+//! refused in ([`refusals`]).
+//!
 //! The engine decides with this crate when it runs a bundle, and the SDK when a test runs a
 //! workflow in process (`sandflow_sdk::testing::WorkflowRun`): one definition, so that a
 //! test that passes natively means what it would mean in the engine. The SDK re-exports
@@ -210,6 +215,69 @@ pub fn undeclared_upstream(task: &str, asked: &str) -> String {
     )
 }
 
+/// The name an instance of a mapped task is kept and shown under: `TASK[INDEX]`, in the
+/// store, `runs show`, `output` and `logs`.
+pub fn instance_name(task: &str, index: u32) -> String {
+    format!("{task}[{index}]")
+}
+
+/// The mapped task and index an instance's name names, if it is one (`TASK[INDEX]`, the
+/// index in decimal without leading zeros).
+pub fn instance_of(name: &str) -> Option<(&str, u32)> {
+    let (task, index) = name.strip_suffix(']')?.rsplit_once('[')?;
+    let canonical = index.len() == 1 || !index.starts_with('0');
+    let index = index
+        .parse()
+        .ok()
+        .filter(|_| canonical && index.bytes().all(|b| b.is_ascii_digit()))?;
+    Some((task, index))
+}
+
+/// What the engine says when it refuses a workflow, and a native test run with it (the
+/// SDK's `WorkflowRun`): one wording, so that a test's panic reads as the engine's error.
+/// `at` is where the task is declared, as the engine prints it: ` (declared at
+/// FILE:LINE:COLUMN)`, or empty when the bundle does not say.
+pub mod refusals {
+    /// Two tasks share a name; `at` is the second's.
+    pub fn duplicate_task(task: &str, at: &str) -> String {
+        format!("task `{task}`{at} is declared more than once; task names must be unique")
+    }
+
+    /// A task depends on a task the workflow does not declare.
+    pub fn unknown_dependency(task: &str, at: &str, dependency: &str) -> String {
+        format!("task `{task}`{at} depends on `{dependency}`, which is not a task of this workflow")
+    }
+
+    /// A task depends on itself.
+    pub fn self_dependency(task: &str, at: &str) -> String {
+        format!("task `{task}`{at} depends on itself")
+    }
+
+    /// A task names the same dependency twice.
+    pub fn duplicate_dependency(task: &str, at: &str, dependency: &str) -> String {
+        format!("task `{task}`{at} lists `{dependency}` more than once in its dependencies")
+    }
+
+    /// The dependencies form a cycle: `cycle` in dependency order, the first repeated.
+    pub fn cycle<S: AsRef<str>>(cycle: &[S]) -> String {
+        let names: Vec<&str> = cycle.iter().map(AsRef::as_ref).collect();
+        format!(
+            "the workflow has a dependency cycle: {}",
+            names.join(" -> ")
+        )
+    }
+
+    /// A task that is mapped and a teardown too, after `task `NAME`{at} `.
+    pub const MAPPED_TEARDOWN: &str =
+        "is mapped and a teardown; a teardown runs once, after its setups";
+
+    /// A mapped task's name is taken by another task's, `other`, of the form of one of
+    /// its instances, after `task `NAME`{at} `.
+    pub fn instance_named(other: &str) -> String {
+        format!("is mapped, and task `{other}` has the name of one of its instances; rename it")
+    }
+}
+
 /// Why a teardown that sets a trigger rule other than the default is refused.
 pub fn teardown_sets_rule(rule: TriggerRule) -> String {
     format!(
@@ -288,6 +356,24 @@ mod tests {
         assert!(run_succeeded([(Ok, Work), (F, Teardown)]));
         // A successful cleanup after a failure does not make the run a success.
         assert!(!run_succeeded([(F, Work), (Ok, Work)]));
+    }
+
+    #[test]
+    fn an_instance_name_names_its_task_and_index_and_nothing_else_does() {
+        assert_eq!(instance_name("each", 12), "each[12]");
+        assert_eq!(instance_of("each[12]"), Some(("each", 12)));
+        assert_eq!(instance_of("a[b][0]"), Some(("a[b]", 0)));
+        for not in [
+            "each",
+            "each[]",
+            "each[01]",
+            "each[+1]",
+            "each[x]",
+            "each[1]x",
+            "each[99999999999]",
+        ] {
+            assert_eq!(instance_of(not), None, "{not}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use super::{Attempt, Called, Ran};
 use crate::context::Given;
 use crate::{State, Task, TaskError, TriggerRule, UpstreamState, Workflow};
-use sandflow_rules::{Decision, Ended, Role};
+use sandflow_rules::{Decision, Ended, Role, instance_of, refusals};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -435,46 +435,48 @@ fn dependency_order(tasks: &[Task]) -> (Vec<usize>, Vec<Vec<usize>>) {
     let mut index: HashMap<&str, usize> = HashMap::with_capacity(tasks.len());
     for (i, task) in tasks.iter().enumerate() {
         if index.insert(task.name(), i).is_some() {
-            panic!(
-                "task `{}` (declared at {}) is declared more than once; task names must be \
-                 unique",
-                task.name(),
-                task.location()
-            );
+            let at = format!(" (declared at {})", task.location());
+            panic!("{}", refusals::duplicate_task(task.name(), &at));
         }
     }
     let mut waiting_on = vec![0usize; tasks.len()];
     let mut downstream: Vec<Vec<usize>> = vec![Vec::new(); tasks.len()];
     for (i, task) in tasks.iter().enumerate() {
-        let at = task.location();
-        if !task.setups().is_empty() && task.trigger_rule() != TriggerRule::default() {
-            panic!(
-                "task `{}` (declared at {at}) {}",
-                task.name(),
-                sandflow_rules::teardown_sets_rule(task.trigger_rule())
-            );
+        let at = format!(" (declared at {})", task.location());
+        let problem = match () {
+            () if task.setups().is_empty() => None,
+            () if task.mapped_over().is_some() => Some(refusals::MAPPED_TEARDOWN.to_owned()),
+            () if task.trigger_rule() != TriggerRule::default() => {
+                Some(sandflow_rules::teardown_sets_rule(task.trigger_rule()))
+            }
+            () => None,
+        };
+        if let Some(problem) = problem {
+            panic!("task `{}`{at} {problem}", task.name());
+        }
+        if let Some((of, _)) = instance_of(task.name())
+            && tasks
+                .iter()
+                .any(|t| t.name() == of && t.mapped_over().is_some())
+        {
+            panic!("task `{of}` {}", refusals::instance_named(task.name()));
         }
         for upstream in task.upstream() {
             let Some(&u) = index.get(upstream.as_str()) else {
                 panic!(
-                    "task `{}` (declared at {at}) depends on `{upstream}`, which is not a task \
-                     of this workflow",
-                    task.name()
+                    "{}",
+                    refusals::unknown_dependency(task.name(), &at, upstream)
                 );
             };
             if u == i {
-                panic!(
-                    "task `{}` (declared at {at}) depends on itself",
-                    task.name()
-                );
+                panic!("{}", refusals::self_dependency(task.name(), &at));
             }
             // Tasks are listed in order, so `i` is last among `u`'s downstream tasks only if
             // `i` listed `u` already: constant time, however many upstream tasks `i` has.
             if downstream[u].last() == Some(&i) {
                 panic!(
-                    "task `{}` (declared at {at}) lists `{upstream}` more than once in its \
-                     dependencies",
-                    task.name()
+                    "{}",
+                    refusals::duplicate_dependency(task.name(), &at, upstream)
                 );
             }
             waiting_on[i] += 1;
@@ -495,10 +497,7 @@ fn dependency_order(tasks: &[Task]) -> (Vec<usize>, Vec<Vec<usize>>) {
     }
     if order.len() < tasks.len() {
         let cycle = find_cycle(tasks, &index, &waiting_on);
-        panic!(
-            "the workflow has a dependency cycle: {}",
-            cycle.join(" -> ")
-        );
+        panic!("{}", refusals::cycle(&cycle));
     }
     (order, downstream)
 }
@@ -768,6 +767,32 @@ mod tests {
             refusal(twice),
             "task `b` lists `a` more than once in its dependencies"
         );
+        fn mapped_teardown() -> Workflow {
+            Workflow::new("m")
+                .task(ok("list"))
+                .task(ok("each").map_over("list").teardown_of(["list"]))
+        }
+        fn taken() -> Workflow {
+            Workflow::new("n")
+                .task(ok("list"))
+                .task(ok("each").map_over("list"))
+                .task(ok("each[0]"))
+        }
+        fn teardown_rule() -> Workflow {
+            Workflow::new("r")
+                .task(ok("up"))
+                .task(ok("down").teardown_of(["up"]).trigger(TriggerRule::AllDone))
+        }
+        assert_eq!(
+            refusal(mapped_teardown),
+            "task `each` is mapped and a teardown; a teardown runs once, after its setups"
+        );
+        assert_eq!(
+            refusal(taken),
+            "task `each` is mapped, and task `each[0]` has the name of one of its instances; \
+             rename it"
+        );
+        assert!(refusal(teardown_rule).contains("a teardown's rule is fixed"));
         fn stand_in_for_nothing() -> Workflow {
             Workflow::new("n").task(ok("a"))
         }
