@@ -21,6 +21,7 @@ mod schedules;
 mod serve;
 mod telemetry;
 mod tenant;
+mod worker;
 
 use clap::{Args, FromArgMatches, Parser, Subcommand};
 use report::Invocation;
@@ -102,6 +103,9 @@ enum Command {
     Logs(logs::LogsArgs),
     /// Serve the multi-tenant HTTP API until SIGTERM, then drain
     Serve(serve::ServeArgs),
+    /// Run the task attempts a `sandflow serve --workers` queues in its PostgreSQL store
+    /// (`--store`), until SIGTERM
+    Worker(worker::WorkerArgs),
     /// Print the shell's completion script for sandflow, e.g. `sandflow completions bash >
     /// ~/.local/share/bash-completion/completions/sandflow`
     Completions {
@@ -375,7 +379,7 @@ fn main() -> ExitCode {
     // A server's operator wants to see what it does; a command's user only what is wrong.
     // Tenants' own log lines stay out unless asked for: they are the tenants' to fill.
     let default_filter = match cli.command {
-        Command::Serve(_) => "info,sandflow::plugin=warn",
+        Command::Serve(_) | Command::Worker(_) => "info,sandflow::plugin=warn,tokio_postgres=warn",
         _ => "warn",
     };
     let _exporter = match logging::init(
@@ -389,7 +393,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = if matches!(cli.command, Command::Serve(_)) {
+    let runtime = if matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
         sandflow_server::runtime()
     } else {
         tokio::runtime::Runtime::new()
@@ -593,6 +597,7 @@ async fn dispatch(command: Command, context: options::Context) -> Result<u8, Fai
             let interrupts = Interrupts::watch()?;
             serve::serve(args, &place()?, cache.as_deref(), interrupts).await
         }
+        Command::Worker(args) => worker::work(args, &place()?, Interrupts::watch()?).await,
         Command::Tenant { command } => tenant::tenant(command, &place()?).await,
         Command::Completions { shell } => Ok(completions(shell)),
         Command::Schedules { .. } | Command::Policies { .. } | Command::Alerts { .. } => {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 /// Connections a process keeps to a PostgreSQL store: enough for its attempts' reads and
 /// its runs' commits at once, few enough for many processes on one database.
-const CONNECTIONS: usize = 16;
+pub(crate) const CONNECTIONS: usize = 16;
 
 pub enum Place {
     File(PathBuf),

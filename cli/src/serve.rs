@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// instead of the system clock: for tests that cannot wait for days of ticks
     #[arg(long, value_name = "PATH", hide = true)]
     clock_file: Option<std::path::PathBuf>,
+    /// Queue task attempts in the PostgreSQL store (`--store`) for `sandflow worker`
+    /// processes, on this machine or others, instead of running them in this one
+    #[arg(long)]
+    workers: bool,
 }
 
 /// Serves until SIGTERM or Ctrl-C, then drains. Runs a previous process left in flight go
@@ -85,6 +89,20 @@ pub async fn serve(
     let engine = match cache {
         Some(dir) => engine.with_cache(dir.to_owned()),
         None => engine,
+    };
+    let engine = match (args.workers, place) {
+        (false, _) => engine,
+        (true, Place::Postgres(url)) => {
+            let queue = PgStore::connect(url, crate::place::CONNECTIONS)
+                .await
+                .map_err(Failed::input)?;
+            engine.with_queue(Arc::new(queue))
+        }
+        (true, Place::File(_)) => {
+            return Err(Failed::input(
+                "--workers queues attempts in a PostgreSQL store: give it with --store                  postgres://...",
+            ));
+        }
     };
     let clock: Arc<dyn Clock> = match args.clock_file {
         Some(path) => Arc::new(FileClock(path)),

@@ -6,11 +6,13 @@
 use crate::bundle::{Bundle, BundleError, BundleLimits};
 use crate::dag::{Dag, DagError};
 use crate::db::RunRecord;
+use crate::dispatch::InQueue;
 use crate::grants::{GrantPolicy, HostGrants};
 use crate::journal::{InFlight, LogLine};
 use crate::sandbox::{EngineConfig, Sandbox, SandboxError};
 use crate::scheduler::{
-    Clear, InSandbox, NewRun, RunError, RunEvent, RunOptions, RunReport, RunSettings, Runner, Stop,
+    Attempts, Clear, InSandbox, NewRun, RunError, RunEvent, RunOptions, RunReport, RunSettings,
+    Runner, Stop,
 };
 use crate::state::RunState;
 use crate::store::Store;
@@ -27,6 +29,8 @@ pub struct Engine {
     store: Arc<dyn Store>,
     policy: Arc<dyn GrantPolicy>,
     cache: Option<PathBuf>,
+    /// Where attempts go to be run by workers, if not run here (see [`crate::Worker`]).
+    queue: Option<Arc<crate::store::PgStore>>,
 }
 
 /// A bundle loaded and its workflow validated: what runs start from. Cheap to clone.
@@ -115,6 +119,7 @@ impl Engine {
             store,
             policy: Arc::new(HostGrants),
             cache: None,
+            queue: None,
         }
     }
 
@@ -122,6 +127,17 @@ impl Engine {
     /// the host.
     pub fn with_grant_policy(self, policy: Arc<dyn GrantPolicy>) -> Self {
         Self { policy, ..self }
+    }
+
+    /// Queues every attempt of its runs in `queue` for [`crate::Worker`]s to run, instead
+    /// of running them in its own sandbox. The bundle of each run must be stored in
+    /// `queue` for its tenant (as `sandflow serve` stores uploads): workers fetch it by
+    /// its hash.
+    pub fn with_queue(self, queue: Arc<crate::store::PgStore>) -> Self {
+        Self {
+            queue: Some(queue),
+            ..self
+        }
     }
 
     /// Keeps compiled bundles in `dir` (see [`Bundle::load`]).
@@ -207,12 +223,19 @@ impl Engine {
     }
 
     fn runner(&self, flow: &Flow) -> Runner {
-        let attempts = InSandbox {
-            sandbox: self.sandbox.clone(),
-            bundle: flow.bundle.clone(),
+        let attempts: Arc<dyn Attempts> = match &self.queue {
+            Some(queue) => Arc::new(InQueue {
+                queue: queue.clone(),
+                bundle_hash: flow.bundle.hash().to_owned(),
+                slots: self.sandbox.config().instances as usize,
+            }),
+            None => Arc::new(InSandbox {
+                sandbox: self.sandbox.clone(),
+                bundle: flow.bundle.clone(),
+            }),
         };
         Runner {
-            attempts: Arc::new(attempts),
+            attempts,
             workflow: flow.workflow.clone(),
             dag: flow.dag.clone(),
             bundle_path: flow.bundle.path().to_owned(),

@@ -42,6 +42,12 @@ use bindings::sandflow::plugin::{host, types};
 pub trait InputSource: Send + Sync {
     /// The stored output of `task` in this run, `None` if it has none.
     async fn output(&self, task: &str) -> wasmtime::Result<Option<Vec<u8>>>;
+
+    /// The output of `task` if it is held in memory, its commit pending: what an attempt
+    /// run elsewhere must be sent, since the store does not have it yet.
+    fn held(&self, _task: &str) -> Option<Arc<[u8]>> {
+        None
+    }
 }
 
 /// How an upstream task ended, as `upstream-state` tells it.

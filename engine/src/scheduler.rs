@@ -1471,9 +1471,12 @@ impl<'a> LiveRun<'a> {
     /// the instances this invocation made, by index.
     fn records(&self) -> Vec<(String, TaskRecord)> {
         let records = (0..self.tasks.len())
-            .map(|i| (self.unit_name(i).into_owned(), record_of(&self.tasks[i])))
-            .collect();
-        (self.runner.workflow.rows(records).into_iter())
+            .map(|i| (self.unit_name(i).into_owned(), record_of(&self.tasks[i])));
+        // Without instances, the order is already the workflow's: no copy to sort.
+        if self.tasks.len() == self.runner.workflow.tasks.len() {
+            return records.collect();
+        }
+        (self.runner.workflow.rows(records.collect()).into_iter())
             .filter_map(|(name, record)| Some((name, record?)))
             .collect()
     }
@@ -1660,6 +1663,10 @@ impl RunInputs {
 
 #[async_trait::async_trait]
 impl InputSource for RunInputs {
+    fn held(&self, task: &str) -> Option<Arc<[u8]>> {
+        self.held().outputs.get(task).cloned()
+    }
+
     async fn output(&self, task: &str) -> wasmtime::Result<Option<Vec<u8>>> {
         let held = self.held().outputs.get(task).map(|output| output.to_vec());
         if held.is_some() {

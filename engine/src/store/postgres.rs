@@ -150,9 +150,10 @@ pub struct PgStore {
     sole: tokio::sync::Mutex<Option<deadpool_postgres::Object>>,
 }
 
-/// The advisory lock one `sandflow serve` holds on its database for as long as it runs
-/// ("sandserv" in ASCII).
-const SOLE_SERVER_LOCK: i64 = 0x73616e6473657276;
+/// The advisory lock one `sandflow serve` holds on its schema for as long as it runs
+/// ("sand" in ASCII), with the hash of the schema's name: two sandflows in two schemas of
+/// one database are two hosts, each with its own server.
+const SOLE_SERVER_LOCK: i32 = 0x73616e64;
 
 fn encode(value: &impl Serialize) -> String {
     serde_json::to_string(value).expect("records serialize")
@@ -228,7 +229,10 @@ impl PgStore {
     pub async fn hold_as_sole_server(&self) -> Result<bool, StoreError> {
         let client = self.pool.get().await?;
         let held: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&SOLE_SERVER_LOCK])
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))",
+                &[&SOLE_SERVER_LOCK],
+            )
             .await?
             .get(0);
         if held {

@@ -180,6 +180,15 @@ impl PgStore {
         Ok(requeued)
     }
 
+    /// Removes job `id`, answered or not: its dispatcher no longer waits for it.
+    pub async fn withdraw(&self, id: u64) -> Result<(), StoreError> {
+        let client = self.pool.get().await?;
+        client
+            .execute("DELETE FROM queue WHERE id = $1", &[&big(id)])
+            .await?;
+        Ok(())
+    }
+
     /// Takes job `id`'s answer, removing the job, once it is answered; `None` until then.
     pub async fn take_answer(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
         let client = self.pool.get().await?;

@@ -1,0 +1,437 @@
+//! Task attempts run by workers elsewhere, through the PostgreSQL queue
+//! (`store/postgres/queue.rs`): the run's loop queues each attempt as a job and waits for
+//! its answer ([`InQueue`], the scheduler's [`Attempts`] seam), and [`Worker`]s on any
+//! machine claim jobs, run them in their own sandbox, renew their lease while they run
+//! and answer.
+//!
+//! A job carries everything its attempt reads but what the database already holds: the
+//! task, its attempt number, the run's parameters and logical time, how its upstream tasks
+//! ended, the outputs of those whose commit was still pending when it was queued (the
+//! others the worker reads from the store), its limits. The bundle is named by its hash
+//! and fetched from the store once per worker, compiled, and kept.
+//!
+//! Not yet: grants (a queued attempt reaches no directory and no environment variable,
+//! whatever the run was granted), following an attempt's log while it runs (it arrives
+//! with the answer), the tenants' fair share across workers (claims are first in, first
+//! out).
+
+use crate::bundle::{Bundle, BundleLimits};
+use crate::fair::Share;
+use crate::host::{InputSource, TaskIdentity, Upstream};
+use crate::journal::{Journal, LogLine};
+use crate::sandbox::{Execution, RunLimits, Sandbox, SandboxError};
+use crate::scheduler::Attempts;
+use crate::state::{Failure, TaskState};
+use crate::store::{Claim, PgStore, QueueError, Store, StoreError};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What a worker needs to run one attempt, besides the bundle and what the store holds.
+#[derive(Serialize, Deserialize)]
+struct Job {
+    bundle: String,
+    tenant: String,
+    workflow: String,
+    run: u64,
+    task: String,
+    attempt: u32,
+    logical_time_ms: u64,
+    /// JSON, as the run was started with.
+    params: String,
+    /// For an instance of a mapped task: its index and element.
+    item: Option<(u32, String)>,
+    upstream: Vec<(String, TaskState, Option<String>)>,
+    downstream: Vec<String>,
+    deterministic: bool,
+    limits: RunLimits,
+    /// The names of the upstream outputs that travel with the job (their bytes follow).
+    held: Vec<String>,
+}
+
+/// What an attempt did, as a worker answers it (its output's bytes follow).
+#[derive(Serialize, Deserialize)]
+struct Answer {
+    outcome: Result<(), Failure>,
+    fuel_used: u64,
+    started_ms: u64,
+    duration_us: u64,
+    log: Vec<LogLine>,
+    followed: Option<Vec<String>>,
+}
+
+/// `head` as JSON, then `blobs` as they are: outputs are bytes, which JSON would
+/// quadruple.
+fn pack(head: &impl Serialize, blobs: &[&[u8]]) -> Vec<u8> {
+    let lengths: Vec<usize> = blobs.iter().map(|b| b.len()).collect();
+    let head = serde_json::to_vec(&(head, lengths)).expect("jobs and answers encode");
+    let mut packed =
+        Vec::with_capacity(4 + head.len() + blobs.iter().map(|b| b.len()).sum::<usize>());
+    packed.extend_from_slice(&(head.len() as u32).to_le_bytes());
+    packed.extend_from_slice(&head);
+    for blob in blobs {
+        packed.extend_from_slice(blob);
+    }
+    packed
+}
+
+/// What [`pack`] packed; `Err` says why it does not unpack.
+fn unpack<T: DeserializeOwned>(packed: &[u8]) -> Result<(T, Vec<Vec<u8>>), String> {
+    let short = || "it is cut short".to_owned();
+    let (len, rest) = packed.split_first_chunk::<4>().ok_or_else(short)?;
+    let len = u32::from_le_bytes(*len) as usize;
+    let (head, mut rest) = (rest.get(..len).ok_or_else(short)?, &rest[len..]);
+    let (head, lengths): (T, Vec<usize>) =
+        serde_json::from_slice(head).map_err(|e| e.to_string())?;
+    let mut blobs = Vec::with_capacity(lengths.len());
+    for len in lengths {
+        let blob = rest.get(..len).ok_or_else(short)?;
+        blobs.push(blob.to_vec());
+        rest = &rest[len..];
+    }
+    Ok((head, blobs))
+}
+
+/// A run's attempts, queued for workers.
+pub(crate) struct InQueue {
+    pub queue: Arc<PgStore>,
+    pub bundle_hash: String,
+    /// Attempts of one run in the queue at once, at most.
+    pub slots: usize,
+}
+
+/// How often a waiting dispatcher asks whether its job was answered, and puts back jobs
+/// whose lease ran out.
+const POLL: Duration = Duration::from_millis(5);
+
+/// Removes a job nobody waits for any more (its run was stopped): a worker that still
+/// answers it is told its claim is stale.
+struct Withdraw {
+    queue: Arc<PgStore>,
+    id: Option<u64>,
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        if let (Some(id), Ok(runtime)) = (self.id, tokio::runtime::Handle::try_current()) {
+            let queue = self.queue.clone();
+            runtime.spawn(async move { queue.withdraw(id).await });
+        }
+    }
+}
+
+impl Attempts for InQueue {
+    fn slots(&self) -> usize {
+        self.slots
+    }
+
+    fn check(&self, _: &RunLimits) -> Result<(), SandboxError> {
+        // Each worker checks a job's limits against its own sandbox.
+        Ok(())
+    }
+
+    fn run(
+        &self,
+        identity: TaskIdentity,
+        limits: RunLimits,
+        _: Journal,
+    ) -> Pin<Box<dyn Future<Output = Execution<Vec<u8>>> + Send>> {
+        let (queue, bundle) = (self.queue.clone(), self.bundle_hash.clone());
+        Box::pin(async move {
+            let asked = Instant::now();
+            let failed = |failure| Execution {
+                outcome: Err(failure),
+                fuel_used: 0,
+                started_ms: crate::state::now_ms(),
+                duration: Duration::ZERO,
+                queue_wait: asked.elapsed(),
+                instantiation: None,
+                log: Vec::new(),
+                followed: None,
+            };
+            match dispatch(&queue, bundle, identity, limits).await {
+                Ok((answer, output)) => Execution {
+                    outcome: answer.outcome.map(|()| output),
+                    fuel_used: answer.fuel_used,
+                    started_ms: answer.started_ms,
+                    duration: Duration::from_micros(answer.duration_us),
+                    queue_wait: asked.elapsed(),
+                    instantiation: None,
+                    log: answer.log,
+                    followed: answer.followed,
+                },
+                Err(message) => failed(Failure::Start { message }),
+            }
+        })
+    }
+}
+
+/// Queues the attempt `identity` names and waits for its answer.
+async fn dispatch(
+    queue: &Arc<PgStore>,
+    bundle: String,
+    identity: TaskIdentity,
+    limits: RunLimits,
+) -> Result<(Answer, Vec<u8>), String> {
+    let mut held = Vec::new();
+    if let Some(inputs) = &identity.inputs {
+        for name in identity.upstream.keys() {
+            if let Some(output) = inputs.held(name) {
+                held.push((name.clone(), output));
+            }
+        }
+    }
+    let job = Job {
+        bundle,
+        tenant: identity.share.tenant.to_string(),
+        workflow: identity.workflow.to_string(),
+        run: identity.run_id.parse().unwrap_or_default(),
+        task: identity.task,
+        attempt: identity.attempt,
+        logical_time_ms: identity.logical_time_ms,
+        params: String::from_utf8_lossy(&identity.params).into_owned(),
+        item: (identity.item.as_ref())
+            .map(|(i, item)| (*i, String::from_utf8_lossy(item).into_owned())),
+        upstream: (identity.upstream.iter())
+            .map(|(name, up)| (name.clone(), up.state, up.error.clone()))
+            .collect(),
+        downstream: identity.downstream.to_vec(),
+        deterministic: identity.deterministic,
+        limits,
+        held: held.iter().map(|(name, _)| name.clone()).collect(),
+    };
+    let blobs: Vec<&[u8]> = held.iter().map(|(_, output)| &**output).collect();
+    let packed = pack(&job, &blobs);
+    let unreachable = |e: StoreError| format!("the queue is out of reach: {e}");
+    let id = queue
+        .enqueue(&job.tenant, &packed)
+        .await
+        .map_err(unreachable)?;
+    let mut withdraw = Withdraw {
+        queue: queue.clone(),
+        id: Some(id),
+    };
+    loop {
+        if let Some(answer) = queue.take_answer(id).await.map_err(unreachable)? {
+            withdraw.id = None;
+            let (answer, mut blobs) = unpack::<Answer>(&answer)
+                .map_err(|e| format!("a worker's answer does not decode: {e}"))?;
+            return Ok((answer, blobs.pop().unwrap_or_default()));
+        }
+        // Any dispatcher puts lapsed jobs back: their workers are gone.
+        queue.requeue_expired().await.map_err(unreachable)?;
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Why a worker stopped working.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The queue or the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs queued attempts in its own sandbox: one per worker process, as many workers as
+/// machines (or processes) want.
+pub struct Worker {
+    store: Arc<PgStore>,
+    sandbox: Arc<Sandbox>,
+    name: String,
+    lease: Duration,
+    limits: BundleLimits,
+    /// Bundles compiled so far, by tenant and hash.
+    bundles: Mutex<HashMap<(String, String), Arc<Bundle>>>,
+}
+
+impl Worker {
+    /// A worker named `name` (in the queue's rows, for operators) that claims jobs from
+    /// `store` for `lease` at a time and runs them in `sandbox`.
+    pub fn new(store: Arc<PgStore>, sandbox: Arc<Sandbox>, name: &str, lease: Duration) -> Self {
+        Self {
+            store,
+            sandbox,
+            name: name.to_owned(),
+            lease,
+            limits: BundleLimits::default(),
+            bundles: Mutex::default(),
+        }
+    }
+
+    /// Claims one job and runs it to its answer, renewing the lease while it runs;
+    /// whether there was a job. A job whose lease was lost meanwhile is dropped
+    /// unanswered: another worker has it.
+    pub async fn work_once(&self) -> Result<bool, WorkerError> {
+        let Some(claim) = self.store.claim(&self.name, self.lease).await? else {
+            return Ok(false);
+        };
+        let answer = self.attempt(&claim);
+        tokio::pin!(answer);
+        let mut beat = tokio::time::interval(self.lease / 3);
+        beat.tick().await;
+        let answer = loop {
+            tokio::select! {
+                answer = &mut answer => break answer,
+                _ = beat.tick() => match self.store.renew(&claim, self.lease).await {
+                    Ok(()) => {}
+                    Err(QueueError::Stale { .. }) => return Ok(true),
+                    Err(QueueError::Store(e)) => return Err(e.into()),
+                },
+            }
+        };
+        match self.store.answer(&claim, &answer).await {
+            Ok(()) => Ok(true),
+            Err(stale @ QueueError::Stale { .. }) => {
+                tracing::warn!(worker = %self.name, "{stale}");
+                Ok(true)
+            }
+            Err(QueueError::Store(e)) => Err(e.into()),
+        }
+    }
+
+    /// Works until `stop` says so, waiting a little whenever the queue is empty.
+    pub async fn work(
+        &self,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<(), WorkerError> {
+        while !*stop.borrow() {
+            if !self.work_once().await? {
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    _ = stop.changed() => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `claim`'s job; its packed answer.
+    async fn attempt(&self, claim: &Claim) -> Vec<u8> {
+        let (outcome, execution) = match self.execute(claim).await {
+            Ok(execution) => {
+                let outcome = execution.outcome.as_ref().map(|_| ()).map_err(Clone::clone);
+                (outcome, Some(execution))
+            }
+            Err(message) => (Err(Failure::Start { message }), None),
+        };
+        let output = execution
+            .as_ref()
+            .and_then(|e| e.outcome.as_ref().ok())
+            .map_or(&[][..], Vec::as_slice);
+        let answer = Answer {
+            outcome,
+            fuel_used: execution.as_ref().map_or(0, |e| e.fuel_used),
+            started_ms: execution
+                .as_ref()
+                .map_or_else(crate::state::now_ms, |e| e.started_ms),
+            duration_us: execution
+                .as_ref()
+                .map_or(0, |e| e.duration.as_micros() as u64),
+            log: execution.as_ref().map_or_else(Vec::new, |e| e.log.clone()),
+            followed: execution.as_ref().and_then(|e| e.followed.clone()),
+        };
+        pack(&answer, &[output])
+    }
+
+    async fn execute(&self, claim: &Claim) -> Result<Execution<Vec<u8>>, String> {
+        let (job, held) =
+            unpack::<Job>(&claim.job).map_err(|e| format!("the job does not decode: {e}"))?;
+        let bundle = self.bundle(&claim.tenant, &job.bundle).await?;
+        self.sandbox.check(&job.limits).map_err(|e| e.to_string())?;
+        let inputs = Remote {
+            store: self.store.clone(),
+            run: job.run,
+            held: job.held.iter().cloned().zip(held).collect(),
+        };
+        let identity = TaskIdentity {
+            run_id: job.run.to_string(),
+            task: job.task,
+            attempt: job.attempt,
+            logical_time_ms: job.logical_time_ms,
+            upstream: Arc::new(
+                (job.upstream.into_iter())
+                    .map(|(name, state, error)| (name, Upstream { state, error }))
+                    .collect(),
+            ),
+            downstream: job.downstream.into(),
+            item: job.item.map(|(i, item)| (i, Arc::from(item.into_bytes()))),
+            params: Arc::from(job.params.into_bytes()),
+            inputs: Some(Arc::new(inputs)),
+            capabilities: Arc::default(),
+            deterministic: job.deterministic,
+            share: Arc::new(Share {
+                tenant: Arc::from(job.tenant.as_str()),
+                ..Share::default()
+            }),
+            workflow: Arc::from(job.workflow),
+        };
+        let journal = Journal::new(job.limits.log);
+        Ok(self
+            .sandbox
+            .run_task(bundle.pre(), identity, &job.limits, journal)
+            .await)
+    }
+
+    /// `tenant`'s bundle `hash`, compiled once per worker.
+    async fn bundle(&self, tenant: &str, hash: &str) -> Result<Arc<Bundle>, String> {
+        let key = (tenant.to_owned(), hash.to_owned());
+        if let Some(bundle) = self
+            .bundles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(bundle.clone());
+        }
+        let bytes = (self.store.bundle_bytes(tenant, hash).await)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("no bundle {hash} of tenant `{tenant}` in the store"))?;
+        let path = std::path::PathBuf::from(format!("{hash}.wasm"));
+        let bundle = Bundle::from_bytes(&self.sandbox, &path, &bytes, &self.limits, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let bundle = Arc::new(bundle);
+        self.bundles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, bundle.clone());
+        Ok(bundle)
+    }
+}
+
+/// A queued attempt's upstream outputs: those that travelled with the job, and the store.
+struct Remote {
+    store: Arc<PgStore>,
+    run: u64,
+    held: HashMap<String, Vec<u8>>,
+}
+
+#[async_trait::async_trait]
+impl InputSource for Remote {
+    async fn output(&self, task: &str) -> wasmtime::Result<Option<Vec<u8>>> {
+        if let Some(output) = self.held.get(task) {
+            return Ok(Some(output.clone()));
+        }
+        Ok(self.store.output(self.run, task).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packed_job_unpacks_as_it_was_and_a_cut_one_is_refused() {
+        let packed = pack(&("head", 7), &[b"one", b"", b"three"]);
+        let ((head, n), blobs): ((String, u32), _) = unpack(&packed).unwrap();
+        assert_eq!((head.as_str(), n), ("head", 7));
+        assert_eq!(blobs, [b"one".to_vec(), Vec::new(), b"three".to_vec()]);
+        for cut in [0, 3, 10, packed.len() - 1] {
+            assert!(unpack::<(String, u32)>(&packed[..cut]).is_err(), "{cut}");
+        }
+    }
+}
