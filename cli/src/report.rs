@@ -61,7 +61,14 @@ pub async fn run(
         tokio::select! {
             event = handle.next_event() => match event {
                 Some(RunEvent::TaskStarted { task, .. }) => bar.set_message(task),
-                Some(RunEvent::TaskFinished { .. }) => bar.inc(1),
+                Some(RunEvent::TaskFinished { task, .. }) => {
+                    // A mapped task's instances are counted as they end: how many there
+                    // are is known only at run time.
+                    if sandflow::instance_of(&task).is_some() {
+                        bar.inc_length(1);
+                    }
+                    bar.inc(1);
+                }
                 Some(_) => {}
                 None => break,
             },

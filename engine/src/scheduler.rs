@@ -684,9 +684,13 @@ impl Prior {
         })
     }
 
-    /// Tasks that had ended.
+    /// Tasks that had ended (instances of mapped tasks not counted).
     pub(crate) fn done(&self) -> usize {
-        self.records.len()
+        let tasks = self
+            .records
+            .keys()
+            .filter(|name| crate::state::instance_of(name).is_none());
+        tasks.count()
     }
 }
 
