@@ -85,6 +85,7 @@ fn main() {
     runtime.spawn(sandflow_server::serve(
         listener,
         service,
+        None,
         std::future::pending(),
     ));
 

@@ -349,7 +349,8 @@ fn attempt_timeout(text: &str) -> Result<Duration, String> {
 }
 
 /// The exit code of a command that found the database held by another process it could
-/// not reach: sysexits' EX_TEMPFAIL, "try again later", apart from bad input.
+/// not reach, or of a replica that lost the leader's lease: sysexits' EX_TEMPFAIL, "try
+/// again later", apart from bad input.
 const LOCKED: u8 = 75;
 
 /// An error that ends the command: its message, and whether it is the user's input (exit

@@ -5,7 +5,7 @@ use crate::{Failed, Interrupts};
 use clap::Args;
 use sandflow::{Engine, EngineConfig, PgStore, RunLimits};
 use sandflow_server::clock::{Clock, FileClock, SystemClock};
-use sandflow_server::{Service, ServiceConfig};
+use sandflow_server::{Replica, ServeError, Service, ServiceConfig};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -51,6 +51,14 @@ pub struct ServeArgs {
     /// processes, on this machine or others, instead of running them in this one
     #[arg(long)]
     workers: bool,
+    /// Where the other replicas on the PostgreSQL store (`--store`) reach this one's API,
+    /// to forward requests to it while it leads [default: http://ADDR of --listen]
+    #[arg(long, value_name = "URL")]
+    peer_url: Option<String>,
+    /// How long the leader's lease on a PostgreSQL store lasts unrenewed: the longest a
+    /// replica takes to take over from a leader that died
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    leader_lease: Duration,
 }
 
 /// Serves until SIGTERM or Ctrl-C, then drains. Runs a previous process left in flight go
@@ -70,50 +78,61 @@ pub async fn serve(
         }),
         ..EngineConfig::default()
     };
-    let store = place.open().await?;
-    // Held for as long as the server runs.
-    let mut sole_lock = None;
-    if let Place::Postgres(url) = place {
-        let sole = sole_lock.insert(PgStore::connect(url, 1).await.map_err(Failed::input)?);
-        let held = sole.hold_as_sole_server().await.map_err(Failed::input)?;
-        if !held {
-            return Err(Failed {
-                message: "another sandflow serve uses this PostgreSQL database: one server \
-                          per database for now (servers sharing one come with leases)"
-                    .into(),
-                code: crate::LOCKED,
-            });
-        }
-    }
-    let engine = Engine::new(config, store).map_err(Failed::input)?;
-    let engine = match cache {
-        Some(dir) => engine.with_cache(dir.to_owned()),
-        None => engine,
-    };
-    let engine = match (args.workers, place) {
-        (false, _) => engine,
-        (true, Place::Postgres(url)) => {
-            let queue = PgStore::connect(url, crate::place::CONNECTIONS)
-                .await
-                .map_err(Failed::input)?;
-            engine.with_queue(Arc::new(queue))
-        }
-        (true, Place::File(_)) => {
-            return Err(Failed::input(
-                "--workers queues attempts in a PostgreSQL store: give it with --store                  postgres://...",
-            ));
-        }
-    };
-    let clock: Arc<dyn Clock> = match args.clock_file {
-        Some(path) => Arc::new(FileClock(path)),
-        None => Arc::new(SystemClock),
-    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Failed::input(format!("cannot listen on {}: {e}", args.listen)))?;
     let address = listener
         .local_addr()
         .map_err(|e| Failed::input(format!("cannot listen on {}: {e}", args.listen)))?;
+    let (engine, replica) = match place {
+        Place::File(_) if args.workers => {
+            return Err(Failed::input(
+                "--workers queues attempts in a PostgreSQL store: give it with --store \
+                 postgres://...",
+            ));
+        }
+        Place::File(_) => {
+            let engine = Engine::new(config, place.open().await?).map_err(Failed::input)?;
+            (engine, None)
+        }
+        Place::Postgres(url) => {
+            // One pool for the runs and the queue, so that the lease fences both.
+            let store = PgStore::connect(url, crate::place::CONNECTIONS)
+                .await
+                .map_err(Failed::input)?;
+            let store = Arc::new(store);
+            let engine = Engine::new(config, store.clone()).map_err(Failed::input)?;
+            let engine = match args.workers {
+                true => engine.with_queue(store.clone()),
+                false => engine,
+            };
+            let peer_url = match args.peer_url {
+                Some(url) => url,
+                None if address.ip().is_unspecified() => {
+                    return Err(Failed::input(format!(
+                        "listening on {address}, this server cannot tell the other replicas \
+                         where to reach it: give --peer-url http://HOST:{}",
+                        address.port()
+                    )));
+                }
+                None => format!("http://{address}"),
+            };
+            let name = format!("{peer_url}#{}", std::process::id());
+            let leases = PgStore::connect(url, 1).await.map_err(Failed::input)?;
+            let replica = Replica::join(store, leases, name, peer_url, args.leader_lease)
+                .await
+                .map_err(Failed::input)?;
+            (engine, Some(replica))
+        }
+    };
+    let engine = match cache {
+        Some(dir) => engine.with_cache(dir.to_owned()),
+        None => engine,
+    };
+    let clock: Arc<dyn Clock> = match args.clock_file {
+        Some(path) => Arc::new(FileClock(path)),
+        None => Arc::new(SystemClock),
+    };
     let public_url = args.public_url.map_or_else(
         || format!("http://{address}"),
         |u| u.trim_end_matches('/').to_owned(),
@@ -132,21 +151,25 @@ pub async fn serve(
         Place::Postgres(_) => None,
     };
     let service = Service::new(engine, config);
-    let resumed = service.resume_in_flight().await.map_err(|e| Failed {
-        message: format!("cannot take up the runs left in flight: {e}"),
-        code: 1,
-    })?;
-    if resumed > 0 {
-        tracing::info!("{resumed} runs left in flight go on");
+    // Runs left in flight go on before the first request, unless another replica leads.
+    if replica.as_ref().is_none_or(|r| r.leading().is_some()) {
+        service.lead().await.map_err(|e| Failed {
+            message: e.to_string(),
+            code: 1,
+        })?;
     }
     // The first line, which scripts and tests wait for.
     println!("listening on http://{address}");
     let shutdown = async move { interrupts.next().await };
-    sandflow_server::serve(listener, service, shutdown)
-        .await
-        .map_err(|e| Failed {
-            message: format!("the server failed: {e}"),
+    match sandflow_server::serve(listener, service, replica, shutdown).await {
+        Ok(()) => Ok(0),
+        Err(e @ ServeError::Deposed(_)) => Err(Failed {
+            message: format!("{e}; start it again to follow the one that does"),
+            code: crate::LOCKED,
+        }),
+        Err(e) => Err(Failed {
+            message: e.to_string(),
             code: 1,
-        })?;
-    Ok(0)
+        }),
+    }
 }

@@ -22,7 +22,7 @@ use crate::journal::{Journal, LogLine};
 use crate::sandbox::{Execution, RunLimits, Sandbox, SandboxError};
 use crate::scheduler::Attempts;
 use crate::state::{Failure, TaskState};
-use crate::store::{Claim, PgStore, QueueError, Store, StoreError};
+use crate::store::{Claim, IDLE, PgStore, QueueError, Store, StoreError};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -104,9 +104,9 @@ pub(crate) struct InQueue {
     pub slots: usize,
 }
 
-/// How often a waiting dispatcher asks whether its job was answered, and puts back jobs
-/// whose lease ran out.
-const POLL: Duration = Duration::from_millis(5);
+/// How often the dispatchers of a process put back jobs whose lease ran out, at most: a
+/// lapsed job waits this long beyond its lease.
+const REQUEUE: Duration = Duration::from_millis(500);
 
 /// Removes a job nobody waits for any more (its run was stopped): a worker that still
 /// answers it is told its claim is stale.
@@ -207,14 +207,17 @@ async fn dispatch(
     let blobs: Vec<&[u8]> = held.iter().map(|(_, output)| &**output).collect();
     let packed = pack(&job, &blobs);
     let unreachable = |e: StoreError| format!("the queue is out of reach: {e}");
+    // Named so that a leader taking the run up after this one adopts the job.
+    let attempt = format!("{}/{}/{}", job.run, job.task, job.attempt);
     let id = queue
-        .enqueue(&job.tenant, &packed)
+        .enqueue(&job.tenant, &attempt, &packed)
         .await
         .map_err(unreachable)?;
     let mut withdraw = Withdraw {
         queue: queue.clone(),
         id: Some(id),
     };
+    let answered = queue.wakeups().answer(id);
     loop {
         if let Some(answer) = queue.take_answer(id).await.map_err(unreachable)? {
             withdraw.id = None;
@@ -222,9 +225,9 @@ async fn dispatch(
                 .map_err(|e| format!("a worker's answer does not decode: {e}"))?;
             return Ok((answer, blobs.pop().unwrap_or_default()));
         }
-        // Any dispatcher puts lapsed jobs back: their workers are gone.
-        queue.requeue_expired().await.map_err(unreachable)?;
-        tokio::time::sleep(POLL).await;
+        // Dispatchers put lapsed jobs back: their workers are gone.
+        (queue.requeue_expired_every(REQUEUE).await).map_err(unreachable)?;
+        answered.wait().await;
     }
 }
 
@@ -293,15 +296,18 @@ impl Worker {
         }
     }
 
-    /// Works until `stop` says so, waiting a little whenever the queue is empty.
+    /// Works until `stop` says so, waiting for a job to be queued whenever the queue is
+    /// empty.
     pub async fn work(
         &self,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) -> Result<(), WorkerError> {
+        let mut queued = self.store.wakeups().queued();
         while !*stop.borrow() {
+            queued.borrow_and_update();
             if !self.work_once().await? {
                 tokio::select! {
-                    _ = tokio::time::sleep(POLL) => {}
+                    _ = tokio::time::timeout(IDLE, queued.changed()) => {}
                     _ = stop.changed() => {}
                 }
             }

@@ -35,6 +35,10 @@ pub enum StoreError {
     /// The store was shut down while a request waited.
     #[error("the store has shut down")]
     Closed,
+    /// The write was refused: this `sandflow serve` replica no longer holds the leader's
+    /// lease, and the replica that does drives the runs now.
+    #[error("this server no longer leads its replicas: another one took over; retry there")]
+    NotLeader,
 }
 
 /// One task's terminal record with what it produced, written together.
@@ -494,4 +498,5 @@ mod memory;
 mod postgres;
 
 pub use memory::MemoryStore;
-pub use postgres::{Claim, PgConnectError, PgStore, QueueError};
+pub(crate) use postgres::IDLE;
+pub use postgres::{Claim, Leader, PgConnectError, PgStore, QueueError};

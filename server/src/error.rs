@@ -93,6 +93,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::NoSuchRun(id) => Self::not_found(format!("run {id} does not exist")),
+            StoreError::NotLeader => Self::unavailable(),
             e => Self::internal(&e),
         }
     }

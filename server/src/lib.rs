@@ -4,9 +4,9 @@
 //! The [`Service`] holds one [`sandflow::Engine`] that every tenant's runs share; the
 //! [`router`] is its JSON API under `/api/v1`. [`serve`] runs both until shutdown, then
 //! drains: no new run or attempt starts, attempts in flight get a grace period, and what is
-//! left is recorded `interrupted`, to go on when the service starts again
-//! ([`Service::resume_in_flight`]). Meanwhile it fires the tenants' schedules, starts the
-//! runs of their events, and posts their alerts.
+//! left is recorded `interrupted`, to go on when the service starts again, or when another
+//! replica of it takes over ([`replicas`]). Meanwhile it fires the tenants' schedules,
+//! starts the runs of their events, and posts their alerts.
 
 #![deny(missing_docs)]
 
@@ -19,11 +19,14 @@ mod error;
 mod grants;
 mod limiter;
 mod metrics;
+pub mod replicas;
 mod service;
 pub mod token;
 
 pub use api::router;
+pub use replicas::{Replica, ServeError};
 pub use service::{Service, ServiceConfig};
+use std::pin::Pin;
 use std::sync::Arc;
 
 /// The runtime a service runs on. Attempts run wasm for up to one epoch tick (10 ms) per
@@ -49,23 +52,40 @@ pub fn default_instances() -> u32 {
 }
 
 /// Serves `service` on `listener` until `shutdown` completes; then stops taking requests
-/// and drains the service.
+/// and drains the service. Alone (`replica` is `None`) it drives runs from the start;
+/// as one of several replicas it forwards requests to the leader until it leads, and
+/// returns [`ServeError::Deposed`] as soon as it no longer does.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: Arc<Service>,
+    replica: Option<Arc<Replica>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> Result<(), ServeError> {
     metrics::handle();
-    tokio::spawn(service.clone().run_schedules());
-    tokio::spawn(service.clone().run_events());
-    tokio::spawn(service.clone().run_alerts());
+    let mut app = router(service.clone());
+    let deposed: Pin<Box<dyn Future<Output = ServeError> + Send>> = match &replica {
+        None => {
+            service.lead().await?;
+            Box::pin(std::future::pending())
+        }
+        Some(replica) => {
+            let route = axum::middleware::from_fn_with_state(replica.clone(), replicas::route);
+            app = app.layer(route);
+            Box::pin(replica.clone().keep(service.clone()))
+        }
+    };
     let draining = service.clone();
     let stopping = async move {
         shutdown.await;
         tracing::info!("shutting down: draining runs");
         draining.drain().await;
     };
-    axum::serve(listener, router(service))
-        .with_graceful_shutdown(stopping)
-        .await
+    tokio::select! {
+        served = axum::serve(listener, app).with_graceful_shutdown(stopping) => served?,
+        deposed = deposed => return Err(deposed),
+    }
+    if let Some(replica) = replica {
+        replica.resign().await;
+    }
+    Ok(())
 }

@@ -76,6 +76,8 @@ pub struct Service {
     /// Signalled when the last live run ends.
     idle: Notify,
     draining: AtomicBool,
+    /// Whether it drives the runs, having taken up those left in flight.
+    led: AtomicBool,
     starts: RateLimiter,
     /// What each tenant's runs may still store, shared by them: made from its quota and
     /// what the store counts it has stored, the first time it is needed.
@@ -129,6 +131,7 @@ impl Service {
             admission: Default::default(),
             idle: Notify::new(),
             draining: AtomicBool::new(false),
+            led: AtomicBool::new(false),
             starts: RateLimiter::default(),
             storage: Default::default(),
             schedules_changed: Notify::new(),
@@ -165,9 +168,27 @@ impl Service {
         self.draining.load(Ordering::SeqCst)
     }
 
+    /// Takes up the runs a previous process left in flight and keeps the clock: fires the
+    /// schedules, starts the events' runs, posts the alerts. What a server does once it
+    /// drives the runs: at its start when alone, once it leads when one of replicas. Only
+    /// the first call does anything.
+    pub async fn lead(self: &Arc<Self>) -> Result<(), crate::ServeError> {
+        if self.led.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let resumed = (self.resume_in_flight().await).map_err(crate::ServeError::TakeOver)?;
+        if resumed > 0 {
+            tracing::info!("{resumed} runs left in flight go on");
+        }
+        tokio::spawn(self.clone().run_schedules());
+        tokio::spawn(self.clone().run_events());
+        tokio::spawn(self.clone().run_alerts());
+        Ok(())
+    }
+
     /// Takes up every run a previous process left in flight (killed, or drained at its
     /// shutdown): tasks that ended are never run again. Returns how many went on.
-    pub async fn resume_in_flight(self: &Arc<Self>) -> Result<usize, StoreError> {
+    async fn resume_in_flight(self: &Arc<Self>) -> Result<usize, StoreError> {
         let store = self.engine.store();
         let mut resumed = 0;
         for state in [RunState::Running, RunState::Interrupted] {

@@ -33,6 +33,13 @@ impl Schema {
         let url = format!("{base}{joint}options=-csearch_path%3D{name}");
         Self { name, url }
     }
+
+    /// Adds tenant `name` to the schema with `sandflow tenant add`; its token.
+    fn tenant(&self, scratch: &Scratch, name: &str) -> String {
+        let added = scratch.sandflow(&["tenant", "add", name, "--store", &self.url]);
+        assert_eq!(added.code, 0, "{added:?}");
+        added.stdout.trim().to_owned()
+    }
 }
 
 impl Drop for Schema {
@@ -47,9 +54,7 @@ impl Drop for Schema {
 fn a_server_on_postgres_runs_tenants_workflows_and_keeps_them_across_restarts() {
     let scratch = Scratch::default();
     let schema = Schema::new("serve");
-    let added = scratch.sandflow(&["tenant", "add", "acme", "--store", &schema.url]);
-    assert_eq!(added.code, 0, "{added:?}");
-    let token = added.stdout.trim().to_owned();
+    let token = schema.tenant(&scratch, "acme");
 
     let server = Server::start_with(&scratch, &["--store", &schema.url]);
     let api = server.api(&token);
@@ -61,15 +66,6 @@ fn a_server_on_postgres_runs_tenants_workflows_and_keeps_them_across_restarts() 
     assert_eq!(output.body, b"\"Hello, postgres!\"");
     // Nothing went to the database file.
     assert!(!scratch.db().exists());
-
-    // A second server on the same database is refused, with the exit code of "try later".
-    let second = scratch.sandflow(&["serve", "--listen", "127.0.0.1:0", "--store", &schema.url]);
-    assert_eq!(second.code, 75, "{second:?}");
-    assert!(
-        second
-            .stderr
-            .contains("another sandflow serve uses this PostgreSQL database")
-    );
 
     // Stopped and started again, it has the tenant, the bundle and the run.
     server.signal("-TERM");
@@ -216,9 +212,7 @@ fn a_server_with_workers_queues_attempts_that_a_worker_process_runs() {
     use std::io::{BufRead, BufReader};
     let scratch = Scratch::default();
     let schema = Schema::new("worker_process");
-    let added = scratch.sandflow(&["tenant", "add", "acme", "--store", &schema.url]);
-    assert_eq!(added.code, 0, "{added:?}");
-    let token = added.stdout.trim().to_owned();
+    let token = schema.tenant(&scratch, "acme");
     let server = Server::start_with(&scratch, &["--store", &schema.url, "--workers"]);
     let api = server.api(&token);
     let hello = api.upload("hello");
@@ -262,4 +256,93 @@ fn a_server_with_workers_queues_attempts_that_a_worker_process_runs() {
     // Without PostgreSQL there is no queue to take from.
     let refused = scratch.sandflow(&["worker"]);
     refused.assert_bad_input("a worker takes attempts from the queue of a PostgreSQL store");
+}
+
+/// Two servers on one database, behind whichever URL: the follower forwards every request
+/// to the leader, which drives the runs; the leader killed in the middle of a 1,000-task
+/// run, the follower takes over within the lease, the run ends with each task run once,
+/// and an hourly schedule starts one run per tick across the change, none lost or doubled.
+#[test]
+fn the_follower_forwards_to_the_leader_and_takes_over_within_the_lease() {
+    use crate::triggers::{Clock, NEW_YEAR, hour, schedule_hourly, still, wait_for_ticks};
+    use std::time::{Duration, Instant};
+    let scratch = Scratch::default();
+    let schema = Schema::new("replicas");
+    let token = schema.tenant(&scratch, "acme");
+    let clock = Clock::new(&scratch, NEW_YEAR + 30_000);
+    let lease = Duration::from_secs(2);
+    let args = [
+        "--store",
+        &schema.url,
+        "--workers",
+        "--leader-lease",
+        "2s",
+        "--clock-file",
+        clock.0.to_str().unwrap(),
+    ];
+    let leader = Server::start_with(&scratch, &args);
+    let follower = Server::start_with(&scratch, &args);
+    let worker = scratch
+        .command()
+        .args(["worker", "--store", &schema.url, "--instances", "4"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starting sandflow worker");
+    let _worker = Killed(worker);
+
+    // Everything through the follower.
+    let api = follower.api(&token);
+    let fanout = api.upload("sdk-fanout-1k");
+    api.upload("deterministic");
+    schedule_hourly(&api);
+    clock.set(hour(1) + 5_000);
+    wait_for_ticks(&api, &[1]);
+    let id = api.start(&json!({ "bundle": fanout }));
+
+    // Killed once some tasks ended, not all.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ended(&api, id) < 50 {
+        assert!(Instant::now() < deadline, "the run does not progress");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    leader.signal("-KILL");
+    let killed = Instant::now();
+    clock.set(hour(3) + 5_000);
+    // Until the lease lapses nobody leads; then the follower answers.
+    while api.get(&format!("/runs/{id}")).status != 200 {
+        assert!(killed.elapsed() < 10 * lease, "no replica took over");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        killed.elapsed() < 3 * lease,
+        "took over after {:?}",
+        killed.elapsed()
+    );
+    let run = api.finished(id);
+    assert_eq!(run["state"], "succeeded", "{run}");
+    let tasks = run["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 1002);
+    for task in tasks {
+        assert_eq!(task["state"], "success", "{task}");
+        assert_eq!(task["attempts"], 1, "run again after it ended: {task}");
+    }
+    wait_for_ticks(&api, &[1, 2, 3]);
+    still(&api, &[1, 2, 3]);
+}
+
+/// A process that the test's end, passed or failed, kills.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// How many of run `id`'s tasks ended.
+fn ended(api: &crate::serve::Api, id: u64) -> usize {
+    let run = api.get(&format!("/runs/{id}")).json();
+    let tasks = run["tasks"].as_array().map_or(&[][..], |t| t.as_slice());
+    tasks.iter().filter(|t| t["state"] == "success").count()
 }

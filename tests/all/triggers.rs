@@ -9,26 +9,26 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-const HOUR: u64 = 3_600_000;
+pub(crate) const HOUR: u64 = 3_600_000;
 /// 2026-01-01T00:00:00Z.
-const NEW_YEAR: u64 = 1_767_225_600_000;
+pub(crate) const NEW_YEAR: u64 = 1_767_225_600_000;
 
 /// `NEW_YEAR` and `h` hours.
-fn hour(h: i64) -> u64 {
+pub(crate) fn hour(h: i64) -> u64 {
     NEW_YEAR.checked_add_signed(h * HOUR as i64).unwrap()
 }
 
 /// The file the server reads its schedules' time from.
-struct Clock(PathBuf);
+pub(crate) struct Clock(pub(crate) PathBuf);
 
 impl Clock {
-    fn new(scratch: &Scratch, ms: u64) -> Self {
+    pub(crate) fn new(scratch: &Scratch, ms: u64) -> Self {
         let clock = Self(scratch.path().join("clock"));
         clock.set(ms);
         clock
     }
 
-    fn set(&self, ms: u64) {
+    pub(crate) fn set(&self, ms: u64) {
         // Written whole, then renamed: the server never reads half a number.
         let next = self.0.with_extension("next");
         std::fs::write(&next, ms.to_string()).unwrap();
@@ -60,7 +60,7 @@ fn ticks(api: &Api) -> BTreeMap<u64, Vec<u64>> {
 
 /// Waits until scheduled runs exist for exactly `expected` ticks (hours from `NEW_YEAR`),
 /// each one run; their ids, by tick.
-fn wait_for_ticks(api: &Api, expected: &[i64]) -> Vec<u64> {
+pub(crate) fn wait_for_ticks(api: &Api, expected: &[i64]) -> Vec<u64> {
     let expected: Vec<u64> = expected.iter().map(|&h| hour(h)).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -80,9 +80,22 @@ fn wait_for_ticks(api: &Api, expected: &[i64]) -> Vec<u64> {
 
 /// Waits well beyond the server's longest sleep between looks at a file clock (20 ms),
 /// then checks that the scheduled runs are still those of `expected` ticks.
-fn still(api: &Api, expected: &[i64]) {
+pub(crate) fn still(api: &Api, expected: &[i64]) {
     std::thread::sleep(Duration::from_millis(300));
     wait_for_ticks(api, expected);
+}
+
+/// Schedules the uploaded `deterministic` workflow every hour, catching up on at most
+/// ten missed ticks; the schedule as set.
+pub(crate) fn schedule_hourly(api: &Api) -> Value {
+    let hourly = json!({ "cron": "0 * * * *", "catchup": { "policy": "all", "max": 10 } });
+    let set = api.request(
+        "PUT",
+        "/schedules/deterministic",
+        Some(hourly.to_string().as_bytes()),
+    );
+    assert_eq!(set.status, 200, "{set:?}");
+    set.json()
 }
 
 fn observed_logical_ms(api: &Api, run: u64) -> u64 {
@@ -104,14 +117,8 @@ fn a_schedule_fires_each_tick_once_catches_up_pauses_and_backfills() {
         json!([]),
         "none declared"
     );
-    let hourly = json!({ "cron": "0 * * * *", "catchup": { "policy": "all", "max": 10 } });
-    let set = api.request(
-        "PUT",
-        "/schedules/deterministic",
-        Some(hourly.to_string().as_bytes()),
-    );
-    assert_eq!(set.status, 200, "{set:?}");
-    assert_eq!(set.json()["next_tick_ms"], NEW_YEAR + HOUR);
+    let set = schedule_hourly(&api);
+    assert_eq!(set["next_tick_ms"], NEW_YEAR + HOUR);
 
     // A tick passes: one run, whose tasks see the tick as their time.
     clock.set(NEW_YEAR + HOUR + 5_000);

@@ -80,17 +80,28 @@ fn big(value: u64) -> i64 {
 }
 
 impl PgStore {
-    /// Queues `job` for `tenant`; its id, to wait for its answer with.
-    pub async fn enqueue(&self, tenant: &str, job: &[u8]) -> Result<u64, StoreError> {
-        let client = self.pool.get().await?;
-        let id: i64 = client
+    /// Queues `job` for `tenant` as `attempt` (a name no other attempt has); its id, to
+    /// wait for its answer with. An attempt already queued (by a leader that went away
+    /// before its answer came) is adopted as it is, claimed or answered.
+    pub async fn enqueue(
+        &self,
+        tenant: &str,
+        attempt: &str,
+        job: &[u8],
+    ) -> Result<u64, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = self.begin(&mut client).await?;
+        let id: i64 = tx
             .query_one(
-                "INSERT INTO queue (tenant, job) VALUES ($1, $2) RETURNING id",
-                &[&tenant, &job],
+                "INSERT INTO queue (tenant, attempt, job) VALUES ($1, $2, $3)
+                 ON CONFLICT (attempt) DO UPDATE SET attempt = excluded.attempt
+                 RETURNING id",
+                &[&tenant, &attempt, &job],
             )
             .await?
             .get(0);
-        client.execute(&format!("NOTIFY {QUEUED}"), &[]).await?;
+        tx.execute(&format!("NOTIFY {QUEUED}"), &[]).await?;
+        tx.commit().await?;
         Ok(id as u64)
     }
 
@@ -164,10 +175,11 @@ impl PgStore {
     }
 
     /// Puts every claimed job whose lease has run out back in the queue; how many. The
-    /// leader does this (a replica that is not would only race it, harmlessly).
+    /// leader's dispatchers do this, the only ones there are.
     pub async fn requeue_expired(&self) -> Result<u64, StoreError> {
-        let client = self.pool.get().await?;
-        let requeued = client
+        let mut client = self.pool.get().await?;
+        let tx = self.begin(&mut client).await?;
+        let requeued = tx
             .execute(
                 "UPDATE queue SET claimed = false, worker = NULL, lease_until = NULL
                  WHERE claimed AND result IS NULL AND lease_until < clock_timestamp()",
@@ -175,29 +187,47 @@ impl PgStore {
             )
             .await?;
         if requeued > 0 {
-            client.execute(&format!("NOTIFY {QUEUED}"), &[]).await?;
+            tx.execute(&format!("NOTIFY {QUEUED}"), &[]).await?;
         }
+        tx.commit().await?;
         Ok(requeued)
+    }
+
+    /// [`requeue_expired`](Self::requeue_expired), unless this store did so less than
+    /// `every` ago: what each dispatcher of a process may call as often as it likes.
+    pub async fn requeue_expired_every(
+        &self,
+        every: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        let now = std::time::Instant::now();
+        {
+            let mut last = self.requeued.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|last| now.duration_since(last) < every) {
+                return Ok(());
+            }
+            *last = Some(now);
+        }
+        self.requeue_expired().await.map(drop)
     }
 
     /// Removes job `id`, answered or not: its dispatcher no longer waits for it.
     pub async fn withdraw(&self, id: u64) -> Result<(), StoreError> {
-        let client = self.pool.get().await?;
-        client
-            .execute("DELETE FROM queue WHERE id = $1", &[&big(id)])
+        self.changed("DELETE FROM queue WHERE id = $1", &[&big(id)])
             .await?;
         Ok(())
     }
 
     /// Takes job `id`'s answer, removing the job, once it is answered; `None` until then.
     pub async fn take_answer(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let client = self.pool.get().await?;
-        let row = client
+        let mut client = self.pool.get().await?;
+        let tx = self.begin(&mut client).await?;
+        let row = tx
             .query_opt(
                 "DELETE FROM queue WHERE id = $1 AND result IS NOT NULL RETURNING result",
                 &[&big(id)],
             )
             .await?;
+        tx.commit().await?;
         Ok(row.map(|row| row.get("result")))
     }
 }
@@ -222,7 +252,11 @@ mod tests {
     async fn claimers_racing_each_take_a_job_no_other_took() {
         let store = std::sync::Arc::new(fresh(&schema("race")).await);
         for i in 0..200u32 {
-            store.enqueue("acme", &i.to_le_bytes()).await.unwrap();
+            let job = i.to_le_bytes();
+            store
+                .enqueue("acme", &format!("1/t{i}/1"), &job)
+                .await
+                .unwrap();
         }
         let claimers = (0..4).map(|w| {
             let store = store.clone();
@@ -248,7 +282,7 @@ mod tests {
     #[tokio::test]
     async fn a_lapsed_lease_requeues_the_job_and_its_first_worker_is_refused_after() {
         let store = fresh(&schema("lease")).await;
-        let id = store.enqueue("acme", b"job").await.unwrap();
+        let id = store.enqueue("acme", "1/t/1", b"job").await.unwrap();
         let first = store.claim("a", Duration::ZERO).await.unwrap().unwrap();
         assert_eq!((first.id, first.token), (id, 1));
         assert_eq!(store.claim("b", LEASE).await.unwrap(), None, "claimed");
@@ -273,6 +307,10 @@ mod tests {
             store.answer(&second, b"twice").await.is_err(),
             "answered once"
         );
+        // A leader taking the run up after the one that queued it adopts the job, answer
+        // and all, rather than running the attempt a second time.
+        let adopted = store.enqueue("acme", "1/t/1", b"job").await.unwrap();
+        assert_eq!(adopted, id);
         assert_eq!(store.take_answer(id).await.unwrap().unwrap(), b"on time");
         assert_eq!(store.take_answer(id).await.unwrap(), None, "taken once");
         drop_schema("lease").await;
