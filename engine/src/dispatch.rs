@@ -108,6 +108,9 @@ pub(crate) struct InQueue {
 /// lapsed job waits this long beyond its lease.
 const REQUEUE: Duration = Duration::from_millis(500);
 
+/// How long a worker waits before it asks the queue again after the database failed.
+const OUT_OF_REACH: Duration = Duration::from_secs(1);
+
 /// Removes a job nobody waits for any more (its run was stopped): a worker that still
 /// answers it is told its claim is stale.
 struct Withdraw {
@@ -209,8 +212,7 @@ async fn dispatch(
     let unreachable = |e: StoreError| format!("the queue is out of reach: {e}");
     // Named so that a leader taking the run up after this one adopts the job.
     let attempt = format!("{}/{}/{}", job.run, job.task, job.attempt);
-    let id = queue
-        .enqueue(&job.tenant, &attempt, &packed)
+    let id = until_answered(|| queue.enqueue(&job.tenant, &attempt, &packed))
         .await
         .map_err(unreachable)?;
     let mut withdraw = Withdraw {
@@ -219,15 +221,37 @@ async fn dispatch(
     };
     let answered = queue.wakeups().answer(id);
     loop {
-        if let Some(answer) = queue.take_answer(id).await.map_err(unreachable)? {
+        let taken = until_answered(|| queue.take_answer(id)).await;
+        if let Some(answer) = taken.map_err(unreachable)? {
             withdraw.id = None;
             let (answer, mut blobs) = unpack::<Answer>(&answer)
                 .map_err(|e| format!("a worker's answer does not decode: {e}"))?;
             return Ok((answer, blobs.pop().unwrap_or_default()));
         }
         // Dispatchers put lapsed jobs back: their workers are gone.
-        (queue.requeue_expired_every(REQUEUE).await).map_err(unreachable)?;
+        let requeued = until_answered(|| queue.requeue_expired_every(REQUEUE)).await;
+        requeued.map_err(unreachable)?;
         answered.wait().await;
+    }
+}
+
+/// `ask`'s answer once the database gives one: a database restarted or out of reach
+/// delays an attempt, it does not fail it. Only a refusal to write for a replica that no
+/// longer leads is final.
+async fn until_answered<T, F>(mut ask: impl FnMut() -> F) -> Result<T, StoreError>
+where
+    F: Future<Output = Result<T, StoreError>>,
+{
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match ask().await {
+            Err(StoreError::Backend(e)) => {
+                tracing::warn!("the queue is out of reach; asking again in {wait:?}: {e}");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            answered => return answered,
+        }
     }
 }
 
@@ -282,22 +306,34 @@ impl Worker {
                 _ = beat.tick() => match self.store.renew(&claim, self.lease).await {
                     Ok(()) => {}
                     Err(QueueError::Stale { .. }) => return Ok(true),
-                    Err(QueueError::Store(e)) => return Err(e.into()),
+                    // The next beat tries again; a lease lost meanwhile makes the answer
+                    // stale.
+                    Err(QueueError::Store(e)) => {
+                        tracing::warn!(worker = %self.name, "the lease was not renewed: {e}");
+                    }
                 },
             }
         };
-        match self.store.answer(&claim, &answer).await {
-            Ok(()) => Ok(true),
-            Err(stale @ QueueError::Stale { .. }) => {
-                tracing::warn!(worker = %self.name, "{stale}");
-                Ok(true)
+        // Answered until the lease would have run out: the job is another's after that.
+        let deadline = Instant::now() + self.lease;
+        loop {
+            match self.store.answer(&claim, &answer).await {
+                Ok(()) => return Ok(true),
+                Err(stale @ QueueError::Stale { .. }) => {
+                    tracing::warn!(worker = %self.name, "{stale}");
+                    return Ok(true);
+                }
+                Err(QueueError::Store(e)) if Instant::now() >= deadline => return Err(e.into()),
+                Err(QueueError::Store(e)) => {
+                    tracing::warn!(worker = %self.name, "not answered yet: {e}");
+                    tokio::time::sleep(self.lease / 10).await;
+                }
             }
-            Err(QueueError::Store(e)) => Err(e.into()),
         }
     }
 
     /// Works until `stop` says so, waiting for a job to be queued whenever the queue is
-    /// empty.
+    /// empty, and for the database whenever it fails.
     pub async fn work(
         &self,
         mut stop: tokio::sync::watch::Receiver<bool>,
@@ -305,11 +341,18 @@ impl Worker {
         let mut queued = self.store.wakeups().queued();
         while !*stop.borrow() {
             queued.borrow_and_update();
-            if !self.work_once().await? {
-                tokio::select! {
-                    _ = tokio::time::timeout(IDLE, queued.changed()) => {}
-                    _ = stop.changed() => {}
+            let pause = match self.work_once().await {
+                Ok(true) => continue,
+                Ok(false) => IDLE,
+                // The database restarted or is out of reach: wait for it, then go on.
+                Err(e) => {
+                    tracing::warn!(worker = %self.name, "cannot take from the queue: {e}");
+                    OUT_OF_REACH
                 }
+            };
+            tokio::select! {
+                _ = tokio::time::timeout(pause, queued.changed()) => {}
+                _ = stop.changed() => {}
             }
         }
         Ok(())

@@ -24,6 +24,11 @@ impl ApiError {
         }
     }
 
+    /// Whether the server, not the request, failed: asking again later may succeed.
+    pub(crate) fn is_server_error(&self) -> bool {
+        self.status.is_server_error()
+    }
+
     /// What does not exist, or is another tenant's: the two answer alike, so that ids
     /// reveal nothing.
     pub fn not_found(what: impl Into<String>) -> Self {

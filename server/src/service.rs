@@ -207,12 +207,46 @@ impl Service {
     }
 
     async fn resume(self: &Arc<Self>, run: &RunRecord) -> Result<(), ApiError> {
+        let handle = self.reopen(run).await?;
+        self.watch(handle);
+        Ok(())
+    }
+
+    /// Drives `run` on from where its tasks ended.
+    async fn reopen(self: &Arc<Self>, run: &RunRecord) -> Result<RunHandle, ApiError> {
         let tenant = crate::admin::find(&**self.engine.store(), &run.tenant).await?;
         let flow = self.flow(&tenant, &run.bundle_hash).await?;
         let options = self.options(&tenant).await?;
-        let handle = self.engine.resume(&flow, run.id, options).await?;
-        self.watch(handle);
-        Ok(())
+        Ok(self.engine.resume(&flow, run.id, options).await?)
+    }
+
+    /// Takes run `id` up again once the store that failed under it answers: asking after
+    /// a second, then twice as long each time up to half a minute, until the service
+    /// drains. A database restarted or out of reach for a while stops a run's commits,
+    /// not the run.
+    async fn take_up_again(self: &Arc<Self>, id: u64) -> Option<RunHandle> {
+        let mut wait = Duration::from_secs(1);
+        while !self.is_draining() {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
+            let reopened = async { self.reopen(&self.engine.store().run(id).await?).await };
+            match reopened.await {
+                Ok(handle) => {
+                    if let Some(live) = self.live_runs().get_mut(&id) {
+                        live.control = handle.control().clone();
+                    }
+                    return Some(handle);
+                }
+                Err(e) if e.is_server_error() => {
+                    tracing::warn!(run = id, "not taken up again yet: {e:?}");
+                }
+                Err(e) => {
+                    tracing::error!(run = id, "not taken up again: {e:?}");
+                    return None;
+                }
+            }
+        }
+        None
     }
 
     /// Stops starting anything, lets attempts in flight end for the grace period, then
@@ -303,17 +337,32 @@ impl Service {
         tokio::spawn(async move {
             let run = handle.record().clone();
             let mut task_alerts = 0;
-            while let Some(event) = handle.next_event().await {
-                if let RunEvent::TaskFinished { task, record } = event
-                    && record.state == TaskState::Failed
-                    && task_alerts < alerts::MAX_TASK_ALERTS
-                {
-                    task_alerts += 1;
-                    service.task_failed(&run, &task, &record).await;
+            loop {
+                while let Some(event) = handle.next_event().await {
+                    if let RunEvent::TaskFinished { task, record } = event
+                        && record.state == TaskState::Failed
+                        && task_alerts < alerts::MAX_TASK_ALERTS
+                    {
+                        task_alerts += 1;
+                        service.task_failed(&run, &task, &record).await;
+                    }
                 }
-            }
-            if let Err(e) = handle.join().await {
-                tracing::error!(run = id, "run failed to go on: {e}");
+                match handle.join().await {
+                    Ok(_) => break,
+                    Err(RunError::Store(e))
+                        if !matches!(e, StoreError::NotLeader) && !service.is_draining() =>
+                    {
+                        tracing::warn!(run = id, "the run stopped as its store failed: {e}");
+                        match service.take_up_again(id).await {
+                            Some(again) => handle = again,
+                            None => break,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(run = id, "run failed to go on: {e}");
+                        break;
+                    }
+                }
             }
             let ended = service.engine.store().run(id).await;
             if let Ok(run) = &ended {

@@ -9,11 +9,20 @@ use serde_json::json;
 #[path = "../support/postgres.rs"]
 mod support;
 
+#[path = "../support/proxy.rs"]
+mod proxy;
+
 /// A schema of the test database, made empty for one test and dropped with it; its URL
 /// points the store at it.
 struct Schema {
     name: String,
     url: String,
+}
+
+/// `base`, a database's URL, with `schema` as its search path.
+fn on_schema(base: &str, schema: &str) -> String {
+    let joint = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{joint}options=-csearch_path%3D{schema}")
 }
 
 /// Runs `sql` on the test database.
@@ -28,10 +37,33 @@ impl Schema {
         admin(&format!(
             "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
         ));
-        let base = support::test_url();
-        let joint = if base.contains('?') { '&' } else { '?' };
-        let url = format!("{base}{joint}options=-csearch_path%3D{name}");
+        let url = on_schema(&support::test_url(), &name);
         Self { name, url }
+    }
+
+    /// The schema's URL through a proxy to the test database, which the test may cut.
+    fn through(&self, proxy: &proxy::Proxy) -> String {
+        let config: tokio_postgres::Config = support::test_url().parse().unwrap();
+        let user = config.get_user().unwrap_or("postgres");
+        let database = config.get_dbname().unwrap_or(user);
+        let password = (config.get_password())
+            .map_or_else(String::new, |p| format!(":{}", String::from_utf8_lossy(p)));
+        let base = format!(
+            "postgres://{user}{password}@127.0.0.1:{}/{database}",
+            proxy.port
+        );
+        on_schema(&base, &self.name)
+    }
+
+    /// Where the proxy of [`through`](Self::through) connects: the test database.
+    fn server() -> String {
+        let config: tokio_postgres::Config = support::test_url().parse().unwrap();
+        let host = match config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        format!("{host}:{port}")
     }
 
     /// Adds tenant `name` to the schema with `sandflow tenant add`; its token.
@@ -282,13 +314,7 @@ fn the_follower_forwards_to_the_leader_and_takes_over_within_the_lease() {
     ];
     let leader = Server::start_with(&scratch, &args);
     let follower = Server::start_with(&scratch, &args);
-    let worker = scratch
-        .command()
-        .args(["worker", "--store", &schema.url, "--instances", "4"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("starting sandflow worker");
-    let _worker = Killed(worker);
+    let _worker = Killed::worker(&scratch, &schema.url, &[]);
 
     // Everything through the follower.
     let api = follower.api(&token);
@@ -300,11 +326,7 @@ fn the_follower_forwards_to_the_leader_and_takes_over_within_the_lease() {
     let id = api.start(&json!({ "bundle": fanout }));
 
     // Killed once some tasks ended, not all.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while ended(&api, id) < 50 {
-        assert!(Instant::now() < deadline, "the run does not progress");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    some_ended(&api, id);
     leader.signal("-KILL");
     let killed = Instant::now();
     clock.set(hour(3) + 5_000);
@@ -333,10 +355,36 @@ fn the_follower_forwards_to_the_leader_and_takes_over_within_the_lease() {
 /// A process that the test's end, passed or failed, kills.
 struct Killed(std::process::Child);
 
+impl Killed {
+    /// A `sandflow worker` on the store at `url`, running 4 attempts at once.
+    fn worker(scratch: &Scratch, url: &str, extra: &[&str]) -> Self {
+        let worker = scratch
+            .command()
+            .args(["worker", "--store", url, "--instances", "4"])
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("starting sandflow worker");
+        Self(worker)
+    }
+}
+
 impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Waits until some of run `id`'s tasks ended, not all.
+fn some_ended(api: &crate::serve::Api, id: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while ended(api, id) < 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run does not progress"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
 
@@ -345,4 +393,52 @@ fn ended(api: &crate::serve::Api, id: u64) -> usize {
     let run = api.get(&format!("/runs/{id}")).json();
     let tasks = run["tasks"].as_array().map_or(&[][..], |t| t.as_slice());
     tasks.iter().filter(|t| t["state"] == "success").count()
+}
+
+/// The database out of reach in the middle of a run, as a restarted PostgreSQL or a cut
+/// network leaves it: every connection to it dropped and new ones closed for 3 s. The
+/// leader keeps its lease (10 s), the follower and the worker wait, the run's commits
+/// stop and go on once the database answers: the run succeeds with every task, and both
+/// servers answer after.
+#[test]
+fn every_process_outlives_the_database_out_of_reach_and_the_run_succeeds() {
+    use std::time::{Duration, Instant};
+    let scratch = Scratch::default();
+    let schema = Schema::new("cut");
+    let token = schema.tenant(&scratch, "acme");
+    let proxy = proxy::Proxy::start(Schema::server());
+    let url = schema.through(&proxy);
+    let args = ["--store", &url, "--workers", "--leader-lease", "10s"];
+    let leader = Server::start_with(&scratch, &args);
+    let follower = Server::start_with(&scratch, &args);
+    let _worker = Killed::worker(&scratch, &url, &["--lease", "5s"]);
+    let api = follower.api(&token);
+    let fanout = api.upload("sdk-fanout-1k");
+    let id = api.start(&json!({ "bundle": fanout }));
+    some_ended(&api, id);
+
+    proxy.cut();
+    std::thread::sleep(Duration::from_secs(3));
+    proxy.heal();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    // Meanwhile the run may be `interrupted`, between its stop and its taking up again.
+    let run = loop {
+        let answer = api.get(&format!("/runs/{id}"));
+        let finals = ["succeeded", "failed", "cancelled"];
+        if answer.status == 200 && finals.contains(&answer.json()["state"].as_str().unwrap()) {
+            break answer.json();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run never ended: {}",
+            answer.status
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(run["state"], "succeeded");
+    assert_eq!(ended(&api, id), 1002);
+    for server in [&leader, &follower] {
+        let answer = server.api(&token).get(&format!("/runs/{id}"));
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
 }
