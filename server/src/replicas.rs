@@ -64,6 +64,9 @@ pub struct Replica {
     epoch: AtomicU64,
     /// When it asked for the lease it got: the lease holds for at least `lease` from then.
     asked: std::sync::Mutex<Instant>,
+    /// The renewals, from the moment it leads (even while the runs are being taken up
+    /// at its start): why they stopped, when they do.
+    renewing: std::sync::Mutex<Option<tokio::task::JoinHandle<ServeError>>>,
     client: Client<HttpConnector, Body>,
 }
 
@@ -103,6 +106,7 @@ impl Replica {
             lease,
             epoch: AtomicU64::new(0),
             asked: std::sync::Mutex::new(Instant::now()),
+            renewing: std::sync::Mutex::default(),
             client: Client::builder(TokioExecutor::new()).build_http(),
         });
         replica.try_lead().await?;
@@ -114,8 +118,9 @@ impl Replica {
         Some(self.epoch.load(Ordering::SeqCst)).filter(|&epoch| epoch > 0)
     }
 
-    /// Takes the lease if no one holds it; whether this replica leads now.
-    async fn try_lead(&self) -> Result<bool, StoreError> {
+    /// Takes the lease if no one holds it, and renews it from then on; whether this
+    /// replica leads now.
+    async fn try_lead(self: &Arc<Self>) -> Result<bool, StoreError> {
         let asked = Instant::now();
         let taken = self
             .leases
@@ -125,6 +130,8 @@ impl Replica {
             *self.asked.lock().unwrap_or_else(|e| e.into_inner()) = asked;
             self.store.fence(Some(epoch));
             self.epoch.store(epoch, Ordering::SeqCst);
+            let renewing = tokio::spawn(self.clone().renew());
+            *self.renewing.lock().unwrap_or_else(|e| e.into_inner()) = Some(renewing);
             tracing::info!(replica = self.name, epoch, "this replica leads");
         }
         Ok(taken.is_some())
@@ -139,9 +146,20 @@ impl Replica {
                 tracing::warn!(replica = self.name, "cannot ask for the lease: {e}");
             }
         }
-        // Taking the runs up may take longer than a lease: renew meanwhile.
-        let renewing = self.renew();
+        let renewing = self
+            .renewing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let renewing = async {
+            match renewing {
+                Some(renewing) => (renewing.await)
+                    .unwrap_or_else(|e| ServeError::Deposed(format!("its renewals failed: {e}"))),
+                None => ServeError::Deposed("it leads without renewing".into()),
+            }
+        };
         tokio::pin!(renewing);
+        // Taking the runs up may take longer than a lease: the renewals go on meanwhile.
         tokio::select! {
             deposed = &mut renewing => return deposed,
             led = service.lead() => if let Err(e) = led {
@@ -152,7 +170,7 @@ impl Replica {
     }
 
     /// Renews the lease every third of it until it cannot; why not.
-    async fn renew(&self) -> ServeError {
+    async fn renew(self: Arc<Self>) -> ServeError {
         let epoch = self.leading().unwrap_or_default();
         let mut deadline = *self.asked.lock().unwrap_or_else(|e| e.into_inner()) + self.lease;
         loop {
