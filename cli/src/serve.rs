@@ -153,23 +153,27 @@ pub async fn serve(
     let service = Service::new(engine, config);
     // Runs left in flight go on before the first request, unless another replica leads.
     if replica.as_ref().is_none_or(|r| r.leading().is_some()) {
-        service.lead().await.map_err(|e| Failed {
-            message: e.to_string(),
-            code: 1,
-        })?;
+        service.lead().await.map_err(stopped)?;
     }
     // The first line, which scripts and tests wait for.
     println!("listening on http://{address}");
     let shutdown = async move { interrupts.next().await };
-    match sandflow_server::serve(listener, service, replica, shutdown).await {
-        Ok(()) => Ok(0),
-        Err(e @ ServeError::Deposed(_)) => Err(Failed {
+    sandflow_server::serve(listener, service, replica, shutdown)
+        .await
+        .map_err(stopped)?;
+    Ok(0)
+}
+
+/// What the server says, and exits with, when it stops on its own.
+fn stopped(e: ServeError) -> Failed {
+    match e {
+        ServeError::Deposed(_) => Failed {
             message: format!("{e}; start it again to follow the one that does"),
             code: crate::LOCKED,
-        }),
-        Err(e) => Err(Failed {
+        },
+        e => Failed {
             message: e.to_string(),
             code: 1,
-        }),
+        },
     }
 }
