@@ -25,8 +25,9 @@ pub struct WorkerArgs {
     name: Option<String>,
 }
 
-/// Claims and runs queued attempts until a signal; attempts in flight then are dropped
-/// unanswered, and run again elsewhere once their lease runs out.
+/// Claims and runs queued attempts until a signal; the attempts in hand then are finished
+/// and answered first. One whose answer the database cannot take (it is out of reach) is
+/// dropped, and run again elsewhere once its lease runs out.
 pub async fn work(
     args: WorkerArgs,
     place: &Place,

@@ -10,10 +10,12 @@
 //! others the worker reads from the store), its limits. The bundle is named by its hash
 //! and fetched from the store once per worker, compiled, and kept.
 //!
+//! A job is queued under its run's tenant's share (weight and cap of attempts at once),
+//! which the queue's claims honour across every worker.
+//!
 //! Not yet: grants (a queued attempt reaches no directory and no environment variable,
-//! whatever the run was granted), following an attempt's log while it runs (it arrives
-//! with the answer), the tenants' fair share across workers (claims are first in, first
-//! out).
+//! whatever the run was granted) and following an attempt's log while it runs (it
+//! arrives with the answer).
 
 use crate::bundle::{Bundle, BundleLimits};
 use crate::fair::Share;
@@ -51,6 +53,19 @@ struct Job {
     limits: RunLimits,
     /// The names of the upstream outputs that travel with the job (their bytes follow).
     held: Vec<String>,
+}
+
+impl Job {
+    /// The attempt's name in the queue, so that a leader taking the run up after the one
+    /// that queued it adopts its job, and only its: each instance of a mapped task by its
+    /// own name.
+    fn key(&self) -> String {
+        let instance = match &self.item {
+            Some((index, _)) => crate::state::instance_name(&self.task, *index),
+            None => self.task.clone(),
+        };
+        format!("{}/{instance}/{}", self.run, self.attempt)
+    }
 }
 
 /// What an attempt did, as a worker answers it (its output's bytes follow).
@@ -210,9 +225,8 @@ async fn dispatch(
     let blobs: Vec<&[u8]> = held.iter().map(|(_, output)| &**output).collect();
     let packed = pack(&job, &blobs);
     let unreachable = |e: StoreError| format!("the queue is out of reach: {e}");
-    // Named so that a leader taking the run up after this one adopts the job.
-    let attempt = format!("{}/{}/{}", job.run, job.task, job.attempt);
-    let id = until_answered(|| queue.enqueue(&job.tenant, &attempt, &packed))
+    let attempt = job.key();
+    let id = until_answered(|| queue.enqueue(&identity.share, &attempt, &packed))
         .await
         .map_err(unreachable)?;
     let mut withdraw = Withdraw {
@@ -290,11 +304,20 @@ impl Worker {
     }
 
     /// Claims one job and runs it to its answer, renewing the lease while it runs;
-    /// whether there was a job. A job whose lease was lost meanwhile is dropped
-    /// unanswered: another worker has it.
-    pub async fn work_once(&self) -> Result<bool, WorkerError> {
+    /// whether there was a job. The answer is given until the queue takes or refuses it,
+    /// however long the database is out of reach meanwhile, unless `stop` says to give
+    /// up: the token decides whether it still counts, not this worker's guess. A job
+    /// whose lease was lost meanwhile is dropped unanswered: another worker has it.
+    async fn take_one(
+        &self,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> Result<bool, WorkerError> {
         let Some(claim) = self.store.claim(&self.name, self.lease).await? else {
             return Ok(false);
+        };
+        let refused = |stale: QueueError| {
+            tracing::warn!(worker = %self.name, "{stale}");
+            Ok(true)
         };
         let answer = self.attempt(&claim);
         tokio::pin!(answer);
@@ -305,7 +328,7 @@ impl Worker {
                 answer = &mut answer => break answer,
                 _ = beat.tick() => match self.store.renew(&claim, self.lease).await {
                     Ok(()) => {}
-                    Err(QueueError::Stale { .. }) => return Ok(true),
+                    Err(stale @ QueueError::Stale { .. }) => return refused(stale),
                     // The next beat tries again; a lease lost meanwhile makes the answer
                     // stale.
                     Err(QueueError::Store(e)) => {
@@ -314,26 +337,25 @@ impl Worker {
                 },
             }
         };
-        // Answered until the lease would have run out: the job is another's after that.
-        let deadline = Instant::now() + self.lease;
+        let mut stop = stop.clone();
         loop {
             match self.store.answer(&claim, &answer).await {
                 Ok(()) => return Ok(true),
-                Err(stale @ QueueError::Stale { .. }) => {
-                    tracing::warn!(worker = %self.name, "{stale}");
-                    return Ok(true);
-                }
-                Err(QueueError::Store(e)) if Instant::now() >= deadline => return Err(e.into()),
+                Err(stale @ QueueError::Stale { .. }) => return refused(stale),
                 Err(QueueError::Store(e)) => {
                     tracing::warn!(worker = %self.name, "not answered yet: {e}");
-                    tokio::time::sleep(self.lease / 10).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.lease / 10) => {}
+                        _ = stop.wait_for(|stop| *stop) => return Err(e.into()),
+                    }
                 }
             }
         }
     }
 
     /// Works until `stop` says so, waiting for a job to be queued whenever the queue is
-    /// empty, and for the database whenever it fails.
+    /// empty, and for the database whenever it fails. The attempt in hand when it says
+    /// so is finished and answered first, if the database answers.
     pub async fn work(
         &self,
         mut stop: tokio::sync::watch::Receiver<bool>,
@@ -341,7 +363,7 @@ impl Worker {
         let mut queued = self.store.wakeups().queued();
         while !*stop.borrow() {
             queued.borrow_and_update();
-            let pause = match self.work_once().await {
+            let pause = match self.take_one(&stop).await {
                 Ok(true) => continue,
                 Ok(false) => IDLE,
                 // The database restarted or is out of reach: wait for it, then go on.
@@ -412,10 +434,7 @@ impl Worker {
             inputs: Some(Arc::new(inputs)),
             capabilities: Arc::default(),
             deterministic: job.deterministic,
-            share: Arc::new(Share {
-                tenant: Arc::from(job.tenant.as_str()),
-                ..Share::default()
-            }),
+            share: Arc::new(Share::uncapped(&job.tenant)),
             workflow: Arc::from(job.workflow),
         };
         let journal = Journal::new(job.limits.log);
@@ -472,6 +491,38 @@ impl InputSource for Remote {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two attempts in flight at once never share a key: a second would adopt the
+    /// first's job and take its answer as its own.
+    #[test]
+    fn every_attempt_and_every_instance_has_a_key_of_its_own() {
+        let job = |task: &str, attempt, item: Option<u32>| Job {
+            bundle: String::new(),
+            tenant: "acme".into(),
+            workflow: "w".into(),
+            run: 7,
+            task: task.into(),
+            attempt,
+            logical_time_ms: 0,
+            params: "{}".into(),
+            item: item.map(|i| (i, i.to_string())),
+            upstream: Vec::new(),
+            downstream: Vec::new(),
+            deterministic: false,
+            limits: RunLimits::default(),
+            held: Vec::new(),
+        };
+        let keys = [
+            job("squares", 1, Some(0)).key(),
+            job("squares", 1, Some(1)).key(),
+            job("squares", 2, Some(1)).key(),
+            job("total", 1, None).key(),
+            job("total", 2, None).key(),
+        ];
+        assert_eq!(keys[1], "7/squares[1]/1");
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len(), "{keys:?}");
+    }
 
     #[test]
     fn a_packed_job_unpacks_as_it_was_and_a_cut_one_is_refused() {

@@ -23,6 +23,17 @@ pub(crate) struct Share {
     pub max_attempts: Option<u32>,
 }
 
+impl Share {
+    /// `tenant`'s share at weight 1 and no cap: what a worker runs a claimed attempt
+    /// under, its tenant's share having been applied by the claim already.
+    pub(crate) fn uncapped(tenant: &str) -> Self {
+        Self {
+            tenant: Arc::from(tenant),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Share {
     /// The one tenant of a command-line run: weight 1, no cap.
     fn default() -> Self {

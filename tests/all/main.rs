@@ -19,6 +19,7 @@ mod loopback;
 mod mapped;
 mod mutations;
 mod observability;
+mod outages;
 mod postgres;
 mod readme;
 mod resume;

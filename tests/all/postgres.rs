@@ -10,14 +10,20 @@ use serde_json::json;
 mod support;
 
 #[path = "../support/proxy.rs"]
-mod proxy;
+pub(crate) mod proxy;
 
 /// A schema of the test database, made empty for one test and dropped with it; its URL
 /// points the store at it.
-struct Schema {
-    name: String,
-    url: String,
+pub(crate) struct Schema {
+    pub(crate) name: String,
+    pub(crate) url: String,
+    /// The test's hold on the database while the schema lives: shared with the other
+    /// tests, or (for a test that restarts the server) its alone.
+    _shared: Option<std::sync::RwLockReadGuard<'static, ()>>,
+    _alone: Option<std::sync::RwLockWriteGuard<'static, ()>>,
 }
+
+static DATABASE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 /// `base`, a database's URL, with `schema` as its search path.
 fn on_schema(base: &str, schema: &str) -> String {
@@ -31,18 +37,49 @@ fn admin(sql: &str) {
     runtime.block_on(support::admin(sql));
 }
 
+/// The number the query `sql` on the test database returns.
+pub(crate) fn count(sql: &str) -> i64 {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = support::connect().await;
+        client.query_one(sql, &[]).await.unwrap().get(0)
+    })
+}
+
 impl Schema {
-    fn new(test: &str) -> Self {
+    /// A schema for test `test`, which shares the database with the other tests.
+    pub(crate) fn new(test: &str) -> Self {
+        let shared = DATABASE.read().unwrap_or_else(|e| e.into_inner());
+        Self::with(test, Some(shared), None)
+    }
+
+    /// A schema for test `test`, which has the database alone: no other test of this
+    /// process uses it meanwhile.
+    pub(crate) fn alone(test: &str) -> Self {
+        let alone = DATABASE.write().unwrap_or_else(|e| e.into_inner());
+        Self::with(test, None, Some(alone))
+    }
+
+    fn with(
+        test: &str,
+        _shared: Option<std::sync::RwLockReadGuard<'static, ()>>,
+        _alone: Option<std::sync::RwLockWriteGuard<'static, ()>>,
+    ) -> Self {
         let name = format!("sandflow_e2e_{}_{test}", std::process::id());
         admin(&format!(
             "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
         ));
         let url = on_schema(&support::test_url(), &name);
-        Self { name, url }
+        Self {
+            name,
+            url,
+            _shared,
+            _alone,
+        }
     }
 
     /// The schema's URL through a proxy to the test database, which the test may cut.
-    fn through(&self, proxy: &proxy::Proxy) -> String {
+    pub(crate) fn through(&self, proxy: &proxy::Proxy) -> String {
         let config: tokio_postgres::Config = support::test_url().parse().unwrap();
         let user = config.get_user().unwrap_or("postgres");
         let database = config.get_dbname().unwrap_or(user);
@@ -56,7 +93,7 @@ impl Schema {
     }
 
     /// Where the proxy of [`through`](Self::through) connects: the test database.
-    fn server() -> String {
+    pub(crate) fn server() -> String {
         let config: tokio_postgres::Config = support::test_url().parse().unwrap();
         let host = match config.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
@@ -67,7 +104,7 @@ impl Schema {
     }
 
     /// Adds tenant `name` to the schema with `sandflow tenant add`; its token.
-    fn tenant(&self, scratch: &Scratch, name: &str) -> String {
+    pub(crate) fn tenant(&self, scratch: &Scratch, name: &str) -> String {
         let added = scratch.sandflow(&["tenant", "add", name, "--store", &self.url]);
         assert_eq!(added.code, 0, "{added:?}");
         added.stdout.trim().to_owned()
@@ -288,157 +325,4 @@ fn a_server_with_workers_queues_attempts_that_a_worker_process_runs() {
     // Without PostgreSQL there is no queue to take from.
     let refused = scratch.sandflow(&["worker"]);
     refused.assert_bad_input("a worker takes attempts from the queue of a PostgreSQL store");
-}
-
-/// Two servers on one database, behind whichever URL: the follower forwards every request
-/// to the leader, which drives the runs; the leader killed in the middle of a 1,000-task
-/// run, the follower takes over within the lease, the run ends with each task run once,
-/// and an hourly schedule starts one run per tick across the change, none lost or doubled.
-#[test]
-fn the_follower_forwards_to_the_leader_and_takes_over_within_the_lease() {
-    use crate::triggers::{Clock, NEW_YEAR, hour, schedule_hourly, still, wait_for_ticks};
-    use std::time::{Duration, Instant};
-    let scratch = Scratch::default();
-    let schema = Schema::new("replicas");
-    let token = schema.tenant(&scratch, "acme");
-    let clock = Clock::new(&scratch, NEW_YEAR + 30_000);
-    let lease = Duration::from_secs(2);
-    let args = [
-        "--store",
-        &schema.url,
-        "--workers",
-        "--leader-lease",
-        "2s",
-        "--clock-file",
-        clock.0.to_str().unwrap(),
-    ];
-    let leader = Server::start_with(&scratch, &args);
-    let follower = Server::start_with(&scratch, &args);
-    let _worker = Killed::worker(&scratch, &schema.url, &[]);
-
-    // Everything through the follower.
-    let api = follower.api(&token);
-    let fanout = api.upload("sdk-fanout-1k");
-    api.upload("deterministic");
-    schedule_hourly(&api);
-    clock.set(hour(1) + 5_000);
-    wait_for_ticks(&api, &[1]);
-    let id = api.start(&json!({ "bundle": fanout }));
-
-    // Killed once some tasks ended, not all.
-    some_ended(&api, id);
-    leader.signal("-KILL");
-    let killed = Instant::now();
-    clock.set(hour(3) + 5_000);
-    // Until the lease lapses nobody leads; then the follower answers.
-    while api.get(&format!("/runs/{id}")).status != 200 {
-        assert!(killed.elapsed() < 10 * lease, "no replica took over");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        killed.elapsed() < 3 * lease,
-        "took over after {:?}",
-        killed.elapsed()
-    );
-    let run = api.finished(id);
-    assert_eq!(run["state"], "succeeded", "{run}");
-    let tasks = run["tasks"].as_array().unwrap();
-    assert_eq!(tasks.len(), 1002);
-    for task in tasks {
-        assert_eq!(task["state"], "success", "{task}");
-        assert_eq!(task["attempts"], 1, "run again after it ended: {task}");
-    }
-    wait_for_ticks(&api, &[1, 2, 3]);
-    still(&api, &[1, 2, 3]);
-}
-
-/// A process that the test's end, passed or failed, kills.
-struct Killed(std::process::Child);
-
-impl Killed {
-    /// A `sandflow worker` on the store at `url`, running 4 attempts at once.
-    fn worker(scratch: &Scratch, url: &str, extra: &[&str]) -> Self {
-        let worker = scratch
-            .command()
-            .args(["worker", "--store", url, "--instances", "4"])
-            .args(extra)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("starting sandflow worker");
-        Self(worker)
-    }
-}
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Waits until some of run `id`'s tasks ended, not all.
-fn some_ended(api: &crate::serve::Api, id: u64) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while ended(api, id) < 50 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the run does not progress"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
-/// How many of run `id`'s tasks ended.
-fn ended(api: &crate::serve::Api, id: u64) -> usize {
-    let run = api.get(&format!("/runs/{id}")).json();
-    let tasks = run["tasks"].as_array().map_or(&[][..], |t| t.as_slice());
-    tasks.iter().filter(|t| t["state"] == "success").count()
-}
-
-/// The database out of reach in the middle of a run, as a restarted PostgreSQL or a cut
-/// network leaves it: every connection to it dropped and new ones closed for 3 s. The
-/// leader keeps its lease (10 s), the follower and the worker wait, the run's commits
-/// stop and go on once the database answers: the run succeeds with every task, and both
-/// servers answer after.
-#[test]
-fn every_process_outlives_the_database_out_of_reach_and_the_run_succeeds() {
-    use std::time::{Duration, Instant};
-    let scratch = Scratch::default();
-    let schema = Schema::new("cut");
-    let token = schema.tenant(&scratch, "acme");
-    let proxy = proxy::Proxy::start(Schema::server());
-    let url = schema.through(&proxy);
-    let args = ["--store", &url, "--workers", "--leader-lease", "10s"];
-    let leader = Server::start_with(&scratch, &args);
-    let follower = Server::start_with(&scratch, &args);
-    let _worker = Killed::worker(&scratch, &url, &["--lease", "5s"]);
-    let api = follower.api(&token);
-    let fanout = api.upload("sdk-fanout-1k");
-    let id = api.start(&json!({ "bundle": fanout }));
-    some_ended(&api, id);
-
-    proxy.cut();
-    std::thread::sleep(Duration::from_secs(3));
-    proxy.heal();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    // Meanwhile the run may be `interrupted`, between its stop and its taking up again.
-    let run = loop {
-        let answer = api.get(&format!("/runs/{id}"));
-        let finals = ["succeeded", "failed", "cancelled"];
-        if answer.status == 200 && finals.contains(&answer.json()["state"].as_str().unwrap()) {
-            break answer.json();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the run never ended: {}",
-            answer.status
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(run["state"], "succeeded");
-    assert_eq!(ended(&api, id), 1002);
-    for server in [&leader, &follower] {
-        let answer = server.api(&token).get(&format!("/runs/{id}"));
-        assert_eq!(answer.status, 200, "{answer:?}");
-    }
 }

@@ -89,6 +89,11 @@ impl Server {
         assert!(sent.success());
     }
 
+    /// Whether the server has not exited.
+    pub(crate) fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     /// Waits for the server to exit; its exit code.
     pub(crate) fn wait(mut self) -> Option<i32> {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -10,6 +10,11 @@ pub fn test_url() -> String {
 
 /// Runs `sql` on the test database, outside any store.
 pub async fn admin(sql: &str) {
+    connect().await.batch_execute(sql).await.unwrap();
+}
+
+/// A connection to the test database, outside any store.
+pub async fn connect() -> tokio_postgres::Client {
     let url = test_url();
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
@@ -20,5 +25,5 @@ pub async fn admin(sql: &str) {
             )
         });
     tokio::spawn(connection);
-    client.batch_execute(sql).await.unwrap();
+    client
 }

@@ -87,6 +87,7 @@ CREATE INDEX alerts_pending ON alerts (id) WHERE pending;
 "#,
     queue::MIGRATION,
     leader::MIGRATION,
+    queue::SHARES,
 ];
 
 /// The advisory lock migrations are applied under: any number that no other user of the

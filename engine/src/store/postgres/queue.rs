@@ -16,10 +16,20 @@
 //! [`ANSWERED`]); they poll as well, so a lost notification costs a poll interval, never
 //! an attempt.
 //!
+//! Claims are fair between tenants across every worker, as the engine's slots are within
+//! one process (`fair.rs`): a claim goes to the tenant with jobs waiting that has the
+//! fewest claimed for its weight (the one whose job waited longest among equals), and
+//! never past its cap of attempts at once. The cap is strict however many workers claim
+//! at once: a tenant has one row per attempt it may run in `queue_slots`, a claim takes a
+//! free one (`FOR UPDATE SKIP LOCKED`, so claims of one tenant do not wait on each other)
+//! and a trigger frees it in the statement that ends the claim (an answer, a requeue, a
+//! withdrawal), so no path of the code can leak one.
+//!
 //! Jobs and results are opaque here: what an attempt needs and what it returned are the
 //! dispatcher's and the worker's business, encoded by them.
 
 use super::PgStore;
+use crate::fair::Share;
 use crate::store::StoreError;
 
 /// The queue's table; the second migration.
@@ -37,6 +47,97 @@ CREATE TABLE queue (
 CREATE INDEX queue_ready ON queue (id) WHERE NOT claimed AND result IS NULL;
 CREATE INDEX queue_leases ON queue (lease_until) WHERE claimed AND result IS NULL;
 "#;
+
+/// The tenants' turns among workers at the queue, in the order a claim tries them:
+/// tenants with jobs waiting and claims to spare (by the claimed count; the slots decide
+/// for sure), fewest claimed for their weight first, then the one whose oldest job waits
+/// longest.
+macro_rules! turns {
+    () => {
+        "SELECT t.tenant, t.cap
+         FROM queue_tenants t
+         CROSS JOIN LATERAL (SELECT q.id AS first FROM queue q
+             WHERE q.tenant = t.tenant AND NOT q.claimed AND q.result IS NULL
+             ORDER BY q.id LIMIT 1) ready
+         CROSS JOIN LATERAL (SELECT count(*) AS n FROM queue q
+             WHERE q.tenant = t.tenant AND q.claimed AND q.result IS NULL) running
+         WHERE t.cap IS NULL OR running.n < t.cap
+         ORDER BY running.n::float8 / t.weight, ready.first"
+    };
+}
+
+/// Fair shares across workers; the fourth migration. A tenant's weight and cap are those
+/// its latest job was queued with. Jobs claimed before it hold no slot: a tenant may run
+/// past its cap until they end.
+pub(super) const SHARES: &str = concat!(
+    r#"
+CREATE TABLE queue_tenants (
+    tenant text PRIMARY KEY,
+    weight integer NOT NULL,
+    cap integer
+);
+INSERT INTO queue_tenants (tenant, weight) SELECT DISTINCT tenant, 1 FROM queue;
+CREATE TABLE queue_slots (
+    tenant text,
+    slot integer,
+    job bigint,
+    PRIMARY KEY (tenant, slot)
+);
+CREATE INDEX queue_slots_held ON queue_slots (job) WHERE job IS NOT NULL;
+DROP INDEX queue_ready;
+CREATE INDEX queue_ready ON queue (tenant, id) WHERE NOT claimed AND result IS NULL;
+CREATE INDEX queue_running ON queue (tenant) WHERE claimed AND result IS NULL;
+
+CREATE FUNCTION sandflow_free_slot() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE queue_slots SET job = NULL WHERE job = OLD.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER queue_answered_frees_slot AFTER UPDATE ON queue FOR EACH ROW
+    WHEN (OLD.claimed AND OLD.result IS NULL AND NOT (NEW.claimed AND NEW.result IS NULL))
+    EXECUTE FUNCTION sandflow_free_slot();
+CREATE TRIGGER queue_withdrawn_frees_slot AFTER DELETE ON queue FOR EACH ROW
+    WHEN (OLD.claimed AND OLD.result IS NULL)
+    EXECUTE FUNCTION sandflow_free_slot();
+
+CREATE FUNCTION sandflow_claim(claimer text, lease_ms float8)
+RETURNS TABLE (claimed_id bigint, claimed_token bigint, claimed_tenant text, claimed_job bytea)
+LANGUAGE plpgsql AS $$
+DECLARE
+    turn record;
+    held integer;
+BEGIN
+    FOR turn IN "#,
+    turns!(),
+    r#" LOOP
+        held := NULL;
+        IF turn.cap IS NOT NULL THEN
+            SELECT s.slot INTO held FROM queue_slots s
+            WHERE s.tenant = turn.tenant AND s.slot < turn.cap AND s.job IS NULL
+            LIMIT 1 FOR UPDATE SKIP LOCKED;
+            CONTINUE WHEN NOT FOUND;
+        END IF;
+        UPDATE queue q SET claimed = true, token = q.token + 1, worker = claimer,
+            lease_until = clock_timestamp() + lease_ms * interval '1 millisecond'
+        WHERE q.id = (SELECT r.id FROM queue r
+                      WHERE r.tenant = turn.tenant AND NOT r.claimed AND r.result IS NULL
+                      ORDER BY r.id LIMIT 1 FOR UPDATE SKIP LOCKED)
+        RETURNING q.id, q.token, q.tenant, q.job
+        INTO claimed_id, claimed_token, claimed_tenant, claimed_job;
+        IF FOUND THEN
+            UPDATE queue_slots s SET job = claimed_id
+            WHERE s.tenant = turn.tenant AND s.slot = held;
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END LOOP;
+END $$;
+"#
+);
+
+/// The most attempts at once a cap may name (the tenants' quota goes no higher): above
+/// it, a share counts as uncapped rather than have that many slots.
+const MAX_CAP: u32 = 4096;
 
 /// The channel claimers listen on: a row was queued (again).
 pub(super) const QUEUED: &str = "sandflow_queued";
@@ -80,17 +181,38 @@ fn big(value: u64) -> i64 {
 }
 
 impl PgStore {
-    /// Queues `job` for `tenant` as `attempt` (a name no other attempt has); its id, to
-    /// wait for its answer with. An attempt already queued (by a leader that went away
-    /// before its answer came) is adopted as it is, claimed or answered.
-    pub async fn enqueue(
+    /// Queues `job` for `share`'s tenant as `attempt` (a name no other attempt has),
+    /// claimed in turns by `share`; its id, to wait for its answer with. An attempt
+    /// already queued (by a leader that went away before its answer came) is adopted as
+    /// it is, claimed or answered.
+    pub(crate) async fn enqueue(
         &self,
-        tenant: &str,
+        share: &Share,
         attempt: &str,
         job: &[u8],
     ) -> Result<u64, StoreError> {
+        let tenant = &*share.tenant;
+        let weight = share.weight.clamp(1, i32::MAX as u32) as i32;
+        let cap = (share.max_attempts)
+            .filter(|&cap| cap <= MAX_CAP)
+            .map(|cap| cap as i32);
         let mut client = self.pool.get().await?;
         let tx = self.begin(&mut client).await?;
+        // Written only when the tenant's share changed, so that enqueues of one tenant
+        // do not queue behind each other on its row.
+        tx.execute(
+            "WITH changed AS (
+                 INSERT INTO queue_tenants (tenant, weight, cap)
+                 SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM queue_tenants
+                     WHERE tenant = $1 AND weight = $2 AND cap IS NOT DISTINCT FROM $3)
+                 ON CONFLICT (tenant) DO UPDATE SET weight = excluded.weight, cap = excluded.cap
+                 RETURNING tenant, cap)
+             INSERT INTO queue_slots (tenant, slot)
+             SELECT tenant, generate_series(0, cap - 1) FROM changed WHERE cap IS NOT NULL
+             ON CONFLICT DO NOTHING",
+            &[&tenant, &weight, &cap],
+        )
+        .await?;
         let id: i64 = tx
             .query_one(
                 "INSERT INTO queue (tenant, attempt, job) VALUES ($1, $2, $3)
@@ -105,8 +227,8 @@ impl PgStore {
         Ok(id as u64)
     }
 
-    /// Claims the oldest queued job for `worker`, leased for `lease`; `None` when none
-    /// is queued.
+    /// Claims a queued job for `worker`, leased for `lease`: the oldest of the tenant
+    /// whose turn it is; `None` when no tenant with jobs queued may run one more.
     pub async fn claim(
         &self,
         worker: &str,
@@ -115,19 +237,15 @@ impl PgStore {
         let client = self.pool.get().await?;
         let row = client
             .query_opt(
-                "UPDATE queue SET claimed = true, token = token + 1, worker = $1,
-                     lease_until = clock_timestamp() + $2 * interval '1 millisecond'
-                 WHERE id = (SELECT id FROM queue WHERE NOT claimed AND result IS NULL
-                             ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
-                 RETURNING id, token, tenant, job",
+                "SELECT * FROM sandflow_claim($1, $2)",
                 &[&worker, &(lease.as_millis() as f64)],
             )
             .await?;
         Ok(row.map(|row| Claim {
-            id: row.get::<_, i64>("id") as u64,
-            token: row.get::<_, i64>("token") as u64,
-            tenant: row.get("tenant"),
-            job: row.get("job"),
+            id: row.get::<_, i64>("claimed_id") as u64,
+            token: row.get::<_, i64>("claimed_token") as u64,
+            tenant: row.get("claimed_tenant"),
+            job: row.get("claimed_job"),
         }))
     }
 
@@ -248,13 +366,25 @@ mod tests {
 
     const LEASE: Duration = Duration::from_secs(30);
 
+    fn acme() -> Share {
+        Share::uncapped("acme")
+    }
+
+    fn share(tenant: &str, weight: u32, cap: Option<u32>) -> Share {
+        Share {
+            tenant: tenant.into(),
+            weight,
+            max_attempts: cap,
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn claimers_racing_each_take_a_job_no_other_took() {
         let store = std::sync::Arc::new(fresh(&schema("race")).await);
         for i in 0..200u32 {
             let job = i.to_le_bytes();
             store
-                .enqueue("acme", &format!("1/t{i}/1"), &job)
+                .enqueue(&acme(), &format!("1/t{i}/1"), &job)
                 .await
                 .unwrap();
         }
@@ -282,7 +412,7 @@ mod tests {
     #[tokio::test]
     async fn a_lapsed_lease_requeues_the_job_and_its_first_worker_is_refused_after() {
         let store = fresh(&schema("lease")).await;
-        let id = store.enqueue("acme", "1/t/1", b"job").await.unwrap();
+        let id = store.enqueue(&acme(), "1/t/1", b"job").await.unwrap();
         let first = store.claim("a", Duration::ZERO).await.unwrap().unwrap();
         assert_eq!((first.id, first.token), (id, 1));
         assert_eq!(store.claim("b", LEASE).await.unwrap(), None, "claimed");
@@ -309,32 +439,157 @@ mod tests {
         );
         // A leader taking the run up after the one that queued it adopts the job, answer
         // and all, rather than running the attempt a second time.
-        let adopted = store.enqueue("acme", "1/t/1", b"job").await.unwrap();
+        let adopted = store.enqueue(&acme(), "1/t/1", b"job").await.unwrap();
         assert_eq!(adopted, id);
         assert_eq!(store.take_answer(id).await.unwrap().unwrap(), b"on time");
         assert_eq!(store.take_answer(id).await.unwrap(), None, "taken once");
         drop_schema("lease").await;
     }
 
-    /// The claim's plan with 100,000 jobs queued: the partial index, not a scan of the
-    /// table, so a claim costs the same however long the queue.
+    /// Tenants' claims by weight: with both queues long, a tenant of weight 3 has three
+    /// claimed for each one of a tenant of weight 1 whose jobs were queued first; equals
+    /// take turns by whose job waited longest.
     #[tokio::test]
-    async fn a_claim_among_100_000_queued_jobs_reads_the_index() {
+    async fn claims_go_to_tenants_in_turns_by_weight() {
+        let store = fresh(&schema("weights")).await;
+        let (light, heavy) = (share("light", 1, None), share("heavy", 3, None));
+        for i in 0..20 {
+            store
+                .enqueue(&light, &format!("1/t{i}/1"), b"light")
+                .await
+                .unwrap();
+        }
+        for i in 0..20 {
+            store
+                .enqueue(&heavy, &format!("2/t{i}/1"), b"heavy")
+                .await
+                .unwrap();
+        }
+        let mut took = Vec::new();
+        for _ in 0..8 {
+            let claim = store.claim("w", LEASE).await.unwrap().unwrap();
+            took.push(claim.tenant);
+        }
+        // Claimed (light, heavy) before each: (0,0) tie, light's job is older; (1,0);
+        // (1,1/3); (1,2/3); (1,1) tie again; (2,1); (2,4/3); (2,5/3).
+        let order = [
+            "light", "heavy", "heavy", "heavy", "light", "heavy", "heavy", "heavy",
+        ];
+        assert_eq!(took, order);
+        drop_schema("weights").await;
+    }
+
+    /// A tenant at its cap gets no more claims, whoever asks, until one of its claims
+    /// ends (answered, requeued, withdrawn); other tenants' jobs are claimed meanwhile.
+    #[tokio::test]
+    async fn a_tenant_at_its_cap_is_passed_over_until_a_claim_of_its_ends() {
+        let store = fresh(&schema("cap")).await;
+        let capped = share("capped", 1, Some(2));
+        for i in 0..6 {
+            store
+                .enqueue(&capped, &format!("1/t{i}/1"), b"c")
+                .await
+                .unwrap();
+        }
+        let first = store.claim("a", LEASE).await.unwrap().unwrap();
+        let lapsing = store.claim("b", Duration::ZERO).await.unwrap().unwrap();
+        assert_eq!(store.claim("c", LEASE).await.unwrap(), None, "at its cap");
+        store.enqueue(&acme(), "2/t/1", b"other").await.unwrap();
+        let other = store.claim("c", LEASE).await.unwrap().unwrap();
+        assert_eq!(other.tenant, "acme");
+
+        store.answer(&first, b"done").await.unwrap();
+        let third = store.claim("c", LEASE).await.unwrap().unwrap();
+        assert_eq!(third.tenant, "capped", "an answer frees a slot");
+        assert_eq!(store.claim("c", LEASE).await.unwrap(), None);
+        assert_eq!(store.requeue_expired().await.unwrap(), 1);
+        let fourth = store.claim("c", LEASE).await.unwrap().unwrap();
+        assert_eq!(fourth.id, lapsing.id, "a requeue frees a slot");
+        store.withdraw(third.id).await.unwrap();
+        let fifth = store.claim("c", LEASE).await.unwrap().unwrap();
+        assert_eq!(fifth.tenant, "capped", "a withdrawal frees a slot");
+
+        // A lower cap holds it at the new cap; a higher one lets more through.
+        let lower = share("capped", 1, Some(1));
+        store.enqueue(&lower, "1/t9/1", b"c").await.unwrap();
+        store.answer(&fourth, b"done").await.unwrap();
+        assert_eq!(
+            store.claim("c", LEASE).await.unwrap(),
+            None,
+            "one still claimed"
+        );
+        let higher = share("capped", 1, Some(3));
+        store.enqueue(&higher, "1/t10/1", b"c").await.unwrap();
+        assert!(store.claim("c", LEASE).await.unwrap().is_some());
+        assert!(store.claim("c", LEASE).await.unwrap().is_some());
+        assert_eq!(
+            store.claim("c", LEASE).await.unwrap(),
+            None,
+            "three claimed"
+        );
+        drop_schema("cap").await;
+    }
+
+    /// Claimers racing for a capped tenant's many jobs take exactly its cap between them:
+    /// the cap holds across workers, not per worker.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn claimers_racing_never_take_more_than_the_cap() {
+        let store = std::sync::Arc::new(fresh(&schema("capped_race")).await);
+        let capped = share("capped", 1, Some(3));
+        for i in 0..100 {
+            store
+                .enqueue(&capped, &format!("1/t{i}/1"), b"c")
+                .await
+                .unwrap();
+        }
+        let claimers = (0..8).map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut took = 0;
+                for _ in 0..5 {
+                    took += store
+                        .claim(&format!("w{w}"), LEASE)
+                        .await
+                        .unwrap()
+                        .iter()
+                        .count();
+                }
+                took
+            })
+        });
+        let mut took = 0;
+        for claimer in claimers {
+            took += claimer.await.unwrap();
+        }
+        assert_eq!(took, 3);
+        drop_schema("capped_race").await;
+    }
+
+    /// The claim's plan with 100,000 jobs of 100 tenants queued: the tenants' turns read
+    /// the partial indexes, never the whole table, so a claim costs the same however
+    /// long the queue.
+    #[tokio::test]
+    async fn a_claim_among_100_000_queued_jobs_reads_the_indexes() {
         let store = fresh(&schema("plan")).await;
+        for tenant in 0..100i32 {
+            let share = share(&format!("t{tenant}"), 1, Some(4));
+            let first = tenant.to_be_bytes();
+            store
+                .enqueue(&share, &format!("{tenant}/first"), &first)
+                .await
+                .unwrap();
+        }
         let client = store.pool.get().await.unwrap();
         client
             .batch_execute(
-                "INSERT INTO queue (tenant, job) \
-                 SELECT 'acme', int4send(n) FROM generate_series(1, 100000) n; ANALYZE queue",
+                "INSERT INTO queue (tenant, attempt, job) \
+                 SELECT 't' || n % 100, n::text, int4send(n) FROM generate_series(1, 100000) n; \
+                 ANALYZE queue",
             )
             .await
             .unwrap();
         let plan: Vec<String> = client
-            .query(
-                "EXPLAIN SELECT id FROM queue WHERE NOT claimed AND result IS NULL \
-                 ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED",
-                &[],
-            )
+            .query(concat!("EXPLAIN ", turns!()), &[])
             .await
             .unwrap()
             .iter()
@@ -342,10 +597,14 @@ mod tests {
             .collect();
         let plan = plan.join("\n");
         assert!(plan.contains("queue_ready"), "{plan}");
-        assert!(!plan.contains("Seq Scan"), "{plan}");
+        assert!(plan.contains("queue_running"), "{plan}");
+        assert!(
+            !plan.contains("Seq Scan on queue q"),
+            "no scan of the queue: {plan}"
+        );
         drop(client);
         let claim = store.claim("w", LEASE).await.unwrap().unwrap();
-        assert_eq!(claim.job, 1i32.to_be_bytes());
+        assert_eq!(claim.job, 0i32.to_be_bytes(), "the oldest job, of t0");
         drop_schema("plan").await;
     }
 

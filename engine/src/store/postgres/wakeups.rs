@@ -211,7 +211,10 @@ mod tests {
         listening(&dispatcher).await;
         let mut queued = listening(&worker).await;
 
-        let id = dispatcher.enqueue("acme", "1/t/1", b"job").await.unwrap();
+        let id = dispatcher
+            .enqueue(&crate::fair::Share::uncapped("acme"), "1/t/1", b"job")
+            .await
+            .unwrap();
         tokio::time::timeout(AT_MOST, queued.changed())
             .await
             .unwrap()
