@@ -88,29 +88,28 @@ fn main() {
             .with_queue(store.clone());
         for &count in sizes.workers {
             let (stop, stopped) = tokio::sync::watch::channel(false);
-            let workers: Vec<_> = (0..count)
-                .map(|i| {
-                    let config = EngineConfig {
-                        instances: INSTANCES,
-                        ..EngineConfig::default()
-                    };
-                    let sandbox = Arc::new(Sandbox::new(config).unwrap());
-                    let name = format!("w{i}");
-                    let worker =
-                        Worker::new(store.clone(), sandbox, &name, Duration::from_secs(30));
-                    let worker = Arc::new(worker);
-                    (0..INSTANCES)
-                        .map(|_| {
-                            let (worker, stopped) = (worker.clone(), stopped.clone());
-                            tokio::spawn(async move { worker.work(stopped).await })
-                        })
-                        .collect::<Vec<_>>()
-                })
-                .collect();
+            let mut workers = Vec::new();
+            for i in 0..count {
+                // Each with a store of its own, as a `sandflow worker` process has.
+                let connections = INSTANCES as usize + 1;
+                let own = PgStore::connect_worker(&url, connections).await.unwrap();
+                let config = EngineConfig {
+                    instances: INSTANCES,
+                    ..EngineConfig::default()
+                };
+                let sandbox = Arc::new(Sandbox::new(config).unwrap());
+                let name = format!("w{i}");
+                let worker = Worker::new(Arc::new(own), sandbox, &name, Duration::from_secs(30));
+                let worker = Arc::new(worker);
+                workers.extend((0..INSTANCES).map(|_| {
+                    let (worker, stopped) = (worker.clone(), stopped.clone());
+                    tokio::spawn(async move { worker.work(stopped).await })
+                }));
+            }
             let elapsed = median(sizes.runs, || run(&engine, &fanout)).await;
             row("PostgreSQL queue", &count.to_string(), elapsed);
             stop.send_replace(true);
-            for worker in workers.into_iter().flatten() {
+            for worker in workers {
                 worker.await.unwrap().unwrap();
             }
         }

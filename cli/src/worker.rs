@@ -56,7 +56,7 @@ pub async fn work(
     };
     let sandbox = Arc::new(Sandbox::new(config).map_err(Failed::input)?);
     let store = Arc::new(
-        PgStore::connect(url, instances as usize + 1)
+        PgStore::connect_worker(url, instances as usize + 1)
             .await
             .map_err(Failed::input)?,
     );

@@ -169,23 +169,33 @@ impl Replica {
         renewing.await
     }
 
-    /// Renews the lease every third of it until it cannot; why not.
+    /// Renews the lease every third of it until it cannot; why not. A renewal that
+    /// failed (the database restarting, out of reach) is tried again every twentieth of
+    /// the lease, so that an outage shorter than the lease, wherever it falls between
+    /// two renewals, deposes no one.
     async fn renew(self: Arc<Self>) -> ServeError {
         let epoch = self.leading().unwrap_or_default();
         let mut deadline = *self.asked.lock().unwrap_or_else(|e| e.into_inner()) + self.lease;
+        let mut pause = self.lease / 3;
         loop {
-            tokio::time::sleep(self.lease / 3).await;
+            tokio::time::sleep(pause).await;
             let asked = Instant::now();
             if asked >= deadline {
                 return ServeError::Deposed("its lease ran out before it was renewed".into());
             }
             let renewal = self.leases.renew_lead(epoch, self.lease);
             match tokio::time::timeout_at(deadline, renewal).await {
-                Ok(Ok(true)) => deadline = asked + self.lease,
+                Ok(Ok(true)) => {
+                    deadline = asked + self.lease;
+                    pause = self.lease / 3;
+                }
                 Ok(Ok(false)) => {
                     return ServeError::Deposed("another replica holds the lease".into());
                 }
-                Ok(Err(e)) => tracing::warn!(replica = self.name, "cannot renew the lease: {e}"),
+                Ok(Err(e)) => {
+                    tracing::warn!(replica = self.name, "cannot renew the lease: {e}");
+                    pause = self.lease / 20;
+                }
                 Err(_) => {
                     let waited = "the database did not answer before the lease ran out";
                     return ServeError::Deposed(waited.into());

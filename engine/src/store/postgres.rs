@@ -88,6 +88,7 @@ CREATE INDEX alerts_pending ON alerts (id) WHERE pending;
     queue::MIGRATION,
     leader::MIGRATION,
     queue::SHARES,
+    leader::FENCE,
 ];
 
 /// The advisory lock migrations are applied under: any number that no other user of the
@@ -117,6 +118,7 @@ impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         // The server's own words, which the error's display leaves out ("db error").
         let message = match e.as_db_error() {
+            Some(db) if db.code().code() == leader::NOT_LEADING => return StoreError::NotLeader,
             Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
             None => e.to_string(),
         };
@@ -203,10 +205,32 @@ impl PgStore {
     /// libpq's URLs take) with a pool of up to `connections`, and creates or upgrades its
     /// schema.
     pub async fn connect(url: &str, connections: usize) -> Result<Self, PgConnectError> {
-        let config: tokio_postgres::Config = url.parse().map_err(|source| PgConnectError::Url {
-            url: without_password(url),
-            source,
-        })?;
+        Self::open(url, connections, "").await
+    }
+
+    /// [`connect`](Self::connect) for a worker, whose sessions commit without waiting
+    /// for the disk (`synchronous_commit = off`). A worker writes only claims, heartbeats
+    /// and answers, and losing the last of them to a crash of the database is what the
+    /// queue's leases already recover from: the attempt is run again. Nothing that
+    /// depends on them is lost with them, since a durable commit (the leader's, when it
+    /// takes an answer) flushes every commit before its own.
+    pub async fn connect_worker(url: &str, connections: usize) -> Result<Self, PgConnectError> {
+        Self::open(url, connections, "-c synchronous_commit=off").await
+    }
+
+    async fn open(url: &str, connections: usize, options: &str) -> Result<Self, PgConnectError> {
+        let mut config: tokio_postgres::Config =
+            url.parse().map_err(|source| PgConnectError::Url {
+                url: without_password(url),
+                source,
+            })?;
+        if !options.is_empty() {
+            let options = match config.get_options() {
+                Some(given) => format!("{given} {options}"),
+                None => options.to_owned(),
+            };
+            config.options(options);
+        }
         let store = Self::with_config(config, connections);
         store
             .migrate()

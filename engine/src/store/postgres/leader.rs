@@ -40,6 +40,29 @@ CREATE UNIQUE INDEX queue_attempt ON queue (attempt);
 /// A store's fence while it writes for no leader: every write goes through.
 pub(super) const UNFENCED: i64 = -1;
 
+/// The fence as the database applies it, the fifth migration: `sandflow_fence(epoch)`
+/// is true while the term `epoch` holds an unexpired lease, and locks the lease row `FOR
+/// KEY SHARE` until the transaction ends; for any other term it raises [`NOT_LEADING`].
+/// A write of one statement puts it in its `WHERE`, so the fence costs no round trip.
+pub(super) const FENCE: &str = r#"
+CREATE FUNCTION sandflow_fence(term bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    IF term = -1 THEN
+        RETURN true;
+    END IF;
+    PERFORM 1 FROM leader l WHERE l.epoch = term AND l.lease_until > clock_timestamp()
+        FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'this replica does not lead: another holds the lease'
+            USING ERRCODE = 'SF001';
+    END IF;
+    RETURN true;
+END $$;
+"#;
+
+/// The SQLSTATE `sandflow_fence` refuses a write with: [`StoreError::NotLeader`].
+pub(super) const NOT_LEADING: &str = "SF001";
+
 /// A fenced store's fence before its process leads: every write is refused.
 const FOLLOWING: i64 = 0;
 
@@ -137,27 +160,23 @@ impl PgStore {
         self.fence.store(fence, Ordering::SeqCst);
     }
 
+    /// The term this store's writes are fenced by, as `sandflow_fence` takes it.
+    pub(super) fn term(&self) -> i64 {
+        self.fence.load(Ordering::SeqCst)
+    }
+
     /// Refuses the write `tx` begins unless the store is unfenced or its term's lease
     /// holds, and keeps the next term from beginning until `tx` ends.
     pub(super) async fn check_fence(
         &self,
         tx: &tokio_postgres::Transaction<'_>,
     ) -> Result<(), StoreError> {
-        let epoch = self.fence.load(Ordering::SeqCst);
-        if epoch == UNFENCED {
+        if self.term() == UNFENCED {
             return Ok(());
         }
-        let held = tx
-            .query_opt(
-                "SELECT 1 FROM leader WHERE epoch = $1 AND lease_until > clock_timestamp()
-                 FOR KEY SHARE",
-                &[&epoch],
-            )
+        tx.execute("SELECT sandflow_fence($1)", &[&self.term()])
             .await?;
-        match held {
-            Some(_) => Ok(()),
-            None => Err(StoreError::NotLeader),
-        }
+        Ok(())
     }
 }
 

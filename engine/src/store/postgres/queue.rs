@@ -196,34 +196,39 @@ impl PgStore {
         let cap = (share.max_attempts)
             .filter(|&cap| cap <= MAX_CAP)
             .map(|cap| cap as i32);
-        let mut client = self.pool.get().await?;
-        let tx = self.begin(&mut client).await?;
-        // Written only when the tenant's share changed, so that enqueues of one tenant
-        // do not queue behind each other on its row.
-        tx.execute(
-            "WITH changed AS (
-                 INSERT INTO queue_tenants (tenant, weight, cap)
-                 SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM queue_tenants
-                     WHERE tenant = $1 AND weight = $2 AND cap IS NOT DISTINCT FROM $3)
-                 ON CONFLICT (tenant) DO UPDATE SET weight = excluded.weight, cap = excluded.cap
-                 RETURNING tenant, cap)
-             INSERT INTO queue_slots (tenant, slot)
-             SELECT tenant, generate_series(0, cap - 1) FROM changed WHERE cap IS NOT NULL
-             ON CONFLICT DO NOTHING",
-            &[&tenant, &weight, &cap],
-        )
-        .await?;
-        let id: i64 = tx
-            .query_one(
-                "INSERT INTO queue (tenant, attempt, job) VALUES ($1, $2, $3)
-                 ON CONFLICT (attempt) DO UPDATE SET attempt = excluded.attempt
-                 RETURNING id",
-                &[&tenant, &attempt, &job],
+        // The tenant's row is written only when its share changed, so that enqueues of
+        // one tenant do not queue behind each other on it.
+        let queued = self
+            .once(
+                &format!(
+                    "WITH changed AS (
+                         INSERT INTO queue_tenants (tenant, weight, cap)
+                         SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM queue_tenants
+                             WHERE tenant = $1 AND weight = $2 AND cap IS NOT DISTINCT FROM $3)
+                         ON CONFLICT (tenant) DO UPDATE
+                             SET weight = excluded.weight, cap = excluded.cap
+                         RETURNING tenant, cap),
+                     slots AS (
+                         INSERT INTO queue_slots (tenant, slot)
+                         SELECT tenant, generate_series(0, cap - 1) FROM changed
+                         WHERE cap IS NOT NULL
+                         ON CONFLICT DO NOTHING),
+                     job AS (
+                         INSERT INTO queue (tenant, attempt, job)
+                         SELECT $1, $4, $5 WHERE sandflow_fence($6)
+                         ON CONFLICT (attempt) DO UPDATE SET attempt = excluded.attempt
+                         RETURNING id)
+                     SELECT job.id, pg_notify('{QUEUED}', '') FROM job"
+                ),
+                &[&tenant, &weight, &cap, &attempt, &job, &self.term()],
             )
-            .await?
+            .await?;
+        let id: i64 = queued
+            .first()
+            .ok_or_else(|| {
+                StoreError::from(super::PgError::Query("the queue returned no id".into()))
+            })?
             .get(0);
-        tx.execute(&format!("NOTIFY {QUEUED}"), &[]).await?;
-        tx.commit().await?;
         Ok(id as u64)
     }
 
@@ -234,14 +239,13 @@ impl PgStore {
         worker: &str,
         lease: std::time::Duration,
     ) -> Result<Option<Claim>, StoreError> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
+        let rows = self
+            .once(
                 "SELECT * FROM sandflow_claim($1, $2)",
                 &[&worker, &(lease.as_millis() as f64)],
             )
             .await?;
-        Ok(row.map(|row| Claim {
+        Ok(rows.into_iter().next().map(|row| Claim {
             id: row.get::<_, i64>("claimed_id") as u64,
             token: row.get::<_, i64>("claimed_token") as u64,
             tenant: row.get("claimed_tenant"),
@@ -251,20 +255,19 @@ impl PgStore {
 
     /// Renews `claim`'s lease for `lease` from now: a worker's heartbeat.
     pub async fn renew(&self, claim: &Claim, lease: std::time::Duration) -> Result<(), QueueError> {
-        let client = self.pool.get().await.map_err(StoreError::from)?;
-        let renewed = client
-            .execute(
+        let renewed = self
+            .once(
                 "UPDATE queue SET lease_until = clock_timestamp() + $3 * interval '1 millisecond'
-                 WHERE id = $1 AND token = $2 AND claimed AND result IS NULL",
+                 WHERE id = $1 AND token = $2 AND claimed AND result IS NULL
+                 RETURNING id",
                 &[
                     &big(claim.id),
                     &big(claim.token),
                     &(lease.as_millis() as f64),
                 ],
             )
-            .await
-            .map_err(StoreError::from)?;
-        match renewed {
+            .await?;
+        match renewed.len() {
             0 => Err(stale(claim)),
             _ => Ok(()),
         }
@@ -272,43 +275,43 @@ impl PgStore {
 
     /// Answers `claim` with `result`, unless the claim is stale.
     pub async fn answer(&self, claim: &Claim, result: &[u8]) -> Result<(), QueueError> {
-        let client = self.pool.get().await.map_err(StoreError::from)?;
-        let answered = client
-            .execute(
-                "UPDATE queue SET result = $3, lease_until = NULL
-                 WHERE id = $1 AND token = $2 AND claimed AND result IS NULL",
+        let answered = self
+            .once(
+                &format!(
+                    "WITH answered AS (
+                         UPDATE queue SET result = $3, lease_until = NULL
+                         WHERE id = $1 AND token = $2 AND claimed AND result IS NULL
+                         RETURNING id)
+                     SELECT pg_notify('{ANSWERED}', id::text) FROM answered"
+                ),
                 &[&big(claim.id), &big(claim.token), &result],
             )
-            .await
-            .map_err(StoreError::from)?;
-        if answered == 0 {
-            return Err(stale(claim));
+            .await?;
+        match answered.len() {
+            0 => Err(stale(claim)),
+            _ => Ok(()),
         }
-        let notify = format!("NOTIFY {ANSWERED}, '{}'", claim.id);
-        client
-            .execute(&notify, &[])
-            .await
-            .map_err(StoreError::from)?;
-        Ok(())
     }
 
     /// Puts every claimed job whose lease has run out back in the queue; how many. The
     /// leader's dispatchers do this, the only ones there are.
     pub async fn requeue_expired(&self) -> Result<u64, StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = self.begin(&mut client).await?;
-        let requeued = tx
-            .execute(
-                "UPDATE queue SET claimed = false, worker = NULL, lease_until = NULL
-                 WHERE claimed AND result IS NULL AND lease_until < clock_timestamp()",
-                &[],
+        // One notification however many rows: the database folds identical ones of a
+        // transaction into one.
+        let requeued = self
+            .once(
+                &format!(
+                    "WITH requeued AS (
+                         UPDATE queue SET claimed = false, worker = NULL, lease_until = NULL
+                         WHERE claimed AND result IS NULL AND lease_until < clock_timestamp()
+                             AND sandflow_fence($1)
+                         RETURNING id)
+                     SELECT pg_notify('{QUEUED}', '') FROM requeued"
+                ),
+                &[&self.term()],
             )
             .await?;
-        if requeued > 0 {
-            tx.execute(&format!("NOTIFY {QUEUED}"), &[]).await?;
-        }
-        tx.commit().await?;
-        Ok(requeued)
+        Ok(requeued.len() as u64)
     }
 
     /// [`requeue_expired`](Self::requeue_expired), unless this store did so less than
@@ -330,23 +333,37 @@ impl PgStore {
 
     /// Removes job `id`, answered or not: its dispatcher no longer waits for it.
     pub async fn withdraw(&self, id: u64) -> Result<(), StoreError> {
-        self.changed("DELETE FROM queue WHERE id = $1", &[&big(id)])
-            .await?;
+        self.once(
+            "DELETE FROM queue WHERE id = $1 AND sandflow_fence($2)",
+            &[&big(id), &self.term()],
+        )
+        .await?;
         Ok(())
     }
 
     /// Takes job `id`'s answer, removing the job, once it is answered; `None` until then.
     pub async fn take_answer(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut client = self.pool.get().await?;
-        let tx = self.begin(&mut client).await?;
-        let row = tx
-            .query_opt(
-                "DELETE FROM queue WHERE id = $1 AND result IS NOT NULL RETURNING result",
-                &[&big(id)],
+        let taken = self
+            .once(
+                "DELETE FROM queue WHERE id = $1 AND result IS NOT NULL AND sandflow_fence($2)
+                 RETURNING result",
+                &[&big(id), &self.term()],
             )
             .await?;
-        tx.commit().await?;
-        Ok(row.map(|row| row.get("result")))
+        Ok(taken.into_iter().next().map(|row| row.get("result")))
+    }
+
+    /// `sql`'s rows, in one round trip once the connection has it prepared (it keeps
+    /// what it prepared): each step of the queue is one statement, its own transaction,
+    /// with the fence, if it writes, in its `WHERE`.
+    async fn once(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+        let client = self.pool.get().await?;
+        let statement = client.prepare_cached(sql).await?;
+        Ok(client.query(&statement, params).await?)
     }
 }
 
