@@ -129,11 +129,7 @@ fn a_follower_sees_an_attempt_s_lines_while_it_runs_and_keeps_them_when_it_is_st
 
     // Stopped, the attempt is dropped, and what it wrote is kept; the follower ends
     // with the run, having printed the line once.
-    let interrupt = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupt.success());
+    crate::signal(&child, "-INT");
     let ended = child.wait_with_output().unwrap();
     assert_eq!(ended.status.code(), Some(130), "{ended:?}");
     let mut rest = String::new();

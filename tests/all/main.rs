@@ -41,6 +41,15 @@ pub use plugins::plugin;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// Sends `signal` (`-TERM`, `-KILL`, `-STOP`, …) to `child`, as `kill` does.
+pub fn signal(child: &std::process::Child, signal: &str) {
+    let sent = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill {signal} {}", child.id());
+}
+
 pub fn sandflow_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_sandflow"))
 }

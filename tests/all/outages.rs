@@ -276,11 +276,7 @@ impl Worker {
     }
 
     fn signal(&self, signal: &str) {
-        let sent = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
+        crate::signal(&self.child, signal);
     }
 
     /// Stops the worker (SIGSTOP) at a moment it holds attempts, as `held` counts them.

@@ -315,11 +315,7 @@ fn a_server_with_workers_queues_attempts_that_a_worker_process_runs() {
     let output = api.get(&format!("/runs/{id}/tasks/greet/output"));
     assert_eq!(output.body, b"\"Hello, worker!\"");
 
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &worker.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    crate::signal(&worker, "-TERM");
     assert_eq!(worker.wait().unwrap().code(), Some(0));
 
     // Without PostgreSQL there is no queue to take from.

@@ -8,7 +8,7 @@ use crate::{Scratch, plugin};
 use sandflow::Db;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -83,11 +83,7 @@ fn spawn(scratch: &Scratch, args: &[&str], stderr: &Path) -> Child {
 
 /// Sends SIGTERM to `child`, as a service manager stopping it would.
 fn sigterm(child: &Child) {
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
+    crate::signal(child, "-TERM");
 }
 
 /// The tasks whose attempts the log at `stderr` shows starting.

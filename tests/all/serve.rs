@@ -4,7 +4,7 @@
 use crate::{Outcome, Scratch, plugin};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running `sandflow serve` over a scratch database; killed when dropped.
@@ -82,11 +82,7 @@ impl Server {
     }
 
     pub(crate) fn signal(&self, signal: &str) {
-        let sent = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
+        crate::signal(&self.child, signal);
     }
 
     /// Whether the server has not exited.

@@ -166,16 +166,17 @@ impl PgStore {
     }
 
     /// Refuses the write `tx` begins unless the store is unfenced or its term's lease
-    /// holds, and keeps the next term from beginning until `tx` ends.
+    /// holds, and keeps the next term from beginning until `tx` ends. The statement is
+    /// prepared once per connection: every write of a leader pays this check.
     pub(super) async fn check_fence(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &deadpool_postgres::Transaction<'_>,
     ) -> Result<(), StoreError> {
         if self.term() == UNFENCED {
             return Ok(());
         }
-        tx.execute("SELECT sandflow_fence($1)", &[&self.term()])
-            .await?;
+        let fence = tx.prepare_cached("SELECT sandflow_fence($1)").await?;
+        tx.execute(&fence, &[&self.term()]).await?;
         Ok(())
     }
 }
