@@ -598,7 +598,10 @@ async fn dispatch(command: Command, context: options::Context) -> Result<u8, Fai
             let interrupts = Interrupts::watch()?;
             serve::serve(args, &place()?, cache.as_deref(), interrupts).await
         }
-        Command::Worker(args) => worker::work(args, &place()?, Interrupts::watch()?).await,
+        Command::Worker(args) => {
+            let interrupts = Interrupts::watch()?;
+            worker::work(args, &place()?, cache.as_deref(), interrupts).await
+        }
         Command::Tenant { command } => tenant::tenant(command, &place()?).await,
         Command::Completions { shell } => Ok(completions(shell)),
         Command::Schedules { .. } | Command::Policies { .. } | Command::Alerts { .. } => {

@@ -42,7 +42,7 @@ const TAKES: &[(&str, &[Group])] = &[
     ("output", &[Db, Server, Log]),
     ("logs", &[Db, Server, Log]),
     ("serve", &[Db, Store, Cache, Log, Trace]),
-    ("worker", &[Store, Log, Trace]),
+    ("worker", &[Store, Cache, Log, Trace]),
     ("completions", &[]),
     ("tenant", &[Db, Store, Server, Log]),
     ("schedules", &[Server, Log]),

@@ -5,6 +5,7 @@ use crate::place::Place;
 use crate::{Failed, Interrupts};
 use clap::Args;
 use sandflow::{EngineConfig, PgStore, RunLimits, Sandbox, Worker};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ pub struct WorkerArgs {
 pub async fn work(
     args: WorkerArgs,
     place: &Place,
+    cache: Option<&Path>,
     mut interrupts: Interrupts,
 ) -> Result<u8, Failed> {
     let Place::Postgres(url) = place else {
@@ -64,7 +66,11 @@ pub async fn work(
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
-    let worker = Arc::new(Worker::new(store, sandbox, &name, args.lease));
+    let worker = Worker::new(store, sandbox, &name, args.lease);
+    let worker = Arc::new(match cache {
+        Some(dir) => worker.with_cache(dir.to_owned()),
+        None => worker,
+    });
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let loops: Vec<_> = (0..instances)
         .map(|_| {

@@ -13,22 +13,30 @@
 //! A job is queued under its run's tenant's share (weight and cap of attempts at once),
 //! which the queue's claims honour across every worker.
 //!
-//! Not yet: grants (a queued attempt reaches no directory and no environment variable,
-//! whatever the run was granted) and following an attempt's log while it runs (it
-//! arrives with the answer).
+//! A job carries its run's grants as the leader resolved them: the variables with their
+//! values (a service's are the tenant's secrets, which the database holds anyway; the
+//! job's row is deleted once its answer is taken), and the directories by path, which
+//! the worker opens on its own machine: an attempt whose worker lacks one fails to start,
+//! saying which.
+//!
+//! A worker relays the lines its attempt writes every [`RELAY`] while it runs, and the
+//! dispatcher adds them to the attempt's journal as they come, where the run's log is
+//! followed as if the attempt ran in its process; the answer then carries them all.
 
 use crate::bundle::{Bundle, BundleLimits};
 use crate::fair::Share;
+use crate::grants::Capabilities;
 use crate::host::{InputSource, TaskIdentity, Upstream};
 use crate::journal::{Journal, LogLine};
 use crate::sandbox::{Execution, RunLimits, Sandbox, SandboxError};
 use crate::scheduler::Attempts;
 use crate::state::{Failure, TaskState};
-use crate::store::{Claim, IDLE, PgStore, QueueError, Store, StoreError};
+use crate::store::{Claim, IDLE, MAX_CAP, PgStore, QueueError, Read, Store, StoreError, Taken};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -51,6 +59,7 @@ struct Job {
     downstream: Vec<String>,
     deterministic: bool,
     limits: RunLimits,
+    capabilities: Capabilities,
     /// The names of the upstream outputs that travel with the job (their bytes follow).
     held: Vec<String>,
 }
@@ -77,6 +86,24 @@ struct Answer {
     duration_us: u64,
     log: Vec<LogLine>,
     followed: Option<Vec<String>>,
+}
+
+/// Log lines as a worker relays them: one JSON object a line.
+fn encode_lines(lines: &[LogLine]) -> Vec<u8> {
+    let mut encoded = Vec::new();
+    for line in lines {
+        serde_json::to_writer(&mut encoded, line).expect("log lines encode");
+        encoded.push(b'\n');
+    }
+    encoded
+}
+
+/// What [`encode_lines`] encoded; a line that does not decode (a worker of another
+/// version, say) is left out of what is followed: the answer carries every line anyway.
+fn decode_lines(encoded: &[u8]) -> impl Iterator<Item = LogLine> + '_ {
+    (encoded.split(|&b| b == b'\n'))
+        .filter(|line| !line.is_empty())
+        .filter_map(|line| serde_json::from_slice(line).ok())
 }
 
 /// `head` as JSON, then `blobs` as they are: outputs are bytes, which JSON would
@@ -115,8 +142,6 @@ fn unpack<T: DeserializeOwned>(packed: &[u8]) -> Result<(T, Vec<Vec<u8>>), Strin
 pub(crate) struct InQueue {
     pub queue: Arc<PgStore>,
     pub bundle_hash: String,
-    /// Attempts of one run in the queue at once, at most.
-    pub slots: usize,
 }
 
 /// How often the dispatchers of a process put back jobs whose lease ran out, at most: a
@@ -125,6 +150,20 @@ const REQUEUE: Duration = Duration::from_millis(500);
 
 /// How long a worker waits before it asks the queue again after the database failed.
 const OUT_OF_REACH: Duration = Duration::from_secs(1);
+
+/// How often a worker relays what its attempt wrote since it last did, if anything: a
+/// follower of the log sees a line within about this, and an attempt that logs without
+/// end costs the database a write this often, each no larger than what it wrote since.
+const RELAY: Duration = Duration::from_secs(1);
+
+/// How much of its journal a worker has relayed.
+#[derive(Default)]
+struct Relayed {
+    /// The last chunk relayed; the first is 1.
+    chunk: u32,
+    /// The lines they held.
+    lines: usize,
+}
 
 /// Removes a job nobody waits for any more (its run was stopped): a worker that still
 /// answers it is told its claim is stale.
@@ -143,8 +182,12 @@ impl Drop for Withdraw {
 }
 
 impl Attempts for InQueue {
+    /// The queue's, not this process's: what bounds a run's attempts in the queue is its
+    /// concurrency and its tenant's cap, which claims honour across every worker, up to
+    /// the largest cap the queue keeps. The leader's own sandbox runs none of them, and
+    /// bounding them by its pool (a handful on a small machine) left workers idle.
     fn slots(&self) -> usize {
-        self.slots
+        MAX_CAP as usize
     }
 
     fn check(&self, _: &RunLimits) -> Result<(), SandboxError> {
@@ -156,7 +199,7 @@ impl Attempts for InQueue {
         &self,
         identity: TaskIdentity,
         limits: RunLimits,
-        _: Journal,
+        journal: Journal,
     ) -> Pin<Box<dyn Future<Output = Execution<Vec<u8>>> + Send>> {
         let (queue, bundle) = (self.queue.clone(), self.bundle_hash.clone());
         Box::pin(async move {
@@ -171,7 +214,7 @@ impl Attempts for InQueue {
                 log: Vec::new(),
                 followed: None,
             };
-            match dispatch(&queue, bundle, identity, limits).await {
+            match dispatch(&queue, bundle, identity, limits, &journal).await {
                 Ok((answer, output)) => Execution {
                     outcome: answer.outcome.map(|()| output),
                     fuel_used: answer.fuel_used,
@@ -188,12 +231,14 @@ impl Attempts for InQueue {
     }
 }
 
-/// Queues the attempt `identity` names and waits for its answer.
+/// Queues the attempt `identity` names and waits for its answer, adding the lines its
+/// worker relays meanwhile to `journal`.
 async fn dispatch(
     queue: &Arc<PgStore>,
     bundle: String,
     identity: TaskIdentity,
     limits: RunLimits,
+    journal: &Journal,
 ) -> Result<(Answer, Vec<u8>), String> {
     let mut held = Vec::new();
     if let Some(inputs) = &identity.inputs {
@@ -220,6 +265,7 @@ async fn dispatch(
         downstream: identity.downstream.to_vec(),
         deterministic: identity.deterministic,
         limits,
+        capabilities: Capabilities::clone(&identity.capabilities),
         held: held.iter().map(|(name, _)| name.clone()).collect(),
     };
     let blobs: Vec<&[u8]> = held.iter().map(|(_, output)| &**output).collect();
@@ -234,13 +280,27 @@ async fn dispatch(
         id: Some(id),
     };
     let answered = queue.wakeups().answer(id);
+    let mut read = Read::default();
     loop {
-        let taken = until_answered(|| queue.take_answer(id)).await;
-        if let Some(answer) = taken.map_err(unreachable)? {
-            withdraw.id = None;
-            let (answer, mut blobs) = unpack::<Answer>(&answer)
-                .map_err(|e| format!("a worker's answer does not decode: {e}"))?;
-            return Ok((answer, blobs.pop().unwrap_or_default()));
+        let taken = until_answered(|| queue.take_answer(id, read)).await;
+        match taken.map_err(unreachable)? {
+            Taken::Answer(answer) => {
+                withdraw.id = None;
+                let (answer, mut blobs) = unpack::<Answer>(&answer)
+                    .map_err(|e| format!("a worker's answer does not decode: {e}"))?;
+                return Ok((answer, blobs.pop().unwrap_or_default()));
+            }
+            Taken::Waiting(chunks) => {
+                for chunk in chunks {
+                    // Another worker took the job up after the first lost its lease: the
+                    // attempt began again, and so does what it wrote.
+                    if chunk.read.token != read.token {
+                        journal.take();
+                    }
+                    read = chunk.read;
+                    journal.relayed(decode_lines(&chunk.lines));
+                }
+            }
         }
         // Dispatchers put lapsed jobs back: their workers are gone.
         let requeued = until_answered(|| queue.requeue_expired_every(REQUEUE)).await;
@@ -287,6 +347,8 @@ pub struct Worker {
     limits: BundleLimits,
     /// Bundles compiled so far, by tenant and hash.
     bundles: Mutex<HashMap<(String, String), Arc<Bundle>>>,
+    /// Where compiled bundles are kept across restarts, if anywhere.
+    cache: Option<PathBuf>,
 }
 
 impl Worker {
@@ -300,6 +362,17 @@ impl Worker {
             lease,
             limits: BundleLimits::default(),
             bundles: Mutex::default(),
+            cache: None,
+        }
+    }
+
+    /// Keeps compiled bundles in `dir` (see [`Bundle::load`]): a worker started again
+    /// loads them rather than compiling each anew, which for a large bundle takes
+    /// seconds.
+    pub fn with_cache(self, dir: PathBuf) -> Self {
+        Self {
+            cache: Some(dir),
+            ..self
         }
     }
 
@@ -319,13 +392,23 @@ impl Worker {
             tracing::warn!(worker = %self.name, "{stale}");
             Ok(true)
         };
-        let answer = self.attempt(&claim);
+        let job = unpack::<Job>(&claim.job).map_err(|e| format!("the job does not decode: {e}"));
+        let journal = Journal::new(job.as_ref().map_or(0, |(job, _)| job.limits.log));
+        let answer = self.attempt(&claim.tenant, job, journal.clone());
         tokio::pin!(answer);
         let mut beat = tokio::time::interval(self.lease / 3);
         beat.tick().await;
+        let mut relays = tokio::time::interval(RELAY);
+        relays.tick().await;
+        let mut relayed = Relayed::default();
         let answer = loop {
             tokio::select! {
                 answer = &mut answer => break answer,
+                _ = relays.tick() => {
+                    if let Err(stale) = self.relay(&claim, &journal, &mut relayed).await {
+                        return refused(stale);
+                    }
+                }
                 _ = beat.tick() => match self.store.renew(&claim, self.lease).await {
                     Ok(()) => {}
                     Err(stale @ QueueError::Stale { .. }) => return refused(stale),
@@ -380,9 +463,48 @@ impl Worker {
         Ok(())
     }
 
-    /// Runs `claim`'s job; its packed answer.
-    async fn attempt(&self, claim: &Claim) -> Vec<u8> {
-        let (outcome, execution) = match self.execute(claim).await {
+    /// Relays the lines `journal` wrote since `relayed` to the queue, where the attempt's
+    /// dispatcher reads them; refused only if the claim is stale. A relay that fails is
+    /// given again with the next, the lines written meanwhile with it.
+    async fn relay(
+        &self,
+        claim: &Claim,
+        journal: &Journal,
+        relayed: &mut Relayed,
+    ) -> Result<(), QueueError> {
+        let lines = journal.written_since(relayed.lines);
+        if lines.is_empty() {
+            return Ok(());
+        }
+        match (self.store)
+            .relay(claim, relayed.chunk + 1, &encode_lines(&lines))
+            .await
+        {
+            Ok(()) => {
+                relayed.chunk += 1;
+                relayed.lines += lines.len();
+                Ok(())
+            }
+            Err(QueueError::Store(e)) => {
+                tracing::warn!(worker = %self.name, "log lines not relayed yet: {e}");
+                Ok(())
+            }
+            Err(stale) => Err(stale),
+        }
+    }
+
+    /// Runs `tenant`'s `job`, writing to `journal`; its packed answer.
+    async fn attempt(
+        &self,
+        tenant: &str,
+        job: Result<(Job, Vec<Vec<u8>>), String>,
+        journal: Journal,
+    ) -> Vec<u8> {
+        let execution = match job {
+            Ok((job, held)) => self.execute(tenant, job, held, journal).await,
+            Err(message) => Err(message),
+        };
+        let (outcome, execution) = match execution {
             Ok(execution) => {
                 let outcome = execution.outcome.as_ref().map(|_| ()).map_err(Clone::clone);
                 (outcome, Some(execution))
@@ -408,10 +530,14 @@ impl Worker {
         pack(&answer, &[output])
     }
 
-    async fn execute(&self, claim: &Claim) -> Result<Execution<Vec<u8>>, String> {
-        let (job, held) =
-            unpack::<Job>(&claim.job).map_err(|e| format!("the job does not decode: {e}"))?;
-        let bundle = self.bundle(&claim.tenant, &job.bundle).await?;
+    async fn execute(
+        &self,
+        tenant: &str,
+        job: Job,
+        held: Vec<Vec<u8>>,
+        journal: Journal,
+    ) -> Result<Execution<Vec<u8>>, String> {
+        let bundle = self.bundle(tenant, &job.bundle).await?;
         self.sandbox.check(&job.limits).map_err(|e| e.to_string())?;
         let inputs = Remote {
             store: self.store.clone(),
@@ -432,12 +558,11 @@ impl Worker {
             item: job.item.map(|(i, item)| (i, Arc::from(item.into_bytes()))),
             params: Arc::from(job.params.into_bytes()),
             inputs: Some(Arc::new(inputs)),
-            capabilities: Arc::default(),
+            capabilities: Arc::new(job.capabilities),
             deterministic: job.deterministic,
             share: Arc::new(Share::uncapped(&job.tenant)),
             workflow: Arc::from(job.workflow),
         };
-        let journal = Journal::new(job.limits.log);
         Ok(self
             .sandbox
             .run_task(bundle.pre(), identity, &job.limits, journal)
@@ -459,7 +584,8 @@ impl Worker {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no bundle {hash} of tenant `{tenant}` in the store"))?;
         let path = std::path::PathBuf::from(format!("{hash}.wasm"));
-        let bundle = Bundle::from_bytes(&self.sandbox, &path, &bytes, &self.limits, None)
+        let cache = self.cache.as_deref();
+        let bundle = Bundle::from_bytes(&self.sandbox, &path, &bytes, &self.limits, cache)
             .await
             .map_err(|e| e.to_string())?;
         let bundle = Arc::new(bundle);
@@ -510,6 +636,7 @@ mod tests {
             downstream: Vec::new(),
             deterministic: false,
             limits: RunLimits::default(),
+            capabilities: Capabilities::default(),
             held: Vec::new(),
         };
         let keys = [

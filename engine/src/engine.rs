@@ -227,7 +227,6 @@ impl Engine {
             Some(queue) => Arc::new(InQueue {
                 queue: queue.clone(),
                 bundle_hash: flow.bundle.hash().to_owned(),
-                slots: self.sandbox.config().instances as usize,
             }),
             None => Arc::new(InSandbox {
                 sandbox: self.sandbox.clone(),

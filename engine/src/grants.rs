@@ -171,8 +171,11 @@ impl Grants {
     }
 }
 
-/// Grants checked and resolved, ready to hand to every attempt's WASI context.
-#[derive(Default)]
+/// Grants checked and resolved, ready to hand to every attempt's WASI context. It
+/// serializes with the variables' values: a queued attempt's job carries them to its
+/// worker (see `dispatch`), as the tenants' secrets they come from sit in the same
+/// database.
+#[derive(Default, Clone, Serialize, Deserialize)]
 pub struct Capabilities {
     dirs: Vec<(PathBuf, String)>,
     env: Vec<(String, String)>,
@@ -203,7 +206,11 @@ impl Capabilities {
     pub(crate) fn apply(&self, wasi: &mut WasiCtxBuilder) -> wasmtime::Result<()> {
         wasi.envs(&self.env);
         for (host, guest) in &self.dirs {
-            wasi.preopened_dir(host, guest, FsPerms::ReadOnly)?;
+            // On a worker, the directory is its machine's, which may lack it.
+            wasi.preopened_dir(host, guest, FsPerms::ReadOnly)
+                .map_err(|e| {
+                    wasmtime::format_err!("the granted directory {}: {e}", host.display())
+                })?;
         }
         Ok(())
     }

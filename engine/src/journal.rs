@@ -226,9 +226,24 @@ impl Journal {
         std::mem::take(&mut lines.lines)
     }
 
-    /// The whole lines written so far. Lines are only ever added, until `take`.
-    pub(crate) fn written(&self) -> Vec<LogLine> {
-        self.lines().lines.clone()
+    /// The whole lines written so far from the `from`th on. Lines are only ever added,
+    /// until `take`: a reader that counts what it has read reads each line once.
+    pub(crate) fn written_since(&self, from: usize) -> Vec<LogLine> {
+        self.lines().lines.get(from..).unwrap_or_default().to_vec()
+    }
+
+    /// Adds whole lines another journal wrote, as they were: a worker's, relayed to the
+    /// process that runs the attempt's run, where its log is followed. They count
+    /// against the limit as there; lines past it are dropped, which the worker's journal
+    /// refused already.
+    pub(crate) fn relayed(&self, relayed: impl IntoIterator<Item = LogLine>) {
+        let mut lines = self.lines();
+        for line in relayed {
+            if lines.charge(stored_len(&line.message)).is_err() {
+                break;
+            }
+            lines.lines.push(line);
+        }
     }
 
     /// The limit, if the task tried to pass it: such an attempt fails because of it,
@@ -329,7 +344,7 @@ impl InFlight {
     pub(crate) fn lines(&self, task: &str) -> Option<(u32, Vec<LogLine>)> {
         // The map's lock is not held while the journal's is taken.
         let journal = self.map().get(task).map(|(n, j)| (*n, j.clone()));
-        journal.map(|(attempt, journal)| (attempt, journal.written()))
+        journal.map(|(attempt, journal)| (attempt, journal.written_since(0)))
     }
 }
 

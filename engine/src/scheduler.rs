@@ -146,7 +146,9 @@ pub struct NewRun {
 /// How a run is driven, whether started or resumed.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Attempts in flight at once. Capped by the sandbox's instance pool.
+    /// Attempts in flight at once. Capped by the sandbox's instance pool, or for an
+    /// engine whose attempts go to workers ([`crate::Engine::with_queue`]), by the most
+    /// a queue's cap may name (4,096).
     pub concurrency: usize,
     /// Wall-clock limit of this invocation. When it passes, attempts in flight are
     /// interrupted and the run ends `timed-out`, resumable like an interrupted one.
@@ -1525,10 +1527,13 @@ fn collected(
     outputs: &[Option<Arc<[u8]>>],
     limit: usize,
 ) -> Result<Arc<[u8]>, Failure> {
-    let size = 2 + outputs
-        .iter()
-        .map(|o| o.as_ref().map_or(4, |o| o.len()) + 1)
-        .sum::<usize>();
+    let commas = outputs.len().saturating_sub(1);
+    let size = 2
+        + commas
+        + outputs
+            .iter()
+            .map(|o| o.as_ref().map_or(4, |o| o.len()))
+            .sum::<usize>();
     if size > limit {
         return Err(Failure::OutputTooLarge { size, limit });
     }
@@ -2109,11 +2114,14 @@ mod tests {
             &*collected("each", &outputs[..2], 1 << 20).unwrap(),
             b"[1,null]"
         );
-        let error = collected("each", &outputs[..2], 5).unwrap_err();
+        // The limit is the array's exact size: one that fits it to the byte is collected.
+        assert_eq!(collected("each", &outputs[..2], 8).unwrap().len(), 8);
+        let error = collected("each", &outputs[..2], 7).unwrap_err();
         assert!(
-            matches!(error, Failure::OutputTooLarge { size: 9, limit: 5 }),
+            matches!(error, Failure::OutputTooLarge { size: 8, limit: 7 }),
             "{error}"
         );
+        assert_eq!(&*collected("each", &[], 2).unwrap(), b"[]");
     }
 
     #[tokio::test]

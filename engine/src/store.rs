@@ -498,5 +498,5 @@ mod memory;
 mod postgres;
 
 pub use memory::MemoryStore;
-pub(crate) use postgres::IDLE;
-pub use postgres::{Claim, Leader, PgConnectError, PgStore, QueueError};
+pub use postgres::{Chunk, Claim, Leader, PgConnectError, PgStore, QueueError, Read, Taken};
+pub(crate) use postgres::{IDLE, MAX_CAP};

@@ -25,6 +25,7 @@ use crate::sandbox::RunLimits;
 use crate::state::{RunState, RunningTime};
 use crate::tenant::Tenant;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use futures_util::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::Arc;
@@ -38,7 +39,8 @@ mod queue;
 mod wakeups;
 
 pub use leader::Leader;
-pub use queue::{Claim, QueueError};
+pub(crate) use queue::MAX_CAP;
+pub use queue::{Chunk, Claim, QueueError, Read, Taken};
 pub(crate) use wakeups::IDLE;
 
 /// The schema, one migration after another; a database records how many it has applied.
@@ -89,6 +91,7 @@ CREATE INDEX alerts_pending ON alerts (id) WHERE pending;
     leader::MIGRATION,
     queue::SHARES,
     leader::FENCE,
+    queue::RELAYS,
 ];
 
 /// The advisory lock migrations are applied under: any number that no other user of the
@@ -463,63 +466,81 @@ impl Store for PgStore {
         let mut client = self.pool.get().await?;
         let tx = self.begin(&mut client).await?;
         let id = big(run);
-        let mut bytes = 0;
-        let attempt_sql = tx
-            .prepare(
-                "INSERT INTO attempts VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (run, task, attempt) DO UPDATE
-                 SET record = excluded.record, bytes = excluded.bytes",
-            )
-            .await?;
-        for (task, number, record) in &attempts {
-            let cost = json_len(record) + task.len() as u64;
-            bytes += cost;
-            let params: [&(dyn ToSql + Sync); 5] =
-                [&id, task, &(*number as i32), &encode(record), &big(cost)];
-            tx.execute(&attempt_sql, &params).await?;
-        }
-        for log in &logs {
-            let cost = json_len(&log.lines);
-            bytes += cost;
-            tx.execute(
-                "INSERT INTO logs VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (run, task, attempt) DO UPDATE
-                 SET lines = excluded.lines, bytes = excluded.bytes",
-                &[
-                    &id,
-                    &log.task,
-                    &(log.attempt as i32),
-                    &encode(&log.lines),
-                    &big(cost),
-                ],
-            )
-            .await?;
-        }
-        for c in &completions {
-            let cost = json_len(&c.record) + c.task.len() as u64;
-            bytes += cost + c.output.as_ref().map_or(0, |o| o.len() as u64);
-            tx.execute(
-                "INSERT INTO tasks VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (run, task) DO UPDATE
-                 SET record = excluded.record, bytes = excluded.bytes",
-                &[&id, &c.task, &encode(&c.record), &big(cost)],
-            )
-            .await?;
-            if let Some(output) = &c.output {
-                tx.execute(
-                    "INSERT INTO outputs VALUES ($1, $2, $3)
-                     ON CONFLICT (run, task) DO UPDATE SET output = excluded.output",
-                    &[&id, &c.task, &&output[..]],
-                )
-                .await?;
-            }
-        }
-        tx.execute(
+        // Prepared once per connection, which keeps them.
+        let attempt_sql = tx.prepare_cached(
+            "INSERT INTO attempts VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (run, task, attempt) DO UPDATE
+             SET record = excluded.record, bytes = excluded.bytes",
+        );
+        let log_sql = tx.prepare_cached(
+            "INSERT INTO logs VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (run, task, attempt) DO UPDATE
+             SET lines = excluded.lines, bytes = excluded.bytes",
+        );
+        let task_sql = tx.prepare_cached(
+            "INSERT INTO tasks VALUES ($1, $2, $3, $4)
+             ON CONFLICT (run, task) DO UPDATE
+             SET record = excluded.record, bytes = excluded.bytes",
+        );
+        let output_sql = tx.prepare_cached(
+            "INSERT INTO outputs VALUES ($1, $2, $3)
+             ON CONFLICT (run, task) DO UPDATE SET output = excluded.output",
+        );
+        let stored_sql = tx.prepare_cached(
             "INSERT INTO stored SELECT tenant, $2 FROM runs WHERE id = $1
              ON CONFLICT (tenant) DO UPDATE SET bytes = stored.bytes + excluded.bytes",
-            &[&id, &big(bytes)],
-        )
-        .await?;
+        );
+        let (attempt_sql, log_sql, task_sql, output_sql, stored_sql) =
+            tokio::try_join!(attempt_sql, log_sql, task_sql, output_sql, stored_sql)?;
+        // Each row's values, owned here, so that the writes borrowing them can all be
+        // sent at once: the connection pipelines them, one round trip for the lot rather
+        // than one a row.
+        let mut bytes = 0;
+        let mut charge = |cost: u64| {
+            bytes += cost;
+            big(cost)
+        };
+        let attempts: Vec<_> = (attempts.iter())
+            .map(|(task, number, record)| {
+                let cost = charge(json_len(record) + task.len() as u64);
+                (task, *number as i32, encode(record), cost)
+            })
+            .collect();
+        let logs: Vec<_> = (logs.iter())
+            .map(|log| {
+                let cost = charge(json_len(&log.lines));
+                (&log.task, log.attempt as i32, encode(&log.lines), cost)
+            })
+            .collect();
+        let tasks: Vec<_> = (completions.iter())
+            .map(|c| {
+                let output = c.output.as_deref();
+                charge(output.map_or(0, |o| o.len() as u64));
+                let cost = charge(json_len(&c.record) + c.task.len() as u64);
+                (&c.task, encode(&c.record), cost, output)
+            })
+            .collect();
+        let bytes = big(bytes);
+        let mut writes = Vec::new();
+        for (task, number, record, cost) in &attempts {
+            let row: [&(dyn ToSql + Sync); 5] = [&id, task, number, record, cost];
+            writes.push(tx.execute_raw(&attempt_sql, row).boxed());
+        }
+        for (task, attempt, lines, cost) in &logs {
+            let row: [&(dyn ToSql + Sync); 5] = [&id, task, attempt, lines, cost];
+            writes.push(tx.execute_raw(&log_sql, row).boxed());
+        }
+        for (task, record, cost, output) in &tasks {
+            let row: [&(dyn ToSql + Sync); 4] = [&id, task, record, cost];
+            writes.push(tx.execute_raw(&task_sql, row).boxed());
+            if let Some(output) = output {
+                let row: [&(dyn ToSql + Sync); 3] = [&id, task, output];
+                writes.push(tx.execute_raw(&output_sql, row).boxed());
+            }
+        }
+        let row: [&(dyn ToSql + Sync); 2] = [&id, &bytes];
+        writes.push(tx.execute_raw(&stored_sql, row).boxed());
+        futures_util::future::try_join_all(writes).await?;
         Ok(tx.commit().await?)
     }
 

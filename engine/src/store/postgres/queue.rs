@@ -31,6 +31,7 @@
 use super::PgStore;
 use crate::fair::Share;
 use crate::store::StoreError;
+use std::sync::LazyLock;
 
 /// The queue's table; the second migration.
 pub(super) const MIGRATION: &str = r#"
@@ -135,15 +136,90 @@ END $$;
 "#
 );
 
+/// The lines workers relay while their attempts run, in chunks, each under the claim
+/// (token) it came from; the sixth migration. Rows, not an appended column: a chunk
+/// costs its own bytes to store, where appending to a value rewrites all of it.
+pub(super) const RELAYS: &str = r#"
+CREATE TABLE queue_log (
+    job bigint REFERENCES queue (id) ON DELETE CASCADE,
+    token bigint,
+    chunk integer,
+    lines bytea NOT NULL,
+    PRIMARY KEY (job, token, chunk)
+);
+"#;
+
 /// The most attempts at once a cap may name (the tenants' quota goes no higher): above
 /// it, a share counts as uncapped rather than have that many slots.
-const MAX_CAP: u32 = 4096;
+pub(crate) const MAX_CAP: u32 = 4096;
 
 /// The channel claimers listen on: a row was queued (again).
 pub(super) const QUEUED: &str = "sandflow_queued";
 
-/// The channel waiters listen on: a row was answered; the payload is its id.
+/// The channel waiters listen on: a row was answered, or its worker relayed lines; the
+/// payload is its id.
 pub(super) const ANSWERED: &str = "sandflow_answered";
+
+/// [`PgStore::enqueue`]'s statement, its channel spliced in once rather than on each call.
+static ENQUEUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH changed AS (
+             INSERT INTO queue_tenants (tenant, weight, cap)
+             SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM queue_tenants
+                 WHERE tenant = $1 AND weight = $2 AND cap IS NOT DISTINCT FROM $3)
+             ON CONFLICT (tenant) DO UPDATE
+                 SET weight = excluded.weight, cap = excluded.cap
+             RETURNING tenant, cap),
+         slots AS (
+             INSERT INTO queue_slots (tenant, slot)
+             SELECT tenant, generate_series(0, cap - 1) FROM changed
+             WHERE cap IS NOT NULL
+             ON CONFLICT DO NOTHING),
+         job AS (
+             INSERT INTO queue (tenant, attempt, job)
+             SELECT $1, $4, $5 WHERE sandflow_fence($6)
+             ON CONFLICT (attempt) DO UPDATE SET attempt = excluded.attempt
+             RETURNING id)
+         SELECT job.id, pg_notify('{QUEUED}', '') FROM job"
+    )
+});
+
+/// [`PgStore::answer`]'s statement.
+static ANSWER: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH answered AS (
+             UPDATE queue SET result = $3, lease_until = NULL
+             WHERE id = $1 AND token = $2 AND claimed AND result IS NULL
+             RETURNING id)
+         SELECT pg_notify('{ANSWERED}', id::text) FROM answered"
+    )
+});
+
+/// [`PgStore::relay`]'s statement. A chunk given again (its first try's outcome was
+/// lost) replaces the first: it starts at the same line, with the lines written since.
+static RELAY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH relayed AS (
+             INSERT INTO queue_log (job, token, chunk, lines)
+             SELECT id, token, $3, $4 FROM queue
+             WHERE id = $1 AND token = $2 AND claimed AND result IS NULL
+             ON CONFLICT (job, token, chunk) DO UPDATE SET lines = excluded.lines
+             RETURNING job)
+         SELECT pg_notify('{ANSWERED}', job::text) FROM relayed"
+    )
+});
+
+/// [`PgStore::requeue_expired`]'s statement.
+static REQUEUE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH requeued AS (
+             UPDATE queue SET claimed = false, worker = NULL, lease_until = NULL
+             WHERE claimed AND result IS NULL AND lease_until < clock_timestamp()
+                 AND sandflow_fence($1)
+             RETURNING id)
+         SELECT pg_notify('{QUEUED}', '') FROM requeued"
+    )
+});
 
 /// A job a worker claimed: run it, renew the lease while it runs, and answer with the
 /// token.
@@ -157,6 +233,34 @@ pub struct Claim {
     pub tenant: String,
     /// What to run, as the dispatcher encoded it.
     pub job: Vec<u8>,
+}
+
+/// How far a dispatcher has read the lines relayed for its job: the claim they came
+/// from, and the last chunk read of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Read {
+    /// The claim's token.
+    pub token: u64,
+    /// The chunk's number; the first is 1.
+    pub chunk: u32,
+}
+
+/// Lines a worker relayed, as it encoded them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// What it is of the job's relayed lines.
+    pub read: Read,
+    /// The lines.
+    pub lines: Vec<u8>,
+}
+
+/// What a dispatcher finds of its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// Its answer; the job is gone.
+    Answer(Vec<u8>),
+    /// No answer yet; the chunks relayed since what was read, in order (maybe none).
+    Waiting(Vec<Chunk>),
 }
 
 /// Why a worker's heartbeat or answer was refused.
@@ -200,26 +304,7 @@ impl PgStore {
         // one tenant do not queue behind each other on it.
         let queued = self
             .once(
-                &format!(
-                    "WITH changed AS (
-                         INSERT INTO queue_tenants (tenant, weight, cap)
-                         SELECT $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM queue_tenants
-                             WHERE tenant = $1 AND weight = $2 AND cap IS NOT DISTINCT FROM $3)
-                         ON CONFLICT (tenant) DO UPDATE
-                             SET weight = excluded.weight, cap = excluded.cap
-                         RETURNING tenant, cap),
-                     slots AS (
-                         INSERT INTO queue_slots (tenant, slot)
-                         SELECT tenant, generate_series(0, cap - 1) FROM changed
-                         WHERE cap IS NOT NULL
-                         ON CONFLICT DO NOTHING),
-                     job AS (
-                         INSERT INTO queue (tenant, attempt, job)
-                         SELECT $1, $4, $5 WHERE sandflow_fence($6)
-                         ON CONFLICT (attempt) DO UPDATE SET attempt = excluded.attempt
-                         RETURNING id)
-                     SELECT job.id, pg_notify('{QUEUED}', '') FROM job"
-                ),
+                &ENQUEUE,
                 &[&tenant, &weight, &cap, &attempt, &job, &self.term()],
             )
             .await?;
@@ -255,42 +340,19 @@ impl PgStore {
 
     /// Renews `claim`'s lease for `lease` from now: a worker's heartbeat.
     pub async fn renew(&self, claim: &Claim, lease: std::time::Duration) -> Result<(), QueueError> {
-        let renewed = self
-            .once(
-                "UPDATE queue SET lease_until = clock_timestamp() + $3 * interval '1 millisecond'
-                 WHERE id = $1 AND token = $2 AND claimed AND result IS NULL
-                 RETURNING id",
-                &[
-                    &big(claim.id),
-                    &big(claim.token),
-                    &(lease.as_millis() as f64),
-                ],
-            )
-            .await?;
-        match renewed.len() {
-            0 => Err(stale(claim)),
-            _ => Ok(()),
-        }
+        self.as_claimer(
+            claim,
+            "UPDATE queue SET lease_until = clock_timestamp() + $3 * interval '1 millisecond'
+             WHERE id = $1 AND token = $2 AND claimed AND result IS NULL
+             RETURNING id",
+            &[&(lease.as_millis() as f64)],
+        )
+        .await
     }
 
     /// Answers `claim` with `result`, unless the claim is stale.
     pub async fn answer(&self, claim: &Claim, result: &[u8]) -> Result<(), QueueError> {
-        let answered = self
-            .once(
-                &format!(
-                    "WITH answered AS (
-                         UPDATE queue SET result = $3, lease_until = NULL
-                         WHERE id = $1 AND token = $2 AND claimed AND result IS NULL
-                         RETURNING id)
-                     SELECT pg_notify('{ANSWERED}', id::text) FROM answered"
-                ),
-                &[&big(claim.id), &big(claim.token), &result],
-            )
-            .await?;
-        match answered.len() {
-            0 => Err(stale(claim)),
-            _ => Ok(()),
-        }
+        self.as_claimer(claim, &ANSWER, &[&result]).await
     }
 
     /// Puts every claimed job whose lease has run out back in the queue; how many. The
@@ -298,19 +360,7 @@ impl PgStore {
     pub async fn requeue_expired(&self) -> Result<u64, StoreError> {
         // One notification however many rows: the database folds identical ones of a
         // transaction into one.
-        let requeued = self
-            .once(
-                &format!(
-                    "WITH requeued AS (
-                         UPDATE queue SET claimed = false, worker = NULL, lease_until = NULL
-                         WHERE claimed AND result IS NULL AND lease_until < clock_timestamp()
-                             AND sandflow_fence($1)
-                         RETURNING id)
-                     SELECT pg_notify('{QUEUED}', '') FROM requeued"
-                ),
-                &[&self.term()],
-            )
-            .await?;
+        let requeued = self.once(&REQUEUE, &[&self.term()]).await?;
         Ok(requeued.len() as u64)
     }
 
@@ -341,16 +391,71 @@ impl PgStore {
         Ok(())
     }
 
-    /// Takes job `id`'s answer, removing the job, once it is answered; `None` until then.
-    pub async fn take_answer(&self, id: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        let taken = self
+    /// Relays lines of `claim`'s attempt as its chunk `chunk`, unless the claim is stale.
+    pub async fn relay(&self, claim: &Claim, chunk: u32, lines: &[u8]) -> Result<(), QueueError> {
+        self.as_claimer(claim, &RELAY, &[&(chunk as i32), &lines])
+            .await
+    }
+
+    /// Takes job `id`'s answer, removing the job (and what was relayed for it), once it
+    /// is answered; until then, the lines relayed for it past `read`. One round trip
+    /// either way: the statement's two halves see the rows as they were before it, so
+    /// the lines of a job just taken are not read again.
+    pub async fn take_answer(&self, id: u64, read: Read) -> Result<Taken, StoreError> {
+        let rows = self
             .once(
-                "DELETE FROM queue WHERE id = $1 AND result IS NOT NULL AND sandflow_fence($2)
-                 RETURNING result",
-                &[&big(id), &self.term()],
+                "WITH taken AS (
+                     DELETE FROM queue WHERE id = $1 AND result IS NOT NULL
+                         AND sandflow_fence($2)
+                     RETURNING result)
+                 SELECT result, NULL::bigint AS token, NULL::integer AS chunk,
+                     NULL::bytea AS lines
+                 FROM taken
+                 UNION ALL
+                 (SELECT NULL, l.token, l.chunk, l.lines FROM queue_log l
+                  WHERE l.job = $1 AND (l.token, l.chunk) > ($3, $4)
+                      AND NOT EXISTS (SELECT 1 FROM taken)
+                  ORDER BY l.token, l.chunk)",
+                &[
+                    &big(id),
+                    &self.term(),
+                    &big(read.token),
+                    &(read.chunk as i32),
+                ],
             )
             .await?;
-        Ok(taken.into_iter().next().map(|row| row.get("result")))
+        if let Some(answer) = rows.first().and_then(|row| row.get("result")) {
+            return Ok(Taken::Answer(answer));
+        }
+        let chunks = rows.iter().map(|row| Chunk {
+            read: Read {
+                token: row.get::<_, i64>("token") as u64,
+                chunk: row.get::<_, i32>("chunk") as u32,
+            },
+            lines: row.get("lines"),
+        });
+        Ok(Taken::Waiting(chunks.collect()))
+    }
+
+    /// Runs `sql`, a worker's write to `claim`'s row, which names the row `$1` and the
+    /// claim's token `$2` (`then` the parameters after them) and returns a row if it
+    /// wrote: none means the claim is stale.
+    async fn as_claimer(
+        &self,
+        claim: &Claim,
+        sql: &str,
+        then: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<(), QueueError> {
+        let (id, token) = (big(claim.id), big(claim.token));
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&id, &token];
+        params.extend_from_slice(then);
+        match self.once(sql, &params).await?.len() {
+            0 => Err(QueueError::Stale {
+                id: claim.id,
+                token: claim.token,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// `sql`'s rows, in one round trip once the connection has it prepared (it keeps
@@ -364,13 +469,6 @@ impl PgStore {
         let client = self.pool.get().await?;
         let statement = client.prepare_cached(sql).await?;
         Ok(client.query(&statement, params).await?)
-    }
-}
-
-fn stale(claim: &Claim) -> QueueError {
-    QueueError::Stale {
-        id: claim.id,
-        token: claim.token,
     }
 }
 
@@ -445,7 +543,11 @@ mod tests {
         );
         let late = store.answer(&first, b"late").await;
         assert!(matches!(late, Err(QueueError::Stale { .. })), "{late:?}");
-        assert_eq!(store.take_answer(id).await.unwrap(), None);
+        let nothing = Taken::Waiting(Vec::new());
+        assert_eq!(
+            store.take_answer(id, Read::default()).await.unwrap(),
+            nothing
+        );
 
         store.renew(&second, LEASE).await.unwrap();
         assert_eq!(store.requeue_expired().await.unwrap(), 0, "renewed");
@@ -458,9 +560,54 @@ mod tests {
         // and all, rather than running the attempt a second time.
         let adopted = store.enqueue(&acme(), "1/t/1", b"job").await.unwrap();
         assert_eq!(adopted, id);
-        assert_eq!(store.take_answer(id).await.unwrap().unwrap(), b"on time");
-        assert_eq!(store.take_answer(id).await.unwrap(), None, "taken once");
+        let taken = store.take_answer(id, Read::default()).await.unwrap();
+        assert_eq!(taken, Taken::Answer(b"on time".to_vec()));
+        let again = store.take_answer(id, Read::default()).await.unwrap();
+        assert_eq!(again, nothing, "taken once");
         drop_schema("lease").await;
+    }
+
+    /// A dispatcher reads what its job's worker relayed, each chunk once, and only the
+    /// current claim's: a stale worker's lines are refused, and a chunk given again
+    /// replaces the first. Taking the answer takes the relayed lines with the job.
+    #[tokio::test]
+    async fn relayed_lines_are_read_once_and_only_from_the_current_claim() {
+        let store = fresh(&schema("relay")).await;
+        let id = store.enqueue(&acme(), "1/t/1", b"job").await.unwrap();
+        let first = store.claim("a", Duration::ZERO).await.unwrap().unwrap();
+        store.relay(&first, 1, b"one").await.unwrap();
+        let chunk = |token, chunk, lines: &[u8]| Chunk {
+            read: Read { token, chunk },
+            lines: lines.to_vec(),
+        };
+        let queue = &store;
+        let read = |read| async move { queue.take_answer(id, read).await.unwrap() };
+        let start = Read::default();
+        assert_eq!(read(start).await, Taken::Waiting(vec![chunk(1, 1, b"one")]));
+        let seen = Read { token: 1, chunk: 1 };
+        assert_eq!(read(seen).await, Taken::Waiting(Vec::new()));
+
+        store.requeue_expired().await.unwrap();
+        let refused = store.relay(&first, 2, b"late").await;
+        assert!(
+            matches!(refused, Err(QueueError::Stale { .. })),
+            "{refused:?}"
+        );
+        let second = store.claim("b", LEASE).await.unwrap().unwrap();
+        store.relay(&second, 1, b"tw").await.unwrap();
+        store.relay(&second, 1, b"two").await.unwrap();
+        store.relay(&second, 2, b"three").await.unwrap();
+        let relayed = vec![chunk(2, 1, b"two"), chunk(2, 2, b"three")];
+        assert_eq!(read(seen).await, Taken::Waiting(relayed));
+
+        store.answer(&second, b"done").await.unwrap();
+        assert_eq!(read(seen).await, Taken::Answer(b"done".to_vec()));
+        assert_eq!(
+            read(start).await,
+            Taken::Waiting(Vec::new()),
+            "gone with the job"
+        );
+        drop_schema("relay").await;
     }
 
     /// Tenants' claims by weight: with both queues long, a tenant of weight 3 has three
