@@ -118,8 +118,7 @@ pub async fn serve(
                 None => format!("http://{address}"),
             };
             let name = format!("{peer_url}#{}", std::process::id());
-            let leases = PgStore::connect(url, 1).await.map_err(Failed::input)?;
-            let replica = Replica::join(store, leases, name, peer_url, args.leader_lease)
+            let replica = Replica::join(store, name, peer_url, args.leader_lease)
                 .await
                 .map_err(Failed::input)?;
             (engine, Some(replica))

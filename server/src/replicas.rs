@@ -1,6 +1,7 @@
 //! Several `sandflow serve` processes on one PostgreSQL database, behind one URL: one of
-//! them, the leader, drives every run and keeps the clock; the others forward every
-//! request to it and stand by to take over.
+//! them, the leader, drives every run and keeps the clock; the others answer the reads
+//! the database alone answers, forward every other request to it, and stand by to take
+//! over.
 //!
 //! Why one driver rather than runs spread over the replicas: a run's attempts already run
 //! on the workers, so what the leader does per task is a few small writes; and with one
@@ -20,8 +21,8 @@
 use crate::Service;
 use crate::error::ApiError;
 use axum::body::Body;
-use axum::extract::{Request, State};
-use axum::http::{StatusCode, Uri};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client;
@@ -87,20 +88,18 @@ pub enum ServeError {
 
 impl Replica {
     /// Joins the replicas of `store`'s database as `name`, reached by the others at
-    /// `address` (`http://HOST:PORT`), with leases of `lease` taken and renewed through
-    /// `leases` (a store on the same database with a connection of its own); it leads at
-    /// once when no one does. Its store writes nothing until it leads.
+    /// `address` (`http://HOST:PORT`), with leases of `lease`; it leads at once when no
+    /// one does. Its store writes nothing until it leads.
     pub async fn join(
         store: Arc<PgStore>,
-        leases: PgStore,
         name: String,
         address: String,
         lease: Duration,
     ) -> Result<Arc<Self>, StoreError> {
         store.fence(None);
         let replica = Arc::new(Self {
+            leases: store.beside(1),
             store,
-            leases,
             name,
             address: address.trim_end_matches('/').to_owned(),
             lease,
@@ -259,15 +258,29 @@ impl Replica {
     }
 }
 
-/// Answers a request here when this replica leads (and its own health and metrics
-/// always), else forwards it to the leader.
+/// The reads a follower answers itself: each reads the database alone, which every
+/// replica shares, and nothing the leader holds in memory (a run's attempts in flight,
+/// which its `GET` shows; the lines of an attempt still running, which its log shows).
+/// The ones among them that may be large or long (a task's output, a tenant's runs)
+/// then cost the leader nothing.
+const FROM_THE_DATABASE: [&str; 3] = [
+    "/api/v1/runs",
+    "/api/v1/runs/{id}/tasks/{task}/output",
+    "/api/v1/bundles",
+];
+
+/// Answers a request here when this replica leads (and its own health and metrics, and
+/// the reads of [`FROM_THE_DATABASE`], always), else forwards it to the leader.
 pub(crate) async fn route(
     State(replica): State<Arc<Replica>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let local = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
-    if local || replica.leading().is_some() {
+    let own = matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    let read = request.method() == Method::GET
+        && (request.extensions().get::<MatchedPath>())
+            .is_some_and(|path| FROM_THE_DATABASE.contains(&path.as_str()));
+    if own || read || replica.leading().is_some() {
         return next.run(request).await;
     }
     replica.forward(request).await

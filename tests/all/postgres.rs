@@ -150,6 +150,37 @@ fn a_server_on_postgres_runs_tenants_workflows_and_keeps_them_across_restarts() 
     assert!(tenants.stdout.contains("acme"), "{tenants:?}");
 }
 
+/// A follower answers the reads the database alone answers itself: with its leader
+/// killed (and its lease, longer than the test, not yet free) a task's output, the runs
+/// and the bundles are still read through it, where what needs the leader's memory (a
+/// run's attempts in flight) says that the leader is out of reach.
+#[test]
+fn a_follower_answers_the_reads_of_the_database_itself_and_forwards_the_rest() {
+    let scratch = Scratch::default();
+    let schema = Schema::new("follower_reads");
+    let token = schema.tenant(&scratch, "acme");
+    let args = ["--store", &schema.url, "--leader-lease", "60s"];
+    let leader = Server::start_with(&scratch, &args);
+    let follower = Server::start_with(&scratch, &args);
+    let api = follower.api(&token);
+    let hello = api.upload("hello");
+    let id = api.start(&json!({ "bundle": hello, "params": { "name": "replicas" } }));
+    assert_eq!(api.finished(id)["state"], "succeeded");
+
+    leader.signal("-KILL");
+    assert_eq!(leader.wait(), None, "killed");
+    let output = api.get(&format!("/runs/{id}/tasks/greet/output"));
+    assert_eq!(output.body, b"\"Hello, replicas!\"");
+    let runs = api.get("/runs").json();
+    assert_eq!(runs["runs"][0]["id"], id, "{runs}");
+    let bundles = api.get("/bundles").json();
+    assert_eq!(bundles["bundles"][0]["hash"], hello, "{bundles}");
+    let detail = api.get(&format!("/runs/{id}"));
+    detail.assert_error(503, "no_leader");
+    let message = detail.json()["error"]["message"].to_string();
+    assert!(message.contains("out of reach"), "{message}");
+}
+
 #[test]
 fn a_store_that_cannot_be_reached_is_said_and_its_password_is_not() {
     let scratch = Scratch::default();

@@ -234,6 +234,15 @@ impl PgStore {
             };
             config.options(options);
         }
+        let idle = format!(
+            "-c idle_in_transaction_session_timeout={}",
+            IDLE_IN_TRANSACTION.as_millis()
+        );
+        let options = match config.get_options() {
+            Some(options) => format!("{options} {idle}"),
+            None => idle,
+        };
+        config.options(options);
         let store = Self::with_config(config, connections);
         store
             .migrate()
@@ -245,16 +254,15 @@ impl PgStore {
         Ok(store)
     }
 
-    fn with_config(mut config: tokio_postgres::Config, connections: usize) -> Self {
-        let idle = format!(
-            "-c idle_in_transaction_session_timeout={}",
-            IDLE_IN_TRANSACTION.as_millis()
-        );
-        let options = match config.get_options() {
-            Some(options) => format!("{options} {idle}"),
-            None => idle,
-        };
-        config.options(options);
+    /// Another store on this one's database and schema with a pool of its own of up to
+    /// `connections`, unfenced: what is written through one never waits for a
+    /// connection of the other (a leader's lease renewals behind its runs' writes). The
+    /// schema is this one's, so nothing is migrated.
+    pub fn beside(&self, connections: usize) -> Self {
+        Self::with_config(self.config.clone(), connections)
+    }
+
+    fn with_config(config: tokio_postgres::Config, connections: usize) -> Self {
         let manager = Manager::from_config(
             config.clone(),
             NoTls,

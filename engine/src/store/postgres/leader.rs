@@ -191,6 +191,16 @@ mod tests {
 
     const LEASE: Duration = Duration::from_millis(300);
 
+    /// A migration's text is frozen once applied somewhere, so the fence spells its two
+    /// constants out rather than splicing them in: this keeps the constants and the
+    /// function from drifting apart.
+    #[test]
+    fn the_fence_function_uses_the_constants_the_store_applies() {
+        assert!(super::FENCE.contains(&format!("IF term = {} THEN", super::UNFENCED)));
+        let raised = format!("USING ERRCODE = '{}'", super::NOT_LEADING);
+        assert!(super::FENCE.contains(&raised));
+    }
+
     #[tokio::test]
     async fn one_replica_leads_until_its_lease_lapses_and_the_next_takes_the_next_epoch() {
         let store = fresh(&schema("terms")).await;
