@@ -54,6 +54,9 @@ const STORED: TableDefinition<&str, u64> = TableDefinition::new("stored");
 /// (tenant, idempotency key) → the run that key started.
 const RUN_KEYS: TableDefinition<(&str, &str), u64> = TableDefinition::new("run_keys");
 const NEXT_RUN_ID: &str = "next_run_id";
+/// Run → when it ended for good, until its end is followed up (see
+/// `Store::pending_ends`).
+const ENDS: TableDefinition<u64, u64> = TableDefinition::new("ends");
 
 /// redb's page cache. Its default (1 GiB) would let a long run's resident memory grow with
 /// the outputs it writes; runs read back only recent outputs, so a small cache serves them.
@@ -320,6 +323,11 @@ pub(crate) enum Write {
     },
     /// Forgets runs and everything they stored; the ids that existed are `Written::Runs`.
     DeleteRuns(Vec<u64>),
+    /// Forgets a run's end among those to follow up, if it is still the one at `at_ms`.
+    EndHandled {
+        run: u64,
+        at_ms: u64,
+    },
     /// A tenant and the other writes of tenancy (see `tenants`).
     Tenancy(tenants::Write),
     /// A write of schedules (see `schedules`).
@@ -512,6 +520,7 @@ impl Db {
                 let mut tasks = storage!(tx.open_table(TASKS));
                 let mut outputs = storage!(tx.open_table(OUTPUTS));
                 let mut attempt_logs = storage!(tx.open_table(ATTEMPT_LOGS));
+                let mut ends = storage!(tx.open_table(ENDS));
                 for write in writes {
                     done.push(match write {
                         Write::CreateRun(mut record) => 'create: {
@@ -551,6 +560,9 @@ impl Db {
                                     };
                                     let status = serde_json::to_vec(&status)?;
                                     storage!(states.insert(id, status.as_slice()));
+                                    if state.is_final() {
+                                        storage!(ends.insert(id, at_ms));
+                                    }
                                     Ok(Written::Done)
                                 }
                             }
@@ -654,6 +666,7 @@ impl Db {
                                 let record: RunRecord = serde_json::from_slice(record.value())?;
                                 storage!(states.remove(id));
                                 storage!(run_tenants.remove(id));
+                                storage!(ends.remove(id));
                                 if let Some(key) = &record.idempotency_key {
                                     storage!(
                                         run_keys.remove((record.tenant.as_str(), key.as_str()))
@@ -690,6 +703,12 @@ impl Db {
                                 deleted.push(id);
                             }
                             Ok(Written::Runs(deleted))
+                        }
+                        Write::EndHandled { run, at_ms } => {
+                            if storage!(ends.get(run)).is_some_and(|at| at.value() == at_ms) {
+                                storage!(ends.remove(run));
+                            }
+                            Ok(Written::Done)
                         }
                         Write::Tenancy(write) => tenants::apply(&tx, write),
                         Write::Schedule(write) => schedules::apply(&tx, write),
@@ -799,6 +818,21 @@ impl Db {
                     number,
                     serde_json::from_slice(bytes.value())?,
                 ));
+            }
+            Ok(all)
+        })
+    }
+
+    /// The runs whose end is not followed up yet, with when they ended, by run.
+    pub fn pending_ends(&self) -> Result<Vec<(u64, u64)>, DbError> {
+        self.guard(|| {
+            let mut all = Vec::new();
+            let Some(ends) = table(&self.begin_read()?, ENDS)? else {
+                return Ok(all);
+            };
+            for entry in storage!(ends.iter()) {
+                let (run, at_ms) = storage!(entry);
+                all.push((run.value(), at_ms.value()));
             }
             Ok(all)
         })

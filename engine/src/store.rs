@@ -449,6 +449,16 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets event `id`: every run it starts is recorded. Its key stays taken.
     async fn event_handled(&self, id: u64) -> Result<(), StoreError>;
 
+    /// The runs that ended for good (see [`RunState::is_final`]) and whose end is not yet
+    /// followed up, as (run, when it ended), by run. The write that ends a run
+    /// records it here in the same transaction, so what follows an end (its alerts, the
+    /// event it posts) survives a crash right after it.
+    async fn pending_ends(&self) -> Result<Vec<(u64, u64)>, StoreError>;
+
+    /// Forgets run `run`'s end at `at_ms` among the [pending](Self::pending_ends): it was
+    /// followed up. A later end of the run (a retry that failed again) stays.
+    async fn end_handled(&self, run: u64, at_ms: u64) -> Result<(), StoreError>;
+
     /// Adds a subscription, or replaces the one of its tenant, topic and workflow.
     async fn put_subscription(&self, subscription: Subscription) -> Result<(), StoreError>;
 

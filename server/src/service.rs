@@ -344,7 +344,9 @@ impl Service {
                         && task_alerts < alerts::MAX_TASK_ALERTS
                     {
                         task_alerts += 1;
-                        service.task_failed(&run, &task, &record).await;
+                        if let Err(e) = service.task_failed(&run, &task, &record).await {
+                            tracing::warn!(run = id, task, "alert not recorded: {e}");
+                        }
                     }
                 }
                 match handle.join().await {
@@ -364,9 +366,9 @@ impl Service {
                     }
                 }
             }
-            let ended = service.engine.store().run(id).await;
-            if let Ok(run) = &ended {
-                service.run_ended(run).await;
+            // Its alerts and the event of its end follow from the store's pending ends,
+            // which the events' loop, woken below, goes through.
+            if let Ok(run) = service.engine.store().run(id).await {
                 let workflow = sandflow::metrics::workflow_label(&run.tenant, &run.workflow.name);
                 let labels = [
                     ("tenant", run.tenant.clone()),
@@ -374,9 +376,6 @@ impl Service {
                     ("state", run.state.as_str().to_owned()),
                 ];
                 metrics::counter!("sandflow_runs_ended_total", &labels).increment(1);
-            }
-            if let Err(e) = async { service.post_end(&ended?).await }.await {
-                tracing::warn!(run = id, "the run's end was not posted: {e}");
             }
             service.sla_raised.lock().await.remove(&id);
             let mut live = service.live_runs();

@@ -3,7 +3,7 @@
 //! minute), and events.
 
 use crate::Scratch;
-use crate::serve::{Api, Server, tenant};
+use crate::serve::{Answer, Api, Server, tenant};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -289,25 +289,35 @@ fn wait_for_events(api: &Api, topic: &str, expected: &[u64]) -> Vec<Value> {
     }
 }
 
-#[test]
-fn events_start_their_subscribers_once_even_across_a_kill_and_runs_start_followers() {
-    let scratch = Scratch::default();
-    let token = tenant(&scratch, "red", &[]);
-    let server = Server::start(&scratch);
-    let api = server.api(&token);
+/// Uploads `deterministic`, which runs on each event on `orders`, and `hello`, which
+/// runs after each run of `deterministic` that succeeds.
+fn orders_then_hello(api: &Api) {
     api.upload("deterministic");
     api.upload("hello");
     let put = |path: &str| api.request("PUT", path, Some(b"{}"));
     assert_eq!(put("/subscriptions/orders/deterministic").status, 200);
     let follow = put("/subscriptions/workflow.deterministic.succeeded/hello");
     assert_eq!(follow.status, 200, "{follow:?}");
-    put("/subscriptions/orders/nothing-uploaded").assert_error(404, "not_found");
+}
 
-    let post = |key: &str, body: &Value| {
-        let body = body.to_string();
-        let headers = [("Idempotency-Key", key)];
-        api.request_with("POST", "/events/orders", Some(body.as_bytes()), &headers)
-    };
+/// Posts `body` to `orders` under idempotency key `key`.
+fn post_order(api: &Api, key: &str, body: &Value) -> Answer {
+    let body = body.to_string();
+    let headers = [("Idempotency-Key", key)];
+    api.request_with("POST", "/events/orders", Some(body.as_bytes()), &headers)
+}
+
+#[test]
+fn events_start_their_subscribers_once_even_across_a_kill_and_runs_start_followers() {
+    let scratch = Scratch::default();
+    let token = tenant(&scratch, "red", &[]);
+    let server = Server::start(&scratch);
+    let api = server.api(&token);
+    orders_then_hello(&api);
+    let put = api.request("PUT", "/subscriptions/orders/nothing-uploaded", Some(b"{}"));
+    put.assert_error(404, "not_found");
+
+    let post = |key: &str, body: &Value| post_order(&api, key, body);
     let accepted = post("e-1", &json!({ "order": 1 }));
     assert_eq!(
         (accepted.status, accepted.json()["event"].clone()),
@@ -452,4 +462,59 @@ fn a_workflows_policy_queues_skips_or_cancels_what_would_run_past_its_limit() {
     api.get("/policies/lattice").assert_error(404, "not_found");
     let removed = api.request("DELETE", "/policies/lattice", None);
     removed.assert_error(404, "not_found");
+}
+
+#[test]
+fn every_end_starts_its_followers_once_however_often_the_server_is_killed() {
+    let scratch = Scratch::default();
+    let token = tenant(&scratch, "red", &[]);
+    let server = Server::start(&scratch);
+    orders_then_hello(&server.api(&token));
+    drop(server);
+
+    // Killed (SIGKILL) at later and later points while runs end: some between a run's end and
+    // the event it posts.
+    const ROUNDS: u64 = 8;
+    const ORDERS: u64 = 5;
+    for round in 0..ROUNDS {
+        let server = Server::start(&scratch);
+        let api = server.api(&token);
+        for order in 0..ORDERS {
+            let key = format!("{round}-{order}");
+            let posted = post_order(&api, &key, &json!({ "order": key }));
+            assert_eq!(posted.status, 202, "{posted:?}");
+        }
+        std::thread::sleep(Duration::from_millis(round * 20));
+        drop(server);
+    }
+
+    let server = Server::start(&scratch);
+    let api = server.api(&token);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let orders = runs_of_topic(&api, "orders");
+        let ended: Vec<u64> = orders
+            .iter()
+            .filter(|(run, _)| run["state"] == "succeeded")
+            .map(|(run, _)| run["id"].as_u64().unwrap())
+            .collect();
+        let mut followed: Vec<u64> = runs_of_topic(&api, "workflow.deterministic.succeeded")
+            .iter()
+            .map(|(run, _)| run["params"]["run"].as_u64().unwrap())
+            .collect();
+        followed.sort_unstable();
+        let mut once = followed.clone();
+        once.dedup();
+        assert_eq!(once, followed, "a run's end started its follower twice");
+        if ended.len() as u64 == ROUNDS * ORDERS && followed == ended {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} orders succeeded; followed: {followed:?}, ended: {ended:?}",
+            ended.len(),
+            ROUNDS * ORDERS
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -346,6 +346,16 @@ impl Store for RedbStore {
         self.submit(write).await.map(drop)
     }
 
+    async fn pending_ends(&self) -> Result<Vec<(u64, u64)>, StoreError> {
+        Ok(self.db.pending_ends()?)
+    }
+
+    async fn end_handled(&self, run: u64, at_ms: u64) -> Result<(), StoreError> {
+        self.submit(Write::EndHandled { run, at_ms })
+            .await
+            .map(drop)
+    }
+
     async fn put_subscription(&self, subscription: Subscription) -> Result<(), StoreError> {
         let write = Write::Event(events::Write::Subscribe(Box::new(subscription)));
         self.submit(write).await.map(drop)

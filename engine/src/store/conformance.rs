@@ -28,6 +28,7 @@ pub(crate) async fn check<S: Store>(mut fresh: impl AsyncFnMut() -> S) {
     secrets_belong_to_their_tenant(&fresh().await).await;
     schedules_settle_forward_only(&fresh().await).await;
     events_wait_until_handled_and_count_once_per_key(&fresh().await).await;
+    ends_wait_until_handled_and_a_later_end_stays(&fresh().await).await;
     subscriptions_belong_to_their_tenant(&fresh().await).await;
     policies_belong_to_their_tenant(&fresh().await).await;
     alerts_count_once_per_key_and_stay_pending_until_delivered(&fresh().await).await;
@@ -706,6 +707,39 @@ async fn events_wait_until_handled_and_count_once_per_key(store: &impl Store) {
         Some(4)
     );
     assert_eq!(store.add_event(event("a", Some("k"))).await.unwrap(), None);
+}
+
+async fn ends_wait_until_handled_and_a_later_end_stays(store: &impl Store) {
+    for _ in 0..4 {
+        store.create_run(run_record("t")).await.unwrap();
+    }
+    store.set_run_state(1, RunState::Failed, 10).await.unwrap();
+    store
+        .set_run_state(2, RunState::Interrupted, 11)
+        .await
+        .unwrap();
+    store
+        .set_run_state(3, RunState::Cancelled, 12)
+        .await
+        .unwrap();
+    store
+        .set_run_state(4, RunState::Succeeded, 13)
+        .await
+        .unwrap();
+    let ends = store.pending_ends().await.unwrap();
+    assert_eq!(ends, [(1, 10), (3, 12), (4, 13)], "ends for good only");
+
+    // Retried and failed again before its first end was handled: the first end's
+    // handling leaves the second.
+    store.set_run_state(1, RunState::Running, 20).await.unwrap();
+    store.set_run_state(1, RunState::Failed, 30).await.unwrap();
+    store.end_handled(1, 10).await.unwrap();
+    store.end_handled(3, 12).await.unwrap();
+    store.end_handled(99, 1).await.unwrap();
+    assert_eq!(store.pending_ends().await.unwrap(), [(1, 30), (4, 13)]);
+    store.end_handled(1, 30).await.unwrap();
+    store.delete_runs(vec![4]).await.unwrap();
+    assert!(store.pending_ends().await.unwrap().is_empty(), "none left");
 }
 
 async fn subscriptions_belong_to_their_tenant(store: &impl Store) {

@@ -48,6 +48,8 @@ struct State {
     policies: BTreeMap<(String, String), WorkflowPolicy>,
     alerts: BTreeMap<u64, AlertRecord>,
     alert_keys: HashMap<(String, String), u64>,
+    /// Run → when it ended, until its end is handled.
+    ends: BTreeMap<u64, u64>,
 }
 
 /// A bundle and its bytes.
@@ -121,6 +123,9 @@ impl Store for MemoryStore {
         run.finished_ms = (run_state != RunState::Running).then_some(at_ms);
         run.running_ms = time.ran_ms;
         state.running.insert(id, time);
+        if run_state.is_final() {
+            state.ends.insert(id, at_ms);
+        }
         Ok(())
     }
 
@@ -227,6 +232,7 @@ impl Store for MemoryStore {
                 + removed(&mut state.logs, |k| k.0 == id, |_, lines| json_len(lines))
                 + removed(&mut state.cleared, |k| k.0 == id, |_, _| 0);
             state.running.remove(&id);
+            state.ends.remove(&id);
             let stored = state.stored.entry(run.tenant).or_default();
             *stored = stored.saturating_sub(freed);
             deleted.push(id);
@@ -420,6 +426,23 @@ impl Store for MemoryStore {
 
     async fn event_handled(&self, id: u64) -> Result<(), StoreError> {
         self.state().events.remove(&id);
+        Ok(())
+    }
+
+    async fn pending_ends(&self) -> Result<Vec<(u64, u64)>, StoreError> {
+        Ok(self
+            .state()
+            .ends
+            .iter()
+            .map(|(&run, &at)| (run, at))
+            .collect())
+    }
+
+    async fn end_handled(&self, run: u64, at_ms: u64) -> Result<(), StoreError> {
+        let mut state = self.state();
+        if state.ends.get(&run) == Some(&at_ms) {
+            state.ends.remove(&run);
+        }
         Ok(())
     }
 

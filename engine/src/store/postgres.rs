@@ -92,7 +92,11 @@ CREATE INDEX alerts_pending ON alerts (id) WHERE pending;
     queue::SHARES,
     leader::FENCE,
     queue::RELAYS,
+    ENDS,
 ];
+
+/// Runs whose end is not followed up yet (see `Store::pending_ends`).
+const ENDS: &str = "CREATE TABLE ends (run bigint PRIMARY KEY, at_ms bigint NOT NULL);";
 
 /// The advisory lock migrations are applied under: any number that no other user of the
 /// database takes ("sandflow" in ASCII).
@@ -461,6 +465,14 @@ impl Store for PgStore {
         run.finished_ms = (state != RunState::Running).then_some(at_ms);
         run.running_ms = time.ran_ms;
         write_run(&tx, &run, &time).await?;
+        if state.is_final() {
+            tx.execute(
+                "INSERT INTO ends VALUES ($1, $2)
+                 ON CONFLICT (run) DO UPDATE SET at_ms = excluded.at_ms",
+                &[&big(id), &big(at_ms)],
+            )
+            .await?;
+        }
         Ok(tx.commit().await?)
     }
 
@@ -636,7 +648,8 @@ impl Store for PgStore {
                           l AS (DELETE FROM logs WHERE run = $1 RETURNING bytes),
                           o AS (DELETE FROM outputs WHERE run = $1
                                 RETURNING octet_length(output)::bigint AS bytes),
-                          c AS (DELETE FROM cleared WHERE run = $1 RETURNING 0::bigint AS bytes)
+                          c AS (DELETE FROM cleared WHERE run = $1 RETURNING 0::bigint AS bytes),
+                          e AS (DELETE FROM ends WHERE run = $1)
                      SELECT (coalesce((SELECT sum(bytes) FROM t), 0)
                            + coalesce((SELECT sum(bytes) FROM a), 0)
                            + coalesce((SELECT sum(bytes) FROM l), 0)
@@ -947,6 +960,24 @@ impl Store for PgStore {
     async fn event_handled(&self, id: u64) -> Result<(), StoreError> {
         self.changed("DELETE FROM events WHERE id = $1", &[&big(id)])
             .await?;
+        Ok(())
+    }
+
+    async fn pending_ends(&self) -> Result<Vec<(u64, u64)>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query("SELECT run, at_ms FROM ends ORDER BY run", &[])
+            .await?;
+        let unsigned = |r: &tokio_postgres::Row, i| r.get::<_, i64>(i).max(0) as u64;
+        Ok(rows
+            .iter()
+            .map(|r| (unsigned(r, 0), unsigned(r, 1)))
+            .collect())
+    }
+
+    async fn end_handled(&self, run: u64, at_ms: u64) -> Result<(), StoreError> {
+        let sql = "DELETE FROM ends WHERE run = $1 AND at_ms = $2";
+        self.changed(sql, &[&big(run), &big(at_ms)]).await?;
         Ok(())
     }
 

@@ -9,16 +9,19 @@
 //! with exponential backoff and gives up after [`MAX_ATTEMPTS`]; each attempt is recorded.
 
 use super::{Service, now_ms};
+use crate::admin::AdminError;
 use crate::error::ApiError;
 use axum::http::StatusCode;
-use sandflow::store::{AlertRecord, Delivery, WorkflowPolicy};
+use sandflow::store::{AlertRecord, Delivery, StoreError, WorkflowPolicy};
 use sandflow::tenant::AlertTarget;
 use sandflow::{RunRecord, RunState, TaskRecord, TaskState, Tenant};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 /// Attempts at delivering an alert before it is given up: with the backoff, about nine
 /// hours of a webhook down.
@@ -116,6 +119,49 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A resolver that answers the addresses a webhook's check saw, whatever the URL names:
+/// asking the name servers again between the check and the connection would let a name
+/// whose answer changes meanwhile (DNS rebinding) lead the host to a private address.
+#[derive(Debug)]
+struct Checked(Vec<SocketAddr>);
+
+impl Resolver for Checked {
+    fn resolve(
+        &self,
+        _: &axum::http::Uri,
+        _: &ureq::config::Config,
+        _: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let mut addresses = self.empty();
+        for &address in &self.0 {
+            if addresses.try_push(address).is_err() {
+                break;
+            }
+        }
+        if addresses.is_empty() {
+            return Err(ureq::Error::HostNotFound);
+        }
+        Ok(addresses)
+    }
+}
+
+/// Sends `request` to one of `addresses`, checked before, and to no other; the answer's
+/// status. A proxy would connect where it resolves, so none is used, and a redirect
+/// would lead past the check, so none is followed.
+fn post(
+    request: axum::http::Request<String>,
+    addresses: Vec<SocketAddr>,
+) -> Result<u16, ureq::Error> {
+    let config = ureq::Agent::config_builder()
+        .timeout_global(Some(DELIVERY_TIMEOUT))
+        .max_redirects(0)
+        .proxy(None)
+        .http_status_as_error(false)
+        .build();
+    let agent = ureq::Agent::with_parts(config, DefaultConnector::new(), Checked(addresses));
+    agent.run(request).map(|answer| answer.status().as_u16())
+}
+
 impl Service {
     /// Sets where the tenant's alerts are posted; `None` stops raising them. The URL is
     /// checked as each delivery checks it.
@@ -150,8 +196,9 @@ impl Service {
     }
 
     /// Refuses a webhook URL that is malformed, does not resolve, or (unless the
-    /// operator allows it) resolves to a private address.
-    async fn check_webhook(&self, url: &str) -> Result<(), String> {
+    /// operator allows it) resolves to a private address; the addresses it resolves to,
+    /// which are the only ones a delivery may connect to.
+    async fn check_webhook(&self, url: &str) -> Result<Vec<SocketAddr>, String> {
         let (host, port) = check_url(url)?;
         let lookup = tokio::net::lookup_host((host.as_str(), port));
         let addresses: Vec<_> = tokio::time::timeout(DELIVERY_TIMEOUT, lookup)
@@ -171,15 +218,17 @@ impl Service {
                 address.ip()
             ));
         }
-        Ok(())
+        Ok(addresses)
     }
 
     /// Records an alert of the tenant's, if it has a webhook, and wakes the delivery loop.
-    async fn raise(&self, tenant: &str, key: String, mut body: Value) {
+    /// Fails only when the store does: raised again, the alert is recorded then, once.
+    async fn raise(&self, tenant: &str, key: String, mut body: Value) -> Result<(), StoreError> {
         let store = self.engine.store();
         match crate::admin::find(&**store, tenant).await {
             Ok(t) if t.alerts.is_some() => {}
-            _ => return,
+            Err(AdminError::Store(e)) => return Err(e),
+            _ => return Ok(()),
         }
         let now = now_ms();
         body["key"] = json!(key);
@@ -196,14 +245,11 @@ impl Service {
                 error: None,
             },
         };
-        match store.add_alert(alert).await {
-            Ok(Some(alert)) => {
-                tracing::info!(tenant, alert = alert.id, key = alert.key, "alert raised");
-                self.alerts_raised.notify_one();
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(tenant, "alert not recorded: {e}"),
+        if let Some(alert) = store.add_alert(alert).await? {
+            tracing::info!(tenant, alert = alert.id, key = alert.key, "alert raised");
+            self.alerts_raised.notify_one();
         }
+        Ok(())
     }
 
     /// The body every alert about `run` shares.
@@ -218,7 +264,12 @@ impl Service {
     }
 
     /// Raises the alert of `task` of `run`, which failed with no retry left.
-    pub(super) async fn task_failed(&self, run: &RunRecord, task: &str, record: &TaskRecord) {
+    pub(super) async fn task_failed(
+        &self,
+        run: &RunRecord,
+        task: &str,
+        record: &TaskRecord,
+    ) -> Result<(), StoreError> {
         let mut body = self.about(run, "task_failed");
         body["task"] = json!(task);
         body["attempts"] = json!(record.attempts);
@@ -227,26 +278,23 @@ impl Service {
             body["message"] = json!(error.to_string());
         }
         let key = format!("task:{}/{task}@{}", run.id, record.attempts);
-        self.raise(&run.tenant, key, body).await;
+        self.raise(&run.tenant, key, body).await
     }
 
     /// Raises the alerts of a run that ended failed: its own, and, unless more than
     /// [`MAX_TASK_ALERTS`] tasks failed, any of its tasks' a crash kept from being raised.
-    pub(super) async fn run_ended(&self, run: &RunRecord) {
+    pub(super) async fn run_ended(&self, run: &RunRecord) -> Result<(), StoreError> {
         if run.state != RunState::Failed {
-            return;
+            return Ok(());
         }
-        let tasks = match self.engine.store().tasks(run.id).await {
-            Ok(tasks) => tasks,
-            Err(e) => return tracing::warn!(run = run.id, "alerts not raised: {e}"),
-        };
+        let tasks = self.engine.store().tasks(run.id).await?;
         let failed: Vec<_> = tasks
             .iter()
             .filter(|(_, record)| record.state == TaskState::Failed)
             .collect();
         if failed.len() <= MAX_TASK_ALERTS {
             for (task, record) in &failed {
-                self.task_failed(run, task, record).await;
+                self.task_failed(run, task, record).await?;
             }
         }
         let mut body = self.about(run, "run_failed");
@@ -260,7 +308,7 @@ impl Service {
             names.len()
         ));
         let key = format!("run:{}@{}", run.id, run.finished_ms.unwrap_or_default());
-        self.raise(&run.tenant, key, body).await;
+        self.raise(&run.tenant, key, body).await
     }
 
     /// Raises the alert of every run in flight past its workflow's SLA.
@@ -301,8 +349,10 @@ impl Service {
                 humantime::format_duration(Duration::from_secs((now - started_ms) / 1000)),
                 humantime::format_duration(Duration::from_millis(sla_ms)),
             ));
-            self.raise(&tenant, format!("sla:{id}"), body).await;
-            self.sla_raised.lock().await.insert(id);
+            match self.raise(&tenant, format!("sla:{id}"), body).await {
+                Ok(()) => _ = self.sla_raised.lock().await.insert(id),
+                Err(e) => tracing::warn!(run = id, "SLA alert not recorded: {e}"),
+            }
         }
     }
 
@@ -373,7 +423,7 @@ impl Service {
             .await
             .map_err(|e| e.to_string())?;
         let target = tenant.alerts.ok_or("the tenant has no webhook any more")?;
-        self.check_webhook(&target.url).await?;
+        let addresses = self.check_webhook(&target.url).await?;
         let timestamp = now_ms() / 1000;
         let signed = match &target.signing_secret {
             Some(name) => {
@@ -399,17 +449,9 @@ impl Service {
         let request = request
             .body(alert.body.clone())
             .map_err(|e| format!("the webhook URL cannot be requested: {e}"))?;
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(DELIVERY_TIMEOUT))
-            .max_redirects(0)
-            .http_status_as_error(false)
-            .build()
-            .into();
-        let answered = tokio::task::spawn_blocking(move || {
-            agent.run(request).map(|answer| answer.status().as_u16())
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+        let answered = tokio::task::spawn_blocking(move || post(request, addresses))
+            .await
+            .map_err(|e| e.to_string())?;
         match answered {
             Ok(status) if (200..300).contains(&status) => Ok(()),
             Ok(status) => Err(format!("the webhook answered {status}")),
@@ -488,6 +530,44 @@ mod tests {
         ] {
             assert!(check_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_delivery_connects_to_the_checked_addresses_and_asks_no_name_server() {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let webhook = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut received = Vec::new();
+            let mut buffer = [0; 1024];
+            while !received.ends_with(b"\r\n\r\n{}") {
+                let n = stream.read(&mut buffer).unwrap();
+                assert!(n > 0, "the request ended early");
+                received.extend_from_slice(&buffer[..n]);
+            }
+            stream
+                .write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            String::from_utf8(received).unwrap()
+        });
+        // A name that never resolves (RFC 6761): only the checked address reaches it.
+        let url = format!("http://webhook.invalid:{}/hook", address.port());
+        let request = axum::http::Request::post(&url)
+            .body("{}".to_owned())
+            .unwrap();
+        assert_eq!(post(request, vec![address]).unwrap(), 204);
+        let received = webhook.join().unwrap();
+        let host = format!("host: webhook.invalid:{}", address.port());
+        assert!(received.to_lowercase().contains(&host), "{received}");
+
+        let request = axum::http::Request::post(&url)
+            .body("{}".to_owned())
+            .unwrap();
+        assert!(matches!(
+            post(request, Vec::new()),
+            Err(ureq::Error::HostNotFound)
+        ));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! is recorded, and the runs are keyed `event:ID/WORKFLOW`, so a server killed half way
 //! through an event starts its missing runs when it is back, and none twice. A run that
 //! ends succeeded or failed posts to the topic `workflow.NAME.succeeded` (or `.failed`),
-//! which is how a workflow runs after another.
+//! which is how a workflow runs after another: the store records the end as pending in
+//! the write that ends the run, and the end is forgotten once its event is, so a server
+//! killed in between posts it when it is back.
 
 use super::{Service, StartRun};
 use crate::error::ApiError;
@@ -213,10 +215,35 @@ impl Service {
         Ok(handled)
     }
 
-    /// Handles events until the service drains: when one is posted, and every second
-    /// for those whose runs could not start yet.
+    /// Follows up the runs' ends the store holds as pending: a failed run's alerts, and
+    /// the event of an end. An end is forgotten once both are recorded; one whose
+    /// follow-up failed stays for the next pass. Both are keyed by the run and its end,
+    /// so an end followed up twice (a crash between the two, or before it is forgotten)
+    /// raises and posts once.
+    async fn follow_ends(&self) {
+        let store = self.engine.store();
+        let ends = match store.pending_ends().await {
+            Ok(ends) => ends,
+            Err(e) => return tracing::warn!("runs' ends not read: {e}"),
+        };
+        for (id, at_ms) in ends {
+            let followed = async {
+                let run = store.run(id).await?;
+                self.run_ended(&run).await?;
+                self.post_end(&run).await?;
+                Ok::<_, ApiError>(store.end_handled(id, at_ms).await?)
+            };
+            if let Err(e) = followed.await {
+                tracing::warn!(run = id, "the run's end is not followed up yet: {e:?}");
+            }
+        }
+    }
+
+    /// Follows up runs' ends and handles events until the service drains: when an event
+    /// is posted or a run ends, and every second for those that could not go on yet.
     pub async fn run_events(self: Arc<Self>) {
         while !self.is_draining() {
+            self.follow_ends().await;
             self.handle_events().await;
             tokio::select! {
                 () = self.events_posted.notified() => {}
