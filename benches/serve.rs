@@ -7,7 +7,10 @@
 //!   and the latency of run lookups made meanwhile;
 //! - **fair**: one tenant floods the service with runs of 200 CPU-bound tasks (a few
 //!   milliseconds each), more attempts than the engine has slots, while another starts
-//!   1-task runs: the quiet tenant's delay from its POST to its task's start.
+//!   1-task runs: the quiet tenant's delay from its POST to its task's start;
+//! - **lists**: once the loud tenant has its tens of thousands of runs, the quiet tenant
+//!   lists its own (`GET /runs?limit=100`), and the loud one asks for its runs in flight
+//!   (`?state=running&limit=1`, none): how long each takes.
 //!
 //! `cargo bench -p sandflow-cli --bench serve` measures at full size; `cargo test
 //! --benches`, as CI does, runs it at a tiny size to prove the harness works.
@@ -99,6 +102,37 @@ fn main() {
     loud.wait_idle();
     tasks(sizes, &loud, &big);
     fair(sizes, &loud, &quiet, &lattice, &one[1]);
+    lists(&loud, &quiet);
+}
+
+/// How long listing takes: the quiet tenant's few runs among the loud one's many, and
+/// the loud one's runs in flight, of which it has none.
+fn lists(loud: &Client, quiet: &Client) {
+    let listed = quiet.get("/runs?limit=1000");
+    let ids: Vec<u64> = listed["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["id"].as_u64().unwrap())
+        .collect();
+    // Its runs were the last started: the newest is about how many runs there are.
+    let total = ids.iter().max().copied().unwrap_or(0);
+    let timed = |client: &Client, path: &str| {
+        let latencies: Vec<Duration> = (0..20)
+            .map(|_| {
+                let asked = Instant::now();
+                client.get(path);
+                asked.elapsed()
+            })
+            .collect();
+        (percentile(&latencies, 50), percentile(&latencies, 99))
+    };
+    let (mine, mine_p99) = timed(quiet, "/runs?limit=100");
+    let (running, running_p99) = timed(loud, "/runs?state=running&limit=1");
+    println!(
+        "| listing among {total} runs: the quiet tenant's {}; the loud tenant's in flight (none) | p50 {mine:.2?}, p99 {mine_p99:.2?}; p50 {running:.2?}, p99 {running_p99:.2?} |",
+        ids.len(),
+    );
 }
 
 /// Clients start 1-task runs for a while; starts per second and their latency.
