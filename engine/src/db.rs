@@ -54,6 +54,11 @@ const STORED: TableDefinition<&str, u64> = TableDefinition::new("stored");
 /// (tenant, idempotency key) → the run that key started.
 const RUN_KEYS: TableDefinition<(&str, &str), u64> = TableDefinition::new("run_keys");
 const NEXT_RUN_ID: &str = "next_run_id";
+/// (tenant, run) for each run: a tenant's runs are listed without reading anyone else's.
+/// Built from the runs by the first write to a file that lacks it, which then sets
+/// [`TENANT_RUNS_BUILT`] in `META`; until then, listings read every run.
+const TENANT_RUNS: TableDefinition<(&str, u64), ()> = TableDefinition::new("tenant_runs");
+const TENANT_RUNS_BUILT: &str = "tenant_runs_built";
 /// Run → when it ended for good, until its end is followed up (see
 /// `Store::pending_ends`).
 const ENDS: TableDefinition<u64, u64> = TableDefinition::new("ends");
@@ -276,6 +281,25 @@ fn status_of(
         finished_ms: record.finished_ms,
         running: Some(RunningTime::started(record.started_ms)),
     }))
+}
+
+/// Fills [`TENANT_RUNS`] from the runs, for a file written before it existed: once, by
+/// the first write, reading each run's tenant only.
+fn index_tenants(
+    runs: &redb::Table<u64, &[u8]>,
+    index: &mut redb::Table<(&str, u64), ()>,
+) -> Result<(), DbError> {
+    #[derive(Deserialize)]
+    struct Owner {
+        #[serde(default)]
+        tenant: String,
+    }
+    for entry in storage!(runs.iter()) {
+        let (id, bytes) = storage!(entry);
+        let owner: Owner = serde_json::from_slice(bytes.value())?;
+        storage!(index.insert((owner.tenant.as_str(), id.value()), ()));
+    }
+    Ok(())
 }
 
 /// `record` with its latest state, if that changed since it was created.
@@ -521,6 +545,11 @@ impl Db {
                 let mut outputs = storage!(tx.open_table(OUTPUTS));
                 let mut attempt_logs = storage!(tx.open_table(ATTEMPT_LOGS));
                 let mut ends = storage!(tx.open_table(ENDS));
+                let mut tenant_runs = storage!(tx.open_table(TENANT_RUNS));
+                if storage!(meta.get(TENANT_RUNS_BUILT)).is_none() {
+                    index_tenants(&runs, &mut tenant_runs)?;
+                    storage!(meta.insert(TENANT_RUNS_BUILT, 1));
+                }
                 for write in writes {
                     done.push(match write {
                         Write::CreateRun(mut record) => 'create: {
@@ -537,6 +566,7 @@ impl Db {
                                 storage!(run_keys.insert(key, id));
                             }
                             storage!(run_tenants.insert(id, record.tenant.as_str()));
+                            storage!(tenant_runs.insert((record.tenant.as_str(), id), ()));
                             record.id = id;
                             storage!(runs.insert(id, serde_json::to_vec(&record)?.as_slice()));
                             // Its status from the start, so that changing it never needs
@@ -666,6 +696,7 @@ impl Db {
                                 let record: RunRecord = serde_json::from_slice(record.value())?;
                                 storage!(states.remove(id));
                                 storage!(run_tenants.remove(id));
+                                storage!(tenant_runs.remove((record.tenant.as_str(), id)));
                                 storage!(ends.remove(id));
                                 if let Some(key) = &record.idempotency_key {
                                     storage!(
@@ -759,7 +790,9 @@ impl Db {
         id.map(|id| self.run(id)).transpose()
     }
 
-    /// The runs `filter` lets through, oldest first.
+    /// The runs `filter` lets through, oldest first. A tenant's runs are found through
+    /// [`TENANT_RUNS`], and a run in another state is passed over on its status, so that
+    /// neither reads the records (each with its whole workflow) of runs it does not list.
     pub fn runs(&self, filter: &RunFilter) -> Result<Vec<RunRecord>, DbError> {
         self.guard(|| {
             let tx = self.begin_read()?;
@@ -770,11 +803,42 @@ impl Db {
             };
             let limit = filter.limit.unwrap_or(usize::MAX);
             let first = filter.after.map_or(0, |id| id.saturating_add(1));
-            for entry in storage!(runs.range(first..)) {
+            let indexed = table(&tx, META)?
+                .map(|meta| Ok::<_, DbError>(storage!(meta.get(TENANT_RUNS_BUILT)).is_some()))
+                .transpose()?
+                .unwrap_or(false);
+            let ids: Box<dyn Iterator<Item = Result<u64, DbError>>> =
+                match (&filter.tenant, table(&tx, TENANT_RUNS)?) {
+                    (Some(tenant), Some(index)) if indexed => {
+                        let range = storage!(index.range((tenant.as_str(), first)..));
+                        let tenant = tenant.clone();
+                        Box::new(range.map_while(move |entry| match entry {
+                            Ok((key, _)) => {
+                                let (of, id) = key.value();
+                                (of == tenant).then_some(Ok(id))
+                            }
+                            Err(e) => Some(Err(DbError::Storage(e.into()))),
+                        }))
+                    }
+                    _ => Box::new(storage!(runs.range(first..)).map(|entry| match entry {
+                        Ok((id, _)) => Ok(id.value()),
+                        Err(e) => Err(DbError::Storage(e.into())),
+                    })),
+                };
+            for id in ids {
                 if found.len() >= limit {
                     break;
                 }
-                let (_, bytes) = storage!(entry);
+                let id = id?;
+                if let (Some(wanted), Some(states)) = (filter.state, &states)
+                    && let Some(bytes) = storage!(states.get(id))
+                    && serde_json::from_slice::<RunStatus>(bytes.value())?.state != wanted
+                {
+                    continue;
+                }
+                let Some(bytes) = storage!(runs.get(id)) else {
+                    continue;
+                };
                 let run = with_status(serde_json::from_slice(bytes.value())?, &states)?;
                 if filter.matches(&run) {
                     found.push(run);
@@ -915,5 +979,59 @@ impl Db {
             all.sort_by(|a, b| (&a.task, a.attempt).cmp(&(&b.task, b.attempt)));
             Ok(all)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance::run_record;
+
+    #[test]
+    fn a_file_from_before_the_tenant_index_lists_by_tenant_before_and_after_its_first_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.redb");
+        {
+            // As an older sandflow left it: runs, and no index of them by tenant.
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut runs = tx.open_table(RUNS).unwrap();
+                for (id, tenant) in [(1, "red"), (2, "redder"), (3, "red")] {
+                    let record = RunRecord {
+                        id,
+                        ..run_record(tenant)
+                    };
+                    let bytes = serde_json::to_vec(&record).unwrap();
+                    runs.insert(id, bytes.as_slice()).unwrap();
+                }
+                tx.open_table(META).unwrap().insert(NEXT_RUN_ID, 4).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let db = Db::open(&path).unwrap();
+        let red = RunFilter {
+            tenant: Some("red".into()),
+            ..RunFilter::default()
+        };
+        let ids = |db: &Db| -> Vec<u64> { db.runs(&red).unwrap().iter().map(|r| r.id).collect() };
+        assert_eq!(ids(&db), [1, 3], "read from every run");
+
+        let written = db.write(vec![Write::CreateRun(Box::new(run_record("red")))]);
+        assert!(matches!(written.unwrap()[..], [Ok(Written::Run(_))]));
+        assert_eq!(ids(&db), [1, 3, 4], "read from the index");
+        let tx = db.begin_read().unwrap();
+        let index = table(&tx, TENANT_RUNS).unwrap().unwrap();
+        let indexed: Vec<(String, u64)> = index
+            .iter()
+            .unwrap()
+            .map(|e| {
+                let (key, _) = e.unwrap();
+                let (tenant, id) = key.value();
+                (tenant.to_owned(), id)
+            })
+            .collect();
+        let expected = [("red", 1), ("red", 3), ("red", 4), ("redder", 2)];
+        assert_eq!(indexed, expected.map(|(t, id)| (t.to_owned(), id)));
     }
 }

@@ -337,6 +337,14 @@ async fn filters_narrow_and_pages_follow_on(store: &impl Store) {
     assert_eq!(ids(page(None)).await, [1, 3]);
     assert_eq!(ids(page(Some(3))).await, [4]);
     assert!(ids(page(Some(4))).await.is_empty());
+    // A tenant whose name begins another's lists its own runs only.
+    store.create_run(run_record("redder")).await.unwrap();
+    assert_eq!(ids(red()).await, [1, 3, 4]);
+    let red_failed = RunFilter {
+        state: Some(RunState::Failed),
+        ..red()
+    };
+    assert_eq!(ids(red_failed).await, [3]);
 }
 
 /// Writes from many runs at once, as group commit batches them, each land once.
