@@ -698,6 +698,7 @@ impl Db {
                                 storage!(run_tenants.remove(id));
                                 storage!(tenant_runs.remove((record.tenant.as_str(), id)));
                                 storage!(ends.remove(id));
+                                alerts::forget_run(&tx, id)?;
                                 if let Some(key) = &record.idempotency_key {
                                     storage!(
                                         run_keys.remove((record.tenant.as_str(), key.as_str()))

@@ -238,6 +238,11 @@ pub struct AlertRecord {
     /// Makes an alert once per cause, such as `run:7@1767225600000`: a tenant's second
     /// alert with a key is not added, whatever restarts came between.
     pub key: String,
+    /// The run it is about: deleting the run deletes the alert, so that alerts are kept
+    /// as long as their runs are, and a run's cause cannot come again once it is gone.
+    /// Absent in alerts a redb file kept before alerts named their run, which stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<u64>,
     /// What is posted (JSON text).
     pub body: String,
     /// When it was raised, in milliseconds since the Unix epoch.
@@ -356,7 +361,7 @@ pub trait Store: Send + Sync + 'static {
     async fn cleared(&self, run: u64) -> Result<Vec<(String, u32)>, StoreError>;
 
     /// Forgets runs `ids` and everything they stored (task records, outputs, attempts,
-    /// logs), all at once; what they stored no longer counts against their tenants'
+    /// logs) or raised (alerts, whose keys may be raised again), all at once; what they stored no longer counts against their tenants'
     /// quotas. The ids that existed, in the order given.
     async fn delete_runs(&self, ids: Vec<u64>) -> Result<Vec<u64>, StoreError>;
 

@@ -168,6 +168,27 @@ fn each_failure_reaches_the_webhook_once_signed_through_failures_and_restarts() 
     let cancelled = api.post(&format!("/runs/{slow}/cancel"), &json!({}));
     assert_eq!(cancelled.status, 202, "{cancelled:?}");
     api.finished(slow);
+
+    // Alerts are kept as long as their runs: deleting a run deletes its own.
+    let about = |run: u64| {
+        let listed = api.get("/alerts?limit=1000").json();
+        let alerts = listed["alerts"].as_array().unwrap().clone();
+        alerts.into_iter().filter(move |a| a["run"] == run).count()
+    };
+    assert_eq!(about(slow), 1);
+    assert_eq!(
+        api.request("DELETE", &format!("/runs/{slow}"), None).status,
+        204
+    );
+    assert_eq!(about(slow), 0);
+    assert_eq!(
+        api.get("/alerts?limit=1000").json()["alerts"]
+            .as_array()
+            .unwrap()
+            .len(),
+        expected,
+        "the other runs' stay"
+    );
 }
 
 #[test]

@@ -14,6 +14,12 @@ const ALERT_KEYS: TableDefinition<(&str, &str), u64> = TableDefinition::new("ale
 const PENDING_ALERTS: TableDefinition<u64, ()> = TableDefinition::new("pending_alerts");
 /// (tenant, id) → (): a tenant's alerts, without reading the others'.
 const TENANT_ALERTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("tenant_alerts");
+/// (run, id) → (): the alerts about a run, deleted with it.
+const RUN_ALERTS: TableDefinition<(u64, u64), ()> = TableDefinition::new("run_alerts");
+/// The last alert id given: ids are never reused, even once their alerts are deleted.
+/// Absent in a file whose alerts were never deleted, where the last alert's id is it.
+const ALERT_SEQUENCE: TableDefinition<&str, u64> = TableDefinition::new("alert_sequence");
+const LAST_ALERT: &str = "last";
 
 /// Writes of alerts, batched with every other write.
 pub(crate) enum Write {
@@ -31,12 +37,19 @@ pub(super) fn apply(tx: &WriteTransaction, write: Write) -> Result<Written, DbEr
             if storage!(keys.get(key)).is_some() {
                 return Ok(Written::Alert(None));
             }
-            // Alerts are never removed, so the last id is the last key.
-            let last = storage!(alerts.last()).map_or(0, |(id, _)| id.value());
+            let mut sequence = storage!(tx.open_table(ALERT_SEQUENCE));
+            let last = match storage!(sequence.get(LAST_ALERT)) {
+                Some(last) => last.value(),
+                None => storage!(alerts.last()).map_or(0, |(id, _)| id.value()),
+            };
             alert.id = last + 1;
+            storage!(sequence.insert(LAST_ALERT, alert.id));
             storage!(keys.insert(key, alert.id));
             let mut of_tenant = storage!(tx.open_table(TENANT_ALERTS));
             storage!(of_tenant.insert((alert.tenant.as_str(), alert.id), ()));
+            if let Some(run) = alert.run {
+                storage!(storage!(tx.open_table(RUN_ALERTS)).insert((run, alert.id), ()));
+            }
             keep(&mut alerts, &mut pending, &alert)?;
             Ok(Written::Alert(Some(alert)))
         }
@@ -47,6 +60,39 @@ pub(super) fn apply(tx: &WriteTransaction, write: Write) -> Result<Written, DbEr
             Ok(Written::Done)
         }
     }
+}
+
+/// Deletes the alerts about `run`, with their keys: part of the run's deletion.
+pub(super) fn forget_run(tx: &WriteTransaction, run: u64) -> Result<(), DbError> {
+    let mut of_run = storage!(tx.open_table(RUN_ALERTS));
+    let mut ids = Vec::new();
+    storage!(of_run.retain_in((run, 0)..=(run, u64::MAX), |(_, id), _| {
+        ids.push(id);
+        false
+    }));
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut alerts = storage!(tx.open_table(ALERTS));
+    let mut pending = storage!(tx.open_table(PENDING_ALERTS));
+    let mut keys = storage!(tx.open_table(ALERT_KEYS));
+    let mut of_tenant = storage!(tx.open_table(TENANT_ALERTS));
+    let mut sequence = storage!(tx.open_table(ALERT_SEQUENCE));
+    // The last id, before an alert deleted could be the last: never given again.
+    if storage!(sequence.get(LAST_ALERT)).is_none() {
+        let last = storage!(alerts.last()).map_or(0, |(id, _)| id.value());
+        storage!(sequence.insert(LAST_ALERT, last));
+    }
+    for id in ids {
+        storage!(pending.remove(id));
+        let Some(bytes) = storage!(alerts.remove(id)) else {
+            continue;
+        };
+        let alert: AlertRecord = serde_json::from_slice(bytes.value())?;
+        storage!(keys.remove((alert.tenant.as_str(), alert.key.as_str())));
+        storage!(of_tenant.remove((alert.tenant.as_str(), id)));
+    }
+    Ok(())
 }
 
 /// Writes `alert`, and its place among the pending ones.

@@ -32,6 +32,7 @@ pub(crate) async fn check<S: Store>(mut fresh: impl AsyncFnMut() -> S) {
     subscriptions_belong_to_their_tenant(&fresh().await).await;
     policies_belong_to_their_tenant(&fresh().await).await;
     alerts_count_once_per_key_and_stay_pending_until_delivered(&fresh().await).await;
+    a_runs_alerts_go_with_it_and_their_keys_may_come_again(&fresh().await).await;
 }
 
 /// A run of workflow `w` with no tasks, for tenant `tenant`.
@@ -816,6 +817,7 @@ async fn alerts_count_once_per_key_and_stay_pending_until_delivered(store: &impl
         id: 0,
         tenant: tenant.into(),
         key: key.into(),
+        run: None,
         body: r#"{"alert":"run_failed"}"#.into(),
         raised_ms: 7,
         attempts: 0,
@@ -881,4 +883,51 @@ async fn alerts_count_once_per_key_and_stay_pending_until_delivered(store: &impl
     assert_eq!(store.alerts("a", 1).await.unwrap(), [third]);
     assert_eq!(store.alerts("b", 10).await.unwrap(), [delivered]);
     assert!(store.alerts("c", 10).await.unwrap().is_empty());
+}
+
+async fn a_runs_alerts_go_with_it_and_their_keys_may_come_again(store: &impl Store) {
+    let run = store.create_run(run_record("a")).await.unwrap();
+    let kept = store.create_run(run_record("a")).await.unwrap();
+    let alert = |run: u64, key: &str| AlertRecord {
+        id: 0,
+        tenant: "a".into(),
+        key: key.into(),
+        run: Some(run),
+        body: "{}".into(),
+        raised_ms: 1,
+        attempts: 0,
+        delivery: Delivery::Pending {
+            next_ms: 1,
+            error: None,
+        },
+    };
+    let add = |run, key| async move { store.add_alert(alert(run, key)).await.unwrap() };
+    let other = add(kept.id, "run:2@5").await.unwrap();
+    add(run.id, "task:1/a@1").await.unwrap();
+    let last = add(run.id, "run:1@5").await.unwrap();
+    let delivered = AlertRecord {
+        delivery: Delivery::Delivered { at_ms: 2 },
+        ..last.clone()
+    };
+    store.update_alert(delivered).await.unwrap();
+
+    store.delete_runs(vec![run.id]).await.unwrap();
+    assert_eq!(
+        store.alerts("a", 10).await.unwrap(),
+        std::slice::from_ref(&other)
+    );
+    assert_eq!(
+        store.pending_alerts().await.unwrap(),
+        std::slice::from_ref(&other)
+    );
+    let again = add(run.id, "run:1@5").await.expect("its key is free again");
+    assert!(
+        again.id > last.id,
+        "ids are never reused, the last one's either"
+    );
+    assert_eq!(
+        add(kept.id, "run:2@5").await,
+        None,
+        "the other run's stays taken"
+    );
 }

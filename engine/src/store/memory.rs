@@ -48,6 +48,8 @@ struct State {
     policies: BTreeMap<(String, String), WorkflowPolicy>,
     alerts: BTreeMap<u64, AlertRecord>,
     alert_keys: HashMap<(String, String), u64>,
+    /// The last alert id given: ids are never reused, even once their alerts are deleted.
+    last_alert: u64,
     /// Run → when it ended, until its end is handled.
     ends: BTreeMap<u64, u64>,
 }
@@ -233,6 +235,12 @@ impl Store for MemoryStore {
                 + removed(&mut state.cleared, |k| k.0 == id, |_, _| 0);
             state.running.remove(&id);
             state.ends.remove(&id);
+            let alerts = std::mem::take(&mut state.alerts);
+            let (gone, kept) = alerts.into_iter().partition(|(_, a)| a.run == Some(id));
+            state.alerts = kept;
+            for (_, alert) in gone {
+                state.alert_keys.remove(&(alert.tenant, alert.key));
+            }
             let stored = state.stored.entry(run.tenant).or_default();
             *stored = stored.saturating_sub(freed);
             deleted.push(id);
@@ -492,7 +500,8 @@ impl Store for MemoryStore {
         if state.alert_keys.contains_key(&key) {
             return Ok(None);
         }
-        alert.id = state.alerts.keys().next_back().map_or(1, |last| last + 1);
+        state.last_alert += 1;
+        alert.id = state.last_alert;
         state.alert_keys.insert(key, alert.id);
         state.alerts.insert(alert.id, alert.clone());
         Ok(Some(alert))

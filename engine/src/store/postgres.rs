@@ -93,7 +93,16 @@ CREATE INDEX alerts_pending ON alerts (id) WHERE pending;
     leader::FENCE,
     queue::RELAYS,
     ENDS,
+    ALERTS_OF_RUNS,
 ];
+
+/// The run each alert is about, so that deleting the run deletes it; an alert kept before
+/// names its run in its key (`task:RUN/…`, `run:RUN@…`, `sla:RUN`).
+const ALERTS_OF_RUNS: &str = r#"
+ALTER TABLE alerts ADD COLUMN run bigint;
+UPDATE alerts SET run = substring(key from '^[a-z]+:([0-9]+)')::bigint;
+CREATE INDEX alerts_by_run ON alerts (run);
+"#;
 
 /// Runs whose end is not followed up yet (see `Store::pending_ends`).
 const ENDS: &str = "CREATE TABLE ends (run bigint PRIMARY KEY, at_ms bigint NOT NULL);";
@@ -649,7 +658,8 @@ impl Store for PgStore {
                           o AS (DELETE FROM outputs WHERE run = $1
                                 RETURNING octet_length(output)::bigint AS bytes),
                           c AS (DELETE FROM cleared WHERE run = $1 RETURNING 0::bigint AS bytes),
-                          e AS (DELETE FROM ends WHERE run = $1)
+                          e AS (DELETE FROM ends WHERE run = $1),
+                          r AS (DELETE FROM alerts WHERE run = $1)
                      SELECT (coalesce((SELECT sum(bytes) FROM t), 0)
                            + coalesce((SELECT sum(bytes) FROM a), 0)
                            + coalesce((SELECT sum(bytes) FROM l), 0)
@@ -1034,10 +1044,10 @@ impl Store for PgStore {
         // Only a row inserted takes an id: alerts are numbered without gaps.
         let row = tx
             .query_opt(
-                "INSERT INTO alerts (tenant, key, pending, record) SELECT $1, $2, $3, ''
+                "INSERT INTO alerts (tenant, key, pending, record, run) SELECT $1, $2, $3, '', $4
                  WHERE NOT EXISTS (SELECT 1 FROM alerts WHERE tenant = $1 AND key = $2)
                  RETURNING id",
-                &[&alert.tenant, &alert.key, &pending],
+                &[&alert.tenant, &alert.key, &pending, &alert.run.map(big)],
             )
             .await;
         let row = match row {
@@ -1135,6 +1145,30 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(versions, MIGRATIONS.len() as i64);
+
+        // An alert kept before alerts named their run gets it from its key when the
+        // migration that adds the column runs (here again, on rows without it).
+        for (key, run) in [
+            ("task:42/a@1", 42),
+            ("run:7@1767225600000", 7),
+            ("sla:9", 9),
+        ] {
+            client
+                .execute(
+                    "INSERT INTO alerts (tenant, key, pending, record) VALUES ('t', $1, false, '')",
+                    &[&key],
+                )
+                .await
+                .unwrap();
+            let backfill = ALERTS_OF_RUNS.lines().find(|l| l.starts_with("UPDATE"));
+            client.batch_execute(backfill.unwrap()).await.unwrap();
+            let found: Option<i64> = client
+                .query_one("SELECT run FROM alerts WHERE key = $1", &[&key])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(found, Some(run), "{key}");
+        }
         drop(client);
         admin(&format!("DROP SCHEMA {schema} CASCADE")).await;
     }

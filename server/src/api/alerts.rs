@@ -22,6 +22,9 @@ pub struct AlertView {
     id: u64,
     /// Once per cause: `task:RUN/TASK@ATTEMPTS`, `run:RUN@FINISHED` or `sla:RUN`.
     key: String,
+    /// The run it is about, with which it is deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run: Option<u64>,
     raised_ms: u64,
     /// Delivery attempts so far.
     attempts: u32,
@@ -36,6 +39,7 @@ impl From<AlertRecord> for AlertView {
         Self {
             id: alert.id,
             key: alert.key,
+            run: alert.run,
             raised_ms: alert.raised_ms,
             attempts: alert.attempts,
             delivery: alert.delivery,

@@ -223,7 +223,13 @@ impl Service {
 
     /// Records an alert of the tenant's, if it has a webhook, and wakes the delivery loop.
     /// Fails only when the store does: raised again, the alert is recorded then, once.
-    async fn raise(&self, tenant: &str, key: String, mut body: Value) -> Result<(), StoreError> {
+    async fn raise(
+        &self,
+        tenant: &str,
+        run: u64,
+        key: String,
+        mut body: Value,
+    ) -> Result<(), StoreError> {
         let store = self.engine.store();
         match crate::admin::find(&**store, tenant).await {
             Ok(t) if t.alerts.is_some() => {}
@@ -237,6 +243,7 @@ impl Service {
             id: 0,
             tenant: tenant.to_owned(),
             key,
+            run: Some(run),
             body: body.to_string(),
             raised_ms: now,
             attempts: 0,
@@ -278,7 +285,7 @@ impl Service {
             body["message"] = json!(error.to_string());
         }
         let key = format!("task:{}/{task}@{}", run.id, record.attempts);
-        self.raise(&run.tenant, key, body).await
+        self.raise(&run.tenant, run.id, key, body).await
     }
 
     /// Raises the alerts of a run that ended failed: its own, and, unless more than
@@ -308,7 +315,7 @@ impl Service {
             names.len()
         ));
         let key = format!("run:{}@{}", run.id, run.finished_ms.unwrap_or_default());
-        self.raise(&run.tenant, key, body).await
+        self.raise(&run.tenant, run.id, key, body).await
     }
 
     /// Raises the alert of every run in flight past its workflow's SLA.
@@ -349,7 +356,7 @@ impl Service {
                 humantime::format_duration(Duration::from_secs((now - started_ms) / 1000)),
                 humantime::format_duration(Duration::from_millis(sla_ms)),
             ));
-            match self.raise(&tenant, format!("sla:{id}"), body).await {
+            match self.raise(&tenant, id, format!("sla:{id}"), body).await {
                 Ok(()) => _ = self.sla_raised.lock().await.insert(id),
                 Err(e) => tracing::warn!(run = id, "SLA alert not recorded: {e}"),
             }
