@@ -438,12 +438,16 @@ impl Sandbox {
         let backstop = timeout.saturating_add(4 * EPOCH_TICK);
         let mut instantiation = None;
         let outcome = tokio::time::timeout(backstop, async {
-            let bundle = pre
-                .instantiate_async(&mut store)
-                .await
-                .map_err(|e| Failure::Start {
-                    message: reason(&e),
-                })?;
+            // Instantiating runs the bundle's own code: a limit it hits there (fuel, memory,
+            // the deadline) is that limit, whatever else fails is a failure to start.
+            let bundle = pre.instantiate_async(&mut store).await.map_err(|e| {
+                match classify(&e, store.data(), fuel, timeout) {
+                    Failure::Trap { .. } | Failure::Panic { .. } => Failure::Start {
+                        message: reason(&e),
+                    },
+                    limit => limit,
+                }
+            })?;
             instantiation = Some(started.elapsed());
             call(&bundle, &mut store)
                 .await

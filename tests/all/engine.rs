@@ -53,14 +53,30 @@ async fn runs_share_an_engine_each_under_its_own_limits_waiting_for_slots() {
     assert!(a_tasks.iter().all(|(_, t)| t.state == TaskState::Success));
     // The run with 1,000 fuel per attempt ran out of it, in its own tasks only.
     assert_eq!(b, RunState::Failed);
-    let (_, start) = b_tasks.iter().find(|(name, _)| name == "start").unwrap();
-    assert!(
-        matches!(
-            start.error,
-            Some(sandflow::Failure::OutOfFuel { budget: 1_000 })
-        ),
-        "{start:?}"
-    );
+    assert_start_ran_out_of(&b_tasks, 1_000);
+}
+
+/// Asserts that the task `start` of `tasks` failed out of its `budget` of fuel.
+fn assert_start_ran_out_of(tasks: &[(String, TaskRecord)], budget: u64) {
+    let (_, start) = tasks.iter().find(|(name, _)| name == "start").unwrap();
+    let spent =
+        matches!(start.error, Some(sandflow::Failure::OutOfFuel { budget: b }) if b == budget);
+    assert!(spent, "{start:?}");
+}
+
+/// A limit the bundle's own start-up code hits is that limit, as in a task's body: the
+/// cause a user can act on (more fuel), not a failure to start, which is retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_hit_while_an_instance_starts_is_that_limit() {
+    let (_scratch, engine) = engine(2);
+    let flow = flow(&engine, "sdk-fanout-1k").await;
+    let starved = RunLimits {
+        fuel: 1,
+        ..RunLimits::default()
+    };
+    let (state, tasks) = run(&engine, &flow, starved).await;
+    assert_eq!(state, RunState::Failed);
+    assert_start_ran_out_of(&tasks, 1);
 }
 
 /// An engine over a fresh database, and the `scheduling` plugin, whose first task runs a
