@@ -55,9 +55,11 @@ const STORED: TableDefinition<&str, u64> = TableDefinition::new("stored");
 const RUN_KEYS: TableDefinition<(&str, &str), u64> = TableDefinition::new("run_keys");
 const NEXT_RUN_ID: &str = "next_run_id";
 /// (tenant, run) for each run: a tenant's runs are listed without reading anyone else's.
-/// Built from the runs by the first write to a file that lacks it, which then sets
-/// [`TENANT_RUNS_BUILT`] in `META`; until then, listings read every run.
+/// Created, and filled from the runs, by the first write to a file that lacks it, in one
+/// transaction: where it exists it is whole; where it does not, listings read every run.
 const TENANT_RUNS: TableDefinition<(&str, u64), ()> = TableDefinition::new("tenant_runs");
+/// In `META` once [`TENANT_RUNS`] is filled: how a write, which creates the table by
+/// opening it, tells a table it must fill from one it keeps.
 const TENANT_RUNS_BUILT: &str = "tenant_runs_built";
 /// Run → when it ended for good, until its end is followed up (see
 /// `Store::pending_ends`).
@@ -804,13 +806,9 @@ impl Db {
             };
             let limit = filter.limit.unwrap_or(usize::MAX);
             let first = filter.after.map_or(0, |id| id.saturating_add(1));
-            let indexed = table(&tx, META)?
-                .map(|meta| Ok::<_, DbError>(storage!(meta.get(TENANT_RUNS_BUILT)).is_some()))
-                .transpose()?
-                .unwrap_or(false);
             let ids: Box<dyn Iterator<Item = Result<u64, DbError>>> =
                 match (&filter.tenant, table(&tx, TENANT_RUNS)?) {
-                    (Some(tenant), Some(index)) if indexed => {
+                    (Some(tenant), Some(index)) => {
                         let range = storage!(index.range((tenant.as_str(), first)..));
                         let tenant = tenant.clone();
                         Box::new(range.map_while(move |entry| match entry {

@@ -17,7 +17,8 @@ const TENANT_ALERTS: TableDefinition<(&str, u64), ()> = TableDefinition::new("te
 /// (run, id) → (): the alerts about a run, deleted with it.
 const RUN_ALERTS: TableDefinition<(u64, u64), ()> = TableDefinition::new("run_alerts");
 /// The last alert id given: ids are never reused, even once their alerts are deleted.
-/// Absent in a file whose alerts were never deleted, where the last alert's id is it.
+/// Written with every alert added; absent only in a file whose alerts all came before it,
+/// where the last alert's id is it. Those name no run, so none of them is ever deleted.
 const ALERT_SEQUENCE: TableDefinition<&str, u64> = TableDefinition::new("alert_sequence");
 const LAST_ALERT: &str = "last";
 
@@ -77,12 +78,6 @@ pub(super) fn forget_run(tx: &WriteTransaction, run: u64) -> Result<(), DbError>
     let mut pending = storage!(tx.open_table(PENDING_ALERTS));
     let mut keys = storage!(tx.open_table(ALERT_KEYS));
     let mut of_tenant = storage!(tx.open_table(TENANT_ALERTS));
-    let mut sequence = storage!(tx.open_table(ALERT_SEQUENCE));
-    // The last id, before an alert deleted could be the last: never given again.
-    if storage!(sequence.get(LAST_ALERT)).is_none() {
-        let last = storage!(alerts.last()).map_or(0, |(id, _)| id.value());
-        storage!(sequence.insert(LAST_ALERT, last));
-    }
     for id in ids {
         storage!(pending.remove(id));
         let Some(bytes) = storage!(alerts.remove(id)) else {

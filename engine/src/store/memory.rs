@@ -235,12 +235,16 @@ impl Store for MemoryStore {
                 + removed(&mut state.cleared, |k| k.0 == id, |_, _| 0);
             state.running.remove(&id);
             state.ends.remove(&id);
-            let alerts = std::mem::take(&mut state.alerts);
-            let (gone, kept) = alerts.into_iter().partition(|(_, a)| a.run == Some(id));
-            state.alerts = kept;
-            for (_, alert) in gone {
-                state.alert_keys.remove(&(alert.tenant, alert.key));
-            }
+            let State {
+                alerts, alert_keys, ..
+            } = &mut *state;
+            alerts.retain(|_, alert| {
+                let gone = alert.run == Some(id);
+                if gone {
+                    alert_keys.remove(&(alert.tenant.clone(), alert.key.clone()));
+                }
+                !gone
+            });
             let stored = state.stored.entry(run.tenant).or_default();
             *stored = stored.saturating_sub(freed);
             deleted.push(id);
